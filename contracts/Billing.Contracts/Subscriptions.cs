@@ -1,0 +1,111 @@
+namespace Billing.Contracts;
+
+/// <summary>A user's subscription first became <c>trialing</c> or <c>active</c>. Published by Payments.</summary>
+public sealed record SubscriptionActivated
+{
+    /// <summary>Billing's user id (the JWT <c>sub</c>).</summary>
+    public required string UserId { get; init; }
+    /// <summary>Stripe subscription id (<c>sub_…</c>).</summary>
+    public required string SubscriptionId { get; init; }
+    /// <summary>Stripe customer id (<c>cus_…</c>).</summary>
+    public required string CustomerId { get; init; }
+    /// <summary>Catalog plan id, e.g. <c>pro</c>.</summary>
+    public required string PlanId { get; init; }
+    /// <summary>Stripe price id of the subscription's item.</summary>
+    public required string PriceId { get; init; }
+    /// <summary><c>day</c>, <c>week</c>, <c>month</c> or <c>year</c>.</summary>
+    public required string Interval { get; init; }
+    /// <summary>Intervals per period: 3 with <c>month</c> is quarterly.</summary>
+    public required int IntervalCount { get; init; }
+    /// <summary>Stripe status: <c>trialing</c> or <c>active</c>.</summary>
+    public required string Status { get; init; }
+    /// <summary>Start of the current billing period.</summary>
+    public required DateTimeOffset CurrentPeriodStart { get; init; }
+    /// <summary>End of the current billing period.</summary>
+    public required DateTimeOffset CurrentPeriodEnd { get; init; }
+    /// <summary>When the trial ends, if there is one.</summary>
+    public DateTimeOffset? TrialEnd { get; init; }
+    /// <summary>When the subscription started; monthly quota windows are anchored on it.</summary>
+    public required DateTimeOffset StartedAt { get; init; }
+    /// <summary>When Stripe says it happened.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The Stripe event that caused it.</summary>
+    public string? StripeEventId { get; init; }
+}
+
+/// <summary>Stripe's subscription changed: status, price or plan, period or cancel-at-period-end. Published by Payments.</summary>
+public sealed record SubscriptionUpdated
+{
+    /// <summary>Billing's user id.</summary>
+    public required string UserId { get; init; }
+    /// <summary>Stripe subscription id.</summary>
+    public required string SubscriptionId { get; init; }
+    /// <summary>Stripe customer id.</summary>
+    public required string CustomerId { get; init; }
+    /// <summary>Catalog plan id after the change.</summary>
+    public required string PlanId { get; init; }
+    /// <summary>Stripe price id after the change.</summary>
+    public required string PriceId { get; init; }
+    /// <summary>Billing interval after the change.</summary>
+    public required string Interval { get; init; }
+    /// <summary>Intervals per period after the change.</summary>
+    public required int IntervalCount { get; init; }
+    /// <summary>Stripe status after the change (<c>active</c>, <c>past_due</c>, <c>paused</c>, …).</summary>
+    public required string Status { get; init; }
+    /// <summary>Start of the current billing period.</summary>
+    public required DateTimeOffset CurrentPeriodStart { get; init; }
+    /// <summary>End of the current billing period.</summary>
+    public required DateTimeOffset CurrentPeriodEnd { get; init; }
+    /// <summary>True when the subscription ends at the period end.</summary>
+    public required bool CancelAtPeriodEnd { get; init; }
+    /// <summary>When the trial ends, if there is one.</summary>
+    public DateTimeOffset? TrialEnd { get; init; }
+    /// <summary>When the subscription started.</summary>
+    public required DateTimeOffset StartedAt { get; init; }
+    /// <summary>Status before the change, when Stripe told us.</summary>
+    public string? PreviousStatus { get; init; }
+    /// <summary>Plan before the change, when it changed.</summary>
+    public string? PreviousPlanId { get; init; }
+    /// <summary>When Stripe says it happened.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The Stripe event that caused it.</summary>
+    public string? StripeEventId { get; init; }
+}
+
+/// <summary>The subscription is over (canceled, expired). Published by Payments.</summary>
+public sealed record SubscriptionEnded
+{
+    /// <summary>Billing's user id.</summary>
+    public required string UserId { get; init; }
+    /// <summary>Stripe subscription id.</summary>
+    public required string SubscriptionId { get; init; }
+    /// <summary>Catalog plan id the subscription had.</summary>
+    public required string PlanId { get; init; }
+    /// <summary>Final Stripe status, usually <c>canceled</c>.</summary>
+    public required string Status { get; init; }
+    /// <summary>When it ended.</summary>
+    public required DateTimeOffset EndedAt { get; init; }
+    /// <summary>Stripe's cancellation reason, if any (<c>cancellation_requested</c>, <c>payment_failed</c>, …).</summary>
+    public string? Reason { get; init; }
+    /// <summary>When Stripe says it happened.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The Stripe event that caused it.</summary>
+    public string? StripeEventId { get; init; }
+}
+
+/// <summary>Past due longer than the catalog's grace period: access is suspended. Published by Subscriptions.</summary>
+public sealed record SubscriptionAccessSuspended
+{
+    /// <summary>Billing's user id.</summary>
+    public required string UserId { get; init; }
+    /// <summary>Stripe subscription id.</summary>
+    public required string SubscriptionId { get; init; }
+    /// <summary>Catalog plan id.</summary>
+    public required string PlanId { get; init; }
+    /// <summary>When the subscription went past due.</summary>
+    public required DateTimeOffset PastDueSince { get; init; }
+    /// <summary>The end of the grace period that has now passed.</summary>
+    public required DateTimeOffset GraceUntil { get; init; }
+    /// <summary>When access was suspended.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# deploy/billing test: a fresh private PostgreSQL and RabbitMQ (the 'test' profile: its own ports and data, so a
+# running 'up' is untouched), one Release build, every test project, then the whole stack for the end-to-end
+# tests. Ends with one line 'N passed, N failed, N skipped' summed over all projects; exits non-zero on any
+# failure, on a project that reported nothing, or when no test ran.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$REPO/deploy/lib/infra.sh"
+source "$REPO/deploy/lib/stack.sh"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+FILTER=""
+while (($#)); do
+  case $1 in
+    --filter) FILTER=$2; shift 2 ;;
+    *) echo "unknown option $1 (use --filter EXPR)" >&2; exit 2 ;;
+  esac
+done
+
+started=$SECONDS
+infra_install
+infra_profile test
+stack_profile test
+# Each run starts from nothing: stop what a crashed run left (by its recorded PIDs) and wipe its data.
+stack_stop 2>/dev/null || true
+infra_stop >/dev/null 2>&1 || true
+rm -rf "$BILLING_DATA_DIR"
+mkdir -p "$BILLING_DATA_DIR"
+infra_profile test
+stack_profile test
+
+cleanup() {
+  stack_stop 2>/dev/null || true
+  infra_stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+infra_start
+stack_build
+
+RUN_ID="r$(date +%s)$((RANDOM % 1000))"
+export BILLING_TEST_RUN_ID=$RUN_ID
+export BILLING_TEST_PG="Host=127.0.0.1;Port=$BILLING_PG_PORT;Username=postgres;Timeout=5"
+export BILLING_TEST_RABBIT_HOST=127.0.0.1 BILLING_TEST_RABBIT_PORT=$BILLING_RABBIT_PORT
+export BILLING_TEST_SIM_URL="http://127.0.0.1:$SIM_PORT"
+export BILLING_REPO=$REPO
+for s in "${STACK_SERVICES[@]}"; do
+  export "BILLING_TEST_${s^^}_URL=http://127.0.0.1:${SERVICE_PORT[$s]}"
+done
+
+passed=0 failed=0 skipped=0
+LOGS="$BILLING_DATA_DIR/test-logs"
+mkdir -p "$LOGS"
+
+run_project() { # <project dir>
+  local project=$1 name log line
+  name=$(basename "$project")
+  log="$LOGS/$name.log"
+  echo "── $name"
+  local -a args=(test "$REPO/$project" -c Release --no-build --nologo --blame-hang-timeout 10m)
+  [[ -n $FILTER ]] && args+=(--filter "$FILTER")
+  set +e
+  dotnet "${args[@]}" 2>&1 | tee "$log" | grep -E '^\s*(Failed|Skipped) |Passed!|Failed!|error' | grep -v '^\s*$'
+  set -e
+  line=$(grep -E '(Passed|Failed)!\s+-\s+Failed:' "$log" | tail -n 1 || true)
+  if [[ -z $line ]]; then
+    if [[ -n $FILTER ]] && ! grep -q 'error' "$log"; then
+      echo "   (no test matched the filter)"
+      return 0
+    fi
+    echo "   $name reported no result (see $log)"
+    failed=$((failed + 1))
+    return 0
+  fi
+  local f p s
+  f=$(sed -E 's/.*Failed:\s*([0-9]+).*/\1/' <<< "$line")
+  p=$(sed -E 's/.*Passed:\s*([0-9]+).*/\1/' <<< "$line")
+  s=$(sed -E 's/.*Skipped:\s*([0-9]+).*/\1/' <<< "$line")
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+}
+
+# Projects that bring their own hosts (or need only PostgreSQL and RabbitMQ).
+for project in tests/Billing.Platform.Tests tests/Billing.StripeSimulator.Tests; do
+  [[ -d $REPO/$project ]] && run_project "$project"
+done
+
+# The end-to-end tests drive the real processes: simulator, four services, gateway.
+export BILLING_DB_SUFFIX="_$RUN_ID" BILLING_QUEUE_PREFIX="$RUN_ID-"
+stack_profile test
+echo "── starting the stack (logs in $STACK_DIR/logs)"
+stack_start
+if stack_wait_ready 150; then
+  run_project tests/Billing.EndToEnd.Tests
+else
+  echo "   the stack did not become ready; end-to-end tests not run"
+  failed=$((failed + 1))
+fi
+
+cleanup
+trap - EXIT
+echo "test run took $((SECONDS - started)) s"
+echo "$passed passed, $failed failed, $skipped skipped"
+if ((failed > 0 || passed == 0)); then
+  exit 1
+fi

@@ -1,0 +1,99 @@
+using System.Security.Claims;
+using System.Text;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Billing.ServiceDefaults;
+
+/// <summary>The authorization policies of API.md's "Identity" section.</summary>
+public static class BillingPolicies
+{
+    /// <summary>Any valid token with a <c>sub</c>: an end user acting for themself.</summary>
+    public const string User = "user";
+    /// <summary>An internal AI service: <c>scope</c> contains <c>billing.usage</c>.</summary>
+    public const string Usage = "billing.usage";
+    /// <summary>An administrator: <c>scope</c> contains <c>billing.admin</c>.</summary>
+    public const string Admin = "billing.admin";
+    /// <summary>No token needed (catalog, webhooks, health).</summary>
+    public const string Anonymous = "anonymous";
+}
+
+/// <summary>Reads the caller's identity from a validated token; a client-supplied identity header is never read.</summary>
+public static class ClaimsPrincipalExtensions
+{
+    /// <summary>The user id (<c>sub</c>).</summary>
+    public static string? UserId(this ClaimsPrincipal user) => user.FindFirst("sub")?.Value;
+
+    /// <summary>The groups of the token (<c>groups</c>, a JSON array or a single string).</summary>
+    public static IReadOnlyList<string> Groups(this ClaimsPrincipal user) =>
+        user.FindAll("groups").Select(c => c.Value).Where(v => v.Length > 0).Distinct(StringComparer.Ordinal).ToList();
+
+    /// <summary>True when the space-separated <c>scope</c> (or <c>scp</c>) claims contain <paramref name="scope"/>.</summary>
+    public static bool HasScope(this ClaimsPrincipal user, string scope) =>
+        user.FindAll(c => c.Type is "scope" or "scp")
+            .SelectMany(c => c.Value.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Contains(scope, StringComparer.Ordinal);
+}
+
+internal static class AuthExtensions
+{
+    /// <summary>
+    /// JWT bearer validation of issuer, audience, lifetime and signature. Production: an OIDC authority
+    /// (<c>BILLING_OIDC_AUTHORITY</c>); local: HS256 with <c>BILLING_JWT_SIGNING_KEY</c>.
+    /// </summary>
+    public static void AddBillingAuthentication(this WebApplicationBuilder builder)
+    {
+        var config = builder.Configuration;
+        var issuer = config["BILLING_JWT_ISSUER"] is { Length: > 0 } i ? i : "billing-local";
+        var audience = config["BILLING_JWT_AUDIENCE"] is { Length: > 0 } a ? a : "billing";
+        var authority = config["BILLING_OIDC_AUTHORITY"];
+        var signingKey = config["BILLING_JWT_SIGNING_KEY"];
+        if (string.IsNullOrWhiteSpace(authority) && string.IsNullOrWhiteSpace(signingKey))
+        {
+            throw new InvalidOperationException(
+                "Set BILLING_OIDC_AUTHORITY (production) or BILLING_JWT_SIGNING_KEY (local HS256, at least 32 characters).");
+        }
+        if (string.IsNullOrWhiteSpace(authority) && signingKey!.Length < 32)
+        {
+            throw new InvalidOperationException("BILLING_JWT_SIGNING_KEY must be at least 32 characters (256 bits).");
+        }
+
+        builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer(options =>
+        {
+            options.MapInboundClaims = false;
+            options.TokenValidationParameters = new TokenValidationParameters
+            {
+                ValidateIssuer = true,
+                ValidIssuer = issuer,
+                ValidateAudience = true,
+                ValidAudience = audience,
+                ValidateLifetime = true,
+                RequireExpirationTime = true,
+                ClockSkew = TimeSpan.FromSeconds(30),
+                NameClaimType = "sub",
+            };
+            if (!string.IsNullOrWhiteSpace(authority))
+            {
+                options.Authority = authority;
+                options.RequireHttpsMetadata = authority.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+            }
+            else
+            {
+                options.TokenValidationParameters.ValidateIssuerSigningKey = true;
+                options.TokenValidationParameters.ValidAlgorithms = [SecurityAlgorithms.HmacSha256];
+                options.TokenValidationParameters.IssuerSigningKey = new SymmetricSecurityKey(Encoding.UTF8.GetBytes(signingKey!));
+            }
+        });
+
+        builder.Services.AddAuthorizationBuilder()
+            .AddPolicy(BillingPolicies.User, p => p.RequireAuthenticatedUser().RequireClaim("sub"))
+            .AddPolicy(BillingPolicies.Usage, p => p.RequireAuthenticatedUser().RequireAssertion(c => c.User.HasScope("billing.usage")))
+            .AddPolicy(BillingPolicies.Admin, p => p.RequireAuthenticatedUser().RequireAssertion(c => c.User.HasScope("billing.admin")))
+            // Every endpoint needs a token unless it says otherwise.
+            .SetFallbackPolicy(new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
+    }
+}

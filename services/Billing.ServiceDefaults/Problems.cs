@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Billing.ServiceDefaults;
+
+/// <summary>RFC 9457 problem details for every error, with a stable <c>code</c> member.</summary>
+public static class Problems
+{
+    /// <summary>A problem result with Billing's stable <c>code</c> and any extra members.</summary>
+    public static IResult Problem(int status, string code, string title, string? detail = null, IDictionary<string, object?>? extensions = null)
+    {
+        var ext = new Dictionary<string, object?>(extensions ?? new Dictionary<string, object?>()) { ["code"] = code };
+        return TypedResults.Problem(detail: detail, statusCode: status, title: title, type: $"https://billing.dev/problems/{code.Replace('_', '-')}", extensions: ext);
+    }
+
+    /// <summary>400 with the invalid fields listed.</summary>
+    public static IResult Validation(IDictionary<string, string[]> errors, string? detail = null) =>
+        TypedResults.ValidationProblem(errors, detail: detail, title: "The request is not valid.",
+            type: "https://billing.dev/problems/validation", extensions: new Dictionary<string, object?> { ["code"] = "validation" });
+
+    internal static void AddBillingProblemDetails(this IServiceCollection services)
+    {
+        services.AddProblemDetails(options => options.CustomizeProblemDetails = context =>
+        {
+            context.ProblemDetails.Instance ??= context.HttpContext.Request.Path;
+            context.ProblemDetails.Extensions.TryAdd("traceId", Activity.Current?.TraceId.ToString() ?? context.HttpContext.TraceIdentifier);
+            if (!context.ProblemDetails.Extensions.ContainsKey("code"))
+            {
+                context.ProblemDetails.Extensions["code"] = context.ProblemDetails.Status switch
+                {
+                    400 => "bad_request",
+                    401 => "unauthorized",
+                    403 => "forbidden",
+                    404 => "not_found",
+                    405 => "method_not_allowed",
+                    409 => "conflict",
+                    413 => "payload_too_large",
+                    415 => "unsupported_media_type",
+                    429 => "rate_limited",
+                    503 => "unavailable",
+                    _ => context.ProblemDetails.Status >= 500 ? "internal_error" : "error",
+                };
+            }
+        });
+        services.AddExceptionHandler<BadRequestExceptionHandler>();
+    }
+}
+
+/// <summary>
+/// Malformed input that ASP.NET reports by exception (bad JSON, a body over the size limit) is the client's
+/// fault: answer its 4xx as a problem, never a 500.
+/// </summary>
+internal sealed class BadRequestExceptionHandler(IProblemDetailsService problems, ILogger<BadRequestExceptionHandler> logger) : IExceptionHandler
+{
+    public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+    {
+        var (status, title) = exception switch
+        {
+            BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "The request body is too large." : "The request is not valid."),
+            System.Text.Json.JsonException => (400, "The request body is not valid JSON."),
+            _ => (0, ""),
+        };
+        if (status == 0 || httpContext.Response.HasStarted)
+        {
+            return false;
+        }
+
+        logger.LogInformation("Rejected a bad request: {Message}", exception.Message);
+        httpContext.Response.StatusCode = status;
+        return await problems.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = httpContext,
+            ProblemDetails = new ProblemDetails { Status = status, Title = title, Detail = exception.Message },
+            Exception = exception,
+        });
+    }
+}
