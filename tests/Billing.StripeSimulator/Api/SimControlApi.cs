@@ -1,0 +1,150 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Billing.StripeSimulator.Engine;
+using Billing.StripeSimulator.Infrastructure;
+using Billing.StripeSimulator.Webhooks;
+
+namespace Billing.StripeSimulator.Api;
+
+/// <summary>The simulator's own controls under <c>/_sim</c>: clock, config, reset, events and deliveries, settling
+/// delayed payments, changing a customer's card, meter events.</summary>
+public static class SimControlApi
+{
+    public static void MapSimControlApi(this IEndpointRouteBuilder app)
+    {
+        var sim = app.MapGroup("/_sim");
+        sim.MapGet("/clock", (Sim s) => Json(s.Locked(() => new JsonObject { ["now"] = s.State.Now, ["wall"] = s.State.WallNow })));
+        sim.MapPost("/clock/advance", async (HttpRequest request, Sim s) =>
+        {
+            var body = await ReadJson(request);
+            var seconds = body["seconds"]?.GetValue<long>() ?? throw StripeError.Missing("seconds");
+            if (seconds < 0)
+            {
+                throw StripeError.Invalid("seconds", "The clock only moves forward.");
+            }
+            return Json(s.Locked(() =>
+            {
+                s.State.Advance(seconds);
+                var processed = s.Engine.ProcessDue(s.State.Now);
+                return new JsonObject { ["now"] = s.State.Now, ["processed"] = processed };
+            }));
+        });
+        sim.MapGet("/config", (Sim s) => Json(s.Locked(() => Config(s))));
+        sim.MapPost("/config", async (HttpRequest request, Sim s) =>
+        {
+            var body = await ReadJson(request);
+            return Json(s.Locked(() =>
+            {
+                if (body.ContainsKey("webhookUrl"))
+                {
+                    s.State.Options.WebhookUrl = body["webhookUrl"]?.GetValue<string>();
+                }
+                if (body["deliverWebhooks"] is { } deliver)
+                {
+                    s.State.Options.DeliverWebhooks = deliver.GetValue<bool>();
+                }
+                if (body["webhookSecret"] is { } secret)
+                {
+                    s.State.Options.WebhookSecret = secret.GetValue<string>();
+                }
+                return Config(s);
+            }));
+        });
+        sim.MapPost("/reset", (Sim s) =>
+        {
+            s.Locked(() =>
+            {
+                s.State.Reset();
+                return 0;
+            });
+            StripeMiddleware.ClearIdempotencyKeys();
+            return Json(new JsonObject { ["reset"] = true });
+        });
+        sim.MapGet("/events", (Sim s) => Json(s.Locked(() => new JsonObject
+        {
+            ["data"] = new JsonArray(s.State.Events.OrderByDescending(e => e.Sequence).Select(e => (JsonNode)new JsonObject
+            {
+                ["id"] = e.Id,
+                ["type"] = e.Type,
+                ["created"] = e.Created,
+                ["delivered"] = e.Delivered,
+                ["dropped"] = e.Dropped,
+                ["attempts"] = new JsonArray(e.Attempts.Select(a => (JsonNode)new JsonObject { ["at"] = a.At, ["status"] = a.Status, ["error"] = a.Error }).ToArray()),
+                ["event"] = s.Json.Event(e),
+            }).ToArray()),
+        })));
+        sim.MapPost("/events/{id}/redeliver", async (string id, Sim s, WebhookDispatcher dispatcher, CancellationToken ct) =>
+        {
+            var evt = s.Locked(() => s.Event(id));
+            var ok = await dispatcher.DeliverAsync(evt, scheduleRetry: false, ct);
+            return Json(s.Locked(() => new JsonObject
+            {
+                ["id"] = evt.Id,
+                ["delivered"] = ok,
+                ["attempts"] = evt.Attempts.Count,
+            }));
+        });
+        sim.MapPost("/checkout/{id}/settle", async (string id, HttpRequest request, Sim s) =>
+        {
+            var body = await ReadJson(request);
+            var succeed = body["succeed"]?.GetValue<bool>() ?? true;
+            return Json(s.Locked(() =>
+            {
+                var session = s.CheckoutSession(id, "id");
+                s.Engine.SettleCheckout(session, succeed);
+                return s.Json.CheckoutSession(session);
+            }));
+        });
+        sim.MapPost("/customers/{id}/card", async (string id, HttpRequest request, Sim s) =>
+        {
+            var body = await ReadJson(request);
+            var card = body["card"]?.GetValue<string>() ?? throw StripeError.Missing("card");
+            return Json(s.Locked(() =>
+            {
+                var customer = s.Customer(id);
+                s.Engine.SetCard(customer, card);
+                return s.Json.Customer(customer);
+            }));
+        });
+        sim.MapGet("/meter_events", (Sim s) => Json(s.Locked(() => new JsonObject
+        {
+            ["data"] = new JsonArray(s.State.MeterEvents.AsEnumerable().Reverse().Select(m => (JsonNode)new JsonObject
+            {
+                ["event_name"] = m.EventName,
+                ["customer"] = m.CustomerId,
+                ["value"] = m.Value,
+                ["identifier"] = m.Identifier,
+                ["timestamp"] = m.Timestamp,
+                ["created"] = m.Created,
+            }).ToArray()),
+        })));
+    }
+
+    private static JsonObject Config(Sim s) => new()
+    {
+        ["publicUrl"] = s.State.Options.PublicUrl,
+        ["webhookUrl"] = s.State.Options.WebhookUrl,
+        ["deliverWebhooks"] = s.State.Options.DeliverWebhooks,
+        ["now"] = s.State.Now,
+    };
+
+    private static async Task<JsonObject> ReadJson(HttpRequest request)
+    {
+        using var reader = new StreamReader(request.Body);
+        var text = await reader.ReadToEndAsync();
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return new JsonObject();
+        }
+        try
+        {
+            return JsonNode.Parse(text) as JsonObject ?? throw StripeError.Invalid(null, "Expected a JSON object.");
+        }
+        catch (JsonException ex)
+        {
+            throw StripeError.Invalid(null, "Invalid JSON: " + ex.Message);
+        }
+    }
+
+    private static IResult Json(JsonObject obj) => Results.Text(obj.ToJsonString(Rendering.StripeJson.Wire), "application/json");
+}

@@ -1,0 +1,133 @@
+using System.Text.Json.Nodes;
+using Billing.StripeSimulator.Domain;
+using Billing.StripeSimulator.Engine;
+using Billing.StripeSimulator.Infrastructure;
+
+namespace Billing.StripeSimulator.Api;
+
+public static class SubscriptionsApi
+{
+    public static void MapSubscriptionsApi(this IEndpointRouteBuilder app)
+    {
+        app.MapStripe("GET", "/v1/subscriptions", ListSubscriptions);
+        app.MapStripe("GET", "/v1/subscriptions/{id}", c => c.Expand(c.Sim.Json.Subscription(c.Sim.Subscription(c.Route("id")))));
+        app.MapStripe("POST", "/v1/subscriptions/{id}", UpdateSubscription);
+        app.MapStripe("DELETE", "/v1/subscriptions/{id}", CancelSubscription);
+        app.MapStripe("POST", "/v1/subscriptions/{id}/resume", ResumeSubscription);
+        app.MapStripe("GET", "/v1/subscription_items", ListItems);
+    }
+
+    private static JsonObject ListSubscriptions(StripeCall c)
+    {
+        var f = c.Form;
+        var customer = f.Str("customer");
+        var status = f.Str("status");
+        var price = f.Str("price");
+        var items = c.Sim.State.Subscriptions.Values
+            .Where(s => customer is null || s.CustomerId == customer)
+            .Where(s => price is null || s.Items.Any(i => i.PriceId == price))
+            .Where(s => status switch
+            {
+                null => !s.IsEnded,
+                "all" => true,
+                "ended" => s.IsEnded,
+                _ => s.Status == status,
+            })
+            .OrderByDescending(s => c.Sim.State.Order(s.Id));
+        return c.Sim.Page(items, s => s.Id, c.Sim.Json.Subscription, f, "/v1/subscriptions");
+    }
+
+    private static JsonObject ListItems(StripeCall c)
+    {
+        var sub = c.Sim.Subscription(c.Form.Required("subscription"), "subscription");
+        return c.Sim.Page(sub.Items, i => i.Id, i => c.Sim.Json.SubscriptionItem(sub, i), c.Form, $"/v1/subscription_items?subscription={sub.Id}");
+    }
+
+    public static JsonObject UpdateSubscription(StripeCall c)
+    {
+        var f = c.Form;
+        var sub = c.Sim.Subscription(c.Route("id"));
+        var engine = c.Sim.Engine;
+        var before = c.Sim.Json.Subscription(sub);
+        var items = f.Items("items");
+        var changesSomething = items.Count > 0 || f.Has("cancel_at_period_end") || f.Has("billing_cycle_anchor");
+        if (sub.IsEnded && changesSomething)
+        {
+            throw StripeError.Invalid(null, "A canceled subscription can only update its cancellation_details and metadata.");
+        }
+        var prorationBehavior = f.Str("proration_behavior") ?? "create_prorations";
+        if (prorationBehavior is not ("create_prorations" or "always_invoice" or "none"))
+        {
+            throw StripeError.Invalid("proration_behavior", "Invalid proration_behavior: must be one of always_invoice, create_prorations, or none");
+        }
+        var anchor = f.Str("billing_cycle_anchor") ?? f.Str("billing_cycle_anchor", "type");
+        if (anchor is not (null or "now" or "unchanged"))
+        {
+            throw StripeError.Invalid("billing_cycle_anchor", "Invalid billing_cycle_anchor: must be one of now or unchanged");
+        }
+        var paymentBehavior = f.Str("payment_behavior") ?? "allow_incomplete";
+
+        for (var i = 0; i < items.Count; i++)
+        {
+            var itemForm = items[i];
+            var item = itemForm.Str("id") is { Length: > 0 } itemId
+                ? sub.Items.FirstOrDefault(x => x.Id == itemId) ?? throw StripeError.NotFound("subscription item", itemId, $"items[{i}][id]")
+                : sub.Items.Count == 1 ? sub.Item : throw StripeError.Missing($"items[{i}][id]");
+            var price = itemForm.Str("price") is { Length: > 0 } priceId ? c.Sim.Price(priceId, $"items[{i}][price]") : c.Sim.State.Prices[item.PriceId];
+            if (!price.IsRecurring || !price.Active)
+            {
+                throw StripeError.Invalid($"items[{i}][price]", "The price specified must be an active recurring price.");
+            }
+            if (price.Currency != sub.Currency)
+            {
+                throw StripeError.Invalid($"items[{i}][price]", "The price specified must be in the subscription's currency.");
+            }
+            var quantity = itemForm.Long("quantity") ?? item.Quantity;
+            if (price.Id != item.PriceId || quantity != item.Quantity)
+            {
+                engine.ChangePrice(sub, item, price, quantity, prorationBehavior, anchor, paymentBehavior, f.Long("proration_date"));
+            }
+        }
+        if (anchor == "now" && items.Count == 0)
+        {
+            engine.ChangePrice(sub, sub.Item, c.Sim.State.Prices[sub.Item.PriceId], sub.Item.Quantity, prorationBehavior, "now", paymentBehavior, null);
+        }
+        if (f.Bool("cancel_at_period_end") is { } cancel)
+        {
+            engine.SetCancelAtPeriodEnd(sub, cancel, before);
+        }
+        if (f.Has("cancellation_details", "comment"))
+        {
+            // Accepted for compatibility; the simulator keeps only the reason.
+        }
+        c.ApplyMetadata(sub.Metadata, "metadata");
+        var after = c.Sim.Json.Subscription(sub);
+        var diff = BillingEngine.Diff(before, after);
+        if (diff.Count > 0)
+        {
+            c.Sim.State.Emit("customer.subscription.updated", after, diff);
+        }
+        return c.Expand(after);
+    }
+
+    private static JsonObject CancelSubscription(StripeCall c)
+    {
+        var sub = c.Sim.Subscription(c.Route("id"));
+        c.Sim.Engine.CancelNow(sub);
+        return c.Expand(c.Sim.Json.Subscription(sub));
+    }
+
+    private static JsonObject ResumeSubscription(StripeCall c)
+    {
+        var sub = c.Sim.Subscription(c.Route("id"));
+        if (sub.Status != "paused")
+        {
+            throw StripeError.Invalid(null, "Only a paused subscription can be resumed.", "subscription_not_paused");
+        }
+        var before = c.Sim.Json.Subscription(sub);
+        sub.Status = "active";
+        var after = c.Sim.Json.Subscription(sub);
+        c.Sim.State.Emit("customer.subscription.resumed", after, BillingEngine.Diff(before, after));
+        return c.Expand(after);
+    }
+}

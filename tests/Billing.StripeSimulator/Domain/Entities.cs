@@ -1,0 +1,276 @@
+using System.Text.Json.Nodes;
+
+namespace Billing.StripeSimulator.Domain;
+
+public sealed class Customer
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public string? Email { get; set; }
+    public string? Name { get; set; }
+    public string? Description { get; set; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+    /// <summary>The test card number on file; decides how later (off-session) charges go.</summary>
+    public string? Card { get; set; }
+    public string? PaymentMethodId { get; set; }
+}
+
+public sealed class Product
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public long Updated { get; set; }
+    public required string Name { get; set; }
+    public string? Description { get; set; }
+    public bool Active { get; set; } = true;
+    public string? DefaultPriceId { get; set; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+}
+
+public sealed class Price
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string ProductId { get; init; }
+    public long UnitAmount { get; init; }
+    public required string Currency { get; init; }
+    public string? Interval { get; init; }
+    public int IntervalCount { get; init; } = 1;
+    public string? LookupKey { get; set; }
+    public string? Nickname { get; set; }
+    public bool Active { get; set; } = true;
+    public Dictionary<string, string> Metadata { get; set; } = new();
+    public bool IsRecurring => Interval is not null;
+}
+
+public sealed class LineItem
+{
+    public required string Id { get; init; }
+    public required string PriceId { get; init; }
+    public long Quantity { get; init; } = 1;
+}
+
+public sealed class CheckoutSession
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string Mode { get; init; }
+    public string? CustomerId { get; set; }
+    public string? CustomerEmail { get; init; }
+    public string? ClientReferenceId { get; init; }
+    public List<LineItem> LineItems { get; init; } = [];
+    public string? SuccessUrl { get; init; }
+    public string? CancelUrl { get; init; }
+    public Dictionary<string, string> Metadata { get; init; } = new();
+    public Dictionary<string, string> SubscriptionMetadata { get; init; } = new();
+    public long? TrialPeriodDays { get; init; }
+    public Dictionary<string, string> PaymentIntentMetadata { get; init; } = new();
+    public bool? AllowPromotionCodes { get; init; }
+    public long ExpiresAt { get; init; }
+    public string Status { get; set; } = "open";
+    public string PaymentStatus { get; set; } = "unpaid";
+    public string? SubscriptionId { get; set; }
+    public string? PaymentIntentId { get; set; }
+    public string? InvoiceId { get; set; }
+    public long AmountTotal { get; init; }
+    public required string Currency { get; init; }
+    public string? Url { get; set; }
+    /// <summary>Set while a 3-D Secure challenge is shown.</summary>
+    public string? PendingCard { get; set; }
+    public bool AwaitingSettlement { get; set; }
+}
+
+public sealed class PortalSession
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string CustomerId { get; init; }
+    public string? ReturnUrl { get; init; }
+    public required string Url { get; init; }
+}
+
+public sealed class SubscriptionItem
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string PriceId { get; set; }
+    public long Quantity { get; set; } = 1;
+    public long PeriodStart { get; set; }
+    public long PeriodEnd { get; set; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+}
+
+public sealed class PendingProration
+{
+    public required string Description { get; init; }
+    public long Amount { get; init; }
+    public required string PriceId { get; init; }
+    public long Quantity { get; init; }
+    public long PeriodStart { get; init; }
+    public long PeriodEnd { get; init; }
+}
+
+public sealed class Subscription
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string CustomerId { get; init; }
+    public required string Currency { get; init; }
+    public string Status { get; set; } = "active";
+    public List<SubscriptionItem> Items { get; init; } = [];
+    public long StartDate { get; init; }
+    /// <summary>The moment periods are counted from (day of month, time of day).</summary>
+    public long BillingCycleAnchor { get; set; }
+    public long? TrialStart { get; set; }
+    public long? TrialEnd { get; set; }
+    public bool TrialWillEndSent { get; set; }
+    public bool CancelAtPeriodEnd { get; set; }
+    public long? CancelAt { get; set; }
+    public long? CanceledAt { get; set; }
+    public long? EndedAt { get; set; }
+    public string? CancellationReason { get; set; }
+    public string? LatestInvoiceId { get; set; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+    public List<PendingProration> PendingProrations { get; } = [];
+    public SubscriptionItem Item => Items[0];
+    public bool IsEnded => Status is "canceled" or "incomplete_expired";
+}
+
+public sealed class InvoiceLine
+{
+    public required string Id { get; init; }
+    public long Amount { get; init; }
+    public required string Description { get; init; }
+    public string? PriceId { get; init; }
+    public long Quantity { get; init; } = 1;
+    public long PeriodStart { get; init; }
+    public long PeriodEnd { get; init; }
+    public bool Proration { get; init; }
+    public string? SubscriptionItemId { get; init; }
+}
+
+public sealed class Invoice
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string CustomerId { get; init; }
+    public string? SubscriptionId { get; init; }
+    public Dictionary<string, string>? SubscriptionMetadata { get; init; }
+    public required string BillingReason { get; init; }
+    public required string Currency { get; init; }
+    public string Status { get; set; } = "draft";
+    public List<InvoiceLine> Lines { get; init; } = [];
+    public long Total => Lines.Sum(l => l.Amount);
+    public long AmountDue => Math.Max(0, Total);
+    public long AmountPaid { get; set; }
+    public int AttemptCount { get; set; }
+    public bool Attempted { get; set; }
+    public long? NextPaymentAttempt { get; set; }
+    public long PeriodStart { get; init; }
+    public long PeriodEnd { get; init; }
+    public long? FinalizedAt { get; set; }
+    public long? PaidAt { get; set; }
+    public long? VoidedAt { get; set; }
+    public long? MarkedUncollectibleAt { get; set; }
+    public string? Number { get; set; }
+    public string? PaymentIntentId { get; set; }
+    public string? InvoicePaymentId { get; set; }
+    public bool IsPreview { get; init; }
+}
+
+public sealed class InvoicePayment
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string InvoiceId { get; init; }
+    public required string PaymentIntentId { get; init; }
+    public long AmountRequested { get; init; }
+    public long? AmountPaid { get; set; }
+    public required string Currency { get; init; }
+    public string Status { get; set; } = "open";
+    public long? PaidAt { get; set; }
+}
+
+public sealed class PaymentIntent
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public long Amount { get; init; }
+    public required string Currency { get; init; }
+    public string? CustomerId { get; init; }
+    public string Status { get; set; } = "requires_payment_method";
+    public string? LatestChargeId { get; set; }
+    public string? Description { get; init; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+    public string? PaymentMethodId { get; set; }
+    public long AmountReceived { get; set; }
+    public string? LastErrorCode { get; set; }
+    public string? LastErrorMessage { get; set; }
+    public string? LastErrorDeclineCode { get; set; }
+    public string PaymentMethodType { get; set; } = "card";
+}
+
+public sealed class Charge
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public long Amount { get; init; }
+    public required string Currency { get; init; }
+    public string? CustomerId { get; init; }
+    public required string PaymentIntentId { get; init; }
+    public string Status { get; set; } = "succeeded";
+    public long AmountRefunded { get; set; }
+    public string? FailureCode { get; init; }
+    public string? FailureMessage { get; init; }
+    public string? DeclineCode { get; init; }
+    public string? Description { get; init; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+    public string? PaymentMethodId { get; init; }
+    public string Last4 { get; init; } = "4242";
+    public string PaymentMethodType { get; init; } = "card";
+    public bool Paid => Status == "succeeded";
+}
+
+public sealed class Refund
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public long Amount { get; init; }
+    public required string Currency { get; init; }
+    public required string ChargeId { get; init; }
+    public required string PaymentIntentId { get; init; }
+    public string? Reason { get; init; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+}
+
+public sealed class MeterEvent
+{
+    public required string Identifier { get; init; }
+    public required string EventName { get; init; }
+    public required string CustomerId { get; init; }
+    public required string Value { get; init; }
+    public long Timestamp { get; init; }
+    public long Created { get; init; }
+    public Dictionary<string, string> Payload { get; init; } = new();
+}
+
+public sealed class DeliveryAttempt
+{
+    public long At { get; init; }
+    public int? Status { get; init; }
+    public string? Error { get; init; }
+}
+
+public sealed class SimEvent
+{
+    public required string Id { get; init; }
+    public long Sequence { get; init; }
+    public required string Type { get; init; }
+    public long Created { get; init; }
+    public required JsonObject Object { get; init; }
+    public JsonObject? PreviousAttributes { get; init; }
+    public string? RequestIdempotencyKey { get; init; }
+    public List<DeliveryAttempt> Attempts { get; } = [];
+    public bool Delivered { get; set; }
+    public bool Dropped { get; set; }
+}

@@ -1,0 +1,865 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Billing.StripeSimulator.Domain;
+using Billing.StripeSimulator.Infrastructure;
+using Billing.StripeSimulator.Rendering;
+
+namespace Billing.StripeSimulator.Engine;
+
+public sealed record ChargeOutcome(bool Succeeded, string? Code, string? DeclineCode, string? Message);
+
+/// <summary>
+/// Stripe's billing behaviour: checkout completion, invoices and charges, renewals, retries, plan changes,
+/// cancellations and refunds, each emitting Stripe's events. Every method expects <see cref="SimState.Gate"/> held.
+/// </summary>
+public sealed class BillingEngine(SimState state, StripeJson json)
+{
+    public const string CardSucceeds = "4242424242424242";
+    public const string CardDeclined = "4000000000000002";
+    public const string CardInsufficientFunds = "4000000000009995";
+    public const string CardFailsLater = "4000000000000341";
+    public const string CardThreeDSecure = "4000002760003184";
+    public const string BankDebit = "bank_debit";
+
+    private static readonly long[] RetryDelaysDays = [3, 5, 7];
+
+    public SimState State => state;
+
+    // ---------------------------------------------------------------- cards
+
+    public static ChargeOutcome Decide(string? card, bool offSession)
+    {
+        card = NormalizeCard(card ?? CardSucceeds);
+        return card switch
+        {
+            CardDeclined => new(false, "card_declined", "generic_decline", "Your card was declined."),
+            CardInsufficientFunds => new(false, "card_declined", "insufficient_funds", "Your card has insufficient funds."),
+            CardFailsLater when offSession => new(false, "card_declined", "generic_decline", "Your card was declined."),
+            BankDebit => new(true, null, null, null),
+            _ when !IsValidCardNumber(card) => new(false, "incorrect_number", null, "Your card number is incorrect."),
+            _ => new(true, null, null, null),
+        };
+    }
+
+    public static string NormalizeCard(string card) => card == BankDebit ? card : new string(card.Where(char.IsDigit).ToArray());
+
+    private static bool IsValidCardNumber(string digits)
+    {
+        if (digits.Length is < 12 or > 19)
+        {
+            return false;
+        }
+        var sum = 0;
+        for (var i = 0; i < digits.Length; i++)
+        {
+            var d = digits[digits.Length - 1 - i] - '0';
+            if (i % 2 == 1)
+            {
+                d *= 2;
+                if (d > 9)
+                {
+                    d -= 9;
+                }
+            }
+            sum += d;
+        }
+        return sum % 10 == 0;
+    }
+
+    private static string Last4(string? card) => card is { Length: >= 4 } && card != BankDebit ? card[^4..] : "6789";
+
+    // ---------------------------------------------------------------- customers
+
+    public Customer CreateCustomer(string? email, string? name, Dictionary<string, string>? metadata)
+    {
+        var customer = new Customer
+        {
+            Id = state.NewId("cus_", 14),
+            Created = state.Now,
+            Email = email,
+            Name = name,
+            Metadata = metadata ?? new(),
+        };
+        state.Customers[customer.Id] = customer;
+        state.Emit("customer.created", json.Customer(customer));
+        return customer;
+    }
+
+    public void SetCard(Customer customer, string card)
+    {
+        var previous = json.Customer(customer);
+        customer.Card = NormalizeCard(card);
+        customer.PaymentMethodId = state.NewId("pm_");
+        var now = json.Customer(customer);
+        state.Emit("customer.updated", now, new JsonObject { ["invoice_settings"] = previous["invoice_settings"]!.DeepClone() });
+    }
+
+    // ---------------------------------------------------------------- checkout
+
+    /// <summary>Completes a checkout session that the card (or bank debit) paid; returns the decline, if any.</summary>
+    public ChargeOutcome CompleteCheckout(CheckoutSession session, string card)
+    {
+        if (session.Status != "open")
+        {
+            throw StripeError.Invalid(null, "This Checkout Session is no longer active.", "checkout_session_inactive");
+        }
+        card = NormalizeCard(card);
+        var bankDebit = card == BankDebit;
+        var needsPayment = session.AmountTotal > 0 && !(session.Mode == "subscription" && session.TrialPeriodDays is > 0);
+        if (needsPayment && !bankDebit)
+        {
+            var outcome = Decide(card, offSession: false);
+            if (!outcome.Succeeded)
+            {
+                return outcome;
+            }
+        }
+        else if (!bankDebit && !IsValidCardNumber(card))
+        {
+            return new(false, "incorrect_number", null, "Your card number is incorrect.");
+        }
+
+        Customer? customer = session.CustomerId is null ? null : state.Customers[session.CustomerId];
+        if (customer is null && session.Mode == "subscription")
+        {
+            customer = CreateCustomer(session.CustomerEmail ?? $"{session.ClientReferenceId ?? "customer"}@example.test", null, null);
+            session.CustomerId = customer.Id;
+        }
+        if (customer is not null)
+        {
+            customer.Card = card;
+            customer.PaymentMethodId ??= state.NewId("pm_");
+        }
+
+        if (session.Mode == "subscription")
+        {
+            CompleteSubscriptionCheckout(session, customer!, card, bankDebit);
+        }
+        else
+        {
+            CompletePaymentCheckout(session, customer, card, bankDebit);
+        }
+        return new(true, null, null, null);
+    }
+
+    private void CompleteSubscriptionCheckout(CheckoutSession session, Customer customer, string card, bool bankDebit)
+    {
+        var line = session.LineItems[0];
+        var price = state.Prices[line.PriceId];
+        var now = state.Now;
+        var trialEnd = session.TrialPeriodDays is > 0 ? now + session.TrialPeriodDays.Value * 86400 : (long?)null;
+        var sub = new Subscription
+        {
+            Id = state.NewId("sub_"),
+            Created = now,
+            CustomerId = customer.Id,
+            Currency = price.Currency,
+            StartDate = now,
+            BillingCycleAnchor = trialEnd ?? now,
+            TrialStart = trialEnd is null ? null : now,
+            TrialEnd = trialEnd,
+            Status = trialEnd is not null ? "trialing" : bankDebit ? "incomplete" : "active",
+            Metadata = new Dictionary<string, string>(session.SubscriptionMetadata),
+        };
+        sub.Items.Add(new SubscriptionItem
+        {
+            Id = state.NewId("si_", 14),
+            Created = now,
+            PriceId = price.Id,
+            Quantity = line.Quantity,
+            PeriodStart = now,
+            PeriodEnd = trialEnd ?? Calendar.NextBoundary(now, price.Interval!, price.IntervalCount, now),
+        });
+        state.Subscriptions[sub.Id] = sub;
+
+        var product = state.Products[price.ProductId];
+        var invoiceLine = trialEnd is not null
+            ? NewLine(0, $"Trial period for {product.Name}", price.Id, line.Quantity, now, trialEnd.Value, false, sub.Item.Id)
+            : NewLine(price.UnitAmount * line.Quantity, LineDescription(price, line.Quantity), price.Id, line.Quantity, sub.Item.PeriodStart, sub.Item.PeriodEnd, false, sub.Item.Id);
+        var invoice = NewInvoice(sub, "subscription_create", [invoiceLine], now, now);
+        sub.LatestInvoiceId = invoice.Id;
+
+        session.SubscriptionId = sub.Id;
+        session.InvoiceId = invoice.Id;
+        state.Emit("customer.subscription.created", json.Subscription(sub));
+        EmitInvoiceCreatedAndFinalized(invoice);
+
+        if (bankDebit)
+        {
+            var pi = StartPayment(invoice, customer, card);
+            pi.Status = "processing";
+            session.AwaitingSettlement = true;
+            session.PaymentStatus = "unpaid";
+        }
+        else if (invoice.AmountDue == 0)
+        {
+            MarkPaidWithoutPayment(invoice);
+            state.Emit("invoice.paid", json.Invoice(invoice));
+            state.Emit("invoice.payment_succeeded", json.Invoice(invoice));
+            session.PaymentStatus = "no_payment_required";
+        }
+        else
+        {
+            var (_, _) = AttemptInvoicePayment(invoice, offSession: false, emitSubscriptionUpdate: false);
+            session.PaymentStatus = "paid";
+        }
+        session.Status = "complete";
+        state.Emit("checkout.session.completed", json.CheckoutSession(session));
+    }
+
+    private void CompletePaymentCheckout(CheckoutSession session, Customer? customer, string card, bool bankDebit)
+    {
+        var now = state.Now;
+        var description = string.Join(", ", session.LineItems.Select(li => state.Products[state.Prices[li.PriceId].ProductId].Name));
+        var pi = new PaymentIntent
+        {
+            Id = state.NewId("pi_"),
+            Created = now,
+            Amount = session.AmountTotal,
+            Currency = session.Currency,
+            CustomerId = customer?.Id,
+            Description = description,
+            Metadata = new Dictionary<string, string>(session.PaymentIntentMetadata),
+            PaymentMethodId = customer?.PaymentMethodId ?? state.NewId("pm_"),
+            PaymentMethodType = bankDebit ? "us_bank_account" : "card",
+        };
+        state.PaymentIntents[pi.Id] = pi;
+        session.PaymentIntentId = pi.Id;
+        session.Status = "complete";
+        if (bankDebit)
+        {
+            pi.Status = "processing";
+            session.AwaitingSettlement = true;
+            session.PaymentStatus = "unpaid";
+            state.Emit("payment_intent.processing", json.PaymentIntent(pi));
+        }
+        else
+        {
+            var charge = NewCharge(pi, card, new ChargeOutcome(true, null, null, null));
+            pi.Status = "succeeded";
+            pi.AmountReceived = pi.Amount;
+            session.PaymentStatus = "paid";
+            state.Emit("payment_intent.succeeded", json.PaymentIntent(pi));
+            state.Emit("charge.succeeded", json.Charge(charge));
+        }
+        state.Emit("checkout.session.completed", json.CheckoutSession(session));
+    }
+
+    /// <summary>A delayed (bank debit) payment of a completed session settles or fails.</summary>
+    public void SettleCheckout(CheckoutSession session, bool succeed)
+    {
+        if (!session.AwaitingSettlement)
+        {
+            throw StripeError.Invalid(null, "This Checkout Session has no payment awaiting settlement.");
+        }
+        session.AwaitingSettlement = false;
+        if (session.Mode == "subscription")
+        {
+            var invoice = state.Invoices[session.InvoiceId!];
+            var sub = state.Subscriptions[session.SubscriptionId!];
+            var previous = json.Subscription(sub);
+            var customer = state.Customers[sub.CustomerId];
+            var (paid, _) = AttemptInvoicePayment(invoice, offSession: false, emitSubscriptionUpdate: false, forceOutcome: succeed
+                ? new ChargeOutcome(true, null, null, null)
+                : new ChargeOutcome(false, "payment_method_provider_decline", null, "The customer's bank account could not be debited."));
+            if (paid)
+            {
+                sub.Status = "active";
+                state.Emit("customer.subscription.updated", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+            }
+            else
+            {
+                invoice.NextPaymentAttempt = null;
+                sub.Status = "incomplete_expired";
+                sub.EndedAt = state.Now;
+                state.Emit("customer.subscription.deleted", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+            }
+            customer.Card = succeed ? customer.Card : null;
+        }
+        else
+        {
+            var pi = state.PaymentIntents[session.PaymentIntentId!];
+            var outcome = succeed
+                ? new ChargeOutcome(true, null, null, null)
+                : new ChargeOutcome(false, "payment_method_provider_decline", null, "The customer's bank account could not be debited.");
+            var charge = NewCharge(pi, BankDebit, outcome);
+            if (succeed)
+            {
+                pi.Status = "succeeded";
+                pi.AmountReceived = pi.Amount;
+                state.Emit("payment_intent.succeeded", json.PaymentIntent(pi));
+                state.Emit("charge.succeeded", json.Charge(charge));
+            }
+            else
+            {
+                pi.Status = "requires_payment_method";
+                SetLastError(pi, outcome);
+                state.Emit("payment_intent.payment_failed", json.PaymentIntent(pi));
+                state.Emit("charge.failed", json.Charge(charge));
+            }
+        }
+        session.PaymentStatus = succeed ? "paid" : "unpaid";
+        state.Emit(succeed ? "checkout.session.async_payment_succeeded" : "checkout.session.async_payment_failed", json.CheckoutSession(session));
+    }
+
+    public void ExpireCheckout(CheckoutSession session)
+    {
+        if (session.Status != "open")
+        {
+            throw StripeError.Invalid(null, $"Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{session.Status}\".");
+        }
+        session.Status = "expired";
+        state.Emit("checkout.session.expired", json.CheckoutSession(session));
+    }
+
+    // ---------------------------------------------------------------- invoices and payments
+
+    public static string LineDescription(Price price, long quantity, string? productName = null) =>
+        $"{quantity} × {productName ?? "Subscription"} (at {FormatAmount(price.UnitAmount, price.Currency)} / {IntervalText(price)})";
+
+    public static string FormatAmount(long amount, string currency) =>
+        currency == "usd" ? "$" + (amount / 100m).ToString("0.00", CultureInfo.InvariantCulture) : (amount / 100m).ToString("0.00", CultureInfo.InvariantCulture) + " " + currency.ToUpperInvariant();
+
+    public static string IntervalText(Price price) => price.IntervalCount == 1 ? price.Interval ?? "once" : $"every {price.IntervalCount} {price.Interval}s";
+
+    public InvoiceLine NewLine(long amount, string description, string? priceId, long quantity, long start, long end, bool proration, string? itemId) => new()
+    {
+        Id = state.NewId("il_"),
+        Amount = amount,
+        Description = description,
+        PriceId = priceId,
+        Quantity = quantity,
+        PeriodStart = start,
+        PeriodEnd = end,
+        Proration = proration,
+        SubscriptionItemId = itemId,
+    };
+
+    private string LineDescriptionFor(Price price, long quantity) => LineDescription(price, quantity, state.Products[price.ProductId].Name);
+
+    private Invoice NewInvoice(Subscription sub, string reason, List<InvoiceLine> lines, long periodStart, long periodEnd, bool preview = false)
+    {
+        var invoice = new Invoice
+        {
+            Id = preview ? "upcoming_" + state.NewId("in_") : state.NewId("in_"),
+            Created = state.Now,
+            CustomerId = sub.CustomerId,
+            SubscriptionId = sub.Id,
+            SubscriptionMetadata = new Dictionary<string, string>(sub.Metadata),
+            BillingReason = reason,
+            Currency = sub.Currency,
+            Lines = lines,
+            PeriodStart = periodStart,
+            PeriodEnd = periodEnd,
+            IsPreview = preview,
+        };
+        if (!preview)
+        {
+            state.Invoices[invoice.Id] = invoice;
+        }
+        return invoice;
+    }
+
+    private void EmitInvoiceCreatedAndFinalized(Invoice invoice)
+    {
+        state.Emit("invoice.created", json.Invoice(invoice));
+        invoice.Status = "open";
+        invoice.FinalizedAt = state.Now;
+        invoice.Number = state.NextInvoiceNumber();
+        state.Emit("invoice.finalized", json.Invoice(invoice));
+    }
+
+    private void MarkPaidWithoutPayment(Invoice invoice)
+    {
+        invoice.Status = "paid";
+        invoice.PaidAt = state.Now;
+        invoice.AmountPaid = 0;
+        invoice.NextPaymentAttempt = null;
+    }
+
+    private PaymentIntent StartPayment(Invoice invoice, Customer customer, string? card)
+    {
+        if (invoice.PaymentIntentId is not null)
+        {
+            return state.PaymentIntents[invoice.PaymentIntentId];
+        }
+        var pi = new PaymentIntent
+        {
+            Id = state.NewId("pi_"),
+            Created = state.Now,
+            Amount = invoice.AmountDue,
+            Currency = invoice.Currency,
+            CustomerId = customer.Id,
+            Description = invoice.BillingReason == "subscription_create" ? "Subscription creation" : "Subscription update",
+            PaymentMethodId = customer.PaymentMethodId,
+            PaymentMethodType = card == BankDebit ? "us_bank_account" : "card",
+        };
+        state.PaymentIntents[pi.Id] = pi;
+        invoice.PaymentIntentId = pi.Id;
+        var payment = new InvoicePayment
+        {
+            Id = state.NewId("inpay_"),
+            Created = state.Now,
+            InvoiceId = invoice.Id,
+            PaymentIntentId = pi.Id,
+            AmountRequested = invoice.AmountDue,
+            Currency = invoice.Currency,
+        };
+        state.InvoicePayments[payment.Id] = payment;
+        invoice.InvoicePaymentId = payment.Id;
+        return pi;
+    }
+
+    private Charge NewCharge(PaymentIntent pi, string? card, ChargeOutcome outcome)
+    {
+        var charge = new Charge
+        {
+            Id = state.NewId("ch_"),
+            Created = state.Now,
+            Amount = pi.Amount,
+            Currency = pi.Currency,
+            CustomerId = pi.CustomerId,
+            PaymentIntentId = pi.Id,
+            Status = outcome.Succeeded ? "succeeded" : "failed",
+            FailureCode = outcome.Code,
+            FailureMessage = outcome.Message,
+            DeclineCode = outcome.DeclineCode,
+            Description = pi.Description,
+            Metadata = new Dictionary<string, string>(pi.Metadata),
+            PaymentMethodId = pi.PaymentMethodId,
+            Last4 = Last4(card),
+            PaymentMethodType = pi.PaymentMethodType,
+        };
+        state.Charges[charge.Id] = charge;
+        pi.LatestChargeId = charge.Id;
+        return charge;
+    }
+
+    private static void SetLastError(PaymentIntent pi, ChargeOutcome outcome)
+    {
+        pi.LastErrorCode = outcome.Code;
+        pi.LastErrorDeclineCode = outcome.DeclineCode;
+        pi.LastErrorMessage = outcome.Message;
+    }
+
+    /// <summary>Charges the customer's payment method for an open invoice and emits what Stripe emits.</summary>
+    public (bool Paid, ChargeOutcome Outcome) AttemptInvoicePayment(Invoice invoice, bool offSession, bool emitSubscriptionUpdate, ChargeOutcome? forceOutcome = null)
+    {
+        var customer = state.Customers[invoice.CustomerId];
+        var sub = invoice.SubscriptionId is null ? null : state.Subscriptions[invoice.SubscriptionId];
+        var previousSub = sub is null ? null : json.Subscription(sub);
+        invoice.Attempted = true;
+        invoice.AttemptCount++;
+        if (invoice.AmountDue == 0)
+        {
+            MarkPaidWithoutPayment(invoice);
+            state.Emit("invoice.paid", json.Invoice(invoice));
+            state.Emit("invoice.payment_succeeded", json.Invoice(invoice));
+            return (true, new ChargeOutcome(true, null, null, null));
+        }
+        var pi = StartPayment(invoice, customer, customer.Card);
+        var outcome = forceOutcome ?? Decide(customer.Card, offSession);
+        pi.PaymentMethodId = customer.PaymentMethodId;
+        var charge = NewCharge(pi, customer.Card, outcome);
+        var invoicePayment = state.InvoicePayments[invoice.InvoicePaymentId!];
+        if (outcome.Succeeded)
+        {
+            pi.Status = "succeeded";
+            pi.AmountReceived = pi.Amount;
+            pi.LastErrorCode = pi.LastErrorMessage = pi.LastErrorDeclineCode = null;
+            invoice.Status = "paid";
+            invoice.AmountPaid = invoice.AmountDue;
+            invoice.PaidAt = state.Now;
+            invoice.NextPaymentAttempt = null;
+            invoicePayment.Status = "paid";
+            invoicePayment.AmountPaid = invoice.AmountDue;
+            invoicePayment.PaidAt = state.Now;
+            state.Emit("invoice.paid", json.Invoice(invoice));
+            state.Emit("invoice.payment_succeeded", json.Invoice(invoice));
+            state.Emit("payment_intent.succeeded", json.PaymentIntent(pi));
+            state.Emit("charge.succeeded", json.Charge(charge));
+            if (sub is not null && sub.Status is "past_due" or "unpaid" && emitSubscriptionUpdate)
+            {
+                sub.Status = "active";
+                state.Emit("customer.subscription.updated", json.Subscription(sub), Diff(previousSub!, json.Subscription(sub)));
+            }
+            return (true, outcome);
+        }
+
+        pi.Status = "requires_payment_method";
+        SetLastError(pi, outcome);
+        var attempt = invoice.AttemptCount;
+        invoice.NextPaymentAttempt = sub is not null && attempt <= RetryDelaysDays.Length && !sub.IsEnded
+            ? state.Now + RetryDelaysDays[attempt - 1] * 86400
+            : null;
+        state.Emit("payment_intent.payment_failed", json.PaymentIntent(pi));
+        state.Emit("charge.failed", json.Charge(charge));
+        state.Emit("invoice.payment_failed", json.Invoice(invoice));
+        if (sub is not null && emitSubscriptionUpdate)
+        {
+            if (invoice.NextPaymentAttempt is null && invoice.BillingReason != "subscription_update")
+            {
+                EndSubscription(sub, "payment_failed", previousSub!);
+            }
+            else if (sub.Status is "active" or "trialing")
+            {
+                sub.Status = "past_due";
+                state.Emit("customer.subscription.updated", json.Subscription(sub), Diff(previousSub!, json.Subscription(sub)));
+            }
+        }
+        return (false, outcome);
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// <summary>Processes, in time order, everything due up to <paramref name="target"/>.</summary>
+    public int ProcessDue(long target)
+    {
+        var processed = 0;
+        while (processed < 100_000)
+        {
+            var next = NextDue(target);
+            if (next is null)
+            {
+                break;
+            }
+            state.At(next.Value.At, next.Value.Action);
+            processed++;
+        }
+        return processed;
+    }
+
+    private (long At, Action Action)? NextDue(long target)
+    {
+        (long At, int Rank, Action Action)? best = null;
+        void Consider(long at, int rank, Action action)
+        {
+            if (at <= target && (best is null || at < best.Value.At || (at == best.Value.At && rank < best.Value.Rank)))
+            {
+                best = (at, rank, action);
+            }
+        }
+
+        foreach (var session in state.CheckoutSessions.Values)
+        {
+            if (session.Status == "open")
+            {
+                Consider(session.ExpiresAt, 0, () => ExpireCheckout(session));
+            }
+        }
+        foreach (var sub in state.Subscriptions.Values)
+        {
+            if (sub.Status == "trialing" && sub.TrialEnd is { } trialEnd)
+            {
+                if (!sub.TrialWillEndSent)
+                {
+                    Consider(Math.Max(trialEnd - 3 * 86400, sub.TrialStart ?? 0), 1, () =>
+                    {
+                        sub.TrialWillEndSent = true;
+                        state.Emit("customer.subscription.trial_will_end", json.Subscription(sub));
+                    });
+                }
+                Consider(trialEnd, 2, () => EndPeriod(sub));
+            }
+            else if (sub.Status is "active" or "past_due" or "unpaid")
+            {
+                Consider(sub.Item.PeriodEnd, 3, () => EndPeriod(sub));
+            }
+        }
+        foreach (var invoice in state.Invoices.Values)
+        {
+            if (invoice.Status == "open" && invoice.NextPaymentAttempt is { } retryAt)
+            {
+                Consider(retryAt, 4, () => RetryInvoice(invoice));
+            }
+        }
+        return best is null ? null : (best.Value.At, best.Value.Action);
+    }
+
+    private void RetryInvoice(Invoice invoice)
+    {
+        var sub = invoice.SubscriptionId is null ? null : state.Subscriptions[invoice.SubscriptionId];
+        if (sub is null || sub.IsEnded)
+        {
+            invoice.NextPaymentAttempt = null;
+            return;
+        }
+        AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: true);
+    }
+
+    /// <summary>A trial or billing period ends: cancel if asked to, otherwise start the next period and bill it.</summary>
+    private void EndPeriod(Subscription sub)
+    {
+        var previous = json.Subscription(sub);
+        if (sub.CancelAtPeriodEnd || (sub.CancelAt is { } cancelAt && cancelAt <= state.Now))
+        {
+            EndSubscription(sub, sub.CancellationReason ?? "cancellation_requested", previous);
+            return;
+        }
+        var item = sub.Item;
+        var price = state.Prices[item.PriceId];
+        var oldStart = item.PeriodStart;
+        var oldEnd = item.PeriodEnd;
+        var wasTrial = sub.Status == "trialing";
+        item.PeriodStart = oldEnd;
+        item.PeriodEnd = Calendar.NextBoundary(sub.BillingCycleAnchor, price.Interval!, price.IntervalCount, oldEnd);
+        if (wasTrial)
+        {
+            sub.Status = "active";
+        }
+
+        var lines = new List<InvoiceLine>();
+        foreach (var pending in sub.PendingProrations)
+        {
+            lines.Add(NewLine(pending.Amount, pending.Description, pending.PriceId, pending.Quantity, pending.PeriodStart, pending.PeriodEnd, true, item.Id));
+        }
+        sub.PendingProrations.Clear();
+        lines.Add(NewLine(price.UnitAmount * item.Quantity, LineDescriptionFor(price, item.Quantity), price.Id, item.Quantity, item.PeriodStart, item.PeriodEnd, false, item.Id));
+        // Stripe quirk kept on purpose: a cycle invoice's own period_start/end look back one period; the lines carry the new one.
+        var invoice = NewInvoice(sub, "subscription_cycle", lines, oldStart, oldEnd);
+        sub.LatestInvoiceId = invoice.Id;
+        EmitInvoiceCreatedAndFinalized(invoice);
+        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false);
+        if (!paid)
+        {
+            sub.Status = "past_due";
+        }
+        state.Emit("customer.subscription.updated", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+    }
+
+    private void EndSubscription(Subscription sub, string reason, JsonObject previous)
+    {
+        var now = state.Now;
+        sub.Status = "canceled";
+        sub.EndedAt = now;
+        sub.CanceledAt ??= now;
+        sub.CancellationReason = reason;
+        foreach (var open in state.Invoices.Values.Where(i => i.SubscriptionId == sub.Id && i.Status == "open"))
+        {
+            open.NextPaymentAttempt = null;
+        }
+        state.Emit("customer.subscription.deleted", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+    }
+
+    // ---------------------------------------------------------------- subscription changes
+
+    public void CancelNow(Subscription sub)
+    {
+        if (sub.IsEnded)
+        {
+            throw StripeError.Invalid(null, $"A canceled subscription can only update its cancellation_details and metadata.", "subscription_canceled");
+        }
+        sub.CancellationReason = "cancellation_requested";
+        EndSubscription(sub, "cancellation_requested", json.Subscription(sub));
+    }
+
+    public void SetCancelAtPeriodEnd(Subscription sub, bool cancel, JsonObject previous)
+    {
+        if (sub.CancelAtPeriodEnd == cancel)
+        {
+            return;
+        }
+        sub.CancelAtPeriodEnd = cancel;
+        sub.CancelAt = cancel ? (sub.Status == "trialing" ? sub.TrialEnd : sub.Item.PeriodEnd) : null;
+        sub.CanceledAt = cancel ? state.Now : null;
+        sub.CancellationReason = cancel ? "cancellation_requested" : null;
+    }
+
+    /// <summary>The proration lines for moving <paramref name="item"/> to <paramref name="newPrice"/> at <paramref name="at"/>:
+    /// the unused time of the old price credited, the remaining time of the new price charged, by seconds.</summary>
+    public List<InvoiceLine> Prorations(Subscription sub, SubscriptionItem item, Price newPrice, long newQuantity, long at)
+    {
+        var oldPrice = state.Prices[item.PriceId];
+        var length = item.PeriodEnd - item.PeriodStart;
+        var remaining = Math.Clamp(item.PeriodEnd - at, 0, length);
+        if (length <= 0 || remaining == 0 || sub.Status == "trialing")
+        {
+            return [];
+        }
+        var date = DateTimeOffset.FromUnixTimeSeconds(at).ToString("d MMM yyyy", CultureInfo.InvariantCulture);
+        var credit = -(long)Math.Round((decimal)oldPrice.UnitAmount * item.Quantity * remaining / length, MidpointRounding.AwayFromZero);
+        var debit = (long)Math.Round((decimal)newPrice.UnitAmount * newQuantity * remaining / length, MidpointRounding.AwayFromZero);
+        return
+        [
+            NewLine(credit, $"Unused time on {item.Quantity} × {state.Products[oldPrice.ProductId].Name} after {date}", oldPrice.Id, item.Quantity, at, item.PeriodEnd, true, item.Id),
+            NewLine(debit, $"Remaining time on {newQuantity} × {state.Products[newPrice.ProductId].Name} after {date}", newPrice.Id, newQuantity, at, item.PeriodEnd, true, item.Id),
+        ];
+    }
+
+    /// <summary>Changes the price of a subscription's item the way <c>POST /v1/subscriptions/{id}</c> does.</summary>
+    public void ChangePrice(Subscription sub, SubscriptionItem item, Price newPrice, long quantity, string prorationBehavior, string? anchor, string paymentBehavior, long? prorationDate)
+    {
+        var now = state.Now;
+        var at = prorationDate ?? now;
+        var oldPrice = state.Prices[item.PriceId];
+        var resetAnchor = anchor == "now" || oldPrice.Interval != newPrice.Interval || oldPrice.IntervalCount != newPrice.IntervalCount;
+        var prorations = prorationBehavior == "none" ? [] : Prorations(sub, item, newPrice, quantity, at);
+
+        if (resetAnchor && sub.Status != "trialing")
+        {
+            var credit = prorations.Where(l => l.Amount < 0).ToList();
+            var start = now;
+            var end = Calendar.NextBoundary(now, newPrice.Interval!, newPrice.IntervalCount, now);
+            var lines = new List<InvoiceLine>(credit)
+            {
+                NewLine(newPrice.UnitAmount * quantity, LineDescriptionFor(newPrice, quantity), newPrice.Id, quantity, start, end, false, item.Id),
+            };
+            var invoice = NewInvoice(sub, "subscription_update", lines, now, now);
+            if (!ChargeNow(sub, invoice, paymentBehavior))
+            {
+                return;
+            }
+            item.PriceId = newPrice.Id;
+            item.Quantity = quantity;
+            item.PeriodStart = start;
+            item.PeriodEnd = end;
+            sub.BillingCycleAnchor = now;
+            sub.LatestInvoiceId = invoice.Id;
+            return;
+        }
+
+        if (prorationBehavior == "always_invoice" && prorations.Count > 0)
+        {
+            var invoice = NewInvoice(sub, "subscription_update", prorations, now, now);
+            if (!ChargeNow(sub, invoice, paymentBehavior))
+            {
+                return;
+            }
+            sub.LatestInvoiceId = invoice.Id;
+        }
+        else if (prorationBehavior == "create_prorations")
+        {
+            foreach (var line in prorations)
+            {
+                sub.PendingProrations.Add(new PendingProration
+                {
+                    Description = line.Description,
+                    Amount = line.Amount,
+                    PriceId = line.PriceId!,
+                    Quantity = line.Quantity,
+                    PeriodStart = line.PeriodStart,
+                    PeriodEnd = line.PeriodEnd,
+                });
+            }
+        }
+        item.PriceId = newPrice.Id;
+        item.Quantity = quantity;
+    }
+
+    /// <summary>Finalizes and pays an update invoice at once; with <c>error_if_incomplete</c> a decline undoes everything.</summary>
+    private bool ChargeNow(Subscription sub, Invoice invoice, string paymentBehavior)
+    {
+        if (paymentBehavior == "error_if_incomplete" && invoice.AmountDue > 0)
+        {
+            var customer = state.Customers[sub.CustomerId];
+            var outcome = Decide(customer.Card, offSession: true);
+            if (!outcome.Succeeded)
+            {
+                state.Invoices.Remove(invoice.Id);
+                throw StripeError.Card(outcome.Code!, outcome.Message!, outcome.DeclineCode);
+            }
+        }
+        EmitInvoiceCreatedAndFinalized(invoice);
+        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false);
+        if (!paid)
+        {
+            sub.Status = "past_due";
+        }
+        return true;
+    }
+
+    /// <summary>The invoice a change would produce (or the next renewal), for <c>POST /v1/invoices/create_preview</c>.</summary>
+    public Invoice Preview(Subscription sub, string? itemId, Price? newPrice, long? quantity, string prorationBehavior, string? anchor, long? prorationDate)
+    {
+        var now = state.Now;
+        var at = prorationDate ?? now;
+        var item = itemId is null ? sub.Item : sub.Items.FirstOrDefault(i => i.Id == itemId) ?? throw StripeError.NotFound("subscription item", itemId, "subscription_details[items][0][id]");
+        var oldPrice = state.Prices[item.PriceId];
+        var price = newPrice ?? oldPrice;
+        var qty = quantity ?? item.Quantity;
+        var changing = price.Id != oldPrice.Id || qty != item.Quantity;
+        var prorations = changing && prorationBehavior != "none" ? Prorations(sub, item, price, qty, at) : [];
+        var resetAnchor = changing && (anchor == "now" || oldPrice.Interval != price.Interval || oldPrice.IntervalCount != price.IntervalCount);
+
+        if (resetAnchor)
+        {
+            var end = Calendar.NextBoundary(now, price.Interval!, price.IntervalCount, now);
+            var lines = prorations.Where(l => l.Amount < 0).ToList();
+            lines.Add(NewLine(price.UnitAmount * qty, LineDescriptionFor(price, qty), price.Id, qty, now, end, false, item.Id));
+            return NewInvoice(sub, "subscription_update", lines, now, now, preview: true);
+        }
+        if (changing && prorationBehavior == "always_invoice")
+        {
+            return NewInvoice(sub, "subscription_update", prorations, now, now, preview: true);
+        }
+        var nextEnd = Calendar.NextBoundary(sub.BillingCycleAnchor, price.Interval!, price.IntervalCount, item.PeriodEnd);
+        var upcoming = sub.PendingProrations
+            .Select(p => NewLine(p.Amount, p.Description, p.PriceId, p.Quantity, p.PeriodStart, p.PeriodEnd, true, item.Id))
+            .Concat(prorations)
+            .Append(NewLine(price.UnitAmount * qty, LineDescriptionFor(price, qty), price.Id, qty, item.PeriodEnd, nextEnd, false, item.Id))
+            .ToList();
+        return NewInvoice(sub, "upcoming", upcoming, item.PeriodStart, item.PeriodEnd, preview: true);
+    }
+
+    // ---------------------------------------------------------------- refunds
+
+    public Refund CreateRefund(Charge charge, long? amount, string? reason, Dictionary<string, string>? metadata)
+    {
+        if (!charge.Paid)
+        {
+            throw StripeError.Invalid("charge", $"Charge {charge.Id} has not succeeded and cannot be refunded.", "charge_not_refundable");
+        }
+        var left = charge.Amount - charge.AmountRefunded;
+        if (left <= 0)
+        {
+            throw StripeError.Invalid("charge", $"Charge {charge.Id} has already been refunded.", "charge_already_refunded");
+        }
+        var value = amount ?? left;
+        if (value <= 0)
+        {
+            throw StripeError.Invalid("amount", "Invalid positive integer", "parameter_invalid_integer");
+        }
+        if (value > left)
+        {
+            throw StripeError.Invalid("amount", $"Refund amount ({FormatAmount(value, charge.Currency)}) is greater than unrefunded amount on charge ({FormatAmount(left, charge.Currency)})", "amount_too_large");
+        }
+        if (reason is not null && reason is not ("duplicate" or "fraudulent" or "requested_by_customer"))
+        {
+            throw StripeError.Invalid("reason", $"Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer");
+        }
+        var previous = json.Charge(charge);
+        var refund = new Refund
+        {
+            Id = state.NewId("re_"),
+            Created = state.Now,
+            Amount = value,
+            Currency = charge.Currency,
+            ChargeId = charge.Id,
+            PaymentIntentId = charge.PaymentIntentId,
+            Reason = reason,
+            Metadata = metadata ?? new(),
+        };
+        state.Refunds[refund.Id] = refund;
+        charge.AmountRefunded += value;
+        var now = json.Charge(charge);
+        state.Emit("charge.refunded", now, Diff(previous, now));
+        state.Emit("refund.created", json.Refund(refund));
+        return refund;
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// <summary>Stripe's <c>previous_attributes</c>: the old values of the top-level fields that changed.</summary>
+    public static JsonObject Diff(JsonObject before, JsonObject after)
+    {
+        var diff = new JsonObject();
+        foreach (var (key, value) in before)
+        {
+            if (!JsonNode.DeepEquals(value, after[key]))
+            {
+                diff[key] = value?.DeepClone();
+            }
+        }
+        return diff;
+    }
+}

@@ -1,0 +1,4 @@
+using Billing.StripeSimulator;
+
+var app = SimulatorApp.Build(args);
+app.Run();
