@@ -27,6 +27,12 @@ public sealed record SubscriptionActivated
     public DateTimeOffset? TrialEnd { get; init; }
     /// <summary>When the subscription started; monthly quota windows are anchored on it.</summary>
     public required DateTimeOffset StartedAt { get; init; }
+    /// <summary>
+    /// Per-subscription sequence assigned by Payments, increasing with every message about the subscription.
+    /// Consumers apply a message only when its sequence is above the last one they applied, so RabbitMQ's
+    /// redeliveries and reorderings cannot roll a subscription back.
+    /// </summary>
+    public required long Sequence { get; init; }
     /// <summary>When Stripe says it happened.</summary>
     public required DateTimeOffset OccurredAt { get; init; }
     /// <summary>The Stripe event that caused it.</summary>
@@ -66,6 +72,12 @@ public sealed record SubscriptionUpdated
     public string? PreviousStatus { get; init; }
     /// <summary>Plan before the change, when it changed.</summary>
     public string? PreviousPlanId { get; init; }
+    /// <summary>
+    /// Per-subscription sequence assigned by Payments, increasing with every message about the subscription.
+    /// Consumers apply a message only when its sequence is above the last one they applied, so RabbitMQ's
+    /// redeliveries and reorderings cannot roll a subscription back.
+    /// </summary>
+    public required long Sequence { get; init; }
     /// <summary>When Stripe says it happened.</summary>
     public required DateTimeOffset OccurredAt { get; init; }
     /// <summary>The Stripe event that caused it.</summary>
@@ -87,6 +99,12 @@ public sealed record SubscriptionEnded
     public required DateTimeOffset EndedAt { get; init; }
     /// <summary>Stripe's cancellation reason, if any (<c>cancellation_requested</c>, <c>payment_failed</c>, …).</summary>
     public string? Reason { get; init; }
+    /// <summary>
+    /// Per-subscription sequence assigned by Payments, increasing with every message about the subscription.
+    /// Consumers apply a message only when its sequence is above the last one they applied, so RabbitMQ's
+    /// redeliveries and reorderings cannot roll a subscription back.
+    /// </summary>
+    public required long Sequence { get; init; }
     /// <summary>When Stripe says it happened.</summary>
     public required DateTimeOffset OccurredAt { get; init; }
     /// <summary>The Stripe event that caused it.</summary>

@@ -17,6 +17,11 @@ internal static class HealthEndpoints
             .AllowAnonymous();
     }
 
+    private static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
+    {
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
+
     private static Task WriteAsync(HttpContext context, HealthReport report)
     {
         context.Response.ContentType = "application/json";
@@ -29,8 +34,9 @@ internal static class HealthEndpoints
                 status = e.Value.Status.ToString(),
                 description = e.Value.Description,
                 durationMs = Math.Round(e.Value.Duration.TotalMilliseconds, 1),
+                data = e.Value.Data.Count > 0 ? e.Value.Data : null,
             }),
         };
-        return context.Response.WriteAsync(JsonSerializer.Serialize(body, JsonSerializerOptions.Web));
+        return context.Response.WriteAsync(JsonSerializer.Serialize(body, Options));
     }
 }

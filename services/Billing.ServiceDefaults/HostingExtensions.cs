@@ -12,6 +12,7 @@ public static class HostingExtensions
     public static WebApplicationBuilder AddServiceDefaults(this WebApplicationBuilder builder, string serviceName)
     {
         builder.AddBillingTelemetry(serviceName);
+        BillingClock.AddBillingClock(builder);
         builder.Services.AddBillingProblemDetails();
         builder.AddBillingAuthentication();
         builder.Services.AddHealthChecks();

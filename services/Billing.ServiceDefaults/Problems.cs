@@ -58,11 +58,13 @@ internal sealed class BadRequestExceptionHandler(IProblemDetailsService problems
 {
     public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
     {
-        var (status, title) = exception switch
+        var (status, title, code) = exception switch
         {
-            BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "The request body is too large." : "The request is not valid."),
-            System.Text.Json.JsonException => (400, "The request body is not valid JSON."),
-            _ => (0, ""),
+            BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "The request body is too large." : "The request is not valid.", (string?)null),
+            System.Text.Json.JsonException => (400, "The request body is not valid JSON.", null),
+            Stripe.StripeUnavailableException => (503, "Stripe is unavailable right now; nothing was changed. Try again shortly.", "stripe_unavailable"),
+            global::Stripe.StripeException => (502, "Stripe refused the request.", "stripe_error"),
+            _ => (0, "", null),
         };
         if (status == 0 || httpContext.Response.HasStarted)
         {
@@ -74,7 +76,13 @@ internal sealed class BadRequestExceptionHandler(IProblemDetailsService problems
         return await problems.TryWriteAsync(new ProblemDetailsContext
         {
             HttpContext = httpContext,
-            ProblemDetails = new ProblemDetails { Status = status, Title = title, Detail = exception.Message },
+            ProblemDetails = new ProblemDetails
+            {
+                Status = status,
+                Title = title,
+                Detail = exception.Message,
+                Extensions = code is null ? new Dictionary<string, object?>() : new Dictionary<string, object?> { ["code"] = code },
+            },
             Exception = exception,
         });
     }

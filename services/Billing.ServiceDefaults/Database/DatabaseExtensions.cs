@@ -19,6 +19,7 @@ public static class DatabaseExtensions
     public static TBuilder AddBillingDatabase<TBuilder>(this TBuilder builder, Assembly migrationsAssembly)
         where TBuilder : IHostApplicationBuilder
     {
+        DapperTypes.Register();
         var connectionString = builder.Configuration.GetConnectionString("Database");
         if (string.IsNullOrWhiteSpace(connectionString))
         {

@@ -23,10 +23,15 @@ public static class Outbox
     /// Adds <paramref name="message"/> to the outbox. With a deterministic <paramref name="messageId"/> (see
     /// <see cref="MessageId"/>) enqueuing the same message twice is a no-op. Returns false when it was already there.
     /// </summary>
-    public static async Task<bool> EnqueueAsync<T>(NpgsqlConnection connection, NpgsqlTransaction transaction, T message,
-        Guid? messageId = null, CancellationToken cancellationToken = default) where T : class
+    public static Task<bool> EnqueueAsync<T>(NpgsqlConnection connection, NpgsqlTransaction transaction, T message,
+        Guid? messageId = null, CancellationToken cancellationToken = default) where T : class =>
+        EnqueueObjectAsync(connection, transaction, message, messageId, cancellationToken);
+
+    /// <summary>The same, for a message whose type is known only at run time (its run-time type is published).</summary>
+    public static async Task<bool> EnqueueObjectAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, object message,
+        Guid? messageId = null, CancellationToken cancellationToken = default)
     {
-        var type = typeof(T);
+        var type = message.GetType();
         var rows = await connection.ExecuteAsync(new CommandDefinition(
             """
             INSERT INTO outbox (id, message_type, payload, trace_parent)
