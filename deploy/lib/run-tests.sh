@@ -80,8 +80,9 @@ run_project() { # <project dir>
 }
 
 # Projects that bring their own hosts (or need only PostgreSQL and RabbitMQ).
-for project in tests/Billing.Platform.Tests tests/Billing.StripeSimulator.Tests; do
-  [[ -d $REPO/$project ]] && run_project "$project"
+for project in "$REPO"/tests/*.Tests; do
+  [[ $(basename "$project") == Billing.EndToEnd.Tests ]] && continue
+  run_project "tests/$(basename "$project")"
 done
 
 # The end-to-end tests drive the real processes: simulator, four services, gateway.
@@ -89,7 +90,7 @@ export BILLING_DB_SUFFIX="_$RUN_ID" BILLING_QUEUE_PREFIX="$RUN_ID-"
 stack_profile test
 echo "── starting the stack (logs in $STACK_DIR/logs)"
 stack_start
-if stack_wait_ready 150; then
+if stack_wait_ready 150 && stack_catalog push "$BILLING_CATALOG" > "$STACK_DIR/logs/catalog-push.log" 2>&1; then
   run_project tests/Billing.EndToEnd.Tests
 else
   echo "   the stack did not become ready; end-to-end tests not run"

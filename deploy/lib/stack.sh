@@ -55,6 +55,10 @@ stack_names() {
 
 stack_build() {
   local started=$SECONDS
+  if [[ ${BILLING_NO_BUILD:-0} == 1 ]]; then
+    echo "not building (BILLING_NO_BUILD=1)"
+    return 0
+  fi
   echo "building (Release)…"
   if ! dotnet build "$REPO/Billing.sln" -c Release -nologo -v q -clp:ErrorsOnly > "$BILLING_DATA_DIR/build.log" 2>&1; then
     cat "$BILLING_DATA_DIR/build.log" >&2
@@ -74,7 +78,9 @@ _stack_env_for() { # name -> env assignments for that process
   case $name in
     simulator)
       echo "SIM_WEBHOOK_URL=${SIM_WEBHOOK_URL:-$BILLING_GATEWAY_URL/webhooks/stripe}"
-      echo "SIM_PUBLIC_URL=http://127.0.0.1:$SIM_PORT" ;;
+      echo "SIM_PUBLIC_URL=http://127.0.0.1:$SIM_PORT"
+      # Billing's databases outlive a restart, so the simulator's Stripe state must too.
+      echo "SIM_STATE_FILE=$BILLING_DATA_DIR/simulator-state.json" ;;
     gateway)
       local s
       for s in "${STACK_SERVICES[@]}"; do
@@ -85,6 +91,9 @@ _stack_env_for() { # name -> env assignments for that process
       echo "RabbitMq__Host=127.0.0.1"
       echo "RabbitMq__Port=$BILLING_RABBIT_PORT"
       echo "RabbitMq__QueuePrefix=$BILLING_QUEUE_PREFIX"
+      echo "BILLING_PUBLIC_URL=${BILLING_PUBLIC_URL:-$BILLING_GATEWAY_URL}"
+      # Local runs on the simulator: Billing's clock follows simulated time (like a Stripe test clock).
+      [[ $STACK_SIMULATOR == 1 ]] && echo "BILLING_CLOCK_URL=$STRIPE_API_BASE/_sim/clock"
       local s
       for s in "${STACK_SERVICES[@]}"; do
         echo "Services__${s}=http://127.0.0.1:${SERVICE_PORT[$s]}"
@@ -128,7 +137,7 @@ stack_wait_ready() { # [timeout seconds]
         tail -n 30 "$STACK_DIR/logs/$name.log" >&2 || true
         return 1
       fi
-      curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$port$path" || pending+=("$name")
+      curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$port$path" 2>/dev/null || pending+=("$name")
     done
     ((${#pending[@]} == 0)) && return 0
     if ((SECONDS >= deadline)); then
@@ -157,6 +166,13 @@ stack_stop() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     rm -f "$pidfile"
   done
+}
+
+# Runs Subscriptions' catalog command (check FILE | push [FILE]) with the profile's Stripe settings.
+stack_catalog() {
+  local dll="$REPO/services/Subscriptions/Billing.Subscriptions.Api/bin/Release/net10.0/Billing.Subscriptions.Api.dll"
+  [[ -f $dll ]] || stack_build
+  dotnet "$dll" catalog "$@"
 }
 
 stack_status() {

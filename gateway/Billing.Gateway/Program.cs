@@ -8,6 +8,7 @@ builder.AddGatewayProxy();
 var app = builder.Build();
 app.UseServiceDefaults();
 app.MapDefaultEndpoints();
+app.MapReturnPages();
 app.MapReverseProxy();
 
 await app.RunAsync();

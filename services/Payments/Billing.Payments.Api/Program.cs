@@ -1,17 +1,29 @@
+using Billing.Payments.Api.Endpoints;
+using Billing.Payments.Api.Persistence;
+using Billing.Payments.Api.Webhooks;
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Database;
 using Billing.ServiceDefaults.Messaging;
+using Billing.ServiceDefaults.Stripe;
 using MassTransit;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddServiceDefaults("payments");
+builder.AddBillingCatalog();
 builder.AddBillingDatabase(typeof(Program).Assembly);
 builder.AddBillingBus("payments", bus => bus.AddConsumers(typeof(Program).Assembly));
+builder.AddBillingStripe();
+builder.Services.AddSingleton<EventStore>();
+builder.Services.AddSingleton<StripeEventHandler>();
+builder.Services.AddSingleton(builder.Configuration.GetSection("Webhooks").Get<WebhookProcessorOptions>() ?? new WebhookProcessorOptions());
+builder.Services.AddHostedService<WebhookProcessor>();
 
 var app = builder.Build();
 await app.MigrateDatabaseAsync();
 app.UseServiceDefaults();
 app.MapDefaultEndpoints();
+app.MapStripeWebhook();
+app.MapPaymentsApi();
 
 await app.RunAsync();
 

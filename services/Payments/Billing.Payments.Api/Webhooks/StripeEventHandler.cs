@@ -1,0 +1,335 @@
+using System.Text.Json;
+using Billing.Catalog;
+using Billing.Contracts;
+using Billing.Payments.Core.Subscriptions;
+using Billing.Payments.Core.Webhooks;
+using Billing.ServiceDefaults.Messaging;
+using Billing.ServiceDefaults.Stripe;
+using Dapper;
+using Npgsql;
+using Stripe;
+
+namespace Billing.Payments.Api.Webhooks;
+
+/// <summary>A stored event, as the processor hands it over.</summary>
+public sealed record StoredEvent(string Id, string Type, string OrderKey, string? ObjectId, DateTimeOffset StripeCreated, int Attempts);
+
+/// <summary>
+/// Turns one Stripe event into Billing's state and integration events, inside the processor's transaction. It never
+/// trusts the webhook's snapshot: it re-reads the object from Stripe, so a late, repeated or reordered event can only
+/// ever move Billing to Stripe's current state. Every message it enqueues has an id derived from what caused it.
+/// </summary>
+public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, ILogger<StripeEventHandler> logger)
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public async Task HandleAsync(NpgsqlConnection c, NpgsqlTransaction tx, StoredEvent e, CancellationToken ct)
+    {
+        var id = e.ObjectId ?? throw new InvalidOperationException($"Event {e.Id} names no object.");
+        switch (e.Type)
+        {
+            case StripeEventTypes.SubscriptionCreated or StripeEventTypes.SubscriptionUpdated or StripeEventTypes.SubscriptionDeleted
+                or StripeEventTypes.SubscriptionPaused or StripeEventTypes.SubscriptionResumed or StripeEventTypes.SubscriptionTrialWillEnd:
+                await SyncSubscriptionAsync(c, tx, id, e, ct);
+                break;
+            case StripeEventTypes.InvoicePaid:
+                await InvoicePaidAsync(c, tx, id, e, ct);
+                break;
+            case StripeEventTypes.InvoicePaymentFailed:
+                await InvoicePaymentFailedAsync(c, tx, id, e, ct);
+                break;
+            case StripeEventTypes.CheckoutCompleted or StripeEventTypes.CheckoutAsyncSucceeded or StripeEventTypes.CheckoutAsyncFailed:
+                await CheckoutAsync(c, tx, id, e, ct);
+                break;
+            case StripeEventTypes.ChargeRefunded:
+                await ChargeRefundedAsync(c, tx, id, e, ct);
+                break;
+            default:
+                logger.LogDebug("Event {Id} of type {Type} needs nothing", e.Id, e.Type);
+                break;
+        }
+    }
+
+    /// <summary>Re-reads the subscription and publishes what changed since Payments last published it.</summary>
+    public async Task<SubscriptionSnapshot> SyncSubscriptionAsync(NpgsqlConnection c, NpgsqlTransaction tx, string subscriptionId, StoredEvent e, CancellationToken ct)
+    {
+        var subscription = await calls.RunAsync(t => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: t), ct);
+        var snapshot = await SnapshotAsync(subscription, ct);
+
+        var row = await c.QuerySingleOrDefaultAsync<(string Snapshot, bool Activated, bool Ended, long Sequence)?>(new CommandDefinition(
+            "SELECT snapshot::text, activated, ended, sequence FROM subscription_mirror WHERE subscription_id = @subscriptionId FOR UPDATE",
+            new { subscriptionId }, tx, cancellationToken: ct));
+        var previous = row is { } r ? new SubscriptionMirror(JsonSerializer.Deserialize<SubscriptionSnapshot>(r.Snapshot, Json)!, r.Activated, r.Ended, r.Sequence) : null;
+
+        var messages = SubscriptionChanges.Decide(previous, snapshot);
+        var sequence = previous?.Sequence ?? 0;
+        foreach (var message in messages)
+        {
+            sequence++;
+            var messageId = Outbox.MessageId($"{subscriptionId}#{sequence}", message.ToString());
+            object payload = message switch
+            {
+                SubscriptionMessage.Activated => new SubscriptionActivated
+                {
+                    UserId = snapshot.UserId, SubscriptionId = snapshot.SubscriptionId, CustomerId = snapshot.CustomerId, PlanId = snapshot.PlanId,
+                    PriceId = snapshot.PriceId, Interval = snapshot.Interval, IntervalCount = snapshot.IntervalCount, Status = snapshot.Status,
+                    CurrentPeriodStart = snapshot.CurrentPeriodStart, CurrentPeriodEnd = snapshot.CurrentPeriodEnd, TrialEnd = snapshot.TrialEnd,
+                    StartedAt = snapshot.StartedAt, Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                },
+                SubscriptionMessage.Updated => new SubscriptionUpdated
+                {
+                    UserId = snapshot.UserId, SubscriptionId = snapshot.SubscriptionId, CustomerId = snapshot.CustomerId, PlanId = snapshot.PlanId,
+                    PriceId = snapshot.PriceId, Interval = snapshot.Interval, IntervalCount = snapshot.IntervalCount, Status = snapshot.Status,
+                    CurrentPeriodStart = snapshot.CurrentPeriodStart, CurrentPeriodEnd = snapshot.CurrentPeriodEnd,
+                    CancelAtPeriodEnd = snapshot.CancelAtPeriodEnd, TrialEnd = snapshot.TrialEnd, StartedAt = snapshot.StartedAt,
+                    PreviousStatus = previous?.Snapshot.Status, PreviousPlanId = previous?.Snapshot.PlanId,
+                    Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                },
+                _ => new SubscriptionEnded
+                {
+                    UserId = snapshot.UserId, SubscriptionId = snapshot.SubscriptionId, PlanId = snapshot.PlanId, Status = snapshot.Status,
+                    EndedAt = snapshot.EndedAt ?? e.StripeCreated, Reason = snapshot.EndedReason,
+                    Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                },
+            };
+            await EnqueueAsync(c, tx, payload, messageId, ct);
+        }
+
+        if (previous is null || messages.Count > 0 || !snapshot.SameAs(previous.Snapshot))
+        {
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO subscription_mirror (subscription_id, user_id, snapshot, activated, ended, sequence, updated_at)
+                VALUES (@SubscriptionId, @UserId, CAST(@Snapshot AS jsonb), @Activated, @Ended, @Sequence, now())
+                ON CONFLICT (subscription_id) DO UPDATE SET user_id = EXCLUDED.user_id, snapshot = EXCLUDED.snapshot,
+                    activated = EXCLUDED.activated, ended = EXCLUDED.ended, sequence = EXCLUDED.sequence, updated_at = now()
+                """,
+                new
+                {
+                    snapshot.SubscriptionId, snapshot.UserId, Snapshot = JsonSerializer.Serialize(snapshot, Json),
+                    Activated = (previous?.Activated ?? false) || messages.Contains(SubscriptionMessage.Activated),
+                    Ended = (previous?.Ended ?? false) || messages.Contains(SubscriptionMessage.Ended),
+                    Sequence = sequence,
+                }, tx, cancellationToken: ct));
+        }
+        return snapshot;
+    }
+
+    private async Task InvoicePaidAsync(NpgsqlConnection c, NpgsqlTransaction tx, string invoiceId, StoredEvent e, CancellationToken ct)
+    {
+        var invoice = await calls.RunAsync(t => new InvoiceService(stripe).GetAsync(invoiceId, cancellationToken: t), ct);
+        if (invoice.Status != "paid")
+        {
+            logger.LogInformation("invoice.paid {Event} for {Invoice}, which Stripe now says is {Status}: nothing to do", e.Id, invoiceId, invoice.Status);
+            return;
+        }
+
+        var subscriptionId = SubscriptionIdOf(invoice);
+        SubscriptionSnapshot? subscription = null;
+        if (subscriptionId is not null)
+        {
+            subscription = await SyncSubscriptionAsync(c, tx, subscriptionId, e, ct);
+        }
+        var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
+        var (paymentIntentId, chargeId, receiptUrl) = await PaymentOfInvoiceAsync(invoice.Id, ct);
+        var line = invoice.Lines?.Data?.FirstOrDefault();
+        var periodStart = Utc(line?.Period?.Start ?? invoice.PeriodStart);
+        var periodEnd = Utc(line?.Period?.End ?? invoice.PeriodEnd);
+        var paidAt = invoice.StatusTransitions?.PaidAt is { } p ? Utc(p) : e.StripeCreated;
+
+        if (invoice.AmountPaid > 0)
+        {
+            var plan = catalog.FindPlan(subscription?.PlanId);
+            var description = plan is null
+                ? invoice.Description ?? "Subscription payment"
+                : $"{plan.Name} ({Cadence(subscription!.Interval, subscription.IntervalCount)}){(invoice.BillingReason == "subscription_update" ? ", plan change" : "")}";
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO payments (id, user_id, kind, amount, currency, status, description, invoice_id, payment_intent_id, charge_id,
+                                      subscription_id, plan_id, invoice_url, receipt_url, paid_at)
+                VALUES (@id, @userId, 'subscription', @amount, @currency, 'paid', @description, @id, @paymentIntentId, @chargeId,
+                        @subscriptionId, @planId, @invoiceUrl, @receiptUrl, @paidAt)
+                ON CONFLICT (id) DO NOTHING
+                """,
+                new
+                {
+                    id = invoice.Id, userId, amount = invoice.AmountPaid, currency = invoice.Currency, description, paymentIntentId, chargeId,
+                    subscriptionId, planId = subscription?.PlanId, invoiceUrl = invoice.HostedInvoiceUrl, receiptUrl, paidAt,
+                }, tx, cancellationToken: ct));
+        }
+
+        await EnqueueAsync(c, tx, new InvoicePaid
+        {
+            UserId = userId, InvoiceId = invoice.Id, CustomerId = invoice.CustomerId, SubscriptionId = subscriptionId, PlanId = subscription?.PlanId,
+            BillingReason = invoice.BillingReason ?? "manual", AmountPaid = invoice.AmountPaid, Currency = invoice.Currency,
+            PeriodStart = periodStart, PeriodEnd = periodEnd, PaymentIntentId = paymentIntentId, OccurredAt = paidAt, StripeEventId = e.Id,
+        }, Outbox.MessageId(invoice.Id, nameof(InvoicePaid)), ct);
+    }
+
+    private async Task InvoicePaymentFailedAsync(NpgsqlConnection c, NpgsqlTransaction tx, string invoiceId, StoredEvent e, CancellationToken ct)
+    {
+        var invoice = await calls.RunAsync(t => new InvoiceService(stripe).GetAsync(invoiceId, cancellationToken: t), ct);
+        var subscriptionId = SubscriptionIdOf(invoice);
+        SubscriptionSnapshot? subscription = null;
+        if (subscriptionId is not null)
+        {
+            subscription = await SyncSubscriptionAsync(c, tx, subscriptionId, e, ct);
+        }
+        var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
+        await EnqueueAsync(c, tx, new InvoicePaymentFailed
+        {
+            UserId = userId, InvoiceId = invoice.Id, CustomerId = invoice.CustomerId, SubscriptionId = subscriptionId,
+            AmountDue = invoice.AmountDue, Currency = invoice.Currency, AttemptCount = (int)invoice.AttemptCount,
+            NextPaymentAttempt = invoice.NextPaymentAttempt is { } next ? Utc(next) : null, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+        }, Outbox.MessageId($"{invoice.Id}#{invoice.AttemptCount}", nameof(InvoicePaymentFailed)), ct);
+    }
+
+    private async Task CheckoutAsync(NpgsqlConnection c, NpgsqlTransaction tx, string sessionId, StoredEvent e, CancellationToken ct)
+    {
+        var session = await calls.RunAsync(t => new global::Stripe.Checkout.SessionService(stripe).GetAsync(sessionId, cancellationToken: t), ct);
+        if (session.Mode == "subscription")
+        {
+            if (session.SubscriptionId is not null)
+            {
+                await SyncSubscriptionAsync(c, tx, session.SubscriptionId, e, ct);
+            }
+            return;
+        }
+        if (session.Mode != "payment" || session.Metadata?.GetValueOrDefault("kind") != "token_pack")
+        {
+            return;
+        }
+        if (session.PaymentStatus != "paid")
+        {
+            // An asynchronous payment method still settling, or one that failed: nothing is bought (yet).
+            logger.LogInformation("Checkout {Session} is {PaymentStatus} after {Type}: no tokens", sessionId, session.PaymentStatus, e.Type);
+            return;
+        }
+
+        var userId = session.Metadata.GetValueOrDefault("userId") ?? session.ClientReferenceId
+            ?? throw new InvalidOperationException($"Checkout session {sessionId} carries no userId.");
+        var packId = session.Metadata.GetValueOrDefault("packId") ?? throw new InvalidOperationException($"Checkout session {sessionId} carries no packId.");
+        var tokens = catalog.FindPack(packId)?.Tokens
+            ?? (long.TryParse(session.Metadata.GetValueOrDefault("tokens"), out var t) ? t : throw new InvalidOperationException($"Unknown pack {packId}."));
+        var (chargeId, receiptUrl) = session.PaymentIntentId is { } pi ? await ChargeOfPaymentIntentAsync(pi, ct) : (null, null);
+        var paymentId = session.PaymentIntentId ?? session.Id;
+        var packName = catalog.FindPack(packId)?.Name ?? packId;
+
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO payments (id, user_id, kind, amount, currency, status, description, payment_intent_id, charge_id, pack_id, tokens,
+                                  checkout_session_id, receipt_url, paid_at)
+            VALUES (@paymentId, @userId, 'token_pack', @amount, @currency, 'paid', @description, @paymentIntentId, @chargeId, @packId, @tokens,
+                    @sessionId, @receiptUrl, @paidAt)
+            ON CONFLICT (id) DO NOTHING
+            """,
+            new
+            {
+                paymentId, userId, amount = session.AmountTotal ?? 0, currency = session.Currency ?? catalog.Currency,
+                description = $"{packName} token pack ({tokens:N0} tokens)", paymentIntentId = session.PaymentIntentId, chargeId, packId, tokens,
+                sessionId, receiptUrl, paidAt = e.StripeCreated,
+            }, tx, cancellationToken: ct));
+
+        await EnqueueAsync(c, tx, new TokenPackPurchased
+        {
+            UserId = userId, PackId = packId, Tokens = tokens, CheckoutSessionId = session.Id, PaymentIntentId = session.PaymentIntentId,
+            Amount = session.AmountTotal ?? 0, Currency = session.Currency ?? catalog.Currency, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+        }, Outbox.MessageId(session.Id, nameof(TokenPackPurchased)), ct);
+    }
+
+    private async Task ChargeRefundedAsync(NpgsqlConnection c, NpgsqlTransaction tx, string chargeId, StoredEvent e, CancellationToken ct)
+    {
+        var charge = await calls.RunAsync(t => new ChargeService(stripe).GetAsync(chargeId, cancellationToken: t), ct);
+        var payment = await c.QuerySingleOrDefaultAsync<(string Id, string UserId, string Kind, long Amount, string? SubscriptionId, string? PackId, long? Tokens)?>(
+            new CommandDefinition(
+                """
+                SELECT id, user_id, kind, amount, subscription_id, pack_id, tokens FROM payments
+                WHERE charge_id = @chargeId OR (payment_intent_id IS NOT NULL AND payment_intent_id = @paymentIntentId)
+                LIMIT 1 FOR UPDATE
+                """, new { chargeId, paymentIntentId = charge.PaymentIntentId }, tx, cancellationToken: ct))
+            ?? throw new InvalidOperationException($"No payment is recorded for charge {chargeId} yet; the refund waits for it.");
+
+        var refunded = Math.Min(charge.AmountRefunded, payment.Amount);
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE payments SET amount_refunded = GREATEST(amount_refunded, @refunded), charge_id = COALESCE(charge_id, @chargeId),
+                status = CASE WHEN GREATEST(amount_refunded, @refunded) >= amount THEN 'refunded' ELSE 'partially_refunded' END
+            WHERE id = @id
+            """, new { refunded, chargeId, id = payment.Id }, tx, cancellationToken: ct));
+
+        await EnqueueAsync(c, tx, new PaymentRefunded
+        {
+            UserId = payment.UserId, PaymentId = payment.Id, Kind = payment.Kind, ChargeId = chargeId, PaymentIntentId = charge.PaymentIntentId,
+            Amount = payment.Amount, AmountRefunded = refunded, Currency = charge.Currency, FullyRefunded = refunded >= payment.Amount,
+            SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+        }, Outbox.MessageId($"{chargeId}#{refunded}", nameof(PaymentRefunded)), ct);
+    }
+
+    private async Task<SubscriptionSnapshot> SnapshotAsync(Subscription s, CancellationToken ct)
+    {
+        var item = s.Items?.Data?.FirstOrDefault() ?? throw new InvalidOperationException($"Subscription {s.Id} has no item.");
+        var price = item.Price;
+        var planId = catalog.FindByLookupKey(price?.LookupKey)?.Plan.Id
+            ?? s.Metadata?.GetValueOrDefault("planId")
+            ?? price?.Metadata?.GetValueOrDefault("planId")
+            ?? throw new InvalidOperationException($"Subscription {s.Id}: price {price?.Id} (lookup key {price?.LookupKey}) is in no catalog plan.");
+        var userId = s.Metadata?.GetValueOrDefault("userId") ?? await UserOfCustomerAsync(s.CustomerId, ct);
+        return new SubscriptionSnapshot
+        {
+            SubscriptionId = s.Id, UserId = userId, CustomerId = s.CustomerId, PlanId = planId, PriceId = price?.Id ?? "",
+            Interval = price?.Recurring?.Interval ?? "month", IntervalCount = (int)(price?.Recurring?.IntervalCount ?? 1), Status = s.Status,
+            CurrentPeriodStart = Utc(item.CurrentPeriodStart), CurrentPeriodEnd = Utc(item.CurrentPeriodEnd), CancelAtPeriodEnd = s.CancelAtPeriodEnd,
+            TrialEnd = s.TrialEnd is { } trial ? Utc(trial) : null, StartedAt = Utc(s.StartDate),
+            EndedAt = s.EndedAt is { } ended ? Utc(ended) : null, EndedReason = s.CancellationDetails?.Reason,
+        };
+    }
+
+    private async Task<string> UserOfInvoiceAsync(Invoice invoice, CancellationToken ct) =>
+        invoice.Parent?.SubscriptionDetails?.Metadata?.GetValueOrDefault("userId") ?? await UserOfCustomerAsync(invoice.CustomerId, ct);
+
+    private async Task<string> UserOfCustomerAsync(string customerId, CancellationToken ct)
+    {
+        var customer = await calls.RunAsync(t => new CustomerService(stripe).GetAsync(customerId, cancellationToken: t), ct);
+        return customer.Metadata?.GetValueOrDefault("userId")
+            ?? throw new InvalidOperationException($"Customer {customerId} carries no userId metadata: not one of Billing's customers.");
+    }
+
+    private async Task<(string? PaymentIntentId, string? ChargeId, string? ReceiptUrl)> PaymentOfInvoiceAsync(string invoiceId, CancellationToken ct)
+    {
+        var payments = await calls.RunAsync(t => new InvoicePaymentService(stripe).ListAsync(new InvoicePaymentListOptions { Invoice = invoiceId }, cancellationToken: t), ct);
+        var paymentIntentId = payments.Data.Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
+        if (paymentIntentId is null)
+        {
+            return (null, null, null);
+        }
+        var (chargeId, receiptUrl) = await ChargeOfPaymentIntentAsync(paymentIntentId, ct);
+        return (paymentIntentId, chargeId, receiptUrl);
+    }
+
+    private async Task<(string? ChargeId, string? ReceiptUrl)> ChargeOfPaymentIntentAsync(string paymentIntentId, CancellationToken ct)
+    {
+        var intent = await calls.RunAsync(t => new PaymentIntentService(stripe).GetAsync(paymentIntentId, cancellationToken: t), ct);
+        if (intent.LatestChargeId is null)
+        {
+            return (null, null);
+        }
+        var charge = await calls.RunAsync(t => new ChargeService(stripe).GetAsync(intent.LatestChargeId, cancellationToken: t), ct);
+        return (charge.Id, charge.ReceiptUrl);
+    }
+
+    private static Task EnqueueAsync(NpgsqlConnection c, NpgsqlTransaction tx, object message, Guid id, CancellationToken ct) =>
+        Outbox.EnqueueObjectAsync(c, tx, message, id, ct);
+
+    private static string? SubscriptionIdOf(Invoice invoice) =>
+        invoice.Parent?.Type == "subscription_details" ? invoice.Parent.SubscriptionDetails?.SubscriptionId : null;
+
+    private static string Cadence(string interval, int count) => (interval, count) switch
+    {
+        ("month", 1) => "monthly",
+        ("month", 3) => "quarterly",
+        ("year", 1) => "yearly",
+        _ => $"every {count} {interval}s",
+    };
+
+    private static DateTimeOffset Utc(DateTime value) => new(DateTime.SpecifyKind(value, DateTimeKind.Utc));
+}

@@ -1,0 +1,141 @@
+using Billing.Payments.Api.Persistence;
+using Dapper;
+using Npgsql;
+
+namespace Billing.Payments.Api.Webhooks;
+
+/// <summary>How the processor retries and how wide it runs.</summary>
+public sealed class WebhookProcessorOptions
+{
+    /// <summary>Attempts before an event is marked <c>failed</c> (listed and replayable by admins).</summary>
+    public int MaxAttempts { get; set; } = 12;
+    /// <summary>Events taken per round.</summary>
+    public int BatchSize { get; set; } = 200;
+    /// <summary>Different Stripe objects processed at once; one object's events are always one after another.</summary>
+    public int Parallelism { get; set; } = 4;
+    /// <summary>Longest wait between two attempts of one event.</summary>
+    public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromMinutes(10);
+}
+
+/// <summary>
+/// Processes stored Stripe events after they were acknowledged. Events about one Stripe object (one subscription and
+/// its invoices and checkout) are serialised by a transaction-scoped advisory lock on their order key, across threads and
+/// replicas. Each event is processed in one transaction with its effects and outgoing messages; a failure rolls it all
+/// back and schedules a retry with exponential back-off, until the event is marked failed.
+/// </summary>
+public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore events, StripeEventHandler handler,
+    WebhookProcessorOptions options, ILogger<WebhookProcessor> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        NpgsqlConnection? listener = null;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (listener is null)
+                {
+                    listener = await dataSource.OpenConnectionAsync(stoppingToken);
+                    await using var listen = new NpgsqlCommand($"LISTEN {EventStore.Channel}", listener);
+                    await listen.ExecuteNonQueryAsync(stoppingToken);
+                }
+                var processed = await ProcessDueAsync(stoppingToken);
+                if (processed == 0)
+                {
+                    await listener.WaitAsync(TimeSpan.FromSeconds(1), stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex)
+            {
+                logger.LogWarning(ex, "Webhook processing loop failed; retrying");
+                if (listener is not null)
+                {
+                    await listener.DisposeAsync();
+                    listener = null;
+                }
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
+            }
+        }
+        if (listener is not null)
+        {
+            await listener.DisposeAsync();
+        }
+    }
+
+    /// <summary>Processes what is due now; returns how many events it looked at.</summary>
+    public async Task<int> ProcessDueAsync(CancellationToken ct)
+    {
+        var due = await events.DueAsync(options.BatchSize, ct);
+        if (due.Count == 0)
+        {
+            return 0;
+        }
+        var groups = due.GroupBy(e => e.OrderKey).Select(g => g.Select(e => e.Id).ToList()).ToList();
+        await Parallel.ForEachAsync(groups, new ParallelOptions { MaxDegreeOfParallelism = options.Parallelism, CancellationToken = ct },
+            async (ids, token) =>
+            {
+                foreach (var id in ids)
+                {
+                    await ProcessOneAsync(id, token);
+                }
+            });
+        return due.Count;
+    }
+
+    private async Task ProcessOneAsync(string id, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        StoredEvent? stored;
+        try
+        {
+            await using var tx = await connection.BeginTransactionAsync(ct);
+            stored = await connection.QuerySingleOrDefaultAsync<StoredEvent>(new CommandDefinition(
+                """
+                SELECT id AS Id, type AS Type, order_key AS OrderKey, object_id AS ObjectId, stripe_created AS StripeCreated, attempts AS Attempts
+                FROM stripe_events WHERE id = @id AND status = 'pending' FOR UPDATE SKIP LOCKED
+                """, new { id }, tx, cancellationToken: ct));
+            if (stored is null)
+            {
+                return; // done meanwhile, or another replica has it
+            }
+            await connection.ExecuteAsync(new CommandDefinition(
+                "SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", new { key = stored.OrderKey }, tx, cancellationToken: ct));
+
+            await handler.HandleAsync(connection, tx, stored, ct);
+            await connection.ExecuteAsync(new CommandDefinition(
+                "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = @id",
+                new { id }, tx, cancellationToken: ct));
+            await tx.CommitAsync(ct);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            await RecordFailureAsync(id, ex, ct);
+        }
+    }
+
+    private async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        var attempts = await connection.ExecuteScalarAsync<int>(new CommandDefinition(
+            """
+            UPDATE stripe_events SET attempts = attempts + 1, last_error = left(@error, 2000),
+                status = CASE WHEN attempts + 1 >= @max THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = now() + LEAST(make_interval(secs => power(2, attempts)), make_interval(secs => @maxBackoff))
+            WHERE id = @id
+            RETURNING attempts
+            """, new { id, error = error.GetType().Name + ": " + error.Message, max = options.MaxAttempts, maxBackoff = options.MaxBackoff.TotalSeconds },
+            cancellationToken: ct));
+        if (attempts >= options.MaxAttempts)
+        {
+            logger.LogError(error, "Stripe event {Id} failed {Attempts} times; marked failed (replay: POST /api/admin/webhook-events/{Id}/replay)", id, attempts, id);
+        }
+        else
+        {
+            logger.LogWarning(error, "Stripe event {Id} failed (attempt {Attempts}); will retry", id, attempts);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+namespace Billing.Payments.Core.Webhooks;
+
+/// <summary>The Stripe event types Billing acts on (API.md "Payments"); every other type is stored and ignored.</summary>
+public static class StripeEventTypes
+{
+    public const string CheckoutCompleted = "checkout.session.completed";
+    public const string CheckoutAsyncSucceeded = "checkout.session.async_payment_succeeded";
+    public const string CheckoutAsyncFailed = "checkout.session.async_payment_failed";
+    public const string SubscriptionCreated = "customer.subscription.created";
+    public const string SubscriptionUpdated = "customer.subscription.updated";
+    public const string SubscriptionDeleted = "customer.subscription.deleted";
+    public const string SubscriptionTrialWillEnd = "customer.subscription.trial_will_end";
+    public const string SubscriptionPaused = "customer.subscription.paused";
+    public const string SubscriptionResumed = "customer.subscription.resumed";
+    public const string InvoicePaid = "invoice.paid";
+    public const string InvoicePaymentFailed = "invoice.payment_failed";
+    public const string ChargeRefunded = "charge.refunded";
+
+    public static readonly IReadOnlySet<string> Handled = new HashSet<string>(StringComparer.Ordinal)
+    {
+        CheckoutCompleted, CheckoutAsyncSucceeded, CheckoutAsyncFailed,
+        SubscriptionCreated, SubscriptionUpdated, SubscriptionDeleted, SubscriptionTrialWillEnd, SubscriptionPaused, SubscriptionResumed,
+        InvoicePaid, InvoicePaymentFailed, ChargeRefunded,
+    };
+}
+
+/// <summary>The few fields of an event envelope the ingestor needs before acknowledging it.</summary>
+public sealed record StripeEventEnvelope(string Id, string Type, DateTimeOffset Created, string? ApiVersion, bool Livemode,
+    string? ObjectType, string? ObjectId, string OrderKey);

@@ -1,0 +1,149 @@
+using System.Security.Claims;
+using Billing.Catalog;
+using Billing.ServiceDefaults;
+using Billing.ServiceDefaults.Stripe;
+using Billing.Subscriptions.Api.Persistence;
+using Billing.Subscriptions.Api.Stripe;
+using Billing.Subscriptions.Core.Subscriptions;
+using Stripe;
+
+namespace Billing.Subscriptions.Api.Endpoints;
+
+/// <summary>Where Checkout and the portal send the user back when the client names no URL.</summary>
+public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel, string PortalReturn)
+{
+    public static ReturnUrls From(IConfiguration configuration)
+    {
+        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : "http://127.0.0.1:8080").TrimEnd('/');
+        return new ReturnUrls(
+            publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}",
+            publicUrl + "/billing/checkout/cancel",
+            publicUrl + "/billing/account");
+    }
+}
+
+/// <summary>The user's own subscription: checkout, status, history, customer portal (API.md "Subscriptions").</summary>
+public static class SubscriptionEndpoints
+{
+    public static IEndpointRouteBuilder MapSubscriptionApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/api").RequireAuthorization(BillingPolicies.User);
+        group.MapPost("/subscriptions/checkout", StartCheckoutAsync)
+            .WithName("StartSubscriptionCheckout")
+            .WithSummary("Creates (or reuses) the user's Stripe customer and a subscription Checkout Session.");
+        group.MapGet("/subscriptions/me", GetMineAsync)
+            .WithName("GetMySubscription")
+            .WithSummary("The user's plan and subscription status; free users get the free plan with status none.");
+        group.MapGet("/subscriptions/me/history", GetHistoryAsync)
+            .WithName("GetMySubscriptionHistory")
+            .WithSummary("Every recorded change of the user's subscriptions, newest first, with what caused it.");
+        group.MapPost("/billing-portal", OpenPortalAsync)
+            .WithName("OpenBillingPortal")
+            .WithSummary("A Stripe customer portal session for the user.");
+        return app;
+    }
+
+    private static async Task<IResult> StartCheckoutAsync(CheckoutRequest? request, ClaimsPrincipal user, BillingCatalog catalog,
+        SubscriptionStore store, StripeCustomers customers, StripePrices prices, IStripeClient stripe, StripeCalls calls,
+        ReturnUrls urls, TimeProvider clock, CancellationToken ct)
+    {
+        var userId = user.UserId()!;
+        var (choice, errors) = CheckoutRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);
+        if (choice is null)
+        {
+            return Problems.Validation(errors);
+        }
+        if (!catalog.NewSubscriptionsEnabled)
+        {
+            return Problems.Problem(503, "new_subscriptions_disabled", "New subscriptions are switched off.",
+                "Existing subscriptions are not affected; try again later.");
+        }
+
+        var current = await store.CurrentAsync(userId, ct);
+        if (current is not null && SubscriptionStatus.Live.Contains(current.StripeStatus))
+        {
+            return Problems.Problem(409, "already_subscribed", "You already have a subscription.",
+                "Use POST /api/subscriptions/me/change to switch plans.",
+                new Dictionary<string, object?> { ["planId"] = current.PlanId, ["status"] = SubscriptionStatus.ForUser(current) });
+        }
+
+        var priceId = await prices.FindAsync(choice.Price.LookupKey, ct);
+        if (priceId is null)
+        {
+            return Problems.Problem(503, "price_not_in_stripe", "This price is not set up in Stripe yet.",
+                $"No active Stripe price has lookup key \"{choice.Price.LookupKey}\": run 'deploy/billing catalog push'.");
+        }
+
+        var customerId = await customers.GetOrCreateAsync(userId, user.FindFirst("email")?.Value, ct);
+        var metadata = new Dictionary<string, string> { ["userId"] = userId, ["kind"] = "subscription", ["planId"] = choice.Plan.Id };
+        var options = new global::Stripe.Checkout.SessionCreateOptions
+        {
+            Mode = "subscription",
+            Customer = customerId,
+            ClientReferenceId = userId,
+            LineItems = [new global::Stripe.Checkout.SessionLineItemOptions { Price = priceId, Quantity = 1 }],
+            SuccessUrl = choice.SuccessUrl,
+            CancelUrl = choice.CancelUrl,
+            Metadata = metadata,
+            AllowPromotionCodes = true,
+            SubscriptionData = new global::Stripe.Checkout.SessionSubscriptionDataOptions
+            {
+                Metadata = new Dictionary<string, string> { ["userId"] = userId, ["planId"] = choice.Plan.Id },
+            },
+        };
+        if (choice.Plan.TrialDays > 0)
+        {
+            options.SubscriptionData.TrialPeriodDays = choice.Plan.TrialDays;
+            if (!choice.Plan.TrialRequiresPaymentMethod)
+            {
+                options.PaymentMethodCollection = "if_required";
+            }
+        }
+
+        // A double click within the same ten minutes gets the same session back instead of a second one.
+        var bucket = clock.GetUtcNow().ToUnixTimeSeconds() / 600;
+        var idempotencyKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
+        var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
+            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
+    }
+
+    private static async Task<IResult> GetMineAsync(ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog, CancellationToken ct)
+    {
+        var current = await store.CurrentAsync(user.UserId()!, ct);
+        return TypedResults.Ok(SubscriptionStatus.View(current, catalog, catalog.IsUnlimited(user.Groups())));
+    }
+
+    private static async Task<IResult> GetHistoryAsync(ClaimsPrincipal user, SubscriptionStore store, int? limit, CancellationToken ct)
+    {
+        if (limit is < 1 or > 200)
+        {
+            return Problems.Validation(new Dictionary<string, string[]> { ["limit"] = ["1 to 200"] });
+        }
+        return TypedResults.Ok(new { items = await store.HistoryAsync(user.UserId()!, limit ?? 50, ct) });
+    }
+
+    private static async Task<IResult> OpenPortalAsync(PortalRequest? request, ClaimsPrincipal user, StripeCustomers customers,
+        IStripeClient stripe, StripeCalls calls, ReturnUrls urls, CancellationToken ct)
+    {
+        var errors = new Dictionary<string, string[]>();
+        var returnUrl = CheckoutRules.CheckUrl(request?.ReturnUrl, "returnUrl", errors) ?? urls.PortalReturn;
+        if (errors.Count > 0)
+        {
+            return Problems.Validation(errors);
+        }
+        var customerId = await customers.GetOrCreateAsync(user.UserId()!, user.FindFirst("email")?.Value, ct);
+        var session = await calls.RunAsync(c => new global::Stripe.BillingPortal.SessionService(stripe).CreateAsync(
+            new global::Stripe.BillingPortal.SessionCreateOptions { Customer = customerId, ReturnUrl = returnUrl }, cancellationToken: c), ct);
+        return TypedResults.Ok(new PortalResponse(session.Url));
+    }
+
+    private static string StableHash(string value) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..12];
+
+    public sealed record CheckoutResponse(string CheckoutSessionId, string Url);
+
+    public sealed record PortalRequest(string? ReturnUrl);
+
+    public sealed record PortalResponse(string Url);
+}

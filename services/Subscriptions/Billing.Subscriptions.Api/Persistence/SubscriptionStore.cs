@@ -1,0 +1,97 @@
+using Billing.Subscriptions.Core.Subscriptions;
+using Dapper;
+using Npgsql;
+
+namespace Billing.Subscriptions.Api.Persistence;
+
+/// <summary>SQL for customers, subscriptions and their history.</summary>
+public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
+{
+    private const string Columns =
+        """
+        subscription_id AS SubscriptionId, user_id AS UserId, customer_id AS CustomerId, plan_id AS PlanId, price_id AS PriceId,
+        interval AS Interval, interval_count AS IntervalCount, stripe_status AS StripeStatus,
+        current_period_start AS CurrentPeriodStart, current_period_end AS CurrentPeriodEnd, cancel_at_period_end AS CancelAtPeriodEnd,
+        trial_end AS TrialEnd, started_at AS StartedAt, ended_at AS EndedAt, ended_reason AS EndedReason,
+        past_due_since AS PastDueSince, grace_until AS GraceUntil, suspended_at AS SuspendedAt, sequence AS Sequence
+        """;
+
+    public async Task<string?> FindCustomerAsync(string userId, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        return await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT stripe_customer_id FROM customers WHERE user_id = @userId", new { userId }, cancellationToken: ct));
+    }
+
+    /// <summary>Stores the link unless one exists; returns the customer id that is stored (the first one wins).</summary>
+    public async Task<string> SaveCustomerAsync(string userId, string customerId, string? email, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        return await connection.QuerySingleAsync<string>(new CommandDefinition(
+            """
+            WITH inserted AS (
+                INSERT INTO customers (user_id, stripe_customer_id, email) VALUES (@userId, @customerId, @email)
+                ON CONFLICT (user_id) DO NOTHING RETURNING stripe_customer_id)
+            SELECT stripe_customer_id FROM inserted
+            UNION ALL SELECT stripe_customer_id FROM customers WHERE user_id = @userId
+            LIMIT 1
+            """, new { userId, customerId, email }, cancellationToken: ct));
+    }
+
+    /// <summary>The user's current subscription: a live one if any, else the latest that ended.</summary>
+    public async Task<SubscriptionRecord?> CurrentAsync(string userId, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        return await connection.QueryFirstOrDefaultAsync<SubscriptionRecord>(new CommandDefinition(
+            $"""
+            SELECT {Columns} FROM subscriptions WHERE user_id = @userId
+            ORDER BY (stripe_status IN ('trialing','active','past_due','unpaid','paused')) DESC, started_at DESC
+            LIMIT 1
+            """, new { userId }, cancellationToken: ct));
+    }
+
+    public static Task<SubscriptionRecord?> GetForUpdateAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string subscriptionId, CancellationToken ct) =>
+        connection.QuerySingleOrDefaultAsync<SubscriptionRecord>(new CommandDefinition(
+            $"SELECT {Columns} FROM subscriptions WHERE subscription_id = @subscriptionId FOR UPDATE",
+            new { subscriptionId }, tx, cancellationToken: ct));
+
+    public static Task UpsertAsync(NpgsqlConnection connection, NpgsqlTransaction tx, SubscriptionRecord s, CancellationToken ct) =>
+        connection.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO subscriptions (subscription_id, user_id, customer_id, plan_id, price_id, interval, interval_count, stripe_status,
+                current_period_start, current_period_end, cancel_at_period_end, trial_end, started_at, ended_at, ended_reason,
+                past_due_since, grace_until, suspended_at, sequence, updated_at)
+            VALUES (@SubscriptionId, @UserId, @CustomerId, @PlanId, @PriceId, @Interval, @IntervalCount, @StripeStatus,
+                @CurrentPeriodStart, @CurrentPeriodEnd, @CancelAtPeriodEnd, @TrialEnd, @StartedAt, @EndedAt, @EndedReason,
+                @PastDueSince, @GraceUntil, @SuspendedAt, @Sequence, now())
+            ON CONFLICT (subscription_id) DO UPDATE SET
+                user_id = EXCLUDED.user_id, customer_id = EXCLUDED.customer_id, plan_id = EXCLUDED.plan_id, price_id = EXCLUDED.price_id,
+                interval = EXCLUDED.interval, interval_count = EXCLUDED.interval_count, stripe_status = EXCLUDED.stripe_status,
+                current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
+                cancel_at_period_end = EXCLUDED.cancel_at_period_end, trial_end = EXCLUDED.trial_end, started_at = EXCLUDED.started_at,
+                ended_at = EXCLUDED.ended_at, ended_reason = EXCLUDED.ended_reason, past_due_since = EXCLUDED.past_due_since,
+                grace_until = EXCLUDED.grace_until, suspended_at = EXCLUDED.suspended_at, sequence = EXCLUDED.sequence, updated_at = now()
+            """, s, tx, cancellationToken: ct));
+
+    public static Task RecordAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string userId, string subscriptionId, string change,
+        string detail, string causedBy, string? stripeEventId, DateTimeOffset occurredAt, CancellationToken ct) =>
+        connection.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO subscription_history (user_id, subscription_id, change, detail, caused_by, stripe_event_id, occurred_at)
+            VALUES (@userId, @subscriptionId, @change, @detail, @causedBy, @stripeEventId, @occurredAt)
+            """, new { userId, subscriptionId, change, detail, causedBy, stripeEventId, occurredAt }, tx, cancellationToken: ct));
+
+    public async Task<IReadOnlyList<HistoryEntry>> HistoryAsync(string userId, int limit, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        return (await connection.QueryAsync<HistoryEntry>(new CommandDefinition(
+            """
+            SELECT id AS Id, subscription_id AS SubscriptionId, change AS Change, detail AS Detail, caused_by AS CausedBy,
+                   stripe_event_id AS StripeEventId, occurred_at AS OccurredAt
+            FROM subscription_history WHERE user_id = @userId ORDER BY id DESC LIMIT @limit
+            """, new { userId, limit }, cancellationToken: ct))).ToList();
+    }
+}
+
+/// <summary>One audited change of a user's subscription.</summary>
+public sealed record HistoryEntry(long Id, string SubscriptionId, string Change, string Detail, string CausedBy, string? StripeEventId, DateTimeOffset OccurredAt);

@@ -1,0 +1,65 @@
+using Billing.Catalog;
+
+namespace Billing.Subscriptions.Core.Subscriptions;
+
+/// <summary>The body of <c>POST /api/subscriptions/checkout</c>.</summary>
+public sealed record CheckoutRequest(string? PlanId, string? Interval, int? IntervalCount, string? SuccessUrl, string? CancelUrl);
+
+/// <summary>A checkout request checked against the catalog.</summary>
+public sealed record CheckoutChoice(Plan Plan, Price Price, string SuccessUrl, string CancelUrl);
+
+/// <summary>Validates what a user asks to buy; every problem is named with its field.</summary>
+public static class CheckoutRules
+{
+    /// <summary>Returns the choice, or the field errors.</summary>
+    public static (CheckoutChoice? Choice, Dictionary<string, string[]> Errors) Validate(
+        CheckoutRequest? request, BillingCatalog catalog, string defaultSuccessUrl, string defaultCancelUrl)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (request is null)
+        {
+            errors["body"] = ["a JSON body {\"planId\",\"interval\",\"intervalCount\"?} is required"];
+            return (null, errors);
+        }
+
+        var plan = catalog.FindPlan(request.PlanId);
+        if (plan is null)
+        {
+            errors["planId"] = [$"unknown plan \"{request.PlanId}\"; see GET /api/plans"];
+        }
+        else if (plan.IsFree)
+        {
+            errors["planId"] = [$"\"{plan.Id}\" is free: there is nothing to buy"];
+        }
+
+        Price? price = null;
+        if (plan is { IsFree: false })
+        {
+            price = plan.FindPrice(request.Interval ?? "", request.IntervalCount ?? 1);
+            if (price is null)
+            {
+                var offered = string.Join(", ", plan.Prices.Select(p => $"{p.Interval}×{p.IntervalCount}"));
+                errors["interval"] = [$"plan \"{plan.Id}\" has no price for {request.Interval}×{request.IntervalCount ?? 1}; it has {offered}"];
+            }
+        }
+
+        var success = CheckUrl(request.SuccessUrl, "successUrl", errors) ?? defaultSuccessUrl;
+        var cancel = CheckUrl(request.CancelUrl, "cancelUrl", errors) ?? defaultCancelUrl;
+        return errors.Count > 0 ? (null, errors) : (new CheckoutChoice(plan!, price!, success, cancel), errors);
+    }
+
+    /// <summary>An absolute http(s) URL of at most 2,000 characters, or null when none was given.</summary>
+    public static string? CheckUrl(string? url, string field, Dictionary<string, string[]> errors)
+    {
+        if (url is null)
+        {
+            return null;
+        }
+        if (url.Length > 2000 || !Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+        {
+            errors[field] = ["an absolute http(s) URL"];
+            return null;
+        }
+        return url;
+    }
+}

@@ -1,0 +1,52 @@
+namespace Billing.EndToEnd.Tests;
+
+/// <summary>What a person does on the Stripe simulator's pages, and its clock.</summary>
+public static class Simulator
+{
+    private static readonly HttpClient Http = new(new HttpClientHandler { AllowAutoRedirect = false })
+    {
+        BaseAddress = TestEnvironment.SimulatorUrl,
+        Timeout = TimeSpan.FromSeconds(30),
+    };
+
+    /// <summary>Pays a checkout session on the hosted page with a test card; returns the HTTP status and redirect.</summary>
+    public static async Task<(HttpStatusCode Status, Uri? Location)> PayAsync(string sessionId, string card = "4242424242424242")
+    {
+        using var response = await Http.PostAsync($"/checkout/{sessionId}/pay",
+            new FormUrlEncodedContent(new Dictionary<string, string> { ["card"] = card }));
+        return (response.StatusCode, response.Headers.Location);
+    }
+
+    /// <summary>Moves simulated time forward; renewals, failures and period ends happen with their events.</summary>
+    public static async Task AdvanceAsync(TimeSpan by)
+    {
+        using var response = await Http.PostAsJsonAsync("/_sim/clock/advance", new { seconds = (long)by.TotalSeconds });
+        response.EnsureSuccessStatusCode();
+    }
+
+    public static async Task<DateTimeOffset> NowAsync()
+    {
+        var clock = await Http.GetFromJsonAsync<JsonElement>("/_sim/clock");
+        return DateTimeOffset.FromUnixTimeSeconds(clock.GetProperty("now").GetInt64());
+    }
+}
+
+/// <summary>Waiting for what happens asynchronously (webhooks, RabbitMQ) without fixed sleeps.</summary>
+public static class Eventually
+{
+    public static async Task<T> GetAsync<T>(Func<Task<T>> read, Func<T, bool> done, string what, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        T value = await read();
+        while (!done(value))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail($"timed out waiting for {what}; last value: {(value is JsonElement j ? j.ToString() : value?.ToString())}");
+            }
+            await Task.Delay(200);
+            value = await read();
+        }
+        return value;
+    }
+}
