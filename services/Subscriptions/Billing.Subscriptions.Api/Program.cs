@@ -33,6 +33,7 @@ app.UseServiceDefaults();
 app.MapDefaultEndpoints();
 app.MapCatalogApi();
 app.MapSubscriptionApi();
+app.MapLifecycleApi();
 
 await app.RunAsync();
 return 0;

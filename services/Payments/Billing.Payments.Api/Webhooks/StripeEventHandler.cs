@@ -273,6 +273,14 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             ?? s.Metadata?.GetValueOrDefault("planId")
             ?? price?.Metadata?.GetValueOrDefault("planId")
             ?? throw new InvalidOperationException($"Subscription {s.Id}: price {price?.Id} (lookup key {price?.LookupKey}) is in no catalog plan.");
+        // A downgrade is charged from the next period; until then the user keeps the plan they paid for
+        // (Subscriptions records it in the subscription's metadata when it schedules the downgrade).
+        if (s.Metadata?.GetValueOrDefault("entitledPlanId") is { Length: > 0 } entitled && catalog.FindPlan(entitled) is not null
+            && long.TryParse(s.Metadata.GetValueOrDefault("entitledPlanUntil"), out var until)
+            && Utc(item.CurrentPeriodStart) < DateTimeOffset.FromUnixTimeSeconds(until))
+        {
+            planId = entitled;
+        }
         var userId = s.Metadata?.GetValueOrDefault("userId") ?? await UserOfCustomerAsync(s.CustomerId, ct);
         return new SubscriptionSnapshot
         {

@@ -81,6 +81,15 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             VALUES (@userId, @subscriptionId, @change, @detail, @causedBy, @stripeEventId, @occurredAt)
             """, new { userId, subscriptionId, change, detail, causedBy, stripeEventId, occurredAt }, tx, cancellationToken: ct));
 
+    /// <summary>Audits what a user asked for (the effect follows from Stripe's events).</summary>
+    public async Task RecordUserActionAsync(string userId, string subscriptionId, string change, string detail, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        await RecordAsync(connection, tx, userId, subscriptionId, change, detail, "user", null, DateTimeOffset.UtcNow, ct);
+        await tx.CommitAsync(ct);
+    }
+
     public async Task<IReadOnlyList<HistoryEntry>> HistoryAsync(string userId, int limit, CancellationToken ct)
     {
         await using var connection = await dataSource.OpenConnectionAsync(ct);

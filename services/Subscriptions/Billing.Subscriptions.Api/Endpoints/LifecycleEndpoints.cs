@@ -1,0 +1,192 @@
+using System.Globalization;
+using System.Security.Claims;
+using Billing.Catalog;
+using Billing.ServiceDefaults;
+using Billing.ServiceDefaults.Stripe;
+using Billing.Subscriptions.Api.Persistence;
+using Billing.Subscriptions.Core.Subscriptions;
+using Stripe;
+using Plan = Billing.Catalog.Plan;
+using Price = Billing.Catalog.Price;
+
+namespace Billing.Subscriptions.Api.Endpoints;
+
+/// <summary>
+/// Cancel at period end, resume, change plan (upgrade now with proration, downgrade at the period end) and the
+/// preview of a change. Each call changes Stripe's subscription; Billing's own state follows from Stripe's events,
+/// like every other change, so the portal and the API can never disagree.
+/// </summary>
+public static class LifecycleEndpoints
+{
+    /// <summary>Subscription metadata that keeps the user on the plan they paid for until a downgrade takes effect.</summary>
+    public const string EntitledPlanKey = "entitledPlanId";
+    public const string EntitledUntilKey = "entitledPlanUntil";
+
+    public static IEndpointRouteBuilder MapLifecycleApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/api/subscriptions/me").RequireAuthorization(BillingPolicies.User);
+        group.MapPost("/cancel", CancelAsync).WithName("CancelMySubscription")
+            .WithSummary("Cancels at the period end; access lasts until then.");
+        group.MapPost("/resume", ResumeAsync).WithName("ResumeMySubscription")
+            .WithSummary("Undoes a pending cancellation.");
+        group.MapPost("/change", ChangeAsync).WithName("ChangeMyPlan")
+            .WithSummary("Upgrade: now, prorated and charged at once. Downgrade: at the period end.");
+        group.MapGet("/change-preview", PreviewAsync).WithName("PreviewPlanChange")
+            .WithSummary("What a change would cost now (Stripe's invoice preview) and when it takes effect.");
+        return app;
+    }
+
+    public sealed record ChangeRequest(string? PlanId, string? Interval, int? IntervalCount);
+
+    public sealed record ChangePreview(string PlanId, string Interval, int IntervalCount, string Kind, DateTimeOffset EffectiveAt,
+        long AmountDueNow, string Currency, long NextAmount);
+
+    private static async Task<IResult> CancelAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
+        BillingCatalog catalog, CancellationToken ct) =>
+        await SetCancelAsync(user, store, stripe, calls, catalog, cancel: true, ct);
+
+    private static async Task<IResult> ResumeAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
+        BillingCatalog catalog, CancellationToken ct) =>
+        await SetCancelAsync(user, store, stripe, calls, catalog, cancel: false, ct);
+
+    private static async Task<IResult> SetCancelAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
+        BillingCatalog catalog, bool cancel, CancellationToken ct)
+    {
+        var userId = user.UserId()!;
+        var current = await store.CurrentAsync(userId, ct);
+        if (current is null || !SubscriptionStatus.Live.Contains(current.StripeStatus))
+        {
+            return NoSubscription();
+        }
+        var updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
+            new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
+            new RequestOptions { IdempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{current.Sequence}" }, c), ct);
+        await store.RecordUserActionAsync(userId, current.SubscriptionId, cancel ? "cancel_requested" : "resume_requested",
+            cancel ? $"ends at {current.CurrentPeriodEnd:u}" : "pending cancellation undone", ct);
+        var view = SubscriptionStatus.View(current with { CancelAtPeriodEnd = updated.CancelAtPeriodEnd }, catalog, catalog.IsUnlimited(user.Groups()));
+        return TypedResults.Ok(view);
+    }
+
+    private static async Task<IResult> ChangeAsync(ChangeRequest? request, ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe,
+        StripeCalls calls, BillingCatalog catalog, Stripe.StripePrices prices, CancellationToken ct)
+    {
+        var userId = user.UserId()!;
+        var (target, errorResult) = await ResolveAsync(request?.PlanId, request?.Interval, request?.IntervalCount, user, store, catalog, prices, ct);
+        if (target is null)
+        {
+            return errorResult!;
+        }
+        var (current, plan, price, priceId, kind) = target.Value;
+        if (kind == PlanChangeKind.None)
+        {
+            return Problems.Problem(409, "no_change", "You are already on this plan and price.");
+        }
+
+        var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
+        var item = subscription.Items.Data[0];
+        var options = new SubscriptionUpdateOptions
+        {
+            Items = [new SubscriptionItemOptions { Id = item.Id, Price = priceId }],
+            Metadata = new Dictionary<string, string> { ["planId"] = plan.Id },
+        };
+        if (kind == PlanChangeKind.Upgrade)
+        {
+            options.ProrationBehavior = "always_invoice";
+            options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
+            options.Metadata[EntitledPlanKey] = "";
+            options.Metadata[EntitledUntilKey] = "";
+        }
+        else
+        {
+            // Stripe charges the new price from the next period; until then the user keeps the plan they paid for.
+            options.ProrationBehavior = "none";
+            options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
+            options.Metadata[EntitledPlanKey] = current.PlanId;
+            options.Metadata[EntitledUntilKey] = item.CurrentPeriodEnd.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds.ToString("0", CultureInfo.InvariantCulture);
+        }
+
+        try
+        {
+            await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
+                new RequestOptions { IdempotencyKey = $"billing-change-{current.SubscriptionId}-{current.Sequence}-{price.LookupKey}" }, c), ct);
+        }
+        catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
+        {
+            return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
+        }
+
+        var effectiveAt = kind == PlanChangeKind.Upgrade ? DateTimeOffset.UtcNow : current.CurrentPeriodEnd;
+        await store.RecordUserActionAsync(userId, current.SubscriptionId, kind == PlanChangeKind.Upgrade ? "upgrade_requested" : "downgrade_scheduled",
+            $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {effectiveAt:u}", ct);
+        return TypedResults.Ok(new
+        {
+            planId = plan.Id, interval = price.Interval, intervalCount = price.IntervalCount,
+            kind = kind.ToString().ToLowerInvariant(), effectiveAt,
+        });
+    }
+
+    private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
+        SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, Stripe.StripePrices prices, TimeProvider clock, CancellationToken ct)
+    {
+        var (target, errorResult) = await ResolveAsync(planId, interval, intervalCount, user, store, catalog, prices, ct);
+        if (target is null)
+        {
+            return errorResult!;
+        }
+        var (current, plan, price, priceId, kind) = target.Value;
+        if (kind != PlanChangeKind.Upgrade)
+        {
+            return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, kind.ToString().ToLowerInvariant(),
+                current.CurrentPeriodEnd, 0, price.Currency, price.Amount));
+        }
+
+        var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
+        var now = clock.GetUtcNow();
+        var preview = await calls.RunAsync(c => new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
+        {
+            Subscription = current.SubscriptionId,
+            SubscriptionDetails = new InvoiceSubscriptionDetailsOptions
+            {
+                Items = [new InvoiceSubscriptionDetailsItemOptions { Id = subscription.Items.Data[0].Id, Price = priceId }],
+                ProrationBehavior = "always_invoice",
+                ProrationDate = now.UtcDateTime,
+            },
+        }, cancellationToken: c), ct);
+        return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, preview.AmountDue, preview.Currency, price.Amount));
+    }
+
+    private static async Task<((SubscriptionRecord Current, Plan Plan, Price Price, string PriceId, PlanChangeKind Kind)? Target, IResult? Error)> ResolveAsync(
+        string? planId, string? interval, int? intervalCount, ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog,
+        Stripe.StripePrices prices, CancellationToken ct)
+    {
+        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest(planId, interval, intervalCount, null, null), catalog, "http://x", "http://x");
+        if (choice is null)
+        {
+            if (catalog.FindPlan(planId) is { IsFree: true })
+            {
+                errors["planId"] = ["to move to the free plan, cancel the subscription (POST /api/subscriptions/me/cancel)"];
+            }
+            return (null, Problems.Validation(errors));
+        }
+        var current = await store.CurrentAsync(user.UserId()!, ct);
+        if (current is null || !SubscriptionStatus.Live.Contains(current.StripeStatus))
+        {
+            return (null, NoSubscription());
+        }
+        var priceId = await prices.FindAsync(choice.Price.LookupKey, ct);
+        if (priceId is null)
+        {
+            return (null, Problems.Problem(503, "price_not_in_stripe", "This price is not set up in Stripe yet.",
+                $"No active Stripe price has lookup key \"{choice.Price.LookupKey}\": run 'deploy/billing catalog push'."));
+        }
+        var kind = PlanChangeRules.Classify(catalog, current.PlanId, current.Interval, current.IntervalCount, choice.Plan, choice.Price);
+        if (kind != PlanChangeKind.None && current.PriceId == priceId)
+        {
+            kind = PlanChangeKind.None;
+        }
+        return ((current, choice.Plan, choice.Price, priceId, kind), null);
+    }
+
+    private static IResult NoSubscription() =>
+        Problems.Problem(404, "no_subscription", "You have no subscription.", "Start one with POST /api/subscriptions/checkout.");
+}

@@ -1,0 +1,45 @@
+using Billing.Catalog;
+
+namespace Billing.Subscriptions.Core.Subscriptions;
+
+/// <summary>How a plan change is applied.</summary>
+public enum PlanChangeKind
+{
+    /// <summary>The same plan and price: nothing to do.</summary>
+    None,
+    /// <summary>Applies now; the unused part of the period is credited and the difference charged at once.</summary>
+    Upgrade,
+    /// <summary>Applies at the period end; the user keeps what they paid for until then.</summary>
+    Downgrade,
+}
+
+/// <summary>Upgrade now, downgrade at the period end (the fifth seed's rule, and what users expect).</summary>
+public static class PlanChangeRules
+{
+    /// <summary>
+    /// A higher plan (later in the catalog) is an upgrade and a lower one a downgrade. Within one plan, a longer billing
+    /// interval is an upgrade (charged now, prorated) and a shorter one takes effect when the current period ends.
+    /// </summary>
+    public static PlanChangeKind Classify(BillingCatalog catalog, string currentPlanId, string currentInterval, int currentIntervalCount,
+        Plan target, Price targetPrice)
+    {
+        var currentRank = catalog.Rank(currentPlanId);
+        var targetRank = catalog.Rank(target.Id);
+        if (targetRank != currentRank)
+        {
+            return targetRank > currentRank ? PlanChangeKind.Upgrade : PlanChangeKind.Downgrade;
+        }
+        var current = Days(currentInterval) * currentIntervalCount;
+        var next = Days(targetPrice.Interval) * targetPrice.IntervalCount;
+        return next == current ? PlanChangeKind.None : next > current ? PlanChangeKind.Upgrade : PlanChangeKind.Downgrade;
+    }
+
+    private static int Days(string interval) => interval switch
+    {
+        "day" => 1,
+        "week" => 7,
+        "month" => 30,
+        "year" => 365,
+        _ => 30,
+    };
+}
