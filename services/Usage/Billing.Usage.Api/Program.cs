@@ -1,17 +1,23 @@
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Database;
 using Billing.ServiceDefaults.Messaging;
+using Billing.Usage.Api;
+using Billing.Usage.Api.Endpoints;
 using MassTransit;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddServiceDefaults("usage");
+builder.AddBillingCatalog();
 builder.AddBillingDatabase(typeof(Program).Assembly);
 builder.AddBillingBus("usage", bus => bus.AddConsumers(typeof(Program).Assembly));
+builder.Services.AddUsageServices();
 
 var app = builder.Build();
 await app.MigrateDatabaseAsync();
 app.UseServiceDefaults();
 app.MapDefaultEndpoints();
+app.MapConsumeApi();
+app.MapUsageApi();
 
 await app.RunAsync();
 

@@ -1,0 +1,29 @@
+using Billing.ServiceDefaults;
+using Billing.Usage.Api.Consuming;
+
+namespace Billing.Usage.Api.Endpoints;
+
+/// <summary>POST /api/usage/consume: may this user spend one more? (scope <c>billing.usage</c>)</summary>
+public static class ConsumeEndpoints
+{
+    public static IEndpointRouteBuilder MapConsumeApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGroup("/api/usage").RequireAuthorization(BillingPolicies.Usage).WithTags("Usage")
+            .MapPost("/consume", async (HttpRequest http, ConsumeHandler handler, CancellationToken cancellationToken) =>
+            {
+                var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
+                return request is null ? Problems.Validation(errors) : await handler.HandleAsync(request, cancellationToken);
+            })
+            .WithName("ConsumeQuota")
+            .WithSummary("Checks and spends a user's allowance of a meter, once per idempotency key.")
+            .Accepts<ConsumeBody>("application/json")
+            .Produces<ConsumeAllowed>()
+            .ProducesProblem(400)
+            .ProducesProblem(402)
+            .ProducesProblem(409);
+        return app;
+    }
+
+    /// <summary>The consume body, for the OpenAPI document (the endpoint reads it by hand).</summary>
+    public sealed record ConsumeBody(string UserId, string Meter, long Quantity, string IdempotencyKey, IReadOnlyList<string>? Groups);
+}

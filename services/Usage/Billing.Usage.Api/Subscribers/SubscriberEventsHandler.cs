@@ -1,0 +1,70 @@
+using Billing.Catalog;
+using Billing.Contracts;
+using Billing.ServiceDefaults.Messaging;
+using Billing.Usage.Api.Persistence;
+using Billing.Usage.Core.Subscribers;
+
+namespace Billing.Usage.Api.Subscribers;
+
+/// <summary>
+/// Applies subscription, suspension, invoice and wallet events to Usage's state. Each runs once per message through
+/// the inbox, in one transaction with its effect.
+/// </summary>
+public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscribers, TokenBalanceStore balances, BillingCatalog catalog,
+    TimeProvider clock, ILogger<SubscriberEventsHandler> logger)
+{
+    public Task<bool> HandleAsync(Guid messageId, string consumer, SubscriptionChange change, CancellationToken cancellationToken) =>
+        inbox.HandleOnceAsync(messageId, consumer, async (connection, transaction, ct) =>
+        {
+            var now = clock.GetUtcNow();
+            if (!await subscribers.AdvanceSequenceAsync(connection, transaction, change.SubscriptionId, change.UserId, change.Sequence, now, ct))
+            {
+                logger.LogInformation("Ignored {Subscription} sequence {Sequence}: not newer than the one applied", change.SubscriptionId, change.Sequence);
+                return;
+            }
+            if (catalog.FindPlan(change.PlanId) is null)
+            {
+                logger.LogWarning("Subscription {Subscription} names plan {Plan}, which the catalog does not have; the free plan applies",
+                    change.SubscriptionId, change.PlanId);
+            }
+            var state = await subscribers.LockAsync(connection, transaction, change.UserId, now, ct);
+            var next = SubscriberTransitions.Apply(state, change, catalog);
+            if (next != state)
+            {
+                await subscribers.SaveAsync(connection, transaction, next, now, ct);
+            }
+        }, cancellationToken);
+
+    public Task<bool> HandleAsync(Guid messageId, string consumer, SubscriptionAccessSuspended e, CancellationToken cancellationToken) =>
+        inbox.HandleOnceAsync(messageId, consumer, async (connection, transaction, ct) =>
+        {
+            var now = clock.GetUtcNow();
+            var state = await subscribers.LockAsync(connection, transaction, e.UserId, now, ct);
+            var next = SubscriberTransitions.Suspend(state, e.SubscriptionId, e.OccurredAt);
+            if (next != state)
+            {
+                await subscribers.SaveAsync(connection, transaction, next, now, ct);
+            }
+        }, cancellationToken);
+
+    public Task<bool> HandleAsync(Guid messageId, string consumer, InvoicePaid e, CancellationToken cancellationToken) =>
+        inbox.HandleOnceAsync(messageId, consumer, async (connection, transaction, ct) =>
+        {
+            if (e.SubscriptionId is null)
+            {
+                return;
+            }
+            var now = clock.GetUtcNow();
+            var state = await subscribers.LockAsync(connection, transaction, e.UserId, now, ct);
+            var next = SubscriberTransitions.Renew(state, e.SubscriptionId, e.PeriodStart, e.PeriodEnd);
+            if (next != state)
+            {
+                await subscribers.SaveAsync(connection, transaction, next, now, ct);
+            }
+        }, cancellationToken);
+
+    public Task<bool> HandleBalanceAsync(Guid messageId, string consumer, string userId, long balanceAfter, DateTimeOffset occurredAt,
+        CancellationToken cancellationToken) =>
+        inbox.HandleOnceAsync(messageId, consumer,
+            (connection, transaction, ct) => balances.ApplyAsync(connection, transaction, userId, balanceAfter, occurredAt, ct), cancellationToken);
+}

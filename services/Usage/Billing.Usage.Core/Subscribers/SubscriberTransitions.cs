@@ -1,0 +1,90 @@
+using Billing.Catalog;
+
+namespace Billing.Usage.Core.Subscribers;
+
+/// <summary>
+/// How events move a subscriber's state. Pure, and written so that no permutation or duplication of a lifecycle's
+/// events leaves a different state: subscription events apply only above the stored <c>Sequence</c>, a suspension
+/// is compared by time with the status it suspends, and a renewal only ever moves the period forward.
+/// </summary>
+public static class SubscriberTransitions
+{
+    /// <summary>Applies a subscription event; returns the state unchanged when it is stale or about another, dead subscription.</summary>
+    public static SubscriberState Apply(SubscriberState state, SubscriptionChange change, BillingCatalog catalog)
+    {
+        var same = string.Equals(state.SubscriptionId, change.SubscriptionId, StringComparison.Ordinal);
+        if (same && change.Sequence <= state.Sequence)
+        {
+            return state; // redelivered or overtaken: never roll back
+        }
+        if (!same && change.RevokesAccess)
+        {
+            // The end of a subscription that is not (or no longer) the user's current one changes nothing.
+            return state;
+        }
+
+        if (change.RevokesAccess)
+        {
+            return state with
+            {
+                PlanId = catalog.FreePlan,
+                Status = change.Status,
+                Access = SubscriberAccess.None,
+                Sequence = change.Sequence,
+                StatusOccurredAt = change.OccurredAt,
+                SuspendedAt = null,
+            };
+        }
+
+        var next = state with
+        {
+            PlanId = change.PlanId,
+            SubscriptionId = change.SubscriptionId,
+            Status = change.Status,
+            Anchor = change.StartedAt ?? (same ? state.Anchor : change.PeriodStart),
+            // Within one subscription the period only moves forward: a renewal (InvoicePaid) may have been seen first.
+            PeriodStart = same && Later(state.PeriodEnd, change.PeriodEnd) ? state.PeriodStart : change.PeriodStart ?? (same ? state.PeriodStart : null),
+            PeriodEnd = same && Later(state.PeriodEnd, change.PeriodEnd) ? state.PeriodEnd : change.PeriodEnd ?? (same ? state.PeriodEnd : null),
+            Sequence = change.Sequence,
+            StatusOccurredAt = change.OccurredAt,
+            // Another subscription starts clean; a return to active after the suspension lifts it.
+            SuspendedAt = !same || (change.Status is "active" or "trialing" && state.SuspendedAt < change.OccurredAt) ? null : state.SuspendedAt,
+        };
+        return next with { Access = AccessOf(next) };
+    }
+
+    /// <summary>Past due beyond grace (SubscriptionAccessSuspended): applies to the current subscription only.</summary>
+    public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset occurredAt)
+    {
+        if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None)
+        {
+            return state;
+        }
+        var next = state with { SuspendedAt = state.SuspendedAt is { } s && s > occurredAt ? s : occurredAt };
+        return next with { Access = AccessOf(next) };
+    }
+
+    /// <summary>A paid invoice of the current subscription with a later period moves the period (period windows reset).</summary>
+    public static SubscriberState Renew(SubscriberState state, string? subscriptionId, DateTimeOffset periodStart, DateTimeOffset periodEnd)
+    {
+        if (subscriptionId is null || !string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal)
+            || periodEnd <= periodStart || (state.PeriodEnd is { } end && periodEnd <= end))
+        {
+            return state;
+        }
+        return state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
+    }
+
+    private static bool Later(DateTimeOffset? stored, DateTimeOffset? incoming) => stored is { } a && incoming is { } b && a > b;
+
+    private static SubscriberAccess AccessOf(SubscriberState s)
+    {
+        if (!SubscriptionChange.GrantsAccess(s.Status))
+        {
+            return SubscriberAccess.None;
+        }
+        // past_due never lifts a suspension; active/trialing lifts one that is older than itself.
+        var suspended = s.SuspendedAt is { } at && (s.Status == "past_due" || s.StatusOccurredAt is null || at >= s.StatusOccurredAt);
+        return suspended ? SubscriberAccess.Suspended : SubscriberAccess.Full;
+    }
+}

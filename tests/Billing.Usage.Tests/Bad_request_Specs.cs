@@ -1,0 +1,76 @@
+using System.Net;
+using System.Net.Http.Headers;
+
+namespace Billing.Usage.Tests;
+
+[TestFixture]
+public class Sending_a_bad_consume
+{
+    private static UsageHost Host => Hosts.Default;
+
+    [TestCase("", "body")]
+    [TestCase("not json", "body")]
+    [TestCase("[1,2]", "body")]
+    [TestCase("{\"userId\":", "body")]
+    [TestCase("{}", "userId")]
+    [TestCase("{\"userId\":5,\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\"}", "userId")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":\"1\",\"idempotencyKey\":\"k\"}", "quantity")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1.5,\"idempotencyKey\":\"k\"}", "quantity")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":0,\"idempotencyKey\":\"k\"}", "quantity")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1000000001,\"idempotencyKey\":\"k\"}", "quantity")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":99999999999999999999999,\"idempotencyKey\":\"k\"}", "quantity")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1}", "idempotencyKey")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\",\"groups\":\"g\"}", "groups")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"\",\"quantity\":1,\"idempotencyKey\":\"k\"}", "meter")]
+    public async Task Should_answer_400_validation_naming_the_field(string raw, string field)
+    {
+        var response = await Host.Service.PostAsync("/api/usage/consume", UsageHost.Json(raw));
+        var problem = await UsageHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That(response.Content.Headers.ContentType?.MediaType, Is.EqualTo("application/problem+json"));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("validation"));
+        Assert.That(problem.GetProperty("errors").TryGetProperty(field, out _), Is.True, problem.ToString());
+    }
+
+    [Test]
+    public async Task Should_refuse_a_user_id_over_200_characters()
+    {
+        var (status, problem) = await Host.ConsumeAsync(new string('u', 201), UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That(problem.GetProperty("errors").TryGetProperty("userId", out _), Is.True);
+    }
+
+    [Test]
+    public async Task Should_answer_unknown_meter_for_a_meter_no_plan_has()
+    {
+        var (status, problem) = await Host.ConsumeAsync(UsageHost.NewUser(), UsageHost.NewKey(), meter: "video.render");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("unknown_meter"));
+    }
+
+    [Test]
+    public async Task A_user_token_cannot_consume()
+    {
+        using var client = Host.UserClient(UsageHost.NewUser());
+        var response = await client.PostAsync("/api/usage/consume",
+            UsageHost.Json("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\"}"));
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
+    }
+
+    [Test]
+    public async Task No_token_is_401()
+    {
+        using var client = Host.CreateClient();
+        var response = await client.GetAsync("/api/usage/me");
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+    }
+
+    [Test]
+    public async Task A_bad_history_range_is_400()
+    {
+        using var client = Host.UserClient(UsageHost.NewUser());
+        var response = await client.GetAsync("/api/usage/me/history?from=yesterday");
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That((await UsageHost.BodyAsync(response)).GetProperty("code").GetString(), Is.EqualTo("validation"));
+    }
+}

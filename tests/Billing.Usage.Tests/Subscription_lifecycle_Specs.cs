@@ -1,0 +1,102 @@
+using System.Net;
+
+namespace Billing.Usage.Tests;
+
+[TestFixture]
+public class Following_the_subscription
+{
+    private static UsageHost Host => Hosts.Default;
+
+    [Test]
+    public async Task A_user_nobody_told_us_about_needs_a_subscription()
+    {
+        var (status, problem) = await Host.ConsumeAsync(UsageHost.NewUser(), UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("no_subscription"));
+    }
+
+    [Test]
+    public async Task An_out_of_order_older_sequence_is_ignored()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user);
+        await Host.ApplyAsync(activated);
+        await Host.ApplyAsync(UsageHost.Ended(activated, sequence: 3));
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2));
+
+        var (status, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("no_subscription"));
+    }
+
+    [Test]
+    public async Task An_ended_subscription_falls_back_to_the_free_plan()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user);
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK));
+
+        await Host.ApplyAsync(UsageHost.Ended(activated, sequence: 2));
+        var (status, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("no_subscription"));
+
+        using var client = Host.UserClient(user);
+        var entitlements = await UsageHost.BodyAsync(await client.GetAsync("/api/entitlements/me"));
+        Assert.That(entitlements.GetProperty("planId").GetString(), Is.EqualTo("free"));
+    }
+
+    [Test]
+    public async Task A_suspended_subscriber_is_refused_with_payment_past_due_until_active_again()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user);
+        await Host.ApplyAsync(activated);
+        await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: DateTimeOffset.UtcNow.AddMinutes(-10)));
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK), "past_due keeps access in grace");
+
+        await Host.ApplyAsync(new Billing.Contracts.SubscriptionAccessSuspended
+        {
+            UserId = user,
+            SubscriptionId = activated.SubscriptionId,
+            PlanId = "pro",
+            PastDueSince = DateTimeOffset.UtcNow.AddMinutes(-10),
+            GraceUntil = DateTimeOffset.UtcNow.AddMinutes(-1),
+            OccurredAt = DateTimeOffset.UtcNow.AddMinutes(-1),
+        });
+        var (status, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("payment_past_due"));
+
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3));
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK));
+    }
+
+    [Test]
+    public async Task A_redelivered_message_changes_nothing()
+    {
+        var user = UsageHost.NewUser();
+        var handler = Host.Services.GetService(typeof(Billing.Usage.Api.Subscribers.SubscriberEventsHandler)) as Billing.Usage.Api.Subscribers.SubscriberEventsHandler;
+        var id = Guid.NewGuid();
+        var change = Billing.Usage.Core.Subscribers.SubscriptionChange.From(UsageHost.Activated(user));
+        Assert.That(await handler!.HandleAsync(id, "SubscriptionActivatedConsumer", change, default), Is.True);
+        Assert.That(await handler.HandleAsync(id, "SubscriptionActivatedConsumer", change, default), Is.False);
+    }
+
+    [Test]
+    public async Task Entitlements_of_any_user_need_the_usage_scope()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user));
+        var response = await Host.Service.GetAsync($"/api/entitlements/{user}");
+        var body = await UsageHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(body.GetProperty("planId").GetString(), Is.EqualTo("pro"));
+        Assert.That(body.GetProperty("features").EnumerateArray().Select(f => f.GetString()), Does.Contain("ai_access"));
+        Assert.That(body.GetProperty("meters")[0].GetProperty("remaining").GetInt64(), Is.EqualTo(250));
+
+        using var client = Host.UserClient(user);
+        Assert.That((await client.GetAsync($"/api/entitlements/{user}")).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
+    }
+}

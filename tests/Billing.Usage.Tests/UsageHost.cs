@@ -1,0 +1,222 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Billing.Contracts;
+using Billing.Usage.Api.Subscribers;
+using Billing.Usage.Core.Subscribers;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.TestHost;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace Billing.Usage.Tests;
+
+/// <summary>A clock the tests move; the service takes every "now" from it.</summary>
+public sealed class TestClock : TimeProvider
+{
+    private long _offsetTicks;
+
+    public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + TimeSpan.FromTicks(Interlocked.Read(ref _offsetTicks));
+
+    public void Advance(TimeSpan by) => Interlocked.Add(ref _offsetTicks, by.Ticks);
+
+    public void Reset() => Interlocked.Exchange(ref _offsetTicks, 0);
+}
+
+/// <summary>
+/// The Usage service in-process (WebApplicationFactory) on the test run's PostgreSQL and RabbitMQ, with its own
+/// database and queue prefix per catalog, and helpers that speak its API.
+/// </summary>
+public sealed class UsageHost : WebApplicationFactory<Program>
+{
+    private readonly string _catalog;
+    private readonly string _purpose;
+
+    public UsageHost(string catalogPath, string purpose)
+    {
+        _catalog = catalogPath;
+        _purpose = purpose;
+        Service = CreateClient();
+        Service.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Service());
+    }
+
+    public TestClock Clock { get; } = new();
+
+    public HttpClient Service { get; }
+
+    public string ConnectionString =>
+        TestEnvironment.Database(_purpose) + ";Timeout=30;Maximum Pool Size=40";
+
+    public static string RepoCatalog => Path.Combine(TestEnvironment.Repo, "deploy", "catalogs", "default.json");
+
+    public static string TestCatalog => Path.Combine(AppContext.BaseDirectory, "Catalogs", "test-catalog.json");
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseSetting("ConnectionStrings:Database", ConnectionString);
+        builder.UseSetting("RabbitMq:Host", TestEnvironment.RabbitHost);
+        builder.UseSetting("RabbitMq:Port", TestEnvironment.RabbitPort.ToString(CultureInfo.InvariantCulture));
+        builder.UseSetting("RabbitMq:QueuePrefix", $"{TestEnvironment.RunId}-{_purpose}-");
+        builder.UseSetting("BILLING_JWT_SIGNING_KEY", TestEnvironment.JwtSigningKey);
+        builder.UseSetting("BILLING_CATALOG", _catalog);
+        builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning));
+        builder.ConfigureTestServices(services => services.AddSingleton<TimeProvider>(Clock));
+    }
+
+    public static string NewUser() => "u-" + Guid.NewGuid().ToString("N")[..12];
+
+    public static string NewKey() => "k-" + Guid.NewGuid().ToString("N");
+
+    public HttpClient UserClient(string userId, IEnumerable<string>? groups = null)
+    {
+        var client = CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.User(userId, groups: groups));
+        return client;
+    }
+
+    public async Task<(HttpStatusCode Status, JsonElement Body)> ConsumeAsync(string userId, string key, long quantity = 1,
+        string meter = "ai.generation", IEnumerable<string>? groups = null)
+    {
+        var response = await Service.PostAsJsonAsync("/api/usage/consume", new { userId, meter, quantity, idempotencyKey = key, groups });
+        return (response.StatusCode, await BodyAsync(response));
+    }
+
+    public async Task<JsonElement> MeterAsync(string userId, string meter = "ai.generation")
+    {
+        using var client = UserClient(userId);
+        var response = await client.GetAsync("/api/usage/me");
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        var body = await BodyAsync(response);
+        return body.GetProperty("meters").EnumerateArray().Single(m => m.GetProperty("meter").GetString() == meter);
+    }
+
+    public static async Task<JsonElement> BodyAsync(HttpResponseMessage response)
+    {
+        var text = await response.Content.ReadAsStringAsync();
+        return text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone();
+    }
+
+    private SubscriberEventsHandler Handler => Services.GetRequiredService<SubscriberEventsHandler>();
+
+    /// <summary>Applies a subscription event as its consumer would (the bus itself is exercised by its own test).</summary>
+    public Task<bool> ApplyAsync(SubscriptionActivated e) => Handler.HandleAsync(Guid.NewGuid(), "SubscriptionActivatedConsumer", SubscriptionChange.From(e), default);
+
+    public Task<bool> ApplyAsync(SubscriptionUpdated e) => Handler.HandleAsync(Guid.NewGuid(), "SubscriptionUpdatedConsumer", SubscriptionChange.From(e), default);
+
+    public Task<bool> ApplyAsync(SubscriptionEnded e) => Handler.HandleAsync(Guid.NewGuid(), "SubscriptionEndedConsumer", SubscriptionChange.From(e), default);
+
+    public Task<bool> ApplyAsync(SubscriptionAccessSuspended e) => Handler.HandleAsync(Guid.NewGuid(), "SubscriptionAccessSuspendedConsumer", e, default);
+
+    public Task<bool> ApplyAsync(InvoicePaid e) => Handler.HandleAsync(Guid.NewGuid(), "InvoicePaidConsumer", e, default);
+
+    public static SubscriptionActivated Activated(string userId, string planId = "pro", long sequence = 1, DateTimeOffset? startedAt = null,
+        string? subscriptionId = null)
+    {
+        var start = startedAt ?? DateTimeOffset.UtcNow.AddDays(-3);
+        return new SubscriptionActivated
+        {
+            UserId = userId,
+            SubscriptionId = subscriptionId ?? "sub_" + userId,
+            CustomerId = "cus_" + userId,
+            PlanId = planId,
+            PriceId = "price_" + planId,
+            Interval = "month",
+            IntervalCount = 1,
+            Status = "active",
+            CurrentPeriodStart = start,
+            CurrentPeriodEnd = start.AddMonths(1),
+            StartedAt = start,
+            Sequence = sequence,
+            OccurredAt = start,
+        };
+    }
+
+    public static SubscriptionUpdated Updated(SubscriptionActivated from, string status, long sequence, string? planId = null, DateTimeOffset? occurredAt = null) => new()
+    {
+        UserId = from.UserId,
+        SubscriptionId = from.SubscriptionId,
+        CustomerId = from.CustomerId,
+        PlanId = planId ?? from.PlanId,
+        PriceId = from.PriceId,
+        Interval = from.Interval,
+        IntervalCount = from.IntervalCount,
+        Status = status,
+        CurrentPeriodStart = from.CurrentPeriodStart,
+        CurrentPeriodEnd = from.CurrentPeriodEnd,
+        CancelAtPeriodEnd = false,
+        StartedAt = from.StartedAt,
+        Sequence = sequence,
+        OccurredAt = occurredAt ?? DateTimeOffset.UtcNow,
+    };
+
+    public static SubscriptionEnded Ended(SubscriptionActivated from, long sequence) => new()
+    {
+        UserId = from.UserId,
+        SubscriptionId = from.SubscriptionId,
+        PlanId = from.PlanId,
+        Status = "canceled",
+        EndedAt = DateTimeOffset.UtcNow,
+        Sequence = sequence,
+        OccurredAt = DateTimeOffset.UtcNow,
+    };
+
+    public async Task<long> ScalarAsync(string sql, object? args = null)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (var p in args?.GetType().GetProperties() ?? [])
+        {
+            command.Parameters.AddWithValue(p.Name, p.GetValue(args)!);
+        }
+        return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, CultureInfo.InvariantCulture);
+    }
+
+    public static async Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
+    {
+        var watch = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (watch.Elapsed > (timeout ?? TimeSpan.FromSeconds(20)))
+            {
+                Assert.Fail("the condition did not become true in time");
+            }
+            await Task.Delay(100);
+        }
+    }
+
+    public static StringContent Json(string raw) => new(raw, Encoding.UTF8, "application/json");
+}
+
+/// <summary>One host per catalog for the whole run: starting the service and its bus is the expensive part.</summary>
+[SetUpFixture]
+public sealed class Hosts
+{
+    private static UsageHost? _default;
+    private static UsageHost? _test;
+
+    /// <summary>The repo's deploy/catalogs/default.json (Pro: 250 generations a month).</summary>
+    public static UsageHost Default => _default ??= new UsageHost(UsageHost.RepoCatalog, "usage");
+
+    /// <summary>Catalogs/test-catalog.json: day and period windows, unlimited allowances, a larger plan.</summary>
+    public static UsageHost Test => _test ??= new UsageHost(UsageHost.TestCatalog, "usage_windows");
+
+    [OneTimeTearDown]
+    public async Task StopHosts()
+    {
+        if (_default is not null)
+        {
+            await _default.DisposeAsync();
+        }
+        if (_test is not null)
+        {
+            await _test.DisposeAsync();
+        }
+    }
+}

@@ -1,0 +1,138 @@
+using System.Net;
+using System.Text.Json;
+using Billing.Contracts;
+
+namespace Billing.Usage.Tests;
+
+/// <summary>Catalogs/test-catalog.json: a free daily allowance, an unlimited meter, a period window and a larger plan.</summary>
+[TestFixture]
+public class Windows_and_plans_of_a_richer_catalog
+{
+    private static UsageHost Host => Hosts.Test;
+
+    [Test]
+    public async Task A_free_daily_allowance_starts_again_after_midnight_UTC()
+    {
+        var user = UsageHost.NewUser();
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message")).Status, Is.EqualTo(HttpStatusCode.OK));
+        }
+        var (refused, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message");
+        Assert.That(refused, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("quota_exhausted"));
+        Assert.That(problem.GetProperty("upgrade").GetBoolean(), Is.True, "Pro has unlimited chat");
+        var resetsAt = problem.GetProperty("resetsAt").GetDateTimeOffset();
+        Assert.That(resetsAt, Is.EqualTo(new DateTimeOffset(Host.Clock.GetUtcNow().UtcDateTime.Date.AddDays(1), TimeSpan.Zero)));
+
+        Host.Clock.Advance(resetsAt - Host.Clock.GetUtcNow());
+        try
+        {
+            var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message");
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(2));
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
+    public async Task A_null_limit_is_unlimited_but_still_counted()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 1000, meter: "chat.message");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("source").GetString(), Is.EqualTo("unlimited"));
+
+        var meter = await Host.MeterAsync(user, "chat.message");
+        Assert.That(meter.GetProperty("unlimited").GetBoolean(), Is.True);
+        Assert.That(meter.GetProperty("limit").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That(meter.GetProperty("remaining").ValueKind, Is.EqualTo(JsonValueKind.Null));
+        Assert.That(meter.GetProperty("used").GetInt64(), Is.EqualTo(1000));
+    }
+
+    [Test]
+    public async Task An_upgrade_raises_the_limit_at_once_and_what_was_used_stays_used()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 10)).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (refused, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(refused, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("upgrade").GetBoolean(), Is.True);
+
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2, planId: "max"));
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(89));
+    }
+
+    [Test]
+    public async Task A_period_window_resets_when_the_renewal_is_paid()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 5, meter: "image.render")).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "image.render")).Status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That((await Host.MeterAsync(user, "image.render")).GetProperty("resetsAt").GetDateTimeOffset(),
+            Is.EqualTo(activated.CurrentPeriodEnd).Within(TimeSpan.FromMilliseconds(1)));
+
+        // The renewal's invoice, paid early: the new period starts now.
+        var now = Host.Clock.GetUtcNow();
+        await Host.ApplyAsync(new InvoicePaid
+        {
+            UserId = user,
+            InvoiceId = "in_" + user,
+            CustomerId = activated.CustomerId,
+            SubscriptionId = activated.SubscriptionId,
+            PlanId = "pro",
+            BillingReason = "subscription_cycle",
+            AmountPaid = 500,
+            Currency = "usd",
+            PeriodStart = now.AddMinutes(-1),
+            PeriodEnd = now.AddMonths(1),
+            OccurredAt = now,
+        });
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "image.render");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(4));
+    }
+
+    [Test]
+    public async Task Entitlements_list_the_plans_features_limits_and_meters()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+        using var client = Host.UserClient(user);
+        var body = await UsageHost.BodyAsync(await client.GetAsync("/api/entitlements/me"));
+        Assert.That(body.GetProperty("planId").GetString(), Is.EqualTo("pro"));
+        Assert.That(body.GetProperty("limits").GetProperty("projects").GetInt64(), Is.EqualTo(10));
+        Assert.That(body.GetProperty("meters").EnumerateArray().Select(m => m.GetProperty("meter").GetString()),
+            Is.EquivalentTo(new[] { "ai.generation", "chat.message", "image.render" }));
+    }
+
+    [Test]
+    public async Task The_history_sums_allowed_usage_per_day_and_meter()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+        await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 2);
+        await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 3);
+        await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 50); // refused: not counted
+        await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message");
+
+        using var client = Host.UserClient(user);
+        var response = await client.GetAsync("/api/usage/me/history?granularity=day");
+        var body = await UsageHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var today = Host.Clock.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+        var items = body.GetProperty("items").EnumerateArray()
+            .Select(i => (i.GetProperty("date").GetString(), i.GetProperty("meter").GetString(), i.GetProperty("quantity").GetInt64())).ToList();
+        Assert.That(items, Is.EqualTo(new[] { (today, "ai.generation", 5L), (today, "chat.message", 1L) }));
+    }
+}
