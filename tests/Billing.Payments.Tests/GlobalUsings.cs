@@ -1,0 +1,3 @@
+global using Billing.Payments.Core.Subscriptions;
+global using Billing.Payments.Core.Webhooks;
+global using NUnit.Framework;

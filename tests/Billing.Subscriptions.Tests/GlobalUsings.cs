@@ -1,0 +1,3 @@
+global using Billing.Catalog;
+global using Billing.TestKit;
+global using NUnit.Framework;

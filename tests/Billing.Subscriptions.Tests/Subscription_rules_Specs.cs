@@ -1,0 +1,95 @@
+using Billing.Subscriptions.Core.Subscriptions;
+
+namespace Billing.Subscriptions.Tests;
+
+[TestFixture]
+public class Changing_plans
+{
+    private static readonly BillingCatalog Catalog = CatalogLoader.Parse("""
+        {"freePlan":"free","plans":[{"id":"free","name":"Free"},
+          {"id":"starter","name":"Starter","prices":[{"interval":"month","amount":2000},{"interval":"year","amount":20000}]},
+          {"id":"pro","name":"Pro","prices":[{"interval":"month","amount":5000},{"interval":"month","intervalCount":3,"amount":14000}]}]}
+        """);
+
+    private static PlanChangeKind Classify(string fromPlan, string fromInterval, int fromCount, string toPlan, string toInterval, int toCount = 1)
+    {
+        var plan = Catalog.FindPlan(toPlan)!;
+        return PlanChangeRules.Classify(Catalog, fromPlan, fromInterval, fromCount, plan, plan.FindPrice(toInterval, toCount)!);
+    }
+
+    [Test]
+    public void A_higher_plan_is_an_upgrade_applied_now() => Assert.That(Classify("starter", "month", 1, "pro", "month"), Is.EqualTo(PlanChangeKind.Upgrade));
+
+    [Test]
+    public void A_lower_plan_is_a_downgrade_at_the_period_end() => Assert.That(Classify("pro", "month", 1, "starter", "year"), Is.EqualTo(PlanChangeKind.Downgrade));
+
+    [Test]
+    public void A_longer_interval_of_the_same_plan_is_an_upgrade() => Assert.That(Classify("starter", "month", 1, "starter", "year"), Is.EqualTo(PlanChangeKind.Upgrade));
+
+    [Test]
+    public void A_shorter_interval_of_the_same_plan_waits_for_the_period_end() => Assert.That(Classify("pro", "month", 3, "pro", "month"), Is.EqualTo(PlanChangeKind.Downgrade));
+
+    [Test]
+    public void The_same_plan_and_interval_is_no_change() => Assert.That(Classify("pro", "month", 1, "pro", "month"), Is.EqualTo(PlanChangeKind.None));
+}
+
+[TestFixture]
+public class What_a_user_sees_of_a_subscription
+{
+    private static readonly BillingCatalog Catalog = CatalogLoader.Load(Path.Combine(TestEnvironment.Repo, "deploy", "catalogs", "default.json"));
+    private static readonly DateTimeOffset Start = new(2026, 1, 31, 10, 0, 0, TimeSpan.Zero);
+
+    private static SubscriptionRecord Sub(string status, DateTimeOffset? endedAt = null) => new()
+    {
+        SubscriptionId = "sub_1", UserId = "u1", CustomerId = "cus_1", PlanId = "pro", PriceId = "price_1", Interval = "month", IntervalCount = 1,
+        StripeStatus = status, CurrentPeriodStart = Start, CurrentPeriodEnd = Start.AddMonths(1), CancelAtPeriodEnd = false, StartedAt = Start,
+        EndedAt = endedAt, GraceUntil = Start.AddDays(1), Sequence = 1,
+    };
+
+    [Test]
+    public void Without_a_subscription_the_user_is_on_the_free_plan_with_status_none()
+    {
+        var view = SubscriptionStatus.View(null, Catalog, unlimited: false);
+        Assert.That((view.PlanId, view.Status, view.Interval), Is.EqualTo(("free", "none", (string?)null)));
+    }
+
+    [TestCase("trialing", "trialing", "pro")]
+    [TestCase("active", "active", "pro")]
+    [TestCase("past_due", "past_due", "pro")]
+    [TestCase("unpaid", "past_due", "pro")]
+    [TestCase("paused", "past_due", "pro")]
+    [TestCase("incomplete", "none", "free")]
+    [TestCase("incomplete_expired", "none", "free")]
+    public void Stripe_statuses_read_as_billing_statuses(string stripe, string status, string plan)
+    {
+        var view = SubscriptionStatus.View(Sub(stripe), Catalog, unlimited: false);
+        Assert.That((view.Status, view.PlanId), Is.EqualTo((status, plan)));
+    }
+
+    [Test]
+    public void Ended_at_the_period_end_is_expired_and_earlier_is_canceled_both_on_the_free_plan()
+    {
+        var expired = SubscriptionStatus.View(Sub("canceled", Start.AddMonths(1)), Catalog, false);
+        var canceled = SubscriptionStatus.View(Sub("canceled", Start.AddDays(3)), Catalog, false);
+        Assert.That((expired.Status, expired.PlanId), Is.EqualTo(("expired", "free")));
+        Assert.That((canceled.Status, canceled.PlanId), Is.EqualTo(("canceled", "free")));
+    }
+
+    [Test]
+    public void Grace_is_shown_only_while_past_due()
+    {
+        Assert.That(SubscriptionStatus.View(Sub("past_due"), Catalog, false).GraceUntil, Is.EqualTo(Start.AddDays(1)));
+        Assert.That(SubscriptionStatus.View(Sub("active"), Catalog, false).GraceUntil, Is.Null);
+    }
+
+    [Test]
+    public void Checkout_validation_names_each_bad_field()
+    {
+        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest("pro", "week", null, "ftp://x", "not a url"), Catalog, "http://s", "http://c");
+        Assert.That(choice, Is.Null);
+        Assert.That(errors.Keys, Is.EquivalentTo(new[] { "interval", "successUrl", "cancelUrl" }));
+        var (ok, none) = CheckoutRules.Validate(new CheckoutRequest("pro", "year", null, null, null), Catalog, "http://s", "http://c");
+        Assert.That(none, Is.Empty);
+        Assert.That((ok!.Price.Amount, ok.SuccessUrl), Is.EqualTo((5000L, "http://s")));
+    }
+}
