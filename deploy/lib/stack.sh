@@ -11,6 +11,7 @@ stack_profile() { # <up|test>
     test) base=18080; SIM_PORT=${BILLING_SIM_PORT:-22111} ;;
     *) echo "unknown profile $profile" >&2; return 2 ;;
   esac
+  base=${BILLING_PORT_BASE:-$base}
   GATEWAY_PORT=${BILLING_GATEWAY_PORT:-$base}
   declare -gA SERVICE_PORT=([subscriptions]=$((base + 1)) [payments]=$((base + 2)) [usage]=$((base + 3)) [wallet]=$((base + 4)))
   STACK_DIR="$BILLING_DATA_DIR/stack"
