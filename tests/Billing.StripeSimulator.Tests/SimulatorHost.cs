@@ -64,6 +64,7 @@ public sealed class SimulatorHost
         {
             o.WebhookUrl = ReceiverUrl + "/webhooks/stripe";
             o.WebhookSecret = Secret;
+            o.StateFile = null; // in memory only, whatever SIM_STATE_FILE says
         });
         await _simulator.StartAsync();
         SimulatorUrl = Address(_simulator);

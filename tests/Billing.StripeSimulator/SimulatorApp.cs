@@ -3,6 +3,7 @@ using Billing.StripeSimulator.Domain;
 using Billing.StripeSimulator.Engine;
 using Billing.StripeSimulator.Infrastructure;
 using Billing.StripeSimulator.Pages;
+using Billing.StripeSimulator.Persistence;
 using Billing.StripeSimulator.Webhooks;
 
 namespace Billing.StripeSimulator;
@@ -29,18 +30,41 @@ public static class SimulatorApp
             PublicUrl = Env("SIM_PUBLIC_URL") ?? firstUrl,
             WebhookUrl = Environment.GetEnvironmentVariable("SIM_WEBHOOK_URL") ?? DefaultWebhookUrl,
             WebhookSecret = Env("STRIPE_WEBHOOK_SECRET") ?? DefaultWebhookSecret,
+            StateFile = Env("SIM_STATE_FILE"),
         };
         configure?.Invoke(options);
+        var sim = new Sim(options);
 
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
-        builder.Services.AddSingleton(new Sim(options));
+        builder.Services.AddSingleton(sim);
+        if (!string.IsNullOrWhiteSpace(options.StateFile))
+        {
+            // Registered before the other hosted services so that it stops after them and saves what they did last.
+            builder.Services.AddSingleton(sp => new StateFileStore(sim, options.StateFile, sp.GetRequiredService<ILogger<StateFileStore>>()));
+            builder.Services.AddHostedService<StatePersister>();
+        }
         builder.Services.AddHttpClient("webhooks", c => c.Timeout = TimeSpan.FromSeconds(10));
         builder.Services.AddSingleton<WebhookDispatcher>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<WebhookDispatcher>());
         builder.Services.AddHostedService<ClockTicker>();
 
         var app = builder.Build();
+        app.Services.GetService<StateFileStore>()?.Load();
+        app.Use(async (http, next) =>
+        {
+            try
+            {
+                await next(http);
+            }
+            finally
+            {
+                if (!(HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsHead(http.Request.Method) || HttpMethods.IsOptions(http.Request.Method)))
+                {
+                    sim.State.Touch(); // anything but a read may have changed the state
+                }
+            }
+        });
         app.UseMiddleware<StripeMiddleware>();
         app.MapGet("/", () => Results.Text("Billing Stripe simulator (API version " + Rendering.StripeJson.ApiVersion + ")"));
         app.MapGet("/health", () => Results.Text("ok"));
@@ -80,9 +104,14 @@ internal sealed class ClockTicker(Sim sim) : BackgroundService
         {
             while (await timer.WaitForNextTickAsync(stoppingToken))
             {
+                int processed;
                 lock (sim.State.Gate)
                 {
-                    sim.Engine.ProcessDue(sim.State.Now);
+                    processed = sim.Engine.ProcessDue(sim.State.Now);
+                }
+                if (processed > 0)
+                {
+                    sim.State.Touch();
                 }
             }
         }

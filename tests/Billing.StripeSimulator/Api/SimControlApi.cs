@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Billing.StripeSimulator.Engine;
 using Billing.StripeSimulator.Infrastructure;
+using Billing.StripeSimulator.Persistence;
 using Billing.StripeSimulator.Webhooks;
 
 namespace Billing.StripeSimulator.Api;
@@ -13,7 +14,7 @@ public static class SimControlApi
     public static void MapSimControlApi(this IEndpointRouteBuilder app)
     {
         var sim = app.MapGroup("/_sim");
-        sim.MapGet("/clock", (Sim s) => Json(s.Locked(() => new JsonObject { ["now"] = s.State.Now, ["wall"] = s.State.WallNow })));
+        sim.MapGet("/clock", (Sim s) => Json(s.Locked(() => new JsonObject { ["now"] = s.State.Now, ["wall"] = s.State.WallNow, ["offset"] = s.State.OffsetSeconds })));
         sim.MapPost("/clock/advance", async (HttpRequest request, Sim s) =>
         {
             var body = await ReadJson(request);
@@ -26,6 +27,7 @@ public static class SimControlApi
             {
                 s.State.Advance(seconds);
                 var processed = s.Engine.ProcessDue(s.State.Now);
+                s.State.Touch();
                 return new JsonObject { ["now"] = s.State.Now, ["processed"] = processed };
             }));
         });
@@ -35,29 +37,24 @@ public static class SimControlApi
             var body = await ReadJson(request);
             return Json(s.Locked(() =>
             {
-                if (body.ContainsKey("webhookUrl"))
-                {
-                    s.State.Options.WebhookUrl = body["webhookUrl"]?.GetValue<string>();
-                }
-                if (body["deliverWebhooks"] is { } deliver)
-                {
-                    s.State.Options.DeliverWebhooks = deliver.GetValue<bool>();
-                }
-                if (body["webhookSecret"] is { } secret)
-                {
-                    s.State.Options.WebhookSecret = secret.GetValue<string>();
-                }
+                s.State.ApplyConfig(body);
                 return Config(s);
             }));
         });
-        sim.MapPost("/reset", (Sim s) =>
+        sim.MapPost("/reset", (Sim s, IServiceProvider services) =>
         {
-            s.Locked(() =>
+            if (services.GetService<StateFileStore>() is { } store)
             {
-                s.State.Reset();
-                return 0;
-            });
-            StripeMiddleware.ClearIdempotencyKeys();
+                store.Reset(); // clears the state and, at once, the state file
+            }
+            else
+            {
+                s.Locked(() =>
+                {
+                    s.State.Reset();
+                    return 0;
+                });
+            }
             return Json(new JsonObject { ["reset"] = true });
         });
         sim.MapGet("/events", (Sim s) => Json(s.Locked(() => new JsonObject
@@ -125,6 +122,7 @@ public static class SimControlApi
         ["publicUrl"] = s.State.Options.PublicUrl,
         ["webhookUrl"] = s.State.Options.WebhookUrl,
         ["deliverWebhooks"] = s.State.Options.DeliverWebhooks,
+        ["stateFile"] = s.State.Options.StateFile,
         ["now"] = s.State.Now,
     };
 

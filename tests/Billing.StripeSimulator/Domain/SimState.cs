@@ -6,7 +6,8 @@ namespace Billing.StripeSimulator.Domain;
 
 /// <summary>
 /// Everything the simulator knows, guarded by one lock (<see cref="Gate"/>). Webhook delivery reads from
-/// <see cref="Outbox"/> outside the lock.
+/// <see cref="Outbox"/> outside the lock. Whoever changes it calls <see cref="Touch"/> afterwards, so that a state
+/// file (<c>SIM_STATE_FILE</c>) is rewritten soon.
 /// </summary>
 public sealed class SimState
 {
@@ -34,6 +35,16 @@ public sealed class SimState
 
     public Channel<SimEvent> Outbox { get; } = Channel.CreateUnbounded<SimEvent>();
 
+    /// <summary>Answers remembered for <c>Idempotency-Key</c>s (used outside <see cref="Gate"/>).</summary>
+    public IdempotencyCache Idempotency { get; } = new();
+
+    /// <summary>The settings <c>POST /_sim/config</c> changed, by their JSON name; they outlive a restart with a state file.</summary>
+    public JsonObject ConfigOverrides { get; } = new();
+
+    /// <summary>Raised (outside or inside <see cref="Gate"/>) after every change; see <see cref="Touch"/>.</summary>
+    public event Action? Changed;
+
+    private long _version;
     private long _offsetSeconds;
     private long? _processingTime;
     private long _lastEventCreated;
@@ -49,6 +60,53 @@ public sealed class SimState
 
     public void Advance(long seconds) => _offsetSeconds += seconds;
 
+    /// <summary>What <c>/_sim/clock/advance</c> added up to so far.</summary>
+    public long OffsetSeconds => _offsetSeconds;
+
+    /// <summary>Goes up on every <see cref="Touch"/>; a saver compares it with the version it last wrote.</summary>
+    public long Version => Interlocked.Read(ref _version);
+
+    /// <summary>Records that something changed (after the change).</summary>
+    public void Touch()
+    {
+        Interlocked.Increment(ref _version);
+        Changed?.Invoke();
+    }
+
+    /// <summary>Applies the settings in <paramref name="config"/> (<c>webhookUrl</c>, <c>deliverWebhooks</c>,
+    /// <c>webhookSecret</c>) and remembers them as overrides. Expects <see cref="Gate"/> held.</summary>
+    public void ApplyConfig(JsonObject config)
+    {
+        if (config.ContainsKey("webhookUrl"))
+        {
+            var url = config["webhookUrl"]?.GetValue<string>();
+            Options.WebhookUrl = url;
+            ConfigOverrides["webhookUrl"] = url;
+        }
+        if (config["deliverWebhooks"] is { } deliver)
+        {
+            Options.DeliverWebhooks = deliver.GetValue<bool>();
+            ConfigOverrides["deliverWebhooks"] = Options.DeliverWebhooks;
+        }
+        if (config["webhookSecret"] is { } secret)
+        {
+            Options.WebhookSecret = secret.GetValue<string>();
+            ConfigOverrides["webhookSecret"] = Options.WebhookSecret;
+        }
+    }
+
+    /// <summary>The clock and the counters, for a state file.</summary>
+    public SimCounters Counters
+    {
+        get => new(_offsetSeconds, _lastEventCreated, _sequence, _invoiceNumber);
+        set
+        {
+            _offsetSeconds = value.OffsetSeconds;
+            _lastEventCreated = value.LastEventCreated;
+            _sequence = Math.Max(value.Sequence, CreationOrder.Count == 0 ? 0 : CreationOrder.Values.Max());
+            _invoiceNumber = value.InvoiceNumber;
+        }
+    }
     /// <summary>Runs <paramref name="action"/> as if it happened at <paramref name="at"/> (a due time being processed).</summary>
     public void At(long at, Action action)
     {
@@ -97,6 +155,7 @@ public sealed class SimState
         };
         Events.Add(evt);
         EventsById[evt.Id] = evt;
+        Touch();
         if (Options.DeliverWebhooks && !string.IsNullOrEmpty(Options.WebhookUrl))
         {
             Outbox.Writer.TryWrite(evt);
@@ -129,8 +188,13 @@ public sealed class SimState
         _processingTime = null;
         _lastEventCreated = 0;
         _invoiceNumber = 0;
+        Idempotency.Clear();
+        Touch();
     }
 }
+
+/// <summary>The simulated clock's offset and the counters behind event order and invoice numbers.</summary>
+public sealed record SimCounters(long OffsetSeconds, long LastEventCreated, long Sequence, int InvoiceNumber);
 
 /// <summary>Settings from the environment, changeable at run time through <c>POST /_sim/config</c>.</summary>
 public sealed class SimOptions
@@ -139,4 +203,7 @@ public sealed class SimOptions
     public string? WebhookUrl { get; set; }
     public bool DeliverWebhooks { get; set; } = true;
     public required string WebhookSecret { get; set; }
+
+    /// <summary>Where the state is kept across restarts (<c>SIM_STATE_FILE</c>); null = in memory only.</summary>
+    public string? StateFile { get; set; }
 }

@@ -1,21 +1,16 @@
-using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Billing.StripeSimulator.Domain;
+using Billing.StripeSimulator.Engine;
 
 namespace Billing.StripeSimulator.Infrastructure;
 
 /// <summary>What Stripe does around every <c>/v1</c> call: the secret key check, <c>Idempotency-Key</c> replays,
-/// errors in Stripe's shape, and a <c>Request-Id</c>.</summary>
-public sealed class StripeMiddleware(RequestDelegate next, ILogger<StripeMiddleware> logger)
+/// errors in Stripe's shape, and a <c>Request-Id</c>. Remembered answers live in <see cref="SimState.Idempotency"/>, so
+/// they are reset and saved with the rest of the state.</summary>
+public sealed class StripeMiddleware(RequestDelegate next, Sim sim, ILogger<StripeMiddleware> logger)
 {
-    private sealed record StoredResponse(string Fingerprint, int Status, string Body);
-
-    private static readonly ConcurrentDictionary<string, StoredResponse> IdempotentResponses = new();
-    private static readonly ConcurrentDictionary<string, SemaphoreSlim> KeyLocks = new();
-
-    public static void ClearIdempotencyKeys() => IdempotentResponses.Clear();
-
     public async Task InvokeAsync(HttpContext http)
     {
         var path = http.Request.Path.Value ?? "";
@@ -53,12 +48,14 @@ public sealed class StripeMiddleware(RequestDelegate next, ILogger<StripeMiddlew
         }
         http.Request.Body.Position = 0;
         var fingerprint = http.Request.Method + " " + path + "?" + body;
-        var storeKey = key + "|" + idempotencyKey;
-        var gate = KeyLocks.GetOrAdd(storeKey, _ => new SemaphoreSlim(1, 1));
+        // The API key only scopes the cache; a hash of it is enough and keeps it out of the state file.
+        var storeKey = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)))[..16] + "|" + idempotencyKey;
+        var cache = sim.State.Idempotency;
+        var gate = cache.KeyLock(storeKey);
         await gate.WaitAsync();
         try
         {
-            if (IdempotentResponses.TryGetValue(storeKey, out var stored))
+            if (cache.Responses.TryGetValue(storeKey, out var stored))
             {
                 if (stored.Fingerprint != fingerprint)
                 {
@@ -89,7 +86,8 @@ public sealed class StripeMiddleware(RequestDelegate next, ILogger<StripeMiddlew
             // in reality, but 5xx are not); storing everything except 5xx is close enough.
             if (http.Response.StatusCode < 500)
             {
-                IdempotentResponses[storeKey] = new StoredResponse(fingerprint, http.Response.StatusCode, responseBody);
+                cache.Responses[storeKey] = new StoredResponse(fingerprint, http.Response.StatusCode, responseBody);
+                sim.State.Touch();
             }
             buffer.Position = 0;
             await buffer.CopyToAsync(original);

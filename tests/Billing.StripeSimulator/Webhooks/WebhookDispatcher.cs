@@ -83,6 +83,7 @@ public sealed class WebhookDispatcher(Sim sim, IHttpClientFactory httpClientFact
             evt.Delivered |= ok;
             attempts = evt.Attempts.Count;
         }
+        sim.State.Touch();
         if (!ok)
         {
             logger.LogInformation("Webhook {EventId} ({Type}) attempt {Attempt} failed: {Status} {Error}", evt.Id, evt.Type, attempts, status, error);
