@@ -22,8 +22,10 @@ public sealed class StripeCalls
 
     public StripeCalls(ILogger<StripeCalls> logger, int retries = 3)
     {
-        _pipeline = new ResiliencePipelineBuilder()
-            .AddRetry(new RetryStrategyOptions
+        var builder = new ResiliencePipelineBuilder();
+        if (retries > 0)
+        {
+            builder.AddRetry(new RetryStrategyOptions
             {
                 MaxRetryAttempts = retries,
                 BackoffType = DelayBackoffType.Exponential,
@@ -35,9 +37,9 @@ public sealed class StripeCalls
                     logger.LogWarning(args.Outcome.Exception, "Stripe call failed (attempt {Attempt}); retrying in {Delay}", args.AttemptNumber + 1, args.RetryDelay);
                     return ValueTask.CompletedTask;
                 },
-            })
-            .AddTimeout(TimeSpan.FromSeconds(15))
-            .Build();
+            });
+        }
+        _pipeline = builder.AddTimeout(TimeSpan.FromSeconds(15)).Build();
     }
 
     /// <summary>Runs <paramref name="call"/> with retries; throws <see cref="StripeUnavailableException"/> when Stripe stays down.</summary>
