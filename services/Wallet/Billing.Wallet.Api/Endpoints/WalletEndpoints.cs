@@ -1,0 +1,146 @@
+using System.Security.Claims;
+using System.Text.Json.Serialization;
+using Billing.Catalog;
+using Billing.ServiceDefaults;
+using Billing.ServiceDefaults.Stripe;
+using Billing.Wallet.Api.Persistence;
+using Billing.Wallet.Api.Stripe;
+using Billing.Wallet.Core.Ledger;
+using Billing.Wallet.Core.Requests;
+using Stripe;
+
+namespace Billing.Wallet.Api.Endpoints;
+
+/// <summary>Where Checkout sends the user back when the client names no URL.</summary>
+public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel)
+{
+    public static ReturnUrls From(IConfiguration configuration)
+    {
+        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : "http://127.0.0.1:8080").TrimEnd('/');
+        return new ReturnUrls(publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}", publicUrl + "/billing/checkout/cancel");
+    }
+}
+
+/// <summary>The token pack catalog and the user's own wallet: buy a pack, see the balance and why it is what it is.</summary>
+public static class WalletEndpoints
+{
+    public static IEndpointRouteBuilder MapWalletApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/api/token-packs", ListPacks)
+            .AllowAnonymous()
+            .WithName("ListTokenPacks")
+            .WithSummary("The catalog's token packs.");
+
+        var group = app.MapGroup("/api/wallet").RequireAuthorization(BillingPolicies.User);
+        group.MapPost("/checkout", StartCheckoutAsync)
+            .WithName("StartTokenPackCheckout")
+            .WithSummary("A Stripe Checkout Session in payment mode for one token pack.");
+        group.MapGet("/me", GetMineAsync)
+            .WithName("GetMyWallet")
+            .WithSummary("The user's token balance and the tokens that will expire.");
+        group.MapGet("/me/transactions", GetTransactionsAsync)
+            .WithName("GetMyWalletTransactions")
+            .WithSummary("The user's ledger, newest first, with cursor paging.");
+        return app;
+    }
+
+    private static IResult ListPacks(BillingCatalog catalog) =>
+        TypedResults.Ok(new PacksResponse(catalog.TokenPacks.Select(p => new PackDto(p.Id, p.Name, p.Tokens, p.Amount, p.Currency, p.ExpiresAfterDays)).ToList()));
+
+    private static async Task<IResult> StartCheckoutAsync(PackCheckoutRequest? request, ClaimsPrincipal user, BillingCatalog catalog,
+        PackPrices prices, IStripeClient stripe, StripeCalls calls, ReturnUrls urls, TimeProvider clock, CancellationToken ct)
+    {
+        var userId = user.UserId()!;
+        var (checkout, errors) = WalletRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);
+        if (checkout is null)
+        {
+            return Problems.Validation(errors);
+        }
+
+        var pack = checkout.Pack;
+        var priceId = await prices.FindAsync(pack.LookupKey, ct);
+        if (priceId is null)
+        {
+            return Problems.Problem(503, "price_not_in_stripe", "This token pack is not set up in Stripe yet.",
+                $"No active Stripe price has lookup key \"{pack.LookupKey}\": run 'deploy/billing catalog push'.");
+        }
+
+        // Payments grants from these: metadata on the session, and the same on the payment intent for refunds.
+        var metadata = new Dictionary<string, string> { ["userId"] = userId, ["kind"] = "token_pack", ["packId"] = pack.Id };
+        var options = new global::Stripe.Checkout.SessionCreateOptions
+        {
+            Mode = "payment",
+            ClientReferenceId = userId,
+            LineItems = [new global::Stripe.Checkout.SessionLineItemOptions { Price = priceId, Quantity = 1 }],
+            SuccessUrl = checkout.SuccessUrl,
+            CancelUrl = checkout.CancelUrl,
+            Metadata = metadata,
+            PaymentIntentData = new global::Stripe.Checkout.SessionPaymentIntentDataOptions { Metadata = new Dictionary<string, string>(metadata) },
+        };
+        // Subscriptions owns the user ↔ customer link; a pack needs no customer of ours (Checkout makes one).
+        if (user.FindFirst("email")?.Value is { Length: > 0 } email)
+        {
+            options.CustomerEmail = email;
+        }
+
+        // A double click within the same ten minutes gets the same session back instead of a second one.
+        var bucket = clock.GetUtcNow().ToUnixTimeSeconds() / 600;
+        var idempotencyKey = $"billing-pack-checkout-{userId}-{pack.Id}-{bucket}-{StableHash(checkout.SuccessUrl + "|" + checkout.CancelUrl)}";
+        var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
+            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
+    }
+
+    private static async Task<IResult> GetMineAsync(ClaimsPrincipal user, WalletStore store, CancellationToken ct)
+    {
+        var (balance, expiring) = await store.ViewAsync(user.UserId()!, ct);
+        return TypedResults.Ok(new WalletResponse(balance,
+            expiring.Count == 0 ? null : expiring.Select(e => new ExpiringDto(e.Amount, TransactionDto.Utc(e.ExpiresAt))).ToList()));
+    }
+
+    private static async Task<IResult> GetTransactionsAsync(ClaimsPrincipal user, WalletStore store, string? limit, string? cursor, CancellationToken ct)
+    {
+        var errors = new Dictionary<string, string[]>();
+        var take = 50;
+        if (limit is not null && (!int.TryParse(limit, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out take) || take is < 1 or > 200))
+        {
+            errors["limit"] = ["a whole number from 1 to 200"];
+        }
+        long? before = null;
+        if (cursor is not null)
+        {
+            if (Cursor.TryDecode(cursor, out var id))
+            {
+                before = id;
+            }
+            else
+            {
+                errors["cursor"] = ["not a cursor this service handed out; use nextCursor from the previous page"];
+            }
+        }
+        if (errors.Count > 0)
+        {
+            return Problems.Validation(errors);
+        }
+
+        var (items, next) = await store.TransactionsAsync(user.UserId()!, take, before, ct);
+        return TypedResults.Ok(new TransactionsResponse(items.Select(TransactionDto.From).ToList(), next is { } n ? Cursor.Encode(n) : null));
+    }
+
+    private static string StableHash(string value) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..12];
+
+    public sealed record PacksResponse(IReadOnlyList<PackDto> Packs);
+
+    public sealed record PackDto(string Id, string Name, long Tokens, long Amount, string Currency,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? ExpiresAfterDays);
+
+    public sealed record CheckoutResponse(string CheckoutSessionId, string Url);
+
+    public sealed record WalletResponse(long Balance,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ExpiringDto>? Expiring);
+
+    public sealed record ExpiringDto(long Amount, DateTimeOffset ExpiresAt);
+
+    public sealed record TransactionsResponse(IReadOnlyList<TransactionDto> Items, string? NextCursor);
+}

@@ -1,0 +1,491 @@
+using Billing.Catalog;
+using Billing.Contracts;
+using Billing.ServiceDefaults.Messaging;
+using Billing.Wallet.Core.Ledger;
+using Billing.Wallet.Core.Requests;
+using Dapper;
+using Npgsql;
+
+namespace Billing.Wallet.Api.Persistence;
+
+/// <summary>One row of the append-only ledger.</summary>
+public sealed class LedgerRow
+{
+    public long Id { get; init; }
+    public string UserId { get; init; } = "";
+    public string Kind { get; init; } = "";
+    public long Amount { get; init; }
+    public long BalanceAfter { get; init; }
+    public string Reference { get; init; } = "";
+    public long? Requested { get; init; }
+    public long? Shortfall { get; init; }
+    public string? Reason { get; init; }
+    public DateTime? ExpiresAt { get; init; }
+    public DateTime CreatedAt { get; init; }
+}
+
+/// <summary>What a debit answered; replayed for every retry with the same idempotency key.</summary>
+public sealed record DebitOutcome(DebitResult Result, long Balance, long? TransactionId);
+
+public enum DebitResult
+{
+    Debited,
+    InsufficientTokens,
+    IdempotencyConflict,
+}
+
+/// <summary>What an admin grant answered.</summary>
+public sealed record GrantOutcome(LedgerRow? Entry, bool Conflict);
+
+/// <summary>Tokens that will expire, soonest first.</summary>
+public sealed record ExpiringTokens(long Amount, DateTime ExpiresAt);
+
+/// <summary>A wallet whose balance is not the sum of its ledger.</summary>
+public sealed record WalletMismatch(string UserId, long Balance, long LedgerSum);
+
+/// <summary>
+/// The SQL of wallets and their ledger. Every balance change happens under the wallet's row lock (taken by the
+/// <c>UPDATE wallets</c> that changes it) and writes exactly one ledger row with the balance after it, in the same
+/// transaction, so the ledger always sums to the balance. The CHECK on <c>wallets.balance</c> makes overspending
+/// impossible even for code that forgets to check.
+/// </summary>
+public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog catalog, TimeProvider clock)
+{
+    private const string LedgerColumns =
+        """
+        id AS Id, user_id AS UserId, kind AS Kind, amount AS Amount, balance_after AS BalanceAfter, reference AS Reference,
+        requested AS Requested, shortfall AS Shortfall, reason AS Reason, expires_at AS ExpiresAt, created_at AS CreatedAt
+        """;
+
+    // ---------------------------------------------------------------- reads
+
+    /// <summary>The balance, after creating the wallet (with the sign-up grant) and expiring what is due.</summary>
+    public async Task<(long Balance, IReadOnlyList<ExpiringTokens> Expiring)> ViewAsync(string userId, CancellationToken ct)
+    {
+        await using var c = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        var now = clock.GetUtcNow();
+        await EnsureWalletAsync(c, tx, userId, now, ct);
+        await ExpireDueAsync(c, tx, userId, now, onlyIfDue: true, ct);
+        var balance = await c.QuerySingleAsync<long>(new CommandDefinition(
+            "SELECT balance FROM wallets WHERE user_id = @userId", new { userId }, tx, cancellationToken: ct));
+        var expiring = (await c.QueryAsync<ExpiringTokens>(new CommandDefinition(
+            """
+            SELECT SUM(remaining)::bigint AS Amount, expires_at AS ExpiresAt FROM wallet_lots
+            WHERE user_id = @userId AND remaining > 0 GROUP BY expires_at ORDER BY expires_at LIMIT 50
+            """, new { userId }, tx, cancellationToken: ct))).ToList();
+        await tx.CommitAsync(ct);
+        return (balance, expiring);
+    }
+
+    /// <summary>The user's ledger, newest first, one page after <paramref name="beforeId"/>.</summary>
+    public async Task<(IReadOnlyList<LedgerRow> Items, long? NextBefore)> TransactionsAsync(string userId, int limit, long? beforeId, CancellationToken ct)
+    {
+        await using var c = await dataSource.OpenConnectionAsync(ct);
+        var rows = (await c.QueryAsync<LedgerRow>(new CommandDefinition(
+            $"""
+            SELECT {LedgerColumns} FROM wallet_ledger
+            WHERE user_id = @userId AND (@beforeId::bigint IS NULL OR id < @beforeId)
+            ORDER BY id DESC LIMIT @take
+            """, new { userId, beforeId, take = limit + 1 }, cancellationToken: ct))).ToList();
+        return rows.Count > limit ? (rows[..limit], rows[limit - 1].Id) : (rows, null);
+    }
+
+    /// <summary>Every wallet whose balance differs from the sum of its ledger (empty when the books are right).</summary>
+    public async Task<(int Checked, IReadOnlyList<WalletMismatch> Mismatches)> VerifyAsync(CancellationToken ct)
+    {
+        await using var c = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, ct);
+        var count = await c.QuerySingleAsync<int>(new CommandDefinition("SELECT count(*)::int FROM wallets", transaction: tx, cancellationToken: ct));
+        var mismatches = (await c.QueryAsync<WalletMismatch>(new CommandDefinition(
+            """
+            SELECT w.user_id AS UserId, w.balance AS Balance, COALESCE(l.total, 0)::bigint AS LedgerSum
+            FROM wallets w
+            LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM wallet_ledger GROUP BY user_id) l ON l.user_id = w.user_id
+            WHERE w.balance <> COALESCE(l.total, 0)
+            ORDER BY w.user_id LIMIT 1000
+            """, transaction: tx, cancellationToken: ct))).ToList();
+        await tx.CommitAsync(ct);
+        return (count, mismatches);
+    }
+
+    // ---------------------------------------------------------------- debit
+
+    /// <summary>
+    /// One atomic check-and-spend under an idempotency key: the key is claimed first (a concurrent duplicate waits on
+    /// it and then replays the first answer), then <c>UPDATE … WHERE balance &gt;= amount</c> spends or refuses, the
+    /// soonest-expiring lots are spent first, and the ledger row and the answer are written in the same transaction.
+    /// </summary>
+    public async Task<DebitOutcome> DebitAsync(Debit debit, CancellationToken ct)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            await using var c = await dataSource.OpenConnectionAsync(ct);
+            await using var tx = await c.BeginTransactionAsync(ct);
+            var now = clock.GetUtcNow();
+            var args = new { debit.UserId, debit.Amount, Key = debit.IdempotencyKey, debit.Reference, Now = now };
+
+            bool claimed, due;
+            await using (var grid = await c.QueryMultipleAsync(new CommandDefinition(
+                """
+                INSERT INTO wallet_debits (idempotency_key, user_id, amount, reference, created_at)
+                VALUES (@Key, @UserId, @Amount, @Reference, @Now)
+                ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1;
+                SELECT EXISTS (SELECT 1 FROM wallet_lots WHERE user_id = @UserId AND remaining > 0 AND expires_at <= @Now);
+                """, args, tx, cancellationToken: ct)))
+            {
+                claimed = (await grid.ReadAsync<int>()).Any();
+                due = await grid.ReadSingleAsync<bool>();
+            }
+
+            if (!claimed)
+            {
+                var first = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long Balance, long? LedgerId)>(new CommandDefinition(
+                    "SELECT user_id, amount, debited, balance, ledger_id FROM wallet_debits WHERE idempotency_key = @Key",
+                    args, tx, cancellationToken: ct));
+                await tx.RollbackAsync(ct);
+                if (first.UserId != debit.UserId || first.Amount != debit.Amount)
+                {
+                    return new DebitOutcome(DebitResult.IdempotencyConflict, 0, null);
+                }
+                return first.Debited
+                    ? new DebitOutcome(DebitResult.Debited, first.Balance, first.LedgerId)
+                    : new DebitOutcome(DebitResult.InsufficientTokens, first.Balance, null);
+            }
+
+            if (due)
+            {
+                await ExpireDueAsync(c, tx, debit.UserId, now, onlyIfDue: false, ct);
+            }
+
+            var balance = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
+                """
+                UPDATE wallets SET balance = balance - @Amount, updated_at = @Now
+                WHERE user_id = @UserId AND balance >= @Amount RETURNING balance
+                """, args, tx, cancellationToken: ct));
+            if (balance is null)
+            {
+                var current = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
+                    "SELECT balance FROM wallets WHERE user_id = @UserId", args, tx, cancellationToken: ct));
+                if (current is null && attempt == 0)
+                {
+                    // First contact with this user: create the wallet (and its sign-up grant), then try again.
+                    await tx.RollbackAsync(ct);
+                    await EnsureWalletAsync(debit.UserId, ct);
+                    continue;
+                }
+                await c.ExecuteAsync(new CommandDefinition(
+                    "UPDATE wallet_debits SET debited = false, balance = @Balance WHERE idempotency_key = @Key",
+                    new { Balance = current ?? 0, Key = debit.IdempotencyKey }, tx, cancellationToken: ct));
+                await tx.CommitAsync(ct);
+                return new DebitOutcome(DebitResult.InsufficientTokens, current ?? 0, null);
+            }
+
+            // The wallet row is locked from here on, so this statement's snapshot of the lots is current.
+            var ledgerId = await c.QuerySingleAsync<long>(new CommandDefinition(
+                """
+                WITH ordered AS (
+                    SELECT id, remaining, SUM(remaining) OVER (ORDER BY expires_at, id) - remaining AS before
+                    FROM wallet_lots WHERE user_id = @UserId AND remaining > 0
+                ), spent AS (
+                    UPDATE wallet_lots l SET remaining = l.remaining - LEAST(o.remaining, @Amount - o.before)
+                    FROM ordered o WHERE l.id = o.id AND o.before < @Amount
+                ), entry AS (
+                    INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, created_at)
+                    VALUES (@UserId, 'debit', -@Amount, @Balance, @Reference, @Now) RETURNING id
+                ), answer AS (
+                    UPDATE wallet_debits SET debited = true, balance = @Balance, ledger_id = (SELECT id FROM entry)
+                    WHERE idempotency_key = @Key
+                )
+                SELECT id FROM entry
+                """, new { debit.UserId, debit.Amount, Key = debit.IdempotencyKey, debit.Reference, Now = now, Balance = balance.Value },
+                tx, cancellationToken: ct));
+            await tx.CommitAsync(ct);
+            return new DebitOutcome(DebitResult.Debited, balance.Value, ledgerId);
+        }
+    }
+
+    // ---------------------------------------------------------------- grants
+
+    /// <summary>An admin's promotional or trial grant, once per idempotency key.</summary>
+    public async Task<GrantOutcome> GrantAsync(Grant grant, CancellationToken ct)
+    {
+        var dedupeKey = "grant:" + grant.IdempotencyKey;
+        try
+        {
+            await using var c = await dataSource.OpenConnectionAsync(ct);
+            await using var tx = await c.BeginTransactionAsync(ct);
+            var now = clock.GetUtcNow();
+            await EnsureWalletAsync(c, tx, grant.UserId, now, ct);
+            var (entry, created) = await CreditAsync(c, tx, grant.UserId, LedgerKind.Grant, grant.Amount, grant.IdempotencyKey, dedupeKey,
+                grant.Reason, grant.ExpiresAt, null, now, ct);
+            await tx.CommitAsync(ct);
+            return created || Same(entry, grant) ? new GrantOutcome(entry, false) : new GrantOutcome(null, true);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            // The same key, at the same moment, for another user: the first one won.
+            await using var c = await dataSource.OpenConnectionAsync(ct);
+            var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
+                $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, cancellationToken: ct));
+            return existing is not null && Same(existing, grant) ? new GrantOutcome(existing, false) : new GrantOutcome(null, true);
+        }
+    }
+
+    private static bool Same(LedgerRow entry, Grant grant) =>
+        entry.UserId == grant.UserId && entry.Amount == grant.Amount && entry.Kind == LedgerKind.Grant;
+
+    /// <summary>
+    /// Grants a bought pack once per checkout session (the inbox already drops a redelivered message; this also drops the
+    /// same purchase re-published under another message id). Returns false when it was granted before.
+    /// </summary>
+    public async Task<bool> GrantPurchaseAsync(NpgsqlConnection c, NpgsqlTransaction tx, TokenPackPurchased m, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        await EnsureWalletAsync(c, tx, m.UserId, now, ct);
+        var pack = catalog.FindPack(m.PackId);
+        DateTimeOffset? expiresAt = pack?.ExpiresAfterDays is { } days ? m.OccurredAt.ToUniversalTime().AddDays(days) : null;
+        var (entry, created) = await CreditAsync(c, tx, m.UserId, LedgerKind.Purchase, m.Tokens, m.CheckoutSessionId,
+            "purchase:" + m.CheckoutSessionId, pack?.Name, expiresAt, m.StripeEventId, now, ct);
+        if (!created)
+        {
+            return false;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO wallet_purchases (checkout_session_id, payment_intent_id, user_id, pack_id, tokens, amount, currency, ledger_id, lot_id, created_at)
+            VALUES (@CheckoutSessionId, @PaymentIntentId, @UserId, @PackId, @Tokens, @Amount, @Currency, @LedgerId,
+                    (SELECT id FROM wallet_lots WHERE ledger_id = @LedgerId), @Now)
+            """,
+            new { m.CheckoutSessionId, m.PaymentIntentId, m.UserId, m.PackId, m.Tokens, m.Amount, m.Currency, LedgerId = entry.Id, Now = now },
+            tx, cancellationToken: ct));
+        return true;
+    }
+
+    /// <summary>Creates the wallet in its own transaction (with the sign-up grant when it is new).</summary>
+    public async Task EnsureWalletAsync(string userId, CancellationToken ct)
+    {
+        await using var c = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        await EnsureWalletAsync(c, tx, userId, clock.GetUtcNow(), ct);
+        await tx.CommitAsync(ct);
+    }
+
+    /// <summary>Creates the wallet if it does not exist; the catalog's sign-up grant goes with the creation, so it happens once.</summary>
+    private async Task EnsureWalletAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, DateTimeOffset now, CancellationToken ct)
+    {
+        var created = await c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO wallets (user_id, balance, created_at, updated_at) VALUES (@userId, 0, @now, @now) ON CONFLICT (user_id) DO NOTHING",
+            new { userId, now }, tx, cancellationToken: ct));
+        if (created == 1 && catalog.SignUpGrantTokens > 0)
+        {
+            await CreditAsync(c, tx, userId, LedgerKind.Grant, catalog.SignUpGrantTokens, "sign-up", "sign-up:" + userId,
+                "sign-up grant", null, null, now, ct);
+        }
+    }
+
+    /// <summary>
+    /// Adds tokens under the wallet's row lock: one ledger row, a lot when they expire, and <see cref="TokensGranted"/>
+    /// in the outbox. With a dedupe key already in the ledger it changes nothing and returns that entry.
+    /// </summary>
+    private static async Task<(LedgerRow Entry, bool Created)> CreditAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId,
+        string kind, long amount, string reference, string dedupeKey, string? reason, DateTimeOffset? expiresAt, string? stripeEventId,
+        DateTimeOffset now, CancellationToken ct)
+    {
+        await c.ExecuteAsync(new CommandDefinition(
+            "SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
+        var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
+            $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, tx, cancellationToken: ct));
+        if (existing is not null)
+        {
+            return (existing, false);
+        }
+
+        var entry = await c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
+            $"""
+            WITH w AS (
+                UPDATE wallets SET balance = balance + @amount, updated_at = @now WHERE user_id = @userId RETURNING balance
+            )
+            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, expires_at, dedupe_key, created_at)
+            SELECT @userId, @kind, @amount, w.balance, @reference, @reason, @expiresAt, @dedupeKey, @now FROM w
+            RETURNING {LedgerColumns}
+            """, new { userId, kind, amount, reference, reason, expiresAt, dedupeKey, now }, tx, cancellationToken: ct));
+        if (expiresAt is not null)
+        {
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO wallet_lots (user_id, ledger_id, reference, granted, remaining, expires_at)
+                VALUES (@userId, @ledgerId, @reference, @amount, @amount, @expiresAt)
+                """, new { userId, ledgerId = entry.Id, reference, amount, expiresAt }, tx, cancellationToken: ct));
+        }
+        await Outbox.EnqueueAsync(c, tx, new TokensGranted
+        {
+            UserId = userId,
+            Amount = amount,
+            BalanceAfter = entry.BalanceAfter,
+            Kind = kind,
+            Reference = reference,
+            OccurredAt = now,
+            StripeEventId = stripeEventId,
+        }, Outbox.MessageId(dedupeKey, nameof(TokensGranted)), ct);
+        return (entry, true);
+    }
+
+    // ---------------------------------------------------------------- refunds
+
+    /// <summary>
+    /// Takes back the refunded share of a pack: what this refund adds to earlier ones, at most the balance. The entry
+    /// records what was called for and the shortfall (tokens already spent), so the ledger explains the difference.
+    /// </summary>
+    public async Task ClawBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PaymentRefunded m, CancellationToken ct)
+    {
+        var purchase = await c.QuerySingleOrDefaultAsync<(string SessionId, string UserId, long Tokens, long Amount, long? LotId, long Requested)?>(
+            new CommandDefinition(
+                """
+                SELECT checkout_session_id, user_id, tokens, amount, lot_id, clawback_requested FROM wallet_purchases
+                WHERE payment_intent_id = @PaymentIntentId OR payment_intent_id = @PaymentId OR checkout_session_id = @PaymentId
+                LIMIT 1 FOR UPDATE
+                """, new { m.PaymentIntentId, m.PaymentId }, tx, cancellationToken: ct))
+            ?? throw new PurchaseNotYetGrantedException(
+                $"Refund of payment {m.PaymentId}: its pack purchase has not been granted yet; the refund waits for it.");
+
+        var (sessionId, userId, tokens, _, lotId, alreadyRequested) = purchase;
+        var target = Clawback.TargetTokens(tokens, m.Amount, m.AmountRefunded, m.FullyRefunded);
+        var requested = target - alreadyRequested;
+        if (requested <= 0)
+        {
+            return; // an earlier (larger, cumulative) refund already called for these tokens
+        }
+
+        var now = clock.GetUtcNow();
+        var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
+            """
+            SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
+            FROM wallets WHERE user_id = @userId FOR UPDATE
+            """, new { userId }, tx, cancellationToken: ct));
+        var take = Math.Min(requested, balance);
+
+        var fromOwnLot = 0L;
+        if (lotId is not null && take > 0)
+        {
+            fromOwnLot = await c.QuerySingleAsync<long>(new CommandDefinition(
+                """
+                WITH old AS (SELECT id, remaining FROM wallet_lots WHERE id = @lotId)
+                UPDATE wallet_lots l SET remaining = l.remaining - LEAST(old.remaining, @take) FROM old WHERE l.id = old.id
+                RETURNING LEAST(old.remaining, @take)
+                """, new { lotId, take }, tx, cancellationToken: ct));
+        }
+        await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct);
+
+        var entry = await c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
+            $"""
+            WITH w AS (
+                UPDATE wallets SET balance = balance - @take, updated_at = @now WHERE user_id = @userId RETURNING balance
+            )
+            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, requested, shortfall, reason, dedupe_key, created_at)
+            SELECT @userId, 'refund', -@take, w.balance, @reference, @requested, @shortfall, @reason, @dedupeKey, @now FROM w
+            RETURNING {LedgerColumns}
+            """,
+            new
+            {
+                userId,
+                take,
+                now,
+                reference = m.ChargeId,
+                requested,
+                shortfall = requested - take,
+                reason = $"refund of {m.AmountRefunded} of {m.Amount} {m.Currency} for checkout {sessionId}",
+                dedupeKey = $"refund:{sessionId}#{target}",
+            }, tx, cancellationToken: ct));
+        await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE wallet_purchases SET clawback_requested = @target WHERE checkout_session_id = @sessionId",
+            new { target, sessionId }, tx, cancellationToken: ct));
+        await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
+        {
+            UserId = userId,
+            Requested = requested,
+            Amount = take,
+            Shortfall = requested - take,
+            BalanceAfter = entry.BalanceAfter,
+            Reference = m.ChargeId,
+            OccurredAt = now,
+            StripeEventId = m.StripeEventId,
+        }, Outbox.MessageId($"{sessionId}#{target}", nameof(TokensClawedBack)), ct);
+    }
+
+    // ---------------------------------------------------------------- expiry
+
+    /// <summary>Expires the due lots of up to <paramref name="batch"/> wallets; returns how many wallets it touched.</summary>
+    public async Task<int> ExpireDueAsync(int batch, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        List<string> users;
+        await using (var c = await dataSource.OpenConnectionAsync(ct))
+        {
+            users = (await c.QueryAsync<string>(new CommandDefinition(
+                "SELECT DISTINCT user_id FROM wallet_lots WHERE remaining > 0 AND expires_at <= @now LIMIT @batch",
+                new { now, batch }, cancellationToken: ct))).ToList();
+        }
+        foreach (var userId in users)
+        {
+            await using var c = await dataSource.OpenConnectionAsync(ct);
+            await using var tx = await c.BeginTransactionAsync(ct);
+            await ExpireDueAsync(c, tx, userId, now, onlyIfDue: false, ct);
+            await tx.CommitAsync(ct);
+        }
+        return users.Count;
+    }
+
+    /// <summary>Each due lot leaves through its own <c>expiry</c> entry, under the wallet's row lock.</summary>
+    private static async Task ExpireDueAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, DateTimeOffset now, bool onlyIfDue, CancellationToken ct)
+    {
+        if (onlyIfDue && !await c.QuerySingleAsync<bool>(new CommandDefinition(
+                "SELECT EXISTS (SELECT 1 FROM wallet_lots WHERE user_id = @userId AND remaining > 0 AND expires_at <= @now)",
+                new { userId, now }, tx, cancellationToken: ct)))
+        {
+            return;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            "SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
+        var due = await c.QueryAsync<(long Id, long Remaining, string Reference)>(new CommandDefinition(
+            """
+            WITH due AS (
+                SELECT id, remaining FROM wallet_lots WHERE user_id = @userId AND remaining > 0 AND expires_at <= @now ORDER BY expires_at, id
+            )
+            UPDATE wallet_lots l SET remaining = 0, expired_at = @now FROM due WHERE l.id = due.id
+            RETURNING l.id, due.remaining, l.reference
+            """, new { userId, now }, tx, cancellationToken: ct));
+        foreach (var lot in due.OrderBy(d => d.Id))
+        {
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                WITH w AS (
+                    UPDATE wallets SET balance = balance - @remaining, updated_at = @now WHERE user_id = @userId RETURNING balance
+                )
+                INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, created_at)
+                SELECT @userId, 'expiry', -@remaining, w.balance, @reference, 'expired', @now FROM w
+                """, new { userId, remaining = lot.Remaining, reference = lot.Reference, now }, tx, cancellationToken: ct));
+        }
+    }
+
+    /// <summary>Takes <paramref name="amount"/> from the expiring lots in burn order (soonest-expiring first).</summary>
+    private static async Task SpendLotsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long amount, CancellationToken ct)
+    {
+        if (amount <= 0)
+        {
+            return;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            WITH ordered AS (
+                SELECT id, remaining, SUM(remaining) OVER (ORDER BY expires_at, id) - remaining AS before
+                FROM wallet_lots WHERE user_id = @userId AND remaining > 0
+            )
+            UPDATE wallet_lots l SET remaining = l.remaining - LEAST(o.remaining, @amount - o.before)
+            FROM ordered o WHERE l.id = o.id AND o.before < @amount
+            """, new { userId, amount }, tx, cancellationToken: ct));
+    }
+}
+
+/// <summary>A refund arrived before its purchase was granted; the message is retried until it is.</summary>
+public sealed class PurchaseNotYetGrantedException(string message) : Exception(message);

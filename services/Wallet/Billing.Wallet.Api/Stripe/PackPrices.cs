@@ -1,0 +1,31 @@
+using System.Collections.Concurrent;
+using Billing.ServiceDefaults.Stripe;
+using Stripe;
+
+namespace Billing.Wallet.Api.Stripe;
+
+/// <summary>Finds the Stripe price of a pack by its lookup key (cached for a few minutes; nobody copies price ids).</summary>
+public sealed class PackPrices(IStripeClient stripe, StripeCalls calls, TimeProvider clock)
+{
+    private static readonly TimeSpan Keep = TimeSpan.FromMinutes(5);
+    private readonly ConcurrentDictionary<string, (string Id, DateTimeOffset At)> _cache = new(StringComparer.Ordinal);
+
+    /// <summary>The active price id with this lookup key, or null when the catalog was not pushed to Stripe.</summary>
+    public async Task<string?> FindAsync(string lookupKey, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        if (_cache.TryGetValue(lookupKey, out var hit) && now - hit.At < Keep)
+        {
+            return hit.Id;
+        }
+        var prices = await calls.RunAsync(c => new PriceService(stripe).ListAsync(
+            new PriceListOptions { LookupKeys = [lookupKey], Active = true, Limit = 1 }, cancellationToken: c), ct);
+        var price = prices.Data.FirstOrDefault();
+        if (price is null)
+        {
+            return null;
+        }
+        _cache[lookupKey] = (price.Id, now);
+        return price.Id;
+    }
+}

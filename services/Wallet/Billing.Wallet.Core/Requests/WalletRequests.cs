@@ -1,0 +1,148 @@
+using Billing.Catalog;
+
+namespace Billing.Wallet.Core.Requests;
+
+/// <summary>The body of <c>POST /api/wallet/checkout</c>.</summary>
+public sealed record PackCheckoutRequest(string? PackId, string? SuccessUrl, string? CancelUrl);
+
+/// <summary>The body of <c>POST /internal/wallet/debit</c>.</summary>
+public sealed record DebitRequest(string? UserId, long? Amount, string? IdempotencyKey, string? Reference);
+
+/// <summary>The body of <c>POST /api/admin/wallet/{userId}/grants</c>.</summary>
+public sealed record GrantRequest(long? Amount, string? IdempotencyKey, string? Reason, DateTimeOffset? ExpiresAt);
+
+/// <summary>A debit that passed validation.</summary>
+public sealed record Debit(string UserId, long Amount, string IdempotencyKey, string Reference);
+
+/// <summary>A grant that passed validation.</summary>
+public sealed record Grant(string UserId, long Amount, string IdempotencyKey, string Reason, DateTimeOffset? ExpiresAt);
+
+/// <summary>A pack checkout that passed validation.</summary>
+public sealed record PackCheckout(TokenPack Pack, string SuccessUrl, string CancelUrl);
+
+/// <summary>Checks what callers send; every problem is named with its field, and nothing invalid reaches the ledger.</summary>
+public static class WalletRules
+{
+    /// <summary>The largest amount one request may move (10^12 tokens).</summary>
+    public const long MaxAmount = 1_000_000_000_000;
+    public const int MaxIdLength = 200;
+    public const int MaxTextLength = 500;
+
+    public static (Debit? Debit, Dictionary<string, string[]> Errors) Validate(DebitRequest? request)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (request is null)
+        {
+            errors["body"] = ["a JSON body {\"userId\",\"amount\",\"idempotencyKey\",\"reference\"?} is required"];
+            return (null, errors);
+        }
+        CheckId(request.UserId, "userId", errors);
+        CheckAmount(request.Amount, "amount", errors);
+        CheckId(request.IdempotencyKey, "idempotencyKey", errors);
+        CheckText(request.Reference, "reference", required: false, errors);
+        return errors.Count > 0
+            ? (null, errors)
+            : (new Debit(request.UserId!, request.Amount!.Value, request.IdempotencyKey!, request.Reference ?? request.IdempotencyKey!), errors);
+    }
+
+    public static (Grant? Grant, Dictionary<string, string[]> Errors) Validate(string userId, GrantRequest? request, DateTimeOffset now)
+    {
+        var errors = new Dictionary<string, string[]>();
+        CheckId(userId, "userId", errors);
+        if (request is null)
+        {
+            errors["body"] = ["a JSON body {\"amount\",\"idempotencyKey\",\"reason\",\"expiresAt\"?} is required"];
+            return (null, errors);
+        }
+        CheckAmount(request.Amount, "amount", errors);
+        CheckId(request.IdempotencyKey, "idempotencyKey", errors);
+        CheckText(request.Reason, "reason", required: true, errors);
+        if (request.ExpiresAt is { } expiresAt && expiresAt <= now)
+        {
+            errors["expiresAt"] = ["must be in the future"];
+        }
+        return errors.Count > 0
+            ? (null, errors)
+            : (new Grant(userId, request.Amount!.Value, request.IdempotencyKey!, request.Reason!, request.ExpiresAt?.ToUniversalTime()), errors);
+    }
+
+    public static (PackCheckout? Checkout, Dictionary<string, string[]> Errors) Validate(
+        PackCheckoutRequest? request, BillingCatalog catalog, string defaultSuccessUrl, string defaultCancelUrl)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (request is null)
+        {
+            errors["body"] = ["a JSON body {\"packId\",\"successUrl\"?,\"cancelUrl\"?} is required"];
+            return (null, errors);
+        }
+        var pack = catalog.FindPack(request.PackId);
+        if (pack is null)
+        {
+            errors["packId"] = [$"unknown token pack \"{Shorten(request.PackId)}\"; see GET /api/token-packs"];
+        }
+        var success = CheckUrl(request.SuccessUrl, "successUrl", errors) ?? defaultSuccessUrl;
+        var cancel = CheckUrl(request.CancelUrl, "cancelUrl", errors) ?? defaultCancelUrl;
+        return errors.Count > 0 ? (null, errors) : (new PackCheckout(pack!, success, cancel), errors);
+    }
+
+    /// <summary>An absolute http(s) URL of at most 2,000 characters, or null when none was given.</summary>
+    public static string? CheckUrl(string? url, string field, Dictionary<string, string[]> errors)
+    {
+        if (url is null)
+        {
+            return null;
+        }
+        if (url.Length > 2000 || !Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+        {
+            errors[field] = ["an absolute http(s) URL"];
+            return null;
+        }
+        return url;
+    }
+
+    public static void CheckId(string? value, string field, Dictionary<string, string[]> errors)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            errors[field] = ["required"];
+        }
+        else if (value.Length > MaxIdLength)
+        {
+            errors[field] = [$"at most {MaxIdLength} characters"];
+        }
+        else if (value.Any(char.IsControl))
+        {
+            errors[field] = ["no control characters"];
+        }
+    }
+
+    private static void CheckAmount(long? amount, string field, Dictionary<string, string[]> errors)
+    {
+        if (amount is null)
+        {
+            errors[field] = ["required"];
+        }
+        else if (amount is <= 0 or > MaxAmount)
+        {
+            errors[field] = [$"a whole number of tokens from 1 to {MaxAmount}"];
+        }
+    }
+
+    private static void CheckText(string? value, string field, bool required, Dictionary<string, string[]> errors)
+    {
+        if (value is null || (required && string.IsNullOrWhiteSpace(value)))
+        {
+            if (required)
+            {
+                errors[field] = ["required"];
+            }
+            return;
+        }
+        if (value.Length > MaxTextLength)
+        {
+            errors[field] = [$"at most {MaxTextLength} characters"];
+        }
+    }
+
+    private static string Shorten(string? value) => value is null ? "" : value.Length > 60 ? value[..60] + "…" : value;
+}

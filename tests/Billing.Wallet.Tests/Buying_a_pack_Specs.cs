@@ -1,0 +1,118 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Stripe;
+
+namespace Billing.Wallet.Tests;
+
+public sealed class Buying_a_pack
+{
+    private static WalletHost Host => Hosts.Packs;
+
+    [Test]
+    public async Task The_catalog_lists_the_packs_to_anyone()
+    {
+        using var anonymous = Host.CreateClient();
+        var body = await WalletHost.BodyAsync(await anonymous.GetAsync("/api/token-packs"));
+        var packs = body.GetProperty("packs").EnumerateArray().ToList();
+        Assert.That(packs.Select(p => p.GetProperty("id").GetString()), Is.EqualTo(new[] { "starter", "booster", "power", "sprint" }));
+        Assert.That(packs[0].GetProperty("tokens").GetInt64(), Is.EqualTo(100_000));
+        Assert.That(packs[0].GetProperty("amount").GetInt64(), Is.EqualTo(500));
+        Assert.That(packs[0].GetProperty("currency").GetString(), Is.EqualTo("usd"));
+        Assert.That(packs[0].TryGetProperty("expiresAfterDays", out _), Is.False);
+        Assert.That(packs[3].GetProperty("expiresAfterDays").GetInt32(), Is.EqualTo(30));
+    }
+
+    [Test]
+    public async Task A_purchase_delivered_twice_grows_the_balance_once()
+    {
+        var user = WalletHost.NewUser();
+        var purchase = WalletHost.Purchased(user);
+        var messageId = Guid.NewGuid();
+
+        await Host.PublishAsync(purchase, messageId);
+        await Host.PublishAsync(purchase, messageId);          // a redelivery
+        await Host.PublishAsync(purchase, Guid.NewGuid());     // the same purchase published again under another id
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) > 0);
+        await Task.Delay(500);
+
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(100_000));
+        var items = await Host.TransactionsAsync(user);
+        Assert.That(items, Has.Count.EqualTo(1));
+        Assert.That(items[0].GetProperty("kind").GetString(), Is.EqualTo("purchase"));
+        Assert.That(items[0].GetProperty("reference").GetString(), Is.EqualTo(purchase.CheckoutSessionId));
+        Assert.That(items[0].GetProperty("balanceAfter").GetInt64(), Is.EqualTo(100_000));
+        Assert.That(await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.TokensGranted,%' AND payload->>'userId' = @user",
+            new { user }), Is.EqualTo(1), "one TokensGranted in the outbox");
+    }
+
+    [Test]
+    public async Task Checkout_creates_a_payment_mode_session_that_carries_what_Payments_needs()
+    {
+        var stripe = new StripeClient(new StripeClientOptions { ApiKey = "sk_test_x", ApiBase = Hosts.SimulatorUrl });
+        await new PriceService(stripe).CreateAsync(new PriceCreateOptions
+        {
+            Currency = "usd",
+            UnitAmount = 2000,
+            LookupKey = "pack_booster",
+            TransferLookupKey = true,
+            ProductData = new PriceProductDataOptions { Name = "Booster" },
+        });
+        var user = WalletHost.NewUser();
+        using var client = Host.UserClient(user, email: $"{user}@example.test");
+
+        var response = await client.PostAsJsonAsync("/api/wallet/checkout", new { packId = "booster" });
+        var body = await WalletHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var sessionId = body.GetProperty("checkoutSessionId").GetString()!;
+        Assert.That(body.GetProperty("url").GetString(), Does.StartWith(Hosts.SimulatorUrl));
+
+        var session = await new Stripe.Checkout.SessionService(stripe).GetAsync(sessionId);
+        Assert.That(session.Mode, Is.EqualTo("payment"));
+        Assert.That(session.ClientReferenceId, Is.EqualTo(user));
+        Assert.That(session.Metadata, Does.ContainKey("userId").WithValue(user));
+        Assert.That(session.Metadata, Does.ContainKey("kind").WithValue("token_pack"));
+        Assert.That(session.Metadata, Does.ContainKey("packId").WithValue("booster"));
+        Assert.That(session.SuccessUrl, Is.EqualTo("http://app.test/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}"));
+        Assert.That(session.CustomerEmail, Is.EqualTo($"{user}@example.test"));
+
+        // A double click gets the same session back.
+        var again = await WalletHost.BodyAsync(await client.PostAsJsonAsync("/api/wallet/checkout", new { packId = "booster" }));
+        Assert.That(again.GetProperty("checkoutSessionId").GetString(), Is.EqualTo(sessionId));
+
+        // Paying it (the simulator's hosted page) makes a payment intent that carries the same metadata.
+        using var browser = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = new Uri(Hosts.SimulatorUrl) };
+        var paid = await browser.PostAsync($"/checkout/{sessionId}/pay", new FormUrlEncodedContent(new Dictionary<string, string> { ["card"] = "4242424242424242" }));
+        Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+        session = await new Stripe.Checkout.SessionService(stripe).GetAsync(sessionId);
+        Assert.That(session.PaymentStatus, Is.EqualTo("paid"));
+        var intent = await new PaymentIntentService(stripe).GetAsync(session.PaymentIntentId);
+        Assert.That(intent.Metadata, Does.ContainKey("kind").WithValue("token_pack"));
+        Assert.That(intent.Metadata, Does.ContainKey("userId").WithValue(user));
+    }
+
+    [Test]
+    public async Task Checkout_of_a_pack_that_is_not_in_Stripe_answers_503()
+    {
+        using var client = Host.UserClient(WalletHost.NewUser());
+        var response = await client.PostAsJsonAsync("/api/wallet/checkout", new { packId = "power" });
+        var body = await WalletHost.BodyAsync(response);
+        Assert.That((int)response.StatusCode, Is.EqualTo(503));
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("price_not_in_stripe"));
+    }
+
+    [TestCase("{\"packId\":\"nope\"}")]
+    [TestCase("{\"packId\":\"starter\",\"successUrl\":\"javascript:alert(1)\"}")]
+    [TestCase("{\"packId\":\"starter\",\"cancelUrl\":\"/relative\"}")]
+    [TestCase("{}")]
+    [TestCase("null")]
+    public async Task Checkout_of_an_unknown_pack_or_a_bad_url_answers_400(string json)
+    {
+        using var client = Host.UserClient(WalletHost.NewUser());
+        var response = await client.PostAsync("/api/wallet/checkout", WalletHost.Json(json));
+        var body = await WalletHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("validation"));
+    }
+}

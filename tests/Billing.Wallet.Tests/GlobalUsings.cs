@@ -1,0 +1,2 @@
+global using Billing.TestKit;
+global using NUnit.Framework;
