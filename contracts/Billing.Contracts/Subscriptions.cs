@@ -127,3 +127,25 @@ public sealed record SubscriptionAccessSuspended
     /// <summary>When access was suspended.</summary>
     public required DateTimeOffset OccurredAt { get; init; }
 }
+
+/// <summary>
+/// Stripe announced that a trial ends soon (its <c>customer.subscription.trial_will_end</c>, three days before), for
+/// notifications such as "add a card to keep your plan". Published by Payments.
+/// </summary>
+public sealed record SubscriptionTrialEndingAnnounced
+{
+    /// <summary>Billing's user id.</summary>
+    public required string UserId { get; init; }
+    /// <summary>Stripe subscription id.</summary>
+    public required string SubscriptionId { get; init; }
+    /// <summary>Catalog plan id.</summary>
+    public required string PlanId { get; init; }
+    /// <summary>When the trial ends.</summary>
+    public required DateTimeOffset TrialEnd { get; init; }
+    /// <summary>Whether a payment method is on file to pay when the trial ends, when Stripe says.</summary>
+    public bool? HasPaymentMethod { get; init; }
+    /// <summary>When Stripe says it happened.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The Stripe event that caused it.</summary>
+    public string? StripeEventId { get; init; }
+}

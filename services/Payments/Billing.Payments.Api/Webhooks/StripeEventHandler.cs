@@ -29,8 +29,19 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         switch (e.Type)
         {
             case StripeEventTypes.SubscriptionCreated or StripeEventTypes.SubscriptionUpdated or StripeEventTypes.SubscriptionDeleted
-                or StripeEventTypes.SubscriptionPaused or StripeEventTypes.SubscriptionResumed or StripeEventTypes.SubscriptionTrialWillEnd:
+                or StripeEventTypes.SubscriptionPaused or StripeEventTypes.SubscriptionResumed:
                 await SyncSubscriptionAsync(c, tx, id, e, ct);
+                break;
+            case StripeEventTypes.SubscriptionTrialWillEnd:
+                var trialing = await SyncSubscriptionAsync(c, tx, id, e, ct);
+                if (trialing is { Status: "trialing", TrialEnd: { } trialEnd })
+                {
+                    await EnqueueAsync(c, tx, new SubscriptionTrialEndingAnnounced
+                    {
+                        UserId = trialing.UserId, SubscriptionId = trialing.SubscriptionId, PlanId = trialing.PlanId, TrialEnd = trialEnd,
+                        OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                    }, Outbox.MessageId(e.Id, nameof(SubscriptionTrialEndingAnnounced)), ct);
+                }
                 break;
             case StripeEventTypes.InvoicePaid:
                 await InvoicePaidAsync(c, tx, id, e, ct);
