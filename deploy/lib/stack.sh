@@ -149,6 +149,21 @@ stack_wait_ready() { # [timeout seconds]
   done
 }
 
+# Restarts only the four services (e.g. with another BILLING_CATALOG); the simulator, gateway and infra keep running.
+stack_restart_services() {
+  local name pidfile pid i
+  for name in "${STACK_SERVICES[@]}"; do
+    pidfile="$STACK_DIR/pids/$name.pid"
+    [[ -s $pidfile ]] || continue
+    pid=$(cat "$pidfile")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    rm -f "$pidfile"
+  done
+  for name in "${STACK_SERVICES[@]}"; do stack_start_one "$name"; done
+}
+
 stack_stop() {
   local name pidfile pid i
   for name in gateway "${STACK_SERVICES[@]}" simulator; do
