@@ -133,9 +133,11 @@ public class Paying_for_Pro
     }
 
     /// <summary>Checkout → pay with 4242 on the hosted page → wait until Billing shows the subscription active.</summary>
-    internal static async Task SubscribeAsync(Api api, string interval)
+    internal static Task SubscribeAsync(Api api, string interval) => SubscribeAsync(api, "pro", interval);
+
+    internal static async Task SubscribeAsync(Api api, string planId, string interval, int intervalCount = 1, string expectedStatus = "active")
     {
-        var (status, checkout, _) = await api.PostAsync("/api/subscriptions/checkout", new { planId = "pro", interval });
+        var (status, checkout, _) = await api.PostAsync("/api/subscriptions/checkout", new { planId, interval, intervalCount });
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), checkout.ToString());
         var sessionId = checkout.GetProperty("checkoutSessionId").GetString()!;
         Assert.That(checkout.GetProperty("url").GetString(), Does.StartWith(TestEnvironment.SimulatorUrl.ToString().TrimEnd('/')));
@@ -145,7 +147,7 @@ public class Paying_for_Pro
         Assert.That(location?.ToString(), Does.Contain(sessionId), "the success URL names the session");
 
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
-            s => s.GetProperty("status").GetString() == "active" && s.GetProperty("planId").GetString() == "pro", "the subscription to be active");
+            s => s.GetProperty("status").GetString() == expectedStatus && s.GetProperty("planId").GetString() == planId, $"the subscription to be {expectedStatus}");
     }
 
     private static async Task<JsonElement> MeterAsync(Api api, Func<JsonElement, bool> done, TimeSpan? timeout = null) =>

@@ -1,0 +1,196 @@
+namespace Billing.EndToEnd.Tests;
+
+/// <summary>
+/// Each seed product's own story, against its own catalog (deploy/billing test restarts the services with
+/// <c>deploy/catalogs/&lt;seed&gt;.json</c> and runs the tests of category <c>seed-&lt;seed&gt;</c>).
+/// </summary>
+public static class Seed
+{
+    public static string NewUser(string seed) => $"e2e-{seed}-{Guid.NewGuid().ToString("N")[..8]}";
+
+    public static object Consume(string user, string meter, long quantity, string? key = null) =>
+        new { userId = user, meter, quantity, idempotencyKey = key ?? Guid.NewGuid().ToString("N") };
+
+    public static async Task<JsonElement> MeterAsync(Api api, string meter, Func<JsonElement, bool> done, TimeSpan? timeout = null) =>
+        await Eventually.GetAsync(async () =>
+        {
+            var (status, body, _) = await api.GetAsync("/api/usage/me");
+            return status == HttpStatusCode.OK
+                ? body.GetProperty("meters").EnumerateArray().FirstOrDefault(m => m.GetProperty("meter").GetString() == meter)
+                : default;
+        }, m => m.ValueKind == JsonValueKind.Object && done(m), $"the {meter} meter", timeout);
+}
+
+[TestFixture]
+[Category("seed")]
+[Category("seed-chatbot")]
+[NonParallelizable]
+public class The_chatbots_daily_message_limit
+{
+    [Test]
+    public async Task Allows_50_a_day_on_the_free_plan_and_resets_at_midnight_UTC()
+    {
+        var user = Seed.NewUser("chatbot");
+        using var api = Api.Gateway(Tokens.User(user));
+        using var service = Api.Gateway(Tokens.Service());
+        var meter = await Seed.MeterAsync(api, "chat.message", _ => true);
+        Assert.That((meter.GetProperty("limit").GetInt64(), meter.GetProperty("window").GetString()), Is.EqualTo((50L, "day")));
+        var resetsAt = meter.GetProperty("resetsAt").GetDateTimeOffset();
+        Assert.That(resetsAt.TimeOfDay, Is.EqualTo(TimeSpan.Zero), "midnight UTC");
+
+        for (var i = 0; i < 50; i++)
+        {
+            Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 1))).Status, Is.EqualTo(HttpStatusCode.OK));
+        }
+        var (refused, problem, _) = await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 1));
+        Assert.That(refused, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("quota_exhausted"));
+        Assert.That(problem.GetProperty("resetsAt").GetDateTimeOffset(), Is.EqualTo(resetsAt));
+        Assert.That(problem.GetProperty("upgrade").GetBoolean(), Is.True, "Pro allows 500 a day");
+
+        await Simulator.AdvanceAsync(resetsAt - await Simulator.NowAsync() + TimeSpan.FromMinutes(1));
+        await Eventually.GetAsync(async () => (await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 1))).Status,
+            s => s == HttpStatusCode.OK, "a new day's allowance");
+        var next = await Seed.MeterAsync(api, "chat.message", m => m.GetProperty("used").GetInt64() == 1);
+        Assert.That(next.GetProperty("resetsAt").GetDateTimeOffset(), Is.EqualTo(resetsAt.AddDays(1)));
+    }
+
+    [Test]
+    public async Task Shows_the_agent_limit_of_the_plan_in_the_entitlements()
+    {
+        using var api = Api.Gateway(Tokens.User(Seed.NewUser("chatbot")));
+        var (status, entitlements, _) = await api.GetAsync("/api/entitlements/me");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(entitlements.GetProperty("planId").GetString(), Is.EqualTo("free"));
+        Assert.That(entitlements.GetProperty("limits").GetProperty("agents").GetInt64(), Is.EqualTo(1));
+    }
+}
+
+[TestFixture]
+[Category("seed")]
+[Category("seed-chat-saas-credits")]
+[NonParallelizable]
+public class Monthly_credits
+{
+    [Test]
+    public async Task Are_spent_in_variable_amounts_and_never_below_zero()
+    {
+        var user = Seed.NewUser("credits");
+        using var api = Api.Gateway(Tokens.User(user));
+        using var service = Api.Gateway(Tokens.Service());
+        var free = await Seed.MeterAsync(api, "ai.credit", _ => true);
+        Assert.That(free.GetProperty("limit").GetInt64(), Is.EqualTo(100), "new users get 100 free credits a month");
+
+        await Paying_for_Pro.SubscribeAsync(api, "pro", "month");
+        await Seed.MeterAsync(api, "ai.credit", m => m.GetProperty("limit").GetInt64() == 1000);
+        foreach (var amount in new[] { 300, 450, 200 })
+        {
+            Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.credit", amount))).Status, Is.EqualTo(HttpStatusCode.OK));
+        }
+        var (tooMuch, problem, _) = await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.credit", 60));
+        Assert.That(tooMuch, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("quota_exhausted"));
+        var (exact, last, _) = await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.credit", 50));
+        Assert.That(exact, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(last.GetProperty("remaining").GetInt64(), Is.Zero);
+
+        var payments = (await api.GetAsync("/api/payments/me")).Body.GetProperty("items");
+        Assert.That(payments[0].GetProperty("amount").GetInt64(), Is.EqualTo(1900));
+        Assert.That(payments[0].GetProperty("receiptUrl").GetString(), Is.Not.Empty);
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+    }
+}
+
+[TestFixture]
+[Category("seed")]
+[Category("seed-api-gateway-credits")]
+[NonParallelizable]
+public class Changing_the_api_gateways_plan
+{
+    [Test]
+    public async Task An_upgrade_is_prorated_and_applies_now_and_a_downgrade_waits_for_the_period_end()
+    {
+        var user = Seed.NewUser("gateway");
+        using var api = Api.Gateway(Tokens.User(user));
+        using var service = Api.Gateway(Tokens.Service());
+        await Paying_for_Pro.SubscribeAsync(api, "starter", "month");
+        await Seed.MeterAsync(api, "api.credit", m => m.GetProperty("limit").GetInt64() == 2000);
+        Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "api.credit", 100))).Status, Is.EqualTo(HttpStatusCode.OK));
+
+        await Simulator.AdvanceAsync(TimeSpan.FromDays(10));
+        var (previewed, preview, _) = await api.GetAsync("/api/subscriptions/me/change-preview?planId=pro&interval=month");
+        Assert.That(previewed, Is.EqualTo(HttpStatusCode.OK), preview.ToString());
+        Assert.That(preview.GetProperty("kind").GetString(), Is.EqualTo("upgrade"));
+        var due = preview.GetProperty("amountDueNow").GetInt64();
+        Assert.That(due, Is.InRange(1500, 2400), "about two thirds of the $30 difference");
+
+        var (changed, change, _) = await api.PostAsync("/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(changed, Is.EqualTo(HttpStatusCode.OK), change.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("planId").GetString() == "pro", "the upgrade to apply now");
+        var upgraded = await Seed.MeterAsync(api, "api.credit", m => m.GetProperty("limit").GetInt64() == 5000);
+        Assert.That(upgraded.GetProperty("used").GetInt64(), Is.EqualTo(100), "what was used stays used");
+        var proration = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() >= 2, "the proration payment");
+        Assert.That(proration[0].GetProperty("amount").GetInt64(), Is.EqualTo(due).Within(1), "charged what the preview said");
+
+        var (downgraded, downgrade, _) = await api.PostAsync("/api/subscriptions/me/change", new { planId = "starter", interval = "month" });
+        Assert.That(downgraded, Is.EqualTo(HttpStatusCode.OK), downgrade.ToString());
+        Assert.That(downgrade.GetProperty("kind").GetString(), Is.EqualTo("downgrade"));
+        var periodEnd = downgrade.GetProperty("effectiveAt").GetDateTimeOffset();
+        await Task.Delay(1500);
+        Assert.That((await api.GetAsync("/api/subscriptions/me")).Body.GetProperty("planId").GetString(), Is.EqualTo("pro"), "paid for until the period end");
+        Assert.That((await Seed.MeterAsync(api, "api.credit", _ => true)).GetProperty("limit").GetInt64(), Is.EqualTo(5000));
+
+        await Simulator.AdvanceAsync(periodEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("planId").GetString() == "starter", "the downgrade at the period end", TimeSpan.FromSeconds(30));
+        await Seed.MeterAsync(api, "api.credit", m => m.GetProperty("limit").GetInt64() == 2000 && m.GetProperty("used").GetInt64() == 0);
+        var renewal = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() >= 3, "the renewal at the Starter price");
+        Assert.That(renewal[0].GetProperty("amount").GetInt64(), Is.EqualTo(2000));
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+    }
+}
+
+[TestFixture]
+[Category("seed")]
+[Category("seed-learning-community")]
+[NonParallelizable]
+public class The_learning_communitys_quarterly_trial
+{
+    [Test]
+    public async Task Gives_access_during_the_7_day_trial_then_charges_the_quarter_and_a_token_pack_adds_tokens()
+    {
+        var user = Seed.NewUser("learn");
+        using var api = Api.Gateway(Tokens.User(user, email: user + "@example.com"));
+        var free = await Seed.MeterAsync(api, "ai.upload", _ => true);
+        Assert.That(free.GetProperty("limit").GetInt64(), Is.EqualTo(3), "3 free AI uploads");
+
+        await Paying_for_Pro.SubscribeAsync(api, "community_pro", "month", intervalCount: 3, expectedStatus: "trialing");
+        var trial = (await api.GetAsync("/api/subscriptions/me")).Body;
+        Assert.That(trial.GetProperty("intervalCount").GetInt32(), Is.EqualTo(3));
+        var trialEnd = trial.GetProperty("trialEnd").GetDateTimeOffset();
+        Assert.That(trialEnd - await Simulator.NowAsync(), Is.EqualTo(TimeSpan.FromDays(7)).Within(TimeSpan.FromMinutes(10)));
+        await Seed.MeterAsync(api, "ai.upload", m => m.GetProperty("limit").GetInt64() == 100);
+        Assert.That((await api.GetAsync("/api/payments/me")).Body.GetProperty("items").GetArrayLength(), Is.Zero, "nothing charged during the trial");
+
+        await Simulator.AdvanceAsync(trialEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
+        var active = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("status").GetString() == "active", "the trial to convert");
+        Assert.That(active.GetProperty("currentPeriodEnd").GetDateTimeOffset() - trialEnd, Is.GreaterThan(TimeSpan.FromDays(88)), "a quarter");
+        var paid = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() == 1, "the first quarter's payment");
+        Assert.That(paid[0].GetProperty("amount").GetInt64(), Is.EqualTo(5400));
+
+        var (status, checkout, _) = await api.PostAsync("/api/wallet/checkout", new { packId = "starter" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), checkout.ToString());
+        Assert.That((await Simulator.PayAsync(checkout.GetProperty("checkoutSessionId").GetString()!)).Status, Is.EqualTo(HttpStatusCode.SeeOther));
+        var wallet = await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body,
+            w => w.GetProperty("balance").GetInt64() == 100_000, "the Starter pack's 100K tokens");
+        Assert.That(wallet.GetProperty("balance").GetInt64(), Is.EqualTo(100_000));
+        var packs = (await api.GetAsync("/api/payments/me")).Body.GetProperty("items");
+        Assert.That(packs.EnumerateArray().Any(p => p.GetProperty("kind").GetString() == "token_pack" && p.GetProperty("amount").GetInt64() == 500), Is.True);
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+    }
+}
