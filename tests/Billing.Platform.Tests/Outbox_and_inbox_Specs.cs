@@ -87,7 +87,8 @@ public class The_outbox_and_the_inbox
         var user = NewUser();
         await WriteAsync(user, 5, commit: true);
         await EventuallyAsync(async () => await TotalAsync(user) == (5, 1));
-        Assert.That(await UnsentAsync(), Is.Zero);
+        // The relay marks the row after the broker confirmed it, which may be a moment after the consumer ran.
+        await EventuallyAsync(async () => await UnsentAsync() == 0);
     }
 
     [Test]
