@@ -190,7 +190,16 @@ public class The_learning_communitys_quarterly_trial
             w => w.GetProperty("balance").GetInt64() == 100_000, "the Starter pack's 100K tokens");
         Assert.That(wallet.GetProperty("balance").GetInt64(), Is.EqualTo(100_000));
         var packs = (await api.GetAsync("/api/payments/me")).Body.GetProperty("items");
-        Assert.That(packs.EnumerateArray().Any(p => p.GetProperty("kind").GetString() == "token_pack" && p.GetProperty("amount").GetInt64() == 500), Is.True);
+        var pack = packs.EnumerateArray().Single(p => p.GetProperty("kind").GetString() == "token_pack");
+        Assert.That(pack.GetProperty("amount").GetInt64(), Is.EqualTo(500));
         await StripeView.AssertBillingMatchesStripeAsync(api, user);
+
+        // Refunding the pack claws its tokens back (Wallet follows Stripe's charge.refunded).
+        using var admin = Api.Gateway(Tokens.Admin());
+        var (refunded, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId = pack.GetProperty("id").GetString() });
+        Assert.That(refunded, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 0, "the claw-back");
+        var ledger = (await api.GetAsync("/api/wallet/me/transactions")).Body.GetProperty("items");
+        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "purchase" }));
     }
 }

@@ -24,6 +24,20 @@ public static class Simulator
         response.EnsureSuccessStatusCode();
     }
 
+    /// <summary>Switches webhook delivery off (events are still created and listed) or on again.</summary>
+    public static async Task DeliverWebhooksAsync(bool deliver)
+    {
+        using var response = await Http.PostAsJsonAsync("/_sim/config", new { deliverWebhooks = deliver });
+        response.EnsureSuccessStatusCode();
+    }
+
+    /// <summary>Every event the simulator created (newest first), as Stripe would have sent it.</summary>
+    public static async Task<IReadOnlyList<JsonElement>> EventsAsync()
+    {
+        var answer = await Http.GetFromJsonAsync<JsonElement>("/_sim/events");
+        return answer.GetProperty("data").EnumerateArray().Select(e => e.GetProperty("event").Clone()).ToList();
+    }
+
     public static async Task<DateTimeOffset> NowAsync()
     {
         var clock = await Http.GetFromJsonAsync<JsonElement>("/_sim/clock");

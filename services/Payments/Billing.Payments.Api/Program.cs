@@ -17,6 +17,9 @@ builder.Services.AddSingleton<EventStore>();
 builder.Services.AddSingleton<StripeEventHandler>();
 builder.Services.AddSingleton(builder.Configuration.GetSection("Webhooks").Get<WebhookProcessorOptions>() ?? new WebhookProcessorOptions());
 builder.Services.AddHostedService<WebhookProcessor>();
+builder.Services.AddSingleton(builder.Configuration.GetSection("Reconcile").Get<ReconcileOptions>() ?? new ReconcileOptions());
+builder.Services.AddSingleton<Reconciler>();
+builder.Services.AddHostedService<ReconcileJob>();
 
 var app = builder.Build();
 await app.MigrateDatabaseAsync();
@@ -24,6 +27,7 @@ app.UseServiceDefaults();
 app.MapDefaultEndpoints();
 app.MapStripeWebhook();
 app.MapPaymentsApi();
+app.MapAdminPaymentsApi();
 
 await app.RunAsync();
 

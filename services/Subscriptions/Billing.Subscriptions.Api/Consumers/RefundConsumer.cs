@@ -1,0 +1,38 @@
+using Billing.Contracts;
+using Billing.ServiceDefaults.Messaging;
+using Billing.ServiceDefaults.Stripe;
+using Billing.Subscriptions.Api.Persistence;
+using Billing.Subscriptions.Core.Subscriptions;
+using MassTransit;
+using Stripe;
+
+namespace Billing.Subscriptions.Api.Consumers;
+
+/// <summary>
+/// A full refund of a subscription payment ends the subscription's access: Subscriptions cancels it in Stripe at once
+/// (no proration: the money is back already); Stripe's <c>customer.subscription.deleted</c> then ends it everywhere.
+/// A partial refund is a goodwill gesture and changes no access.
+/// </summary>
+public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCalls calls) : IConsumer<PaymentRefunded>
+{
+    public Task Consume(ConsumeContext<PaymentRefunded> context)
+    {
+        var m = context.Message;
+        if (m is not { Kind: "subscription", FullyRefunded: true, SubscriptionId: { } subscriptionId })
+        {
+            return Task.CompletedTask;
+        }
+        return inbox.HandleOnceAsync(context, GetType(), async (connection, tx, ct) =>
+        {
+            var subscription = await SubscriptionStore.GetForUpdateAsync(connection, tx, subscriptionId, ct);
+            if (subscription is null || SubscriptionStatus.Over.Contains(subscription.StripeStatus))
+            {
+                return;
+            }
+            await calls.RunAsync(c => new SubscriptionService(stripe).CancelAsync(subscriptionId, new SubscriptionCancelOptions { Prorate = false },
+                new RequestOptions { IdempotencyKey = $"billing-refund-cancel-{m.ChargeId}" }, c), ct);
+            await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "refunded",
+                $"payment {m.PaymentId} refunded in full ({m.AmountRefunded} {m.Currency}); subscription cancelled now", "stripe", m.StripeEventId, m.OccurredAt, ct);
+        });
+    }
+}
