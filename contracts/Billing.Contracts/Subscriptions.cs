@@ -23,6 +23,8 @@ public sealed record SubscriptionActivated
     public required DateTimeOffset CurrentPeriodStart { get; init; }
     /// <summary>End of the current billing period.</summary>
     public required DateTimeOffset CurrentPeriodEnd { get; init; }
+    /// <summary>True when the subscription is already set to end at the period end (added later: false in older messages).</summary>
+    public bool CancelAtPeriodEnd { get; init; }
     /// <summary>When the trial ends, if there is one.</summary>
     public DateTimeOffset? TrialEnd { get; init; }
     /// <summary>When the subscription started; monthly quota windows are anchored on it.</summary>

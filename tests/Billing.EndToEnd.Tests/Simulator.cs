@@ -22,6 +22,8 @@ public static class Simulator
     {
         using var response = await Http.PostAsJsonAsync("/_sim/clock/advance", new { seconds = (long)by.TotalSeconds });
         response.EnsureSuccessStatusCode();
+        // The services follow the simulated clock by polling it every 200 ms: let them catch up.
+        await Task.Delay(600);
     }
 
     /// <summary>Switches webhook delivery off (events are still created and listed) or on again.</summary>

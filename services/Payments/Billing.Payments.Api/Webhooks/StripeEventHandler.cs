@@ -85,7 +85,8 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                     UserId = snapshot.UserId, SubscriptionId = snapshot.SubscriptionId, CustomerId = snapshot.CustomerId, PlanId = snapshot.PlanId,
                     PriceId = snapshot.PriceId, Interval = snapshot.Interval, IntervalCount = snapshot.IntervalCount, Status = snapshot.Status,
                     CurrentPeriodStart = snapshot.CurrentPeriodStart, CurrentPeriodEnd = snapshot.CurrentPeriodEnd, TrialEnd = snapshot.TrialEnd,
-                    StartedAt = snapshot.StartedAt, Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                    CancelAtPeriodEnd = snapshot.CancelAtPeriodEnd, StartedAt = snapshot.StartedAt, Sequence = sequence,
+                    OccurredAt = e.StripeCreated, StripeEventId = e.Id,
                 },
                 SubscriptionMessage.Updated => new SubscriptionUpdated
                 {

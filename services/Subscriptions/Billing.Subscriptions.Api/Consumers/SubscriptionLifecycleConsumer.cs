@@ -24,7 +24,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
         {
             SubscriptionId = m.SubscriptionId, UserId = m.UserId, CustomerId = m.CustomerId, PlanId = m.PlanId, PriceId = m.PriceId,
             Interval = m.Interval, IntervalCount = m.IntervalCount, StripeStatus = m.Status, CurrentPeriodStart = m.CurrentPeriodStart,
-            CurrentPeriodEnd = m.CurrentPeriodEnd, CancelAtPeriodEnd = false, TrialEnd = m.TrialEnd, StartedAt = m.StartedAt, Sequence = m.Sequence,
+            CurrentPeriodEnd = m.CurrentPeriodEnd, CancelAtPeriodEnd = m.CancelAtPeriodEnd, TrialEnd = m.TrialEnd, StartedAt = m.StartedAt, Sequence = m.Sequence,
         }, "activated", $"{m.PlanId} {m.Interval}×{m.IntervalCount}, {m.Status}", m.StripeEventId, m.OccurredAt, ct));
     }
 
