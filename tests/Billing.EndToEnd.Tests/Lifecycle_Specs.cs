@@ -44,6 +44,22 @@ public class Cancelling_and_resuming
     }
 
     [Test]
+    public async Task Concurrent_first_checkouts_create_one_Stripe_customer()
+    {
+        var user = "e2e-race-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(i =>
+            api.PostAsync("/api/subscriptions/checkout", new { planId = "pro", interval = i % 2 == 0 ? "month" : "year" })));
+        Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(HttpStatusCode.OK));
+        using var stripe = new HttpClient { BaseAddress = TestEnvironment.SimulatorUrl };
+        stripe.DefaultRequestHeaders.Authorization = new("Bearer", "sk_test_e2e");
+        var found = await stripe.GetFromJsonAsync<JsonElement>($"/v1/customers/search?query={Uri.EscapeDataString($"metadata['userId']:'{user}'")}");
+        Assert.That(found.GetProperty("data").GetArrayLength(), Is.EqualTo(1), "one Stripe customer per user");
+        Assert.That(answers.Select(a => a.Body.GetProperty("checkoutSessionId").GetString()).Distinct().Count(), Is.EqualTo(2),
+            "a double click gets the same session back: one per price");
+    }
+
+    [Test]
     public async Task Cancel_and_change_without_a_subscription_answer_404()
     {
         using var api = Api.Gateway(Tokens.User("e2e-nosub-" + Guid.NewGuid().ToString("N")[..8]));
