@@ -160,6 +160,31 @@ public class Changing_the_api_gateways_plan
 public class The_learning_communitys_quarterly_trial
 {
     [Test]
+    public async Task That_ends_without_a_successful_payment_ends_access_after_the_grace_period()
+    {
+        var user = Seed.NewUser("learn-unpaid");
+        using var api = Api.Gateway(Tokens.User(user));
+        using var service = Api.Gateway(Tokens.Service());
+        var (_, checkout, _) = await api.PostAsync("/api/subscriptions/checkout", new { planId = "community_pro", interval = "month", intervalCount = 3 });
+        // 4000 0000 0000 0341 is accepted for the trial and declined when the trial ends.
+        Assert.That((await Simulator.PayAsync(checkout.GetProperty("checkoutSessionId").GetString()!, "4000000000000341")).Status, Is.EqualTo(HttpStatusCode.SeeOther));
+        var trial = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("status").GetString() == "trialing", "the trial");
+        Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.upload", 1))).Status, Is.EqualTo(HttpStatusCode.OK), "the trial gives the plan's access");
+
+        var trialEnd = trial.GetProperty("trialEnd").GetDateTimeOffset();
+        await Simulator.AdvanceAsync(trialEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("status").GetString() == "past_due", "the unpaid trial end");
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+
+        await Simulator.AdvanceAsync(TimeSpan.FromDays(3) + TimeSpan.FromHours(2)); // the catalog's 3-day grace
+        var refused = await Eventually.GetAsync(async () => await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.upload", 1)),
+            r => r.Status == HttpStatusCode.PaymentRequired, "access to end after the grace period");
+        Assert.That(refused.Body.GetProperty("code").GetString(), Is.EqualTo("payment_past_due"));
+    }
+
+    [Test]
     public async Task Gives_access_during_the_7_day_trial_then_charges_the_quarter_and_a_token_pack_adds_tokens()
     {
         var user = Seed.NewUser("learn");

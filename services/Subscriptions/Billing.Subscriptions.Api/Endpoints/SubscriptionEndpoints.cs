@@ -12,13 +12,22 @@ namespace Billing.Subscriptions.Api.Endpoints;
 /// <summary>Where Checkout and the portal send the user back when the client names no URL.</summary>
 public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel, string PortalReturn)
 {
+    /// <summary>
+    /// <c>BILLING_NEW_SUBSCRIPTIONS=off</c> stops new subscriptions (503) without a catalog change or touching existing
+    /// ones, e.g. during an incident or before a price change.
+    /// </summary>
+    public bool NewSubscriptionsSwitchedOff { get; init; }
+
     public static ReturnUrls From(IConfiguration configuration)
     {
         var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : "http://127.0.0.1:8080").TrimEnd('/');
         return new ReturnUrls(
             publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}",
             publicUrl + "/billing/checkout/cancel",
-            publicUrl + "/billing/account");
+            publicUrl + "/billing/account")
+        {
+            NewSubscriptionsSwitchedOff = string.Equals(configuration["BILLING_NEW_SUBSCRIPTIONS"], "off", StringComparison.OrdinalIgnoreCase),
+        };
     }
 }
 
@@ -53,7 +62,7 @@ public static class SubscriptionEndpoints
         {
             return Problems.Validation(errors);
         }
-        if (!catalog.NewSubscriptionsEnabled)
+        if (!catalog.NewSubscriptionsEnabled || urls.NewSubscriptionsSwitchedOff)
         {
             return Problems.Problem(503, "new_subscriptions_disabled", "New subscriptions are switched off.",
                 "Existing subscriptions are not affected; try again later.");
@@ -96,7 +105,12 @@ public static class SubscriptionEndpoints
             options.SubscriptionData.TrialPeriodDays = choice.Plan.TrialDays;
             if (!choice.Plan.TrialRequiresPaymentMethod)
             {
+                // No card up front: if none was added by the trial's end, the subscription ends instead of going past due.
                 options.PaymentMethodCollection = "if_required";
+                options.SubscriptionData.TrialSettings = new global::Stripe.Checkout.SessionSubscriptionDataTrialSettingsOptions
+                {
+                    EndBehavior = new global::Stripe.Checkout.SessionSubscriptionDataTrialSettingsEndBehaviorOptions { MissingPaymentMethod = "cancel" },
+                };
             }
         }
 
