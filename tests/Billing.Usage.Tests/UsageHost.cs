@@ -14,6 +14,7 @@ using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Npgsql;
+using WireMock.Server;
 
 namespace Billing.Usage.Tests;
 
@@ -42,11 +43,15 @@ public sealed class UsageHost : WebApplicationFactory<Program>
     {
         _catalog = catalogPath;
         _purpose = purpose;
+        Stubs = WireMockServer.Start();
         Service = CreateClient();
         Service.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Service());
     }
 
     public TestClock Clock { get; } = new();
+
+    /// <summary>Wallet's internal API and Stripe's meter events, stubbed (WireMock) for this host.</summary>
+    public WireMockServer Stubs { get; }
 
     public HttpClient Service { get; }
 
@@ -57,6 +62,17 @@ public sealed class UsageHost : WebApplicationFactory<Program>
 
     public static string TestCatalog => Path.Combine(AppContext.BaseDirectory, "Catalogs", "test-catalog.json");
 
+    public static string OverageCatalog => Path.Combine(AppContext.BaseDirectory, "Catalogs", "overage-catalog.json");
+
+    protected override void Dispose(bool disposing)
+    {
+        base.Dispose(disposing);
+        if (disposing)
+        {
+            Stubs.Stop();
+        }
+    }
+
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseSetting("ConnectionStrings:Database", ConnectionString);
@@ -65,6 +81,12 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         builder.UseSetting("RabbitMq:QueuePrefix", $"{TestEnvironment.RunId}-{_purpose}-");
         builder.UseSetting("BILLING_JWT_SIGNING_KEY", TestEnvironment.JwtSigningKey);
         builder.UseSetting("BILLING_CATALOG", _catalog);
+        builder.UseSetting("Services:wallet", Stubs.Url);
+        builder.UseSetting("STRIPE_SECRET_KEY", "sk_test_usage_component");
+        builder.UseSetting("STRIPE_API_BASE", Stubs.Url);
+        builder.UseSetting("STRIPE_RETRIES", "1");
+        builder.UseSetting("Usage:SweepIntervalMs", "100");
+        builder.UseSetting("Usage:OverageIntervalMs", "100");
         builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning));
         builder.ConfigureTestServices(services => services.AddSingleton<TimeProvider>(Clock));
     }
@@ -200,12 +222,16 @@ public sealed class Hosts
 {
     private static UsageHost? _default;
     private static UsageHost? _test;
+    private static UsageHost? _overage;
 
     /// <summary>The repo's deploy/catalogs/default.json (Pro: 250 generations a month).</summary>
     public static UsageHost Default => _default ??= new UsageHost(UsageHost.RepoCatalog, "usage");
 
     /// <summary>Catalogs/test-catalog.json: day and period windows, unlimited allowances, a larger plan.</summary>
     public static UsageHost Test => _test ??= new UsageHost(UsageHost.TestCatalog, "usage_windows");
+
+    /// <summary>Catalogs/overage-catalog.json: token and billed overage, and a 1,000-unit allowance.</summary>
+    public static UsageHost Overage => _overage ??= new UsageHost(UsageHost.OverageCatalog, "usage_overage");
 
     [OneTimeTearDown]
     public async Task StopHosts()
@@ -217,6 +243,10 @@ public sealed class Hosts
         if (_test is not null)
         {
             await _test.DisposeAsync();
+        }
+        if (_overage is not null)
+        {
+            await _overage.DisposeAsync();
         }
     }
 }

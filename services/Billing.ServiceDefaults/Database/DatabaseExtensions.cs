@@ -27,7 +27,14 @@ public static class DatabaseExtensions
                 "ConnectionStrings:Database is not set (env ConnectionStrings__Database). deploy/billing sets it for local runs.");
         }
 
-        var dataSourceBuilder = new NpgsqlDataSourceBuilder(connectionString)
+        var settings = new NpgsqlConnectionStringBuilder(connectionString);
+        if (settings.MaxAutoPrepare == 0)
+        {
+            // The hot paths run the same few statements all day: let Npgsql prepare them once per connection.
+            settings.MaxAutoPrepare = 32;
+            settings.AutoPrepareMinUsages = 2;
+        }
+        var dataSourceBuilder = new NpgsqlDataSourceBuilder(settings.ConnectionString)
         {
             Name = builder.Environment.ApplicationName,
         };

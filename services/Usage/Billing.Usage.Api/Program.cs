@@ -10,13 +10,14 @@ builder.AddServiceDefaults("usage");
 builder.AddBillingCatalog();
 builder.AddBillingDatabase(typeof(Program).Assembly);
 builder.AddBillingBus("usage", bus => bus.AddConsumers(typeof(Program).Assembly));
-builder.Services.AddUsageServices();
+builder.AddUsageServices();
 
 var app = builder.Build();
 await app.MigrateDatabaseAsync();
 app.UseServiceDefaults();
 app.MapDefaultEndpoints();
 app.MapConsumeApi();
+app.MapReservationApi();
 app.MapUsageApi();
 
 await app.RunAsync();

@@ -2,7 +2,11 @@ using System.Text.Json;
 using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Persistence;
+using Billing.Usage.Api.Spending;
+using Billing.Usage.Api.Wallet;
 using Billing.Usage.Core.Consuming;
+using Billing.Usage.Core.Subscribers;
+using Billing.Usage.Core.Windows;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
@@ -12,12 +16,18 @@ namespace Billing.Usage.Api.Consuming;
 public sealed record ConsumeAllowed(bool Allowed, string Source, long? Remaining, long TokenBalance, string ConsumptionId);
 
 /// <summary>
-/// POST /api/usage/consume: one read (subscriber, balance, earlier answer under the key), a decision in Core, then
-/// one transaction that spends and records the answer. A retry under the same key gets the first answer.
+/// POST /api/usage/consume. The subscriber comes from memory (<see cref="SubscriberCache"/>), the decision from Core, and
+/// the check-and-spend is one <c>usage_consume</c> call that the group-commit <see cref="SpendWriter"/> runs with other
+/// spends in one transaction; the answer goes out only after that transaction has committed. A retry under the same
+/// key gets the first answer. A <c>tokens</c> meter whose window cannot cover the spend claims the key, then asks Wallet
+/// to debit the whole spend with the same key.
 /// </summary>
-public sealed class ConsumeHandler(ConsumptionStore store, BillingCatalog catalog, TimeProvider clock)
+public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writer, ConsumptionStore store, WalletClient wallet,
+    BillingCatalog catalog, TimeProvider clock, ILogger<ConsumeHandler> logger)
 {
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    private const int MaxStaleRetries = 4;
 
     public async Task<IResult> HandleAsync(ConsumeRequest request, CancellationToken cancellationToken)
     {
@@ -27,69 +37,165 @@ public sealed class ConsumeHandler(ConsumptionStore store, BillingCatalog catalo
                 new Dictionary<string, object?> { ["meter"] = request.Meter });
         }
 
-        var inputs = await store.ReadInputsAsync(request.UserId, request.IdempotencyKey, cancellationToken);
-        if (inputs.Existing is { } existing)
+        for (var attempt = 0; ; attempt++)
         {
-            return Replay(request, existing);
+            var subscriber = await subscribers.GetAsync(request.UserId, fresh: attempt > 0, cancellationToken);
+            var now = clock.GetUtcNow();
+            var decision = ConsumePolicy.Decide(catalog, subscriber.State, request.Meter, request.Groups, now);
+            var result = await writer.SubmitAsync(CommandFor(request, subscriber, decision, now));
+            switch (result.Outcome)
+            {
+                case SpendOutcome.Answered:
+                    return Answer(result.StatusCode, result.Answer!);
+                case SpendOutcome.Stored:
+                    return Replay(request, result) ?? Answer(result.StatusCode, result.Answer!);
+                case SpendOutcome.NeedsTokens:
+                    return Replay(request, result) ?? await PayWithTokensAsync(request, subscriber.State, decision, now, cancellationToken);
+                case SpendOutcome.Stale when attempt < MaxStaleRetries:
+                    continue;
+                default:
+                    logger.LogWarning("The subscriber {UserId} kept changing during a consume", request.UserId);
+                    return Problems.Problem(503, "busy", "The subscription is changing right now; try again.",
+                        "Nothing was spent; retry with the same idempotency key.");
+            }
         }
+    }
 
-        var now = clock.GetUtcNow();
-        var consumptionId = Guid.CreateVersion7();
-        var decision = ConsumePolicy.Decide(catalog, inputs.Subscriber, request.Meter, request.Groups, now);
-        (int StatusCode, string Answer)? answered = decision switch
+    private SpendCommand CommandFor(ConsumeRequest request, VersionedSubscriber subscriber, ConsumeDecision decision, DateTimeOffset now)
+    {
+        var command = new SpendCommand
         {
-            ConsumeDecision.AllowWithoutSpending allow => await store.RecordAsync(request, consumptionId, true, allow.Source, 200,
-                Serialize(new ConsumeAllowed(true, allow.Source, null, inputs.TokenBalance, consumptionId.ToString())), now, cancellationToken),
-            ConsumeDecision.Refuse refuse => await store.RecordAsync(request, consumptionId, false, null, 402,
-                Serialize(ProblemOf(Problems.Problem(402, refuse.Code, refuse.Title, refuse.Detail, new Dictionary<string, object?> { ["meter"] = request.Meter }))),
-                now, cancellationToken),
-            ConsumeDecision.Spend spend => await store.SpendAsync(request, consumptionId, spend.Window, spend.Limit,
-                spend.Limit is null ? "unlimited" : "quota",
-                Serialize(new ConsumeAllowed(true, spend.Limit is null ? "unlimited" : "quota", null, inputs.TokenBalance, consumptionId.ToString())),
-                Serialize(Exhausted(spend, inputs.Subscriber.EffectivePlan(catalog).Id)), now, cancellationToken),
+            Key = request.IdempotencyKey,
+            ConsumptionId = Guid.CreateVersion7(now),
+            UserId = request.UserId,
+            Meter = request.Meter,
+            Quantity = request.Quantity,
+            Version = subscriber.Version,
+            Spends = false,
+            Now = now,
+        };
+        return decision switch
+        {
+            ConsumeDecision.AllowWithoutSpending allow => command with { Status = 200, Source = allow.Source },
+            ConsumeDecision.Refuse refuse => command with
+            {
+                Status = 402,
+                Answer = Serialize(ProblemOf(Problems.Problem(402, refuse.Code, refuse.Title, refuse.Detail,
+                    new Dictionary<string, object?> { ["meter"] = request.Meter }))),
+            },
+            ConsumeDecision.Spend spend => command with
+            {
+                Spends = true,
+                WindowStart = spend.Window.Start,
+                WindowEnd = spend.Window.End,
+                Limit = spend.Limit,
+                Overage = ConsumePolicy.WhenExhausted(spend.Allowance),
+                EventName = spend.Allowance.StripeMeterEventName,
+                // The refusal to record if a block window cannot cover the spend.
+                Answer = spend.Limit is not null && ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Block
+                    ? ExhaustedAnswer(spend, subscriber.State) : null,
+            },
             _ => throw new InvalidOperationException($"Unhandled decision {decision}"),
         };
-
-        if (answered is not { } first)
-        {
-            // A concurrent request under the same key won: answer as it did.
-            var stored = await store.FindAsync(request.IdempotencyKey, cancellationToken)
-                ?? throw new InvalidOperationException("The consumption that took the key is gone.");
-            return Replay(request, stored);
-        }
-        return Answer(first.StatusCode, first.Answer);
     }
 
-    /// <summary>The 402 for a spend the window cannot cover; the meter's overage policy decides (token and billed overage come later).</summary>
-    private ProblemDetails Exhausted(ConsumeDecision.Spend spend, string planId) => ConsumePolicy.WhenExhausted(spend.Allowance) switch
+    /// <summary>
+    /// The 402 a block window records when it cannot cover the spend. Every spend carries it (the database decides), so
+    /// it is made once per plan, meter, limit and window rather than once per request.
+    /// </summary>
+    private string ExhaustedAnswer(ConsumeDecision.Spend spend, SubscriberState state)
     {
-        ExhaustedAction.Block => ProblemOf(Problems.Problem(402, ConsumePolicy.QuotaExhausted, "The quota is used up.",
-            $"The allowance of '{spend.Allowance.Meter}' for this window is used up.",
-            new Dictionary<string, object?>
-            {
-                ["meter"] = spend.Allowance.Meter,
-                ["limit"] = spend.Limit,
-                ["resetsAt"] = spend.Window.End.UtcDateTime,
-                ["upgrade"] = ConsumePolicy.CanUpgrade(catalog, planId, spend.Allowance.Meter, spend.Limit),
-            })),
-        var other => throw new InvalidOperationException($"Unhandled overage action {other}"),
+        var planId = state.EffectivePlan(catalog).Id;
+        var key = (planId, spend.Allowance.Meter, spend.Limit, spend.Window.End.UtcTicks);
+        if (_refusals.TryGetValue(key, out var answer))
+        {
+            return answer;
+        }
+        if (_refusals.Count > 10_000)
+        {
+            _refusals.Clear();
+        }
+        return _refusals[key] = Serialize(Exhausted(spend.Allowance, spend.Window, spend.Limit, state));
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Plan, string Meter, long? Limit, long End), string> _refusals = new();
+
+    /// <summary>The window cannot cover a spend on a <c>tokens</c> meter and the key is claimed: Wallet's debit decides.</summary>
+    private async Task<IResult> PayWithTokensAsync(ConsumeRequest request, SubscriberState state, ConsumeDecision decision, DateTimeOffset now,
+        CancellationToken cancellationToken)
+    {
+        var (allowance, window) = decision is ConsumeDecision.Spend spend
+            ? (spend.Allowance, spend.Window)
+            : (TokenAllowance(request.Meter), UsageWindows.Current(TokenAllowance(request.Meter), state, now));
+        var claim = await store.ClaimAsync(request.IdempotencyKey, window.Start, cancellationToken);
+        WalletDebit debit;
+        try
+        {
+            debit = await wallet.DebitAsync(request.UserId, ConsumePolicy.TokensFor(allowance, request.Quantity), request.IdempotencyKey,
+                $"usage:{request.Meter}:{claim.ConsumptionId}", cancellationToken);
+        }
+        catch (WalletUnavailableException ex)
+        {
+            logger.LogWarning(ex, "Wallet is unavailable for consume {Key}", request.IdempotencyKey);
+            return Problems.Problem(503, "wallet_unavailable", "Purchased tokens cannot be checked right now.",
+                "Nothing was spent; retry with the same idempotency key.");
+        }
+
+        long? remaining = allowance.Limit is { } limit ? Math.Max(0, limit - claim.Used) : null;
+        var (status, answer) = debit switch
+        {
+            WalletDebit.Debited ok => (200, Serialize(new ConsumeAllowed(true, "tokens", remaining, ok.Balance, claim.ConsumptionId.ToString()))),
+            WalletDebit.Insufficient poor => (402, Serialize(InsufficientTokens(allowance, window, state, poor.Balance,
+                ConsumePolicy.TokensFor(allowance, request.Quantity)))),
+            _ => (409, ""),
+        };
+        if (status == 409)
+        {
+            return Problems.Problem(409, "idempotency_conflict", "The idempotency key was used for another debit.",
+                "Wallet holds a debit under this key for another user or amount; use a new key for a new consume.");
+        }
+        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, cancellationToken);
+        return Answer(settled.StatusCode, settled.Answer);
+    }
+
+    private MeterAllowance TokenAllowance(string meter) =>
+        catalog.Plans.Select(p => p.FindMeter(meter)).FirstOrDefault(m => m is not null && ConsumePolicy.WhenExhausted(m) == ExhaustedAction.Tokens)
+        ?? throw new InvalidOperationException($"No plan pays '{meter}' with tokens.");
+
+    private ProblemDetails Exhausted(MeterAllowance allowance, UsageWindow window, long? limit, SubscriberState state) =>
+        ProblemOf(Problems.Problem(402, ConsumePolicy.QuotaExhausted, "The quota is used up.",
+            $"The allowance of '{allowance.Meter}' for this window is used up.", ExhaustedFields(allowance, window, limit, state)));
+
+    private ProblemDetails InsufficientTokens(MeterAllowance allowance, UsageWindow window, SubscriberState state, long balance, long requested)
+    {
+        var fields = ExhaustedFields(allowance, window, allowance.Limit, state);
+        fields["balance"] = balance;
+        fields["requested"] = requested;
+        return ProblemOf(Problems.Problem(402, ConsumePolicy.InsufficientTokens, "Not enough purchased tokens.",
+            $"The allowance of '{allowance.Meter}' for this window cannot cover the spend and the wallet holds {balance} of the {requested} tokens it costs.",
+            fields));
+    }
+
+    private Dictionary<string, object?> ExhaustedFields(MeterAllowance allowance, UsageWindow window, long? limit, SubscriberState state) => new()
+    {
+        ["meter"] = allowance.Meter,
+        ["limit"] = limit,
+        ["resetsAt"] = window.End.UtcDateTime,
+        ["upgrade"] = ConsumePolicy.CanUpgrade(catalog, state.EffectivePlan(catalog).Id, allowance.Meter, limit),
     };
 
-    private static IResult Replay(ConsumeRequest request, StoredConsumption stored)
-    {
-        if (stored.UserId != request.UserId || stored.Meter != request.Meter || stored.Quantity != request.Quantity)
-        {
-            return Problems.Problem(409, "idempotency_conflict", "The idempotency key was used for another consume.",
-                "A consume with this idempotency key had a different userId, meter or quantity; use a new key for a new consume.");
-        }
-        return Answer(stored.StatusCode, stored.Answer);
-    }
+    /// <summary>A 409 when the key was first used for another consume; null when the stored answer applies.</summary>
+    private static IResult? Replay(ConsumeRequest request, SpendResult stored) =>
+        stored.StoredUser != request.UserId || stored.StoredMeter != request.Meter || stored.StoredQuantity != request.Quantity
+            ? Problems.Problem(409, "idempotency_conflict", "The idempotency key was used for another consume.",
+                "A consume with this idempotency key had a different userId, meter or quantity; use a new key for a new consume.")
+            : null;
 
-    private static IResult Answer(int statusCode, string answer) => statusCode == 200
+    internal static IResult Answer(int statusCode, string answer) => statusCode == 200
         ? TypedResults.Content(answer, "application/json", System.Text.Encoding.UTF8, 200)
         : TypedResults.Problem(JsonSerializer.Deserialize<ProblemDetails>(answer, Json)!);
 
-    private static ProblemDetails ProblemOf(IResult result) => ((ProblemHttpResult)result).ProblemDetails;
+    internal static ProblemDetails ProblemOf(IResult result) => ((ProblemHttpResult)result).ProblemDetails;
 
-    private static string Serialize<T>(T value) => JsonSerializer.Serialize(value, Json);
+    internal static string Serialize<T>(T value) => JsonSerializer.Serialize(value, Json);
 }

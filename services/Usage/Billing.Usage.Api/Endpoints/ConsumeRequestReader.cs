@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Billing.Usage.Core.Consuming;
+using Billing.Usage.Core.Reservations;
 
 namespace Billing.Usage.Api.Endpoints;
 
@@ -11,6 +12,37 @@ internal static class ConsumeRequestReader
 {
     public static async Task<(ConsumeRequest? Request, Dictionary<string, string[]> Errors)> ReadAsync(HttpRequest http, CancellationToken cancellationToken)
     {
+        var (request, _, errors) = await ReadAsync(http, withTtl: false, cancellationToken);
+        return (request, errors);
+    }
+
+    /// <summary>A reservation's body: a consume's fields and an optional <c>ttlSeconds</c> (1 to 3600).</summary>
+    public static Task<(ConsumeRequest? Request, int? TtlSeconds, Dictionary<string, string[]> Errors)> ReadReservationAsync(HttpRequest http,
+        CancellationToken cancellationToken) => ReadAsync(http, withTtl: true, cancellationToken);
+
+    /// <summary>A commit's body: <c>{"quantity"}</c>, 0 up to the reserved quantity.</summary>
+    public static async Task<(long? Quantity, Dictionary<string, string[]> Errors)> ReadCommitAsync(HttpRequest http, CancellationToken cancellationToken)
+    {
+        var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
+        try
+        {
+            using var document = await JsonDocument.ParseAsync(http.Body, default, cancellationToken);
+            if (document.RootElement.ValueKind == JsonValueKind.Object && Find(document.RootElement, "quantity", out var q)
+                && q.ValueKind == JsonValueKind.Number && q.TryGetInt64(out var quantity) && quantity is >= 0 and <= ConsumeRequest.MaxQuantity)
+            {
+                return (quantity, errors);
+            }
+        }
+        catch (JsonException)
+        {
+        }
+        errors["quantity"] = [$"The body must be {{\"quantity\": n}} with an integer from 0 to the reserved quantity."];
+        return (null, errors);
+    }
+
+    private static async Task<(ConsumeRequest? Request, int? TtlSeconds, Dictionary<string, string[]> Errors)> ReadAsync(HttpRequest http,
+        bool withTtl, CancellationToken cancellationToken)
+    {
         var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
         JsonDocument document;
         try
@@ -20,7 +52,7 @@ internal static class ConsumeRequestReader
         catch (JsonException)
         {
             errors["body"] = ["The body must be a JSON object: {\"userId\",\"meter\",\"quantity\",\"idempotencyKey\",\"groups\"?}."];
-            return (null, errors);
+            return (null, null, errors);
         }
 
         using (document)
@@ -29,7 +61,7 @@ internal static class ConsumeRequestReader
             if (root.ValueKind != JsonValueKind.Object)
             {
                 errors["body"] = ["The body must be a JSON object."];
-                return (null, errors);
+                return (null, null, errors);
             }
 
             var userId = Text(root, "userId", errors);
@@ -59,7 +91,20 @@ internal static class ConsumeRequestReader
                 }
             }
 
-            return errors.Count > 0 ? (null, errors) : (new ConsumeRequest(userId!, meter!, quantity, key!, groups), errors);
+            int? ttl = null;
+            if (withTtl && Find(root, "ttlSeconds", out var t) && t.ValueKind != JsonValueKind.Null)
+            {
+                if (t.ValueKind == JsonValueKind.Number && t.TryGetInt32(out var seconds) && ReservationRules.IsValidTtl(seconds))
+                {
+                    ttl = seconds;
+                }
+                else
+                {
+                    errors["ttlSeconds"] = [$"An integer from 1 to {ReservationRules.MaxTtlSeconds}."];
+                }
+            }
+
+            return errors.Count > 0 ? (null, null, errors) : (new ConsumeRequest(userId!, meter!, quantity, key!, groups), ttl, errors);
         }
     }
 

@@ -1,4 +1,5 @@
 using Billing.Catalog;
+using Billing.Usage.Api.Spending;
 using Billing.Usage.Core.Subscribers;
 using Dapper;
 using Npgsql;
@@ -23,6 +24,26 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
             $"SELECT {Columns} FROM usage_subjects s WHERE s.user_id = @userId", new { userId }, cancellationToken: cancellationToken));
         return row?.ToState() ?? SubscriberState.New(userId, catalog);
     }
+
+    /// <summary>The subscriber's state and its row's version (-1 when there is no row: the free plan).</summary>
+    public async Task<VersionedSubscriber> GetVersionedAsync(string userId, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        var row = await connection.QuerySingleOrDefaultAsync<SubscriberRow>(new CommandDefinition(
+            $"SELECT {Columns}, s.version AS Version FROM usage_subjects s WHERE s.user_id = @userId", new { userId }, cancellationToken: cancellationToken));
+        return row is null ? new VersionedSubscriber(SubscriberState.New(userId, catalog), -1) : new VersionedSubscriber(row.ToState(), row.Version);
+    }
+
+    /// <summary>Remembers the Stripe customer of the user's subscription (billed overage is reported for it).</summary>
+    public Task RememberCustomerAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string customerId,
+        DateTimeOffset now, CancellationToken cancellationToken) =>
+        connection.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO usage_subjects AS s (user_id, plan_id, stripe_customer_id, updated_at) VALUES (@userId, @plan, @customerId, @now)
+            ON CONFLICT (user_id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id, updated_at = EXCLUDED.updated_at
+            WHERE s.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id
+            """,
+            new { userId, plan = catalog.FreePlan, customerId, now = now.ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
 
     /// <summary>Reads and locks the subscriber's row inside a consumer's transaction, creating it when missing.</summary>
     public async Task<SubscriberState> LockAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, DateTimeOffset now,
@@ -112,6 +133,7 @@ internal sealed class SubscriberRow
     public DateTime? StatusOccurredAt { get; set; }
     public DateTime? SuspendedAt { get; set; }
     public string[] Groups { get; set; } = [];
+    public long Version { get; set; }
 
     public SubscriberState ToState() => new()
     {

@@ -17,6 +17,11 @@ public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscri
         inbox.HandleOnceAsync(messageId, consumer, async (connection, transaction, ct) =>
         {
             var now = clock.GetUtcNow();
+            if (change.CustomerId is { Length: > 0 } customerId)
+            {
+                // Even a stale event names the right customer.
+                await subscribers.RememberCustomerAsync(connection, transaction, change.UserId, customerId, now, ct);
+            }
             if (!await subscribers.AdvanceSequenceAsync(connection, transaction, change.SubscriptionId, change.UserId, change.Sequence, now, ct))
             {
                 logger.LogInformation("Ignored {Subscription} sequence {Sequence}: not newer than the one applied", change.SubscriptionId, change.Sequence);

@@ -28,4 +28,11 @@ public enum ExhaustedAction
 {
     /// <summary>402 <c>quota_exhausted</c>.</summary>
     Block,
+    /// <summary>
+    /// Purchased tokens pay for the whole spend (<c>quantity × tokensPerUnit</c>) through Wallet's debit; a spend is never
+    /// split between the window and tokens, so a refused debit leaves the window exactly as it was.
+    /// </summary>
+    Tokens,
+    /// <summary>Allowed past the limit; the units beyond it are billed overage (Stripe Billing Meter events).</summary>
+    Bill,
 }

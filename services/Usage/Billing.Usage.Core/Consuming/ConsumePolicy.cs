@@ -10,6 +10,7 @@ public static class ConsumePolicy
     public const string NoSubscription = "no_subscription";
     public const string PaymentPastDue = "payment_past_due";
     public const string QuotaExhausted = "quota_exhausted";
+    public const string InsufficientTokens = "insufficient_tokens";
 
     /// <summary>True when some plan of the catalog has the meter (else the request is 400 <c>unknown_meter</c>).</summary>
     public static bool IsKnownMeter(BillingCatalog catalog, string meter) => catalog.Plans.Any(p => p.FindMeter(meter) is not null);
@@ -29,7 +30,7 @@ public static class ConsumePolicy
 
         var plan = state.EffectivePlan(catalog);
         var allowance = plan.FindMeter(meter);
-        if (plan.IsFree && (allowance is null || allowance.Limit == 0))
+        if (plan.IsFree && (allowance is null || (allowance.Limit == 0 && WhenExhausted(allowance) != ExhaustedAction.Tokens)))
         {
             return new ConsumeDecision.Refuse(NoSubscription, "A subscription is needed.",
                 $"The {plan.Name} plan includes no '{meter}'; subscribe to a plan that does.");
@@ -39,11 +40,26 @@ public static class ConsumePolicy
         return new ConsumeDecision.Spend(allowance, UsageWindows.Current(allowance, state, now), allowance.Limit);
     }
 
-    /// <summary>What an allowance that cannot cover the spend leads to. Token and billed overage come later.</summary>
+    /// <summary>What an allowance that cannot cover the spend leads to (the meter's <c>overage</c>).</summary>
     public static ExhaustedAction WhenExhausted(MeterAllowance allowance) => allowance.Overage switch
     {
+        "tokens" => ExhaustedAction.Tokens,
+        "bill" when !string.IsNullOrWhiteSpace(allowance.StripeMeterEventName) => ExhaustedAction.Bill,
         _ => ExhaustedAction.Block,
     };
+
+    /// <summary>Purchased tokens a spend of <paramref name="quantity"/> costs on a <c>tokens</c> meter.</summary>
+    public static long TokensFor(MeterAllowance allowance, long quantity) => checked(quantity * Math.Max(1, allowance.TokensPerUnit));
+
+    /// <summary>
+    /// How a spend on a <c>bill</c> meter divides between the window and billed overage: the window first, the rest
+    /// overage. (The same rule runs inside the database, in <c>usage_consume</c>, where the counter is.)
+    /// </summary>
+    public static (long Quota, long Overage) SplitBilled(long usedBefore, long quantity, long limit)
+    {
+        var quota = Math.Min(quantity, Math.Max(0, limit - usedBefore));
+        return (quota, quantity - quota);
+    }
 
     /// <summary>True when a more expensive plan of the catalog has a larger allowance of the meter.</summary>
     public static bool CanUpgrade(BillingCatalog catalog, string currentPlanId, string meter, long? currentLimit)

@@ -14,6 +14,8 @@ public sealed record SubscriptionChange
     public DateTimeOffset? PeriodEnd { get; init; }
     public required long Sequence { get; init; }
     public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The subscription's Stripe customer, when the event names it (billed overage is reported for it).</summary>
+    public string? CustomerId { get; init; }
     /// <summary>True for SubscriptionEnded: the subscription is over whatever its status says.</summary>
     public bool Ended { get; init; }
 
@@ -28,6 +30,7 @@ public sealed record SubscriptionChange
         UserId = e.UserId,
         SubscriptionId = e.SubscriptionId,
         PlanId = e.PlanId,
+        CustomerId = e.CustomerId,
         Status = e.Status,
         StartedAt = e.StartedAt,
         PeriodStart = e.CurrentPeriodStart,
@@ -41,6 +44,7 @@ public sealed record SubscriptionChange
         UserId = e.UserId,
         SubscriptionId = e.SubscriptionId,
         PlanId = e.PlanId,
+        CustomerId = e.CustomerId,
         Status = e.Status,
         StartedAt = e.StartedAt,
         PeriodStart = e.CurrentPeriodStart,

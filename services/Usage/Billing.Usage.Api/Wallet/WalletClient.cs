@@ -1,0 +1,125 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Billing.Usage.Api.Wallet;
+
+/// <summary>Wallet's answer to a debit.</summary>
+public abstract record WalletDebit
+{
+    private WalletDebit()
+    {
+    }
+
+    public sealed record Debited(long Balance, string TransactionId) : WalletDebit;
+
+    public sealed record Insufficient(long Balance) : WalletDebit;
+
+    /// <summary>Wallet saw the key with another user or amount.</summary>
+    public sealed record Conflict : WalletDebit;
+}
+
+/// <summary>Wallet could not be reached or failed; nothing was spent and the same key may be retried.</summary>
+public sealed class WalletUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Wallet's internal API (<c>POST /internal/wallet/debit</c>, scope billing.usage), reached at <c>Services:wallet</c>.
+/// The debit carries the consume's idempotency key, so Wallet debits once however often it is asked.
+/// </summary>
+public sealed class WalletClient(HttpClient http, ServiceToken token)
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public async Task<WalletDebit> DebitAsync(string userId, long amount, string idempotencyKey, string reference, CancellationToken cancellationToken)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "internal/wallet/debit")
+            {
+                Content = JsonContent.Create(new { userId, amount, idempotencyKey, reference }, options: Json),
+            };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Get());
+            response = await http.SendAsync(request, cancellationToken);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new WalletUnavailableException("Wallet did not answer: " + ex.Message, ex);
+        }
+
+        using (response)
+        {
+            var body = await ReadAsync(response, cancellationToken);
+            switch (response.StatusCode)
+            {
+                case HttpStatusCode.OK when body.TryGetProperty("balance", out var balance):
+                    return new WalletDebit.Debited(balance.GetInt64(),
+                        body.TryGetProperty("transactionId", out var id) ? id.ToString() : "");
+                case HttpStatusCode.PaymentRequired:
+                    return new WalletDebit.Insufficient(body.TryGetProperty("balance", out var left) && left.ValueKind == JsonValueKind.Number ? left.GetInt64() : 0);
+                case HttpStatusCode.Conflict:
+                    return new WalletDebit.Conflict();
+                default:
+                    throw new WalletUnavailableException($"Wallet answered {(int)response.StatusCode} to a debit.");
+            }
+        }
+    }
+
+    private static async Task<JsonElement> ReadAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var text = await response.Content.ReadAsStringAsync(cancellationToken);
+            return text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone();
+        }
+        catch (JsonException)
+        {
+            return default;
+        }
+    }
+}
+
+/// <summary>
+/// The bearer token Usage shows Wallet: <c>Services:walletToken</c> when configured (production: issued by the identity
+/// provider), else a short-lived HS256 token with scope billing.usage signed with the local key.
+/// </summary>
+public sealed class ServiceToken(IConfiguration configuration)
+{
+    private readonly object _gate = new();
+    private (string Token, DateTimeOffset RenewAt)? _current;
+
+    public string Get()
+    {
+        if (configuration["Services:walletToken"] is { Length: > 0 } configured)
+        {
+            return configured;
+        }
+        // Wallet checks a token's lifetime against the real clock, not Billing's (possibly simulated) one.
+        var now = TimeProvider.System.GetUtcNow();
+        lock (_gate)
+        {
+            if (_current is { } c && c.RenewAt > now)
+            {
+                return c.Token;
+            }
+            var key = configuration["BILLING_JWT_SIGNING_KEY"]
+                ?? throw new InvalidOperationException("No Services:walletToken and no BILLING_JWT_SIGNING_KEY: Usage cannot call Wallet.");
+            var token = new JsonWebTokenHandler { SetDefaultTimesOnTokenCreation = false }.CreateToken(new SecurityTokenDescriptor
+            {
+                Issuer = configuration["BILLING_JWT_ISSUER"] is { Length: > 0 } i ? i : "billing-local",
+                Audience = configuration["BILLING_JWT_AUDIENCE"] is { Length: > 0 } a ? a : "billing",
+                Claims = new Dictionary<string, object> { ["sub"] = "svc-usage", ["scope"] = "billing.usage" },
+                IssuedAt = now.UtcDateTime,
+                NotBefore = now.UtcDateTime.AddSeconds(-5),
+                Expires = now.UtcDateTime.AddMinutes(10),
+                SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(key)), SecurityAlgorithms.HmacSha256),
+            });
+            _current = (token, now.AddMinutes(5));
+            return token;
+        }
+    }
+}

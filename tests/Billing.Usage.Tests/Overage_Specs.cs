@@ -1,0 +1,182 @@
+using System.Net;
+using System.Text.Json;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+
+namespace Billing.Usage.Tests;
+
+/// <summary>Catalogs/overage-catalog.json: <c>api.credit</c> pays with purchased tokens (10 a unit) past Pro's 5 a month.</summary>
+[TestFixture]
+[NonParallelizable]
+public class Paying_with_purchased_tokens
+{
+    private static UsageHost Host => Hosts.Overage;
+
+    private static void WalletAnswers(string user, int status, object body) =>
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", status == 200 ? "application/json" : "application/problem+json")
+                .WithBodyAsJson(body));
+
+    private static int DebitsOf(string user) =>
+        Host.Stubs.LogEntries.Count(e => e.RequestMessage.Path == "/internal/wallet/debit" && (e.RequestMessage.Body ?? "").Contains(user));
+
+    private static async Task<string> ProUserAsync()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+        return user;
+    }
+
+    [Test]
+    public async Task The_window_pays_first_then_Wallet_debits_the_whole_spend_once_under_the_same_key()
+    {
+        var user = await ProUserAsync();
+        WalletAnswers(user, 200, new { debited = true, balance = 970, transactionId = "tx-1" });
+        var (quota, fromQuota) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 4, meter: "api.credit");
+        Assert.That(quota, Is.EqualTo(HttpStatusCode.OK), fromQuota.ToString());
+        Assert.That(fromQuota.GetProperty("source").GetString(), Is.EqualTo("quota"));
+        Assert.That(DebitsOf(user), Is.Zero);
+
+        var key = UsageHost.NewKey();
+        var (status, body) = await Host.ConsumeAsync(user, key, quantity: 3, meter: "api.credit");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("source").GetString(), Is.EqualTo("tokens"));
+        Assert.That(body.GetProperty("tokenBalance").GetInt64(), Is.EqualTo(970));
+        Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(1), "not split: the window keeps its last unit");
+        var debit = JsonDocument.Parse(Host.Stubs.LogEntries.Last(e => e.RequestMessage.Path == "/internal/wallet/debit").RequestMessage.Body!).RootElement;
+        Assert.That((debit.GetProperty("amount").GetInt64(), debit.GetProperty("idempotencyKey").GetString()), Is.EqualTo((30L, key)));
+        Assert.That(Host.Stubs.LogEntries.Last().RequestMessage.Headers!["Authorization"].Single(), Does.StartWith("Bearer "));
+
+        var (again, againBody) = await Host.ConsumeAsync(user, key, quantity: 3, meter: "api.credit");
+        Assert.That(again, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(againBody.ToString(), Is.EqualTo(body.ToString()));
+        Assert.That(DebitsOf(user), Is.EqualTo(1), "the retry is answered from the record, Wallet is not asked again");
+        Assert.That((await Host.MeterAsync(user, "api.credit")).GetProperty("used").GetInt64(), Is.EqualTo(4));
+    }
+
+    [Test]
+    public async Task Too_few_tokens_is_402_insufficient_tokens_with_the_quotas_fields()
+    {
+        var user = await ProUserAsync();
+        WalletAnswers(user, 402, new { code = "insufficient_tokens", balance = 12, status = 402, title = "Not enough tokens." });
+        var (status, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 6, meter: "api.credit");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired), problem.ToString());
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("insufficient_tokens"));
+        Assert.That(problem.GetProperty("balance").GetInt64(), Is.EqualTo(12));
+        Assert.That(problem.GetProperty("limit").GetInt64(), Is.EqualTo(5));
+        Assert.That(problem.GetProperty("meter").GetString(), Is.EqualTo("api.credit"));
+        Assert.That(problem.TryGetProperty("resetsAt", out _), Is.True);
+        Assert.That((await Host.MeterAsync(user, "api.credit")).GetProperty("used").GetInt64(), Is.Zero);
+    }
+
+    [Test]
+    public async Task Wallet_unreachable_is_503_spends_nothing_and_the_same_key_can_be_retried()
+    {
+        var user = await ProUserAsync();
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .AtPriority(1).RespondWith(Response.Create().WithStatusCode(500));
+        var key = UsageHost.NewKey();
+        var (status, problem) = await Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.ServiceUnavailable), problem.ToString());
+        Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("wallet_unavailable"));
+        Assert.That(await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE user_id = @user AND allowed", new { user }), Is.Zero);
+
+        Host.Stubs.ResetMappings();
+        WalletAnswers(user, 200, new { debited = true, balance = 40, transactionId = "tx-2" });
+        var (retried, body) = await Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+        Assert.That(retried, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("source").GetString(), Is.EqualTo("tokens"));
+    }
+
+    [Test]
+    public async Task A_free_user_pays_every_credit_with_tokens()
+    {
+        var user = UsageHost.NewUser();
+        WalletAnswers(user, 200, new { debited = true, balance = 90, transactionId = "tx-3" });
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "api.credit");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("source").GetString(), Is.EqualTo("tokens"));
+    }
+}
+
+/// <summary>Catalogs/overage-catalog.json: Pro's <c>chat.message</c> is billed past 3 a day (Stripe meter event <c>chat_messages_overage</c>).</summary>
+[TestFixture]
+[NonParallelizable]
+public class Billing_overage_through_Stripe_meter_events
+{
+    private static UsageHost Host => Hosts.Overage;
+
+    private static IEnumerable<IDictionary<string, string>> MeterEventsFor(string customer) =>
+        Host.Stubs.LogEntries
+            .Where(e => e.RequestMessage.Path == "/v1/billing/meter_events" && (e.RequestMessage.Body ?? "").Contains(customer))
+            .Select(e => (IDictionary<string, string>)System.Web.HttpUtility.ParseQueryString(e.RequestMessage.Body!)
+                .AllKeys.ToDictionary(k => k!, k => System.Web.HttpUtility.ParseQueryString(e.RequestMessage.Body!)[k]!));
+
+    [Test]
+    public async Task Spends_past_the_limit_are_allowed_recorded_and_reported_once_with_the_consumption_id()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meter_events").UsingPost())
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBody("""{"object":"billing.meter_event","event_name":"chat_messages_overage","identifier":"x","payload":{},"timestamp":1,"created":1,"livemode":false}"""));
+
+        var (first, quota) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 2, meter: "chat.message");
+        Assert.That(quota.GetProperty("source").GetString(), Is.EqualTo("quota"), quota.ToString());
+        var key = UsageHost.NewKey();
+        var (status, body) = await Host.ConsumeAsync(user, key, quantity: 4, meter: "chat.message");
+        Assert.That((first, status), Is.EqualTo((HttpStatusCode.OK, HttpStatusCode.OK)), body.ToString());
+        Assert.That(body.GetProperty("source").GetString(), Is.EqualTo("overage"));
+        Assert.That(body.GetProperty("remaining").GetInt64(), Is.Zero);
+        Assert.That((await Host.ConsumeAsync(user, key, quantity: 4, meter: "chat.message")).Body.ToString(), Is.EqualTo(body.ToString()));
+
+        var consumptionId = body.GetProperty("consumptionId").GetString()!;
+        await UsageHost.EventuallyAsync(() => Task.FromResult(MeterEventsFor(activated.CustomerId).Any()), TimeSpan.FromSeconds(10));
+        var sent = MeterEventsFor(activated.CustomerId).ToList();
+        Assert.That(sent, Has.Count.EqualTo(1));
+        Assert.That(sent[0]["identifier"], Is.EqualTo(consumptionId));
+        Assert.That(sent[0]["event_name"], Is.EqualTo("chat_messages_overage"));
+        Assert.That(sent[0]["payload[value]"], Is.EqualTo("3"), "2 + 4 against 3: three units past the limit");
+        await UsageHost.EventuallyAsync(async () =>
+            await Host.ScalarAsync("SELECT count(*) FROM usage_overage WHERE user_id = @user AND reported_at IS NOT NULL", new { user }) == 1);
+    }
+
+    [Test]
+    public async Task A_failing_Stripe_is_retried_and_an_already_known_identifier_counts_as_reported()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meter_events").UsingPost().WithBody(b => b != null && b.Contains(activated.CustomerId)))
+            .InScenario(user).WillSetStateTo("failed once")
+            .RespondWith(Response.Create().WithStatusCode(500).WithBody("""{"error":{"type":"api_error","message":"boom"}}"""));
+        Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meter_events").UsingPost().WithBody(b => b != null && b.Contains(activated.CustomerId)))
+            .InScenario(user).WhenStateIs("failed once")
+            .RespondWith(Response.Create().WithStatusCode(400).WithHeader("Content-Type", "application/json")
+                .WithBody("""{"error":{"type":"invalid_request_error","message":"An event already exists with identifier x.","param":"identifier"}}"""));
+
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 5, meter: "chat.message");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        await UsageHost.EventuallyAsync(async () =>
+            await Host.ScalarAsync("SELECT count(*) FROM usage_overage WHERE user_id = @user AND reported_at IS NOT NULL", new { user }) == 1,
+            TimeSpan.FromSeconds(20));
+        Assert.That(MeterEventsFor(activated.CustomerId).Count(), Is.GreaterThanOrEqualTo(2));
+        Assert.That(MeterEventsFor(activated.CustomerId).Select(e => e["identifier"]).Distinct().Single(), Is.EqualTo(body.GetProperty("consumptionId").GetString()));
+    }
+
+    [Test]
+    public async Task A_reservation_on_a_billed_meter_bills_only_the_committed_units_past_the_limit()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        var (status, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 10, meter: "chat.message");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), reserved.ToString());
+        Assert.That(reserved.GetProperty("source").GetString(), Is.EqualTo("overage"));
+        var (committed, body) = await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "commit", 5);
+        Assert.That(committed, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(await Host.ScalarAsync("SELECT quantity FROM usage_overage WHERE user_id = @user", new { user }), Is.EqualTo(2));
+        Assert.That((await Host.MeterAsync(user, "chat.message")).GetProperty("used").GetInt64(), Is.EqualTo(5));
+    }
+}

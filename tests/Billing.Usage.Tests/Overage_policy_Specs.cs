@@ -1,0 +1,55 @@
+using Billing.Catalog;
+using Billing.Usage.Core.Consuming;
+using Billing.Usage.Core.Reservations;
+using Billing.Usage.Core.Subscribers;
+
+namespace Billing.Usage.Tests;
+
+[TestFixture]
+public class Overage_policy
+{
+    private static MeterAllowance Meter(string overage, string? eventName = null, long tokensPerUnit = 1) =>
+        new() { Meter = "m", Limit = 5, Overage = overage, StripeMeterEventName = eventName, TokensPerUnit = tokensPerUnit };
+
+    [Test]
+    public void Each_overage_policy_leads_to_its_action()
+    {
+        Assert.That(ConsumePolicy.WhenExhausted(Meter("block")), Is.EqualTo(ExhaustedAction.Block));
+        Assert.That(ConsumePolicy.WhenExhausted(Meter("tokens")), Is.EqualTo(ExhaustedAction.Tokens));
+        Assert.That(ConsumePolicy.WhenExhausted(Meter("bill", "ev")), Is.EqualTo(ExhaustedAction.Bill));
+        Assert.That(ConsumePolicy.WhenExhausted(Meter("bill")), Is.EqualTo(ExhaustedAction.Block), "no event name: nothing to bill with");
+    }
+
+    [Test]
+    public void A_token_spend_costs_quantity_times_tokens_per_unit() =>
+        Assert.That(ConsumePolicy.TokensFor(Meter("tokens", tokensPerUnit: 1500), 3), Is.EqualTo(4500));
+
+    [TestCase(0, 3, 5, 3, 0)]
+    [TestCase(4, 3, 5, 1, 2)]
+    [TestCase(5, 3, 5, 0, 3)]
+    [TestCase(9, 2, 5, 0, 2)]
+    public void A_billed_spend_takes_the_window_first_and_the_rest_is_overage(long usedBefore, long quantity, long limit, long quota, long overage) =>
+        Assert.That(ConsumePolicy.SplitBilled(usedBefore, quantity, limit), Is.EqualTo((quota, overage)));
+
+    [Test]
+    public void A_free_plan_that_pays_with_tokens_needs_no_subscription()
+    {
+        var catalog = new BillingCatalog
+        {
+            FreePlan = "free",
+            Plans = [new Plan { Id = "free", Name = "Free", Meters = [new MeterAllowance { Meter = "api.credit", Limit = 0, Overage = "tokens" }] }],
+        };
+        var decision = ConsumePolicy.Decide(catalog, SubscriberState.New("u", catalog), "api.credit", [], DateTimeOffset.UtcNow);
+        Assert.That(decision, Is.TypeOf<ConsumeDecision.Spend>());
+    }
+
+    [Test]
+    public void A_reservation_lives_300_seconds_unless_asked_and_at_most_an_hour()
+    {
+        var now = new DateTimeOffset(2026, 1, 31, 23, 59, 0, TimeSpan.Zero);
+        Assert.That(ReservationRules.ExpiresAt(now, null), Is.EqualTo(now.AddSeconds(300)));
+        Assert.That(ReservationRules.IsValidTtl(3600), Is.True);
+        Assert.That(ReservationRules.IsValidTtl(3601), Is.False);
+        Assert.That(ReservationRules.IsValidTtl(0), Is.False);
+    }
+}
