@@ -219,12 +219,23 @@ public class The_learning_communitys_quarterly_trial
         Assert.That(pack.GetProperty("amount").GetInt64(), Is.EqualTo(500));
         await StripeView.AssertBillingMatchesStripeAsync(api, user);
 
+        // The pack stacks on the tier: once the month's 100 uploads are spent, an upload costs 1,500 tokens.
+        using var service = Api.Gateway(Tokens.Service());
+        var (allowance, spent, _) = await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.upload", 100));
+        Assert.That(allowance, Is.EqualTo(HttpStatusCode.OK), spent.ToString());
+        Assert.That(spent.GetProperty("source").GetString(), Is.EqualTo("quota"));
+        var (overage, fromTokens, _) = await service.PostAsync("/api/usage/consume", Seed.Consume(user, "ai.upload", 1));
+        Assert.That(overage, Is.EqualTo(HttpStatusCode.OK), fromTokens.ToString());
+        Assert.That(fromTokens.GetProperty("source").GetString(), Is.EqualTo("tokens"));
+        Assert.That(fromTokens.GetProperty("tokenBalance").GetInt64(), Is.EqualTo(98_500));
+        Assert.That((await api.GetAsync("/api/wallet/me")).Body.GetProperty("balance").GetInt64(), Is.EqualTo(98_500));
+
         // Refunding the pack claws its tokens back (Wallet follows Stripe's charge.refunded).
         using var admin = Api.Gateway(Tokens.Admin());
         var (refunded, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId = pack.GetProperty("id").GetString() });
         Assert.That(refunded, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 0, "the claw-back");
         var ledger = (await api.GetAsync("/api/wallet/me/transactions")).Body.GetProperty("items");
-        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "purchase" }));
+        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "debit", "purchase" }));
     }
 }
