@@ -118,6 +118,7 @@ stack_start_one() {
     exec env "${envs[@]}" dotnet "$dll.dll" --urls "http://127.0.0.1:$port" >> "$log" 2>&1 < /dev/null
   ) &
   echo $! > "$pidfile"
+  disown "$!" 2>/dev/null || true # stopped by PID, not as a job of this shell
 }
 
 stack_start() {

@@ -229,6 +229,8 @@ public class The_learning_communitys_quarterly_trial
         Assert.That(fromTokens.GetProperty("source").GetString(), Is.EqualTo("tokens"));
         Assert.That(fromTokens.GetProperty("tokenBalance").GetInt64(), Is.EqualTo(98_500));
         Assert.That((await api.GetAsync("/api/wallet/me")).Body.GetProperty("balance").GetInt64(), Is.EqualTo(98_500));
+        Assert.That((await api.GetAsync("/api/usage/me")).Body.GetProperty("tokens").GetProperty("balance").GetInt64(), Is.EqualTo(98_500),
+            "the usage view shows the balance after the debit");
 
         // Refunding the pack claws its tokens back (Wallet follows Stripe's charge.refunded).
         using var admin = Api.Gateway(Tokens.Admin());

@@ -20,7 +20,7 @@ public sealed class StripeCalls
 {
     private readonly ResiliencePipeline _pipeline;
 
-    public StripeCalls(ILogger<StripeCalls> logger, int retries = 3)
+    public StripeCalls(ILogger<StripeCalls> logger, int retries = 3, TimeSpan? timeout = null)
     {
         var builder = new ResiliencePipelineBuilder();
         if (retries > 0)
@@ -39,7 +39,7 @@ public sealed class StripeCalls
                 },
             });
         }
-        _pipeline = builder.AddTimeout(TimeSpan.FromSeconds(15)).Build();
+        _pipeline = builder.AddTimeout(timeout ?? TimeSpan.FromSeconds(15)).Build();
     }
 
     /// <summary>Runs <paramref name="call"/> with retries; throws <see cref="StripeUnavailableException"/> when Stripe stays down.</summary>

@@ -24,6 +24,7 @@ public static class StripeExtensions
         }
         var apiBase = builder.Configuration["STRIPE_API_BASE"] is { Length: > 0 } b ? b.TrimEnd('/') : null;
         var retries = int.TryParse(builder.Configuration["STRIPE_RETRIES"], out var r) ? r : 3;
+        var timeout = TimeSpan.FromSeconds(double.TryParse(builder.Configuration["STRIPE_TIMEOUT_SECONDS"], System.Globalization.CultureInfo.InvariantCulture, out var t) && t > 0 ? t : 15);
         var settings = new StripeSettings(key, apiBase, builder.Configuration["STRIPE_WEBHOOK_SECRET"]);
         builder.Services.AddSingleton(settings);
         builder.Services.AddSingleton<IStripeClient>(_ =>
@@ -31,7 +32,7 @@ public static class StripeExtensions
             var options = new StripeClientOptions
             {
                 ApiKey = key,
-                HttpClient = new SystemNetHttpClient(new HttpClient { Timeout = TimeSpan.FromSeconds(20) }, maxNetworkRetries: 0),
+                HttpClient = new SystemNetHttpClient(new HttpClient { Timeout = timeout + TimeSpan.FromSeconds(5) }, maxNetworkRetries: 0),
             };
             if (apiBase is not null)
             {
@@ -42,7 +43,7 @@ public static class StripeExtensions
             }
             return new StripeClient(options);
         });
-        builder.Services.AddSingleton(sp => new StripeCalls(sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<StripeCalls>>(), retries));
+        builder.Services.AddSingleton(sp => new StripeCalls(sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<StripeCalls>>(), retries, timeout));
         return builder;
     }
 }

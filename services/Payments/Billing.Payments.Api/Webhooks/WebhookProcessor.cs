@@ -15,6 +15,8 @@ public sealed class WebhookProcessorOptions
     public int Parallelism { get; set; } = 4;
     /// <summary>Longest wait between two attempts of one event.</summary>
     public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromMinutes(10);
+    /// <summary>How long to wait for a new event's NOTIFY before looking for due retries anyway.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>
@@ -42,7 +44,7 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
                 var processed = await ProcessDueAsync(stoppingToken);
                 if (processed == 0)
                 {
-                    await listener.WaitAsync(TimeSpan.FromSeconds(1), stoppingToken);
+                    await listener.WaitAsync(options.PollInterval, stoppingToken);
                 }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -57,7 +59,7 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
                     await listener.DisposeAsync();
                     listener = null;
                 }
-                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
+                await Task.Delay(options.PollInterval, stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
             }
         }
         if (listener is not null)
@@ -117,6 +119,17 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
         }
     }
 
+    /// <summary>
+    /// What admins see as the event's last error. A Stripe answer that was not Stripe's error shape (an HTML page, a
+    /// truncated body) is cut short: its body may carry customer data and is of no use in a list.
+    /// </summary>
+    private static string Describe(Exception error) => error switch
+    {
+        global::Stripe.StripeException { StripeError.Type: null } s =>
+            $"StripeException (HTTP {(int)s.HttpStatusCode}): {(s.Message.Length > 200 ? s.Message[..200] + "…" : s.Message)}",
+        _ => error.GetType().Name + ": " + error.Message,
+    };
+
     private async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
     {
         await using var connection = await dataSource.OpenConnectionAsync(ct);
@@ -127,7 +140,7 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
                 next_attempt_at = now() + LEAST(make_interval(secs => power(2, attempts)), make_interval(secs => @maxBackoff))
             WHERE id = @id
             RETURNING attempts
-            """, new { id, error = error.GetType().Name + ": " + error.Message, max = options.MaxAttempts, maxBackoff = options.MaxBackoff.TotalSeconds },
+            """, new { id, error = Describe(error), max = options.MaxAttempts, maxBackoff = options.MaxBackoff.TotalSeconds },
             cancellationToken: ct));
         if (attempts >= options.MaxAttempts)
         {
