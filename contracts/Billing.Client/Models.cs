@@ -1,0 +1,67 @@
+using System.Text.Json.Serialization;
+
+namespace Billing.Client;
+
+/// <summary>How an allowed spend was paid for.</summary>
+public static class ConsumeSources
+{
+    /// <summary>From the plan's allowance in the current window.</summary>
+    public const string Quota = "quota";
+    /// <summary>From purchased tokens (the window was used up and the meter's overage is <c>tokens</c>).</summary>
+    public const string Tokens = "tokens";
+    /// <summary>The user has unlimited access (an <c>unlimitedGroups</c> member); nothing was counted.</summary>
+    public const string Unlimited = "unlimited";
+    /// <summary>Billed as metered overage.</summary>
+    public const string Overage = "overage";
+}
+
+/// <summary>The answer to an allowed consume (HTTP 200).</summary>
+/// <param name="Allowed">Always true here; refusals are <see cref="BillingRefusedException"/> or <see cref="ConsumeOutcome.Refusal"/>.</param>
+/// <param name="Source">One of <see cref="ConsumeSources"/>.</param>
+/// <param name="Remaining">What is left in the window; null when unlimited.</param>
+/// <param name="TokenBalance">Purchased tokens left.</param>
+/// <param name="ConsumptionId">Billing's id of this spend (the same for a retried idempotency key).</param>
+public sealed record ConsumeResult(bool Allowed, string Source, long? Remaining, long TokenBalance, string? ConsumptionId);
+
+/// <summary>What a 402 says: why the user may not spend, and what would help.</summary>
+/// <param name="Code"><c>quota_exhausted</c>, <c>no_subscription</c>, <c>payment_past_due</c> or <c>insufficient_tokens</c>.</param>
+/// <param name="Meter">The meter asked for.</param>
+/// <param name="Limit">The window's limit, when there is one.</param>
+/// <param name="ResetsAt">When the window starts again.</param>
+/// <param name="Upgrade">True when a plan with a larger allowance exists.</param>
+/// <param name="Title">The problem's title, for people.</param>
+/// <param name="Detail">The problem's detail, for people.</param>
+/// <param name="Balance">Tokens in the wallet (<c>insufficient_tokens</c>).</param>
+/// <param name="Requested">Tokens the spend would have cost (<c>insufficient_tokens</c>).</param>
+public sealed record BillingRefusal(string Code, string? Meter, long? Limit, DateTimeOffset? ResetsAt, bool Upgrade, string? Title, string? Detail,
+    long? Balance = null, long? Requested = null);
+
+/// <summary>The result of <see cref="BillingClient.TryConsumeAsync"/>: allowed with a <see cref="Result"/>, or refused with a <see cref="Refusal"/>.</summary>
+public sealed record ConsumeOutcome(ConsumeResult? Result, BillingRefusal? Refusal)
+{
+    /// <summary>True when the spend was allowed.</summary>
+    [JsonIgnore]
+    public bool Allowed => Result is not null;
+}
+
+/// <summary>One meter of a user's usage or entitlements.</summary>
+public sealed record MeterUsage(string Meter, long? Limit, long Used, long? Remaining, string? Window, DateTimeOffset? ResetsAt, bool Unlimited);
+
+/// <summary>The wallet part of <c>GET /api/usage/me</c>.</summary>
+public sealed record TokenBalance(long Balance);
+
+/// <summary><c>GET /api/usage/me</c>: the signed-in user's meters and token balance.</summary>
+public sealed record UsageSnapshot(IReadOnlyList<MeterUsage> Meters, TokenBalance? Tokens);
+
+/// <summary><c>GET /api/entitlements/{userId}</c>: plan, features, numeric limits (null = unlimited) and meters.</summary>
+public sealed record Entitlements(string PlanId, IReadOnlyList<string> Features, IReadOnlyDictionary<string, long?> Limits, IReadOnlyList<MeterUsage> Meters)
+{
+    /// <summary>True when the plan includes the feature.</summary>
+    public bool Has(string feature) => Features.Contains(feature, StringComparer.Ordinal);
+}
+
+/// <summary>What <c>POST /api/usage/reservations</c> answered.</summary>
+public sealed record ReservationInfo(string ReservationId, DateTimeOffset ExpiresAt, string? Meter, long Quantity, string? Source, long? Remaining);
+
+/// <summary>What a commit or release answered: how much was spent and how much went back to the window.</summary>
+public sealed record ReservationSettlement(string ReservationId, long Committed, long Released, long? Remaining);
