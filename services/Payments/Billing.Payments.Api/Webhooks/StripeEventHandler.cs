@@ -129,7 +129,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
 
     private async Task InvoicePaidAsync(NpgsqlConnection c, NpgsqlTransaction tx, string invoiceId, StoredEvent e, CancellationToken ct)
     {
-        var invoice = await calls.RunAsync(t => new InvoiceService(stripe).GetAsync(invoiceId, cancellationToken: t), ct);
+        // One call for the invoice and its payments (Stripe's expand), one for the payment intent and its charge.
+        var invoice = await calls.RunAsync(t => new InvoiceService(stripe).GetAsync(invoiceId,
+            new InvoiceGetOptions { Expand = ["payments"] }, cancellationToken: t), ct);
         if (invoice.Status != "paid")
         {
             logger.LogInformation("invoice.paid {Event} for {Invoice}, which Stripe now says is {Status}: nothing to do", e.Id, invoiceId, invoice.Status);
@@ -143,7 +145,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             subscription = await SyncSubscriptionAsync(c, tx, subscriptionId, e, ct);
         }
         var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
-        var (paymentIntentId, chargeId, receiptUrl) = await PaymentOfInvoiceAsync(invoice.Id, ct);
+        var (paymentIntentId, chargeId, receiptUrl) = await PaymentOfInvoiceAsync(invoice, ct);
         var line = invoice.Lines?.Data?.FirstOrDefault();
         var periodStart = Utc(line?.Period?.Start ?? invoice.PeriodStart);
         var periodEnd = Utc(line?.Period?.End ?? invoice.PeriodEnd);
@@ -314,10 +316,11 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             ?? throw new InvalidOperationException($"Customer {customerId} carries no userId metadata: not one of Billing's customers.");
     }
 
-    private async Task<(string? PaymentIntentId, string? ChargeId, string? ReceiptUrl)> PaymentOfInvoiceAsync(string invoiceId, CancellationToken ct)
+    private async Task<(string? PaymentIntentId, string? ChargeId, string? ReceiptUrl)> PaymentOfInvoiceAsync(Invoice invoice, CancellationToken ct)
     {
-        var payments = await calls.RunAsync(t => new InvoicePaymentService(stripe).ListAsync(new InvoicePaymentListOptions { Invoice = invoiceId }, cancellationToken: t), ct);
-        var paymentIntentId = payments.Data.Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
+        var payments = invoice.Payments?.Data
+            ?? (await calls.RunAsync(t => new InvoicePaymentService(stripe).ListAsync(new InvoicePaymentListOptions { Invoice = invoice.Id }, cancellationToken: t), ct)).Data;
+        var paymentIntentId = payments.Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
         if (paymentIntentId is null)
         {
             return (null, null, null);
@@ -328,12 +331,14 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
 
     private async Task<(string? ChargeId, string? ReceiptUrl)> ChargeOfPaymentIntentAsync(string paymentIntentId, CancellationToken ct)
     {
-        var intent = await calls.RunAsync(t => new PaymentIntentService(stripe).GetAsync(paymentIntentId, cancellationToken: t), ct);
+        var intent = await calls.RunAsync(t => new PaymentIntentService(stripe).GetAsync(paymentIntentId,
+            new PaymentIntentGetOptions { Expand = ["latest_charge"] }, cancellationToken: t), ct);
         if (intent.LatestChargeId is null)
         {
             return (null, null);
         }
-        var charge = await calls.RunAsync(t => new ChargeService(stripe).GetAsync(intent.LatestChargeId, cancellationToken: t), ct);
+        var charge = intent.LatestCharge
+            ?? await calls.RunAsync(t => new ChargeService(stripe).GetAsync(intent.LatestChargeId, cancellationToken: t), ct);
         return (charge.Id, charge.ReceiptUrl);
     }
 
