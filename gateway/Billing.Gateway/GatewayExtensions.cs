@@ -1,14 +1,36 @@
 using System.Text.Json;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Transforms;
 
 namespace Billing.Gateway;
 
 internal static class GatewayExtensions
 {
+    /// <summary>
+    /// Headers some proxies and platforms use to carry an authenticated identity. Billing reads identity only from the
+    /// validated token; these are dropped so that no service (or something behind it) could ever be fooled by them.
+    /// </summary>
+    public static readonly string[] IdentityHeaders =
+    [
+        "X-User-Id", "X-User", "X-User-Email", "X-User-Groups", "X-Email", "X-Groups", "X-Scope", "X-Roles",
+        "X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Remote-User", "Remote-User",
+        "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups", "X-Authenticated-User",
+        "X-Authenticated-Userid", "X-Userinfo", "X-MS-CLIENT-PRINCIPAL", "X-MS-CLIENT-PRINCIPAL-ID",
+        "X-MS-CLIENT-PRINCIPAL-NAME", "X-Billing-User", "X-Billing-Scope",
+    ];
+
     public static WebApplicationBuilder AddGatewayProxy(this WebApplicationBuilder builder)
     {
-        builder.Services.AddReverseProxy().LoadFromConfig(builder.Configuration.GetSection("ReverseProxy"));
+        builder.Services.AddReverseProxy()
+            .LoadFromConfig(builder.Configuration.GetSection("ReverseProxy"))
+            .AddTransforms(context =>
+            {
+                foreach (var header in IdentityHeaders)
+                {
+                    context.AddRequestHeaderRemove(header);
+                }
+            });
         builder.Services.AddHttpClient(ServicesReadyCheck.HttpClientName, c => c.Timeout = TimeSpan.FromSeconds(3));
         builder.Services.AddHealthChecks().AddCheck<ServicesReadyCheck>("services", tags: ["ready"]);
         return builder;

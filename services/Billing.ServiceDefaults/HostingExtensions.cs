@@ -12,6 +12,8 @@ public static class HostingExtensions
     public static WebApplicationBuilder AddServiceDefaults(this WebApplicationBuilder builder, string serviceName)
     {
         builder.AddBillingTelemetry(serviceName);
+        builder.AddBillingLogging();
+        builder.Services.AddBillingForwardedHeaders(builder.Configuration);
         BillingClock.AddBillingClock(builder);
         builder.Services.AddBillingProblemDetails();
         builder.AddBillingAuthentication();
@@ -22,9 +24,11 @@ public static class HostingExtensions
         return builder;
     }
 
-    /// <summary>Error handling and auth middleware, in the order they must run.</summary>
+    /// <summary>Forwarded headers, correlation id, error handling and auth middleware, in the order they must run.</summary>
     public static WebApplication UseServiceDefaults(this WebApplication app)
     {
+        app.UseForwardedHeaders();
+        app.UseCorrelationId();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseAuthentication();

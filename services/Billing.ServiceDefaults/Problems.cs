@@ -28,6 +28,10 @@ public static class Problems
         {
             context.ProblemDetails.Instance ??= context.HttpContext.Request.Path;
             context.ProblemDetails.Extensions.TryAdd("traceId", Activity.Current?.TraceId.ToString() ?? context.HttpContext.TraceIdentifier);
+            if (CorrelationId.Get(context.HttpContext) is { } correlationId)
+            {
+                context.ProblemDetails.Extensions.TryAdd("correlationId", correlationId);
+            }
             if (!context.ProblemDetails.Extensions.ContainsKey("code"))
             {
                 context.ProblemDetails.Extensions["code"] = context.ProblemDetails.Status switch
@@ -62,6 +66,9 @@ internal sealed class BadRequestExceptionHandler(IProblemDetailsService problems
         {
             BadHttpRequestException bad => (bad.StatusCode, bad.StatusCode == 413 ? "The request body is too large." : "The request is not valid.", (string?)null),
             System.Text.Json.JsonException => (400, "The request body is not valid JSON.", null),
+            // Text PostgreSQL cannot store (a NUL character): the client's input, and the transaction rolled back.
+            Npgsql.PostgresException { SqlState: Npgsql.PostgresErrorCodes.CharacterNotInRepertoire or Npgsql.PostgresErrorCodes.UntranslatableCharacter }
+                => (400, "The request contains characters that cannot be stored (such as NUL).", "invalid_characters"),
             Stripe.StripeUnavailableException => (503, "Stripe is unavailable right now; nothing was changed. Try again shortly.", "stripe_unavailable"),
             global::Stripe.StripeException => (502, "Stripe refused the request.", "stripe_error"),
             _ => (0, "", null),

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
@@ -17,6 +18,33 @@ public static class BillingTelemetry
 
 internal static class TelemetryExtensions
 {
+    /// <summary>
+    /// Console logs carry their scopes (trace id, span id, correlation id). <c>BILLING_LOG_FORMAT=json</c> writes one JSON
+    /// object per line (containers, log shippers); anything else the readable single-line format.
+    /// </summary>
+    public static void AddBillingLogging(this WebApplicationBuilder builder)
+    {
+        if (string.Equals(builder.Configuration["BILLING_LOG_FORMAT"], "json", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.IncludeScopes = true;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            });
+        }
+        else
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.IncludeScopes = true;
+                o.SingleLine = true;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            });
+        }
+    }
+
     public static void AddBillingTelemetry(this WebApplicationBuilder builder, string serviceName)
     {
         builder.Services.Configure<Microsoft.Extensions.Logging.LoggerFactoryOptions>(o => o.ActivityTrackingOptions =
@@ -38,6 +66,12 @@ internal static class TelemetryExtensions
                 .AddMeter("MassTransit")
                 .AddMeter("Npgsql")
                 .AddMeter(BillingTelemetry.Prefix + ".*"));
+
+        otel.WithLogging(configureBuilder: null, configureOptions: o =>
+        {
+            o.IncludeScopes = true;
+            o.IncludeFormattedMessage = true;
+        });
 
         if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
         {

@@ -20,6 +20,9 @@ public sealed class RabbitMqSettings
 /// <summary>The MassTransit RabbitMQ bus every service shares, plus our Dapper outbox relay.</summary>
 public static class BusExtensions
 {
+    /// <summary>Retries of one message before it goes to the <c>_error</c> queue.</summary>
+    internal const int RetryLimit = 6;
+
     /// <summary>
     /// Adds the bus with queues named <c>{QueuePrefix}{service}-{consumer}</c> in kebab case, one global retry policy,
     /// error queues (MassTransit's <c>_error</c>), a readiness check named <c>broker</c>, and the outbox relay.
@@ -37,7 +40,7 @@ public static class BusExtensions
             x.AddConfigureEndpointsCallback((_, _, endpoint) =>
             {
                 // Transient faults (a deadlock, a broker blip) heal in seconds; what still fails lands in _error.
-                endpoint.UseMessageRetry(r => r.Exponential(6, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(400)));
+                endpoint.UseMessageRetry(r => r.Exponential(RetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(400)));
             });
             x.ConfigureHealthCheckOptions(o =>
             {
@@ -63,8 +66,12 @@ public static class BusExtensions
             o.StopTimeout = TimeSpan.FromSeconds(15);
         });
 
+        builder.Services.AddConsumeObserver(_ => new ConsumeMetricsObserver(serviceName));
+
         builder.Services.AddSingleton(new OutboxRelayOptions());
         builder.Services.AddHostedService<OutboxRelay>();
+        builder.Services.AddSingleton(sp => ActivatorUtilities.CreateInstance<OutboxBacklogMonitor>(sp).WithService(serviceName));
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<OutboxBacklogMonitor>());
         builder.Services.AddSingleton<Inbox>();
         return builder;
     }

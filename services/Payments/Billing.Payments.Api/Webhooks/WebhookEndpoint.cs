@@ -81,6 +81,10 @@ public static class WebhookEndpoint
         }
 
         var isNew = await events.StoreAsync(envelope, body, "webhook", ct);
+        if (isNew)
+        {
+            BillingMetrics.RecordWebhookIngested(envelope.Type, envelope.Created, DateTimeOffset.UtcNow);
+        }
         return TypedResults.Ok(new WebhookAck(true, !isNew, StripeEventTypes.Handled.Contains(envelope.Type) ? "queued" : "ignored"));
     }
 

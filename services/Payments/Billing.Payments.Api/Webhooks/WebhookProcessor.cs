@@ -144,6 +144,7 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
             cancellationToken: ct));
         if (attempts >= options.MaxAttempts)
         {
+            Billing.ServiceDefaults.BillingMetrics.RecordFailedEvent("webhook", error.GetType().Name);
             logger.LogError(error, "Stripe event {Id} failed {Attempts} times; marked failed (replay: POST /api/admin/webhook-events/{Id}/replay)", id, attempts, id);
         }
         else

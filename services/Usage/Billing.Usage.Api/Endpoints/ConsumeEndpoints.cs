@@ -12,7 +12,14 @@ public static class ConsumeEndpoints
             .MapPost("/consume", async (HttpRequest http, ConsumeHandler handler, CancellationToken cancellationToken) =>
             {
                 var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
-                return request is null ? Problems.Validation(errors) : await handler.HandleAsync(request, cancellationToken);
+                if (request is null)
+                {
+                    return Problems.Validation(errors);
+                }
+                var started = System.Diagnostics.Stopwatch.GetTimestamp();
+                var result = await handler.HandleAsync(request, cancellationToken);
+                BillingMetrics.RecordConsume(request.Meter, ResultOf(result), System.Diagnostics.Stopwatch.GetElapsedTime(started));
+                return result;
             })
             .WithName("ConsumeQuota")
             .WithSummary("Checks and spends a user's allowance of a meter, once per idempotency key.")
@@ -26,4 +33,13 @@ public static class ConsumeEndpoints
 
     /// <summary>The consume body, for the OpenAPI document (the endpoint reads it by hand).</summary>
     public sealed record ConsumeBody(string UserId, string Meter, long Quantity, string IdempotencyKey, IReadOnlyList<string>? Groups);
+
+    /// <summary>The metric's result label: the source of an allowed spend, or the refusal's code.</summary>
+    private static string ResultOf(IResult result) => result switch
+    {
+        Microsoft.AspNetCore.Http.HttpResults.ProblemHttpResult p when p.ProblemDetails.Extensions.TryGetValue("code", out var c) => c?.ToString() ?? "problem",
+        Microsoft.AspNetCore.Http.HttpResults.ContentHttpResult { StatusCode: 200 } => "allowed",
+        Microsoft.AspNetCore.Http.IStatusCodeHttpResult { StatusCode: { } status } => status.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        _ => "other",
+    };
 }
