@@ -86,6 +86,36 @@ for project in "$REPO"/tests/*.Tests; do
   run_project "tests/$(basename "$project")"
 done
 
+# Playwright (playwright-core from npm) drives Debian's Chromium headless; no browser is ever downloaded.
+browser_install() {
+  command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+  command -v node >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+  (cd "$REPO/tests/browser" && npm ci --no-audit --no-fund)
+}
+
+run_browser_tests() {
+  local log="$LOGS/browser.log" p f s
+  echo "── tests/browser (Chromium headless; screenshots in $BILLING_DATA_DIR/screenshots)"
+  if ! browser_install > "$LOGS/browser-install.log" 2>&1; then
+    echo "   Chromium or playwright-core could not be installed (see $LOGS/browser-install.log)"
+    failed=$((failed + 1))
+    return 0
+  fi
+  set +e
+  (cd "$REPO/tests/browser" && BILLING_SCREENSHOTS_DIR="$BILLING_DATA_DIR/screenshots" node --test --test-concurrency=1 --test-reporter=tap) > "$log" 2>&1
+  set -e
+  grep -E '^not ok|^# (pass|fail) ' "$log" | sed 's/^/   /'
+  p=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$log" | tail -n1)
+  f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$log" | tail -n1)
+  s=$(sed -nE 's/^# skipped ([0-9]+)$/\1/p' "$log" | tail -n1)
+  if [[ -z $p ]]; then
+    echo "   tests/browser reported no result (see $log)"
+    failed=$((failed + 1))
+    return 0
+  fi
+  passed=$((passed + p)); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
+}
+
 # The end-to-end tests drive the real processes: simulator, four services, gateway.
 export BILLING_DB_SUFFIX="_$RUN_ID" BILLING_QUEUE_PREFIX="$RUN_ID-"
 stack_profile test
@@ -107,7 +137,10 @@ if stack_wait_ready 150 && stack_catalog push "$BILLING_CATALOG" > "$STACK_DIR/l
       stack_restart_services
       if stack_wait_ready 90 && stack_catalog push "$catalog" >> "$STACK_DIR/logs/catalog-push.log" 2>&1; then
         run_project tests/Billing.EndToEnd.Tests "TestCategory=seed-$seed" "$seed"
-        [[ $seed == learning-community ]] && run_project tests/Billing.Client.Tests "TestCategory=seed-$seed" "$seed"
+        if [[ $seed == learning-community ]]; then
+          run_project tests/Billing.Client.Tests "TestCategory=seed-$seed" "$seed"
+          run_browser_tests
+        fi
       else
         echo "   the stack did not come back with the $seed catalog"
         failed=$((failed + 1))

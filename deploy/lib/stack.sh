@@ -83,6 +83,8 @@ _stack_env_for() { # name -> env assignments for that process
       # Billing's databases outlive a restart, so the simulator's Stripe state must too.
       echo "SIM_STATE_FILE=$BILLING_DATA_DIR/simulator-state.json" ;;
     gateway)
+      # The click-through demo at /demo (sign in as anyone): only on the simulator, never with real Stripe or OIDC.
+      [[ $STACK_SIMULATOR == 1 ]] && echo "BILLING_DEMO=${BILLING_DEMO:-1}"
       local s
       for s in "${STACK_SERVICES[@]}"; do
         echo "ReverseProxy__Clusters__${s}__Destinations__main__Address=http://127.0.0.1:${SERVICE_PORT[$s]}/"

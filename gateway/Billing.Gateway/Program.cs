@@ -1,14 +1,25 @@
 using Billing.Gateway;
+using Billing.Gateway.Demo;
 using Billing.ServiceDefaults;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddServiceDefaults("gateway");
 builder.AddGatewayProxy();
+builder.AddGatewaySecurity();
+builder.AddBillingDemo();
+// wwwroot (web elements, demo) from the build output too: deploy/billing runs the gateway from bin/, not a publish folder.
+builder.WebHost.UseStaticWebAssets();
 
 var app = builder.Build();
+app.UseCors();
+app.UseBillingStaticFiles();
 app.UseServiceDefaults();
+app.UseRateLimiter();
+app.UseRequestBodyLimits(app.Configuration);
 app.MapDefaultEndpoints();
 app.MapReturnPages();
+app.MapApiDocs();
+app.MapBillingDemo();
 app.MapReverseProxy();
 
 await app.RunAsync();
