@@ -159,7 +159,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
             // Debits publish no event: keep the balance Usage shows (GET /api/usage/me, tokenBalance) in step with Wallet's answer.
             await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
             await using var tx = await connection.BeginTransactionAsync(cancellationToken);
-            await balances.ApplyAsync(connection, tx, request.UserId, debited.Balance, clock.GetUtcNow(), cancellationToken);
+            await balances.SetFromDebitAsync(connection, tx, request.UserId, debited.Balance, clock.GetUtcNow(), cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
         var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, cancellationToken);

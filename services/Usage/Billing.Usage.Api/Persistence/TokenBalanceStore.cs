@@ -16,4 +16,17 @@ public sealed class TokenBalanceStore
             WHERE b.occurred_at < EXCLUDED.occurred_at
             """,
             new { userId, balanceAfter, occurredAt = occurredAt.ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
+
+    /// <summary>
+    /// Takes the balance Wallet just answered a debit with: it is the truth at this moment, so it always wins over what
+    /// is stored, and the stored time only moves forward (a late event about an older balance stays ignored).
+    /// </summary>
+    public Task SetFromDebitAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, long balance, DateTimeOffset at,
+        CancellationToken cancellationToken) =>
+        connection.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO token_balances AS b (user_id, balance, occurred_at) VALUES (@userId, @balance, @at)
+            ON CONFLICT (user_id) DO UPDATE SET balance = EXCLUDED.balance, occurred_at = GREATEST(b.occurred_at, EXCLUDED.occurred_at)
+            """,
+            new { userId, balance, at = at.ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
 }
