@@ -22,7 +22,7 @@ internal static class GatewaySecurity
     /// <summary>Per client address: Stripe delivers in bursts (a renewal run, a replay of a backlog), so generous.</summary>
     public static readonly IReadOnlyDictionary<string, RateLimit> AddressLimits = new Dictionary<string, RateLimit>
     {
-        ["webhooks"] = new(Burst: 1000, PerMinute: 6000),
+        ["webhooks"] = new(Burst: 10000, PerMinute: 600000), // Stripe bursts: thousands a second from few addresses
     };
 
     /// <summary>Bodies of API routes that name no limit of their own (the webhook route names 1 MiB).</summary>
