@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Prints what deploy/billing reconcile and verify got from the admin endpoints; exits 1 on a difference."""
+import json
+import sys
+
+
+def reconcile(answer: str) -> int:
+    r = json.loads(answer)
+    if "ran" not in r:
+        print(answer)
+        return 1
+    if not r["ran"]:
+        print("another reconciliation is running; try again in a moment")
+        return 0
+    print(f"reconciled: {r['scanned']} Stripe events read, {r['recovered']} recovered, cursor {r['cursor']}")
+    for event_id in r["recoveredIds"]:
+        print("  recovered", event_id)
+    return 0
+
+
+def verify(subs_answer: str, wallets_answer: str) -> int:
+    subs, wallets = json.loads(subs_answer), json.loads(wallets_answer)
+    if "ok" not in subs:
+        print("subscriptions:", subs_answer)
+        return 2
+    if "ok" not in wallets:
+        print("wallets:", wallets_answer)
+        return 2
+    bad = 0
+    print(f"subscriptions: {subs['checkedCount']} live subscription(s) compared with Stripe")
+    for d in subs["differences"]:
+        bad += 1
+        print(f"  DIFF {d['subscriptionId']} (user {d['userId']}) {d['field']}: Billing {d['billing']} / Stripe {d['stripe']}")
+    print(f"wallets: {wallets['walletsChecked']} wallet(s): balance == sum of ledger")
+    for m in wallets["mismatches"]:
+        bad += 1
+        print(f"  DIFF wallet {m['userId']}: balance {m['balance']} / ledger {m['ledgerSum']}")
+    print("verify: everything matches" if bad == 0 else f"verify: {bad} difference(s)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    sys.exit(reconcile(sys.argv[2]) if mode == "reconcile" else verify(sys.argv[2], sys.argv[3]))
