@@ -216,18 +216,7 @@ public class The_outbox_and_the_inbox
         return await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM outbox WHERE sent_at IS NULL");
     }
 
-    private static async Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!await condition())
-        {
-            if (watch.Elapsed > (timeout ?? TimeSpan.FromSeconds(20)))
-            {
-                Assert.Fail("the condition did not become true in time");
-            }
-            await Task.Delay(100);
-        }
-    }
+    private static Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) => Wait.UntilAsync(condition, timeout);
 
     private static async Task RabbitCtl(string command)
     {

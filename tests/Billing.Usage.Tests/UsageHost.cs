@@ -200,20 +200,10 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, CultureInfo.InvariantCulture);
     }
 
-    public static async Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!await condition())
-        {
-            if (watch.Elapsed > (timeout ?? TimeSpan.FromSeconds(20)))
-            {
-                Assert.Fail("the condition did not become true in time");
-            }
-            await Task.Delay(100);
-        }
-    }
+    public static Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) =>
+        Wait.UntilAsync(condition, timeout, TimeSpan.FromMilliseconds(100));
 
-    public static StringContent Json(string raw) => new(raw, Encoding.UTF8, "application/json");
+    public static StringContent Json(string raw) => Wait.Json(raw);
 }
 
 /// <summary>One host per catalog for the whole run: starting the service and its bus is the expensive part.</summary>

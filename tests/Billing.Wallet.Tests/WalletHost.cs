@@ -171,20 +171,10 @@ public sealed class WalletHost : WebApplicationFactory<Program>
         return text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone();
     }
 
-    public static async Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!await condition())
-        {
-            if (watch.Elapsed > (timeout ?? TimeSpan.FromSeconds(20)))
-            {
-                Assert.Fail("the condition did not become true in time");
-            }
-            await Task.Delay(50);
-        }
-    }
+    public static Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) =>
+        Wait.UntilAsync(condition, timeout, TimeSpan.FromMilliseconds(50));
 
-    public static StringContent Json(string raw) => new(raw, Encoding.UTF8, "application/json");
+    public static StringContent Json(string raw) => Wait.Json(raw);
 }
 
 /// <summary>The simulator and one Wallet host per catalog, started once for the whole run.</summary>
