@@ -22,6 +22,9 @@ public class Sending_a_bad_consume
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1}", "idempotencyKey")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\",\"groups\":\"g\"}", "groups")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"\",\"quantity\":1,\"idempotencyKey\":\"k\"}", "meter")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\\u0000x\"}", "idempotencyKey")]
+    [TestCase("{\"userId\":\"u\\n\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\"}", "userId")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\",\"groups\":[\"g\\u0000\"]}", "groups")]
     public async Task Should_answer_400_validation_naming_the_field(string raw, string field)
     {
         var response = await Host.Service.PostAsync("/api/usage/consume", UsageHost.Json(raw));
@@ -30,6 +33,21 @@ public class Sending_a_bad_consume
         Assert.That(response.Content.Headers.ContentType?.MediaType, Is.EqualTo("application/problem+json"));
         Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("validation"));
         Assert.That(problem.GetProperty("errors").TryGetProperty(field, out _), Is.True, problem.ToString());
+    }
+
+    [Test]
+    public async Task A_NUL_in_one_request_does_not_disturb_the_spends_around_it()
+    {
+        // Before the check, a NUL reached PostgreSQL inside a group-committed batch and failed its neighbours.
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user));
+        var bad = Enumerable.Range(0, 10).Select(i => Host.Service.PostAsync("/api/usage/consume",
+            UsageHost.Json($"{{\"userId\":\"{user}\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"bad{i}\\u0000\"}}")));
+        var good = Enumerable.Range(0, 20).Select(_ => Host.ConsumeAsync(user, UsageHost.NewKey()));
+        var badAnswers = await Task.WhenAll(bad);
+        var goodAnswers = await Task.WhenAll(good);
+        Assert.That(badAnswers.Select(r => r.StatusCode), Is.All.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That(goodAnswers.Select(r => r.Status), Is.All.EqualTo(HttpStatusCode.OK));
     }
 
     [Test]

@@ -81,9 +81,10 @@ internal static class ConsumeRequestReader
             if (Find(root, "groups", out var g) && g.ValueKind != JsonValueKind.Null)
             {
                 if (g.ValueKind != JsonValueKind.Array || g.GetArrayLength() > ConsumeRequest.MaxGroups
-                    || g.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String || x.GetString()!.Length > ConsumeRequest.MaxTextLength))
+                    || g.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String || x.GetString()!.Length > ConsumeRequest.MaxTextLength
+                        || HasControlCharacters(x.GetString()!)))
                 {
-                    errors["groups"] = [$"An array of at most {ConsumeRequest.MaxGroups} strings of at most {ConsumeRequest.MaxTextLength} characters."];
+                    errors["groups"] = [$"An array of at most {ConsumeRequest.MaxGroups} strings of at most {ConsumeRequest.MaxTextLength} characters, without control characters."];
                 }
                 else
                 {
@@ -125,8 +126,16 @@ internal static class ConsumeRequestReader
             errors[name] = [$"At most {ConsumeRequest.MaxTextLength} characters."];
             return null;
         }
+        if (HasControlCharacters(text))
+        {
+            errors[name] = ["No control characters (such as NUL or a line break)."];
+            return null;
+        }
         return text;
     }
+
+    /// <summary>Ids never contain control characters; PostgreSQL cannot even store a NUL in text.</summary>
+    private static bool HasControlCharacters(string text) => text.AsSpan().IndexOfAnyInRange('\u0000', '\u001f') >= 0 || text.Contains('\u007f');
 
     // camelCase is the contract; other casings are accepted the way System.Text.Json's web defaults would.
     private static bool Find(JsonElement root, string name, out JsonElement value)

@@ -148,6 +148,21 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, IConfiguration conf
     private async Task<SpendResult[]> ExecuteAsync(IReadOnlyList<Pending> batch)
     {
         await using var connection = await dataSource.OpenConnectionAsync();
+        try
+        {
+            return await ExecuteAsync(connection, batch);
+        }
+        catch
+        {
+            // A batch that failed half-way through its results can leave the connection's protocol state behind:
+            // never hand that connection to the next batch (the retries and everyone else get fresh ones).
+            NpgsqlConnection.ClearPool(connection);
+            throw;
+        }
+    }
+
+    private async Task<SpendResult[]> ExecuteAsync(NpgsqlConnection connection, IReadOnlyList<Pending> batch)
+    {
         await using var transaction = await connection.BeginTransactionAsync();
         var results = new SpendResult[batch.Count];
         await using (var command = new NpgsqlBatch(connection, transaction))
