@@ -23,7 +23,7 @@ public sealed record ConsumeAllowed(bool Allowed, string Source, long? Remaining
 /// to debit the whole spend with the same key.
 /// </summary>
 public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writer, ConsumptionStore store, WalletClient wallet,
-    TokenBalanceStore balances, Npgsql.NpgsqlDataSource dataSource, BillingCatalog catalog, TimeProvider clock, ILogger<ConsumeHandler> logger)
+    BillingCatalog catalog, TimeProvider clock, ILogger<ConsumeHandler> logger)
 {
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -154,15 +154,8 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
             return Problems.Problem(409, "idempotency_conflict", "The idempotency key was used for another debit.",
                 "Wallet holds a debit under this key for another user or amount; use a new key for a new consume.");
         }
-        if (debit is WalletDebit.Debited debited)
-        {
-            // Debits publish no event: keep the balance Usage shows (GET /api/usage/me, tokenBalance) in step with Wallet's answer.
-            await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-            await using var tx = await connection.BeginTransactionAsync(cancellationToken);
-            await balances.SetFromDebitAsync(connection, tx, request.UserId, debited.Balance, clock.GetUtcNow(), cancellationToken);
-            await tx.CommitAsync(cancellationToken);
-        }
-        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, cancellationToken);
+        var balanceAfter = debit is WalletDebit.Debited debited ? (request.UserId, debited.Balance, clock.GetUtcNow()) : ((string, long, DateTimeOffset)?)null;
+        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, balanceAfter, cancellationToken);
         return Answer(settled.StatusCode, settled.Answer);
     }
 

@@ -10,7 +10,7 @@ public sealed record TokenClaim(Guid ConsumptionId, long Used);
 /// The <c>consumptions</c> records outside the group-commit path: the token-paid consumes, which wait for Wallet between
 /// claiming the key (in <c>usage_consume</c>) and recording Wallet's answer.
 /// </summary>
-public sealed class ConsumptionStore(NpgsqlDataSource dataSource)
+public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceStore balances)
 {
     /// <summary>The claimed consume's id and the window's used count.</summary>
     public async Task<TokenClaim> ClaimAsync(string idempotencyKey, DateTimeOffset windowStart, CancellationToken cancellationToken)
@@ -28,11 +28,19 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource)
 
     /// <summary>Records Wallet's answer once; returns the answer stored under the key (the first one).</summary>
     public async Task<(int StatusCode, string Answer)> SettleTokensAsync(string idempotencyKey, int statusCode, string answer,
-        CancellationToken cancellationToken)
+        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await connection.QuerySingleAsync<(int, string)>(new CommandDefinition(
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        if (balanceAfterDebit is { } b)
+        {
+            // Debits publish no event: keep the balance Usage shows in step with Wallet's answer, with the settlement.
+            await balances.SetFromDebitAsync(connection, transaction, b.UserId, b.Balance, b.At, cancellationToken);
+        }
+        var settled = await connection.QuerySingleAsync<(int, string)>(new CommandDefinition(
             "SELECT status_code, answer FROM usage_settle_tokens(@idempotencyKey, @statusCode, @answer)",
-            new { idempotencyKey, statusCode, answer }, cancellationToken: cancellationToken));
+            new { idempotencyKey, statusCode, answer }, transaction, cancellationToken: cancellationToken));
+        await transaction.CommitAsync(cancellationToken);
+        return settled;
     }
 }
