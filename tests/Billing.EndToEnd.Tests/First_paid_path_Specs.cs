@@ -150,14 +150,8 @@ public class Paying_for_Pro
             s => s.GetProperty("status").GetString() == expectedStatus && s.GetProperty("planId").GetString() == planId, $"the subscription to be {expectedStatus}");
     }
 
-    private static async Task<JsonElement> MeterAsync(Api api, Func<JsonElement, bool> done, TimeSpan? timeout = null) =>
-        await Eventually.GetAsync(async () =>
-        {
-            var (status, body, _) = await api.GetAsync("/api/usage/me");
-            return status == HttpStatusCode.OK
-                ? body.GetProperty("meters").EnumerateArray().FirstOrDefault(m => m.GetProperty("meter").GetString() == "ai.generation")
-                : default;
-        }, m => m.ValueKind == JsonValueKind.Object && done(m), "the ai.generation meter", timeout);
+    private static Task<JsonElement> MeterAsync(Api api, Func<JsonElement, bool> done, TimeSpan? timeout = null) =>
+        Seed.MeterAsync(api, "ai.generation", done, timeout);
 
     private static async Task<HttpStatusCode[]> SpendAsync(Api service, string user, int count, string keyPrefix)
     {
