@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks the consume hot path on this machine, in one run (shared/INFRA-NOTES.md: report ratios measured together).
-#   1. pgbench runs the exact SQL of one consume (usage_consume, one durable transaction per spend) against the same
+#   1. pgbench runs the exact SQL of one consume (usage_consume_many with one spend, one durable transaction per spend) against the same
 #      database at the same concurrency: the physical reference.
 #   2. wrk drives POST /api/usage/consume (fresh idempotency key per request, many users) directly on the Usage service,
 #      then through the gateway, at each concurrency.
@@ -72,7 +72,7 @@ for c in $CONNECTIONS; do
   [[ -n $tps ]] || { echo "$out" >&2; exit 1; }
   cat "$LOGDIR"/pgbench_log.* | awk '{print $3}' > "$LOGDIR/lat"
   PG_TPS[$c]=$tps
-  printf '%-28s %5s %10.0f %9s %9s %12s %s\n' "pgbench (usage_consume)" "$c" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" ""
+  printf '%-28s %5s %10.0f %9s %9s %12s %s\n' "pgbench (one consume)" "$c" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" ""
 done
 
 for target in usage gateway; do

@@ -72,13 +72,41 @@ public class Consuming_the_monthly_generations
         {
             await Host.ConsumeAsync(user, UsageHost.NewKey());
         }
+        // The spends' own transactions wrote the announcements; the announcer moves them to the outbox right after.
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user }) >= 2,
+            what: "QuotaLow and QuotaExhausted in the outbox");
         var low = await Host.ScalarAsync(
             "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user });
         var exhausted = await Host.ScalarAsync(
             "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaExhausted,%' AND payload->>'userId' = @user", new { user });
+        var pending = await Host.ScalarAsync("SELECT count(*) FROM usage_announcements WHERE user_id = @user", new { user });
+        Assert.That(pending, Is.Zero, "announcements moved to the outbox leave their table");
         var usedAtLow = await Host.ScalarAsync(
             "SELECT (payload->>'used')::bigint FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user });
         Assert.That((low, exhausted, usedAtLow), Is.EqualTo((1L, 1L, 200L)));
+    }
+
+    [Test]
+    public async Task An_announcement_left_behind_by_a_crash_is_published_once_by_the_periodic_run()
+    {
+        // As if the service died after a spend's commit and before it woke the announcer: the row alone is enough.
+        var user = UsageHost.NewUser();
+        var start = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        await Host.ScalarAsync(
+            """
+            INSERT INTO usage_announcements (user_id, meter, window_start, window_end, kind, quota_limit, used, occurred_at)
+            VALUES (@user, 'ai.generation', @start, @end, 'low', 250, 200, now()), (@user, 'ai.generation', @start, @end, 'exhausted', 250, 250, now())
+            ON CONFLICT DO NOTHING RETURNING 0::bigint
+            """, new { user, start, end = start.AddMonths(1) });
+
+        await Wait.UntilAsync(async () => await Host.ScalarAsync("SELECT count(*) FROM usage_announcements WHERE user_id = @user", new { user }) == 0,
+            what: "the announcer to take the rows");
+        var messages = await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user });
+        var used = await Host.ScalarAsync(
+            "SELECT (payload->>'used')::bigint FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user });
+        Assert.That((messages, used), Is.EqualTo((2L, 200L)));
     }
 
     [Test]

@@ -13,7 +13,7 @@ namespace Billing.Usage.Api;
 public static class UsageServices
 {
     /// <summary>
-    /// Usage's stores, handlers and background workers: the group-commit spend writer, the reservation sweeper and the
+    /// Usage's stores, handlers and background workers: the group-commit spend writer, the quota announcer, the reservation sweeper and the
     /// overage reporter (when Stripe is configured). All stateless singletons over the one data source.
     /// </summary>
     public static WebApplicationBuilder AddUsageServices(this WebApplicationBuilder builder)
@@ -25,6 +25,8 @@ public static class UsageServices
         services.AddSingleton<TokenBalanceStore>();
         services.AddSingleton<UsageReadStore>();
         services.AddSingleton<SubscriberCache>();
+        services.AddSingleton<QuotaAnnouncer>();
+        services.AddHostedService(sp => sp.GetRequiredService<QuotaAnnouncer>());
         services.AddSingleton<SpendWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<SpendWriter>());
         services.AddSingleton<ConsumeHandler>();

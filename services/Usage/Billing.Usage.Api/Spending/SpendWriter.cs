@@ -48,19 +48,21 @@ public sealed record SpendResult(SpendOutcome Outcome, int StatusCode, string? A
 
 /// <summary>
 /// Group commit for the hot path. Requests queue here; a writer takes up to <see cref="MaxBatch"/> waiting spends, sorts
-/// them by user and meter (so two writers always lock counters in the same order), runs them as one
-/// <see cref="NpgsqlBatch"/> of <c>usage_consume</c> calls in ONE transaction, and completes each request only after
-/// that transaction has committed: one durable commit (one WAL flush) for many spends, every answer durable. A refused
-/// spend is an answer, not an error, so it never affects the others; if the batch fails as a whole each spend is
-/// retried alone, which is safe because every spend is idempotent by its key.
+/// them by user and meter (so two writers always lock counters in the same order), runs them as ONE statement,
+/// <c>usage_consume_many</c> over arrays, in one implicit transaction (one round trip), and completes each request only
+/// after that transaction has committed: one durable commit (one WAL flush) for many spends, every answer durable. A
+/// refused spend is an answer, not an error, so it never affects the others; if the batch fails as a whole each spend
+/// is retried alone, which is safe because every spend is idempotent by its key. QuotaLow and QuotaExhausted are
+/// written by the same statement and published by the <see cref="QuotaAnnouncer"/>.
 /// </summary>
-public sealed class SpendWriter(NpgsqlDataSource dataSource, IConfiguration configuration, ILogger<SpendWriter> logger) : BackgroundService
+public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer announcer, IConfiguration configuration, ILogger<SpendWriter> logger)
+    : BackgroundService
 {
     public const int MaxBatch = 64;
 
     private const string Sql =
-        "SELECT outcome, status_code, answer, used_before, used_after, stored_user, stored_meter, stored_quantity " +
-        "FROM usage_consume($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+        "SELECT ordinal, outcome, status_code, answer, used_before, used_after, stored_user, stored_meter, stored_quantity " +
+        "FROM usage_consume_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { AllowSynchronousContinuations = false });
 
@@ -77,7 +79,11 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, IConfiguration conf
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var writers = Math.Clamp(configuration.GetValue("Usage:SpendWriters", 2), 1, 16);
+        // One writer by default: while its batch is in the database the next one fills up, so batches are bigger and
+        // each spend costs the database less (on 2 cores, 1 writer beat 2 at 16 connections: ~3.6 spends per commit and
+        // 115 µs of database CPU per spend, against ~2.5 and 155 µs). More writers overlap round trips, which pays where
+        // the database has cores to spare.
+        var writers = Math.Clamp(configuration.GetValue("Usage:SpendWriters", 1), 1, 16);
         return Task.WhenAll(Enumerable.Range(0, writers).Select(_ => Task.Run(RunAsync, CancellationToken.None)));
     }
 
@@ -163,68 +169,104 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, IConfiguration conf
 
     private async Task<SpendResult[]> ExecuteAsync(NpgsqlConnection connection, IReadOnlyList<Pending> batch)
     {
-        await using var transaction = await connection.BeginTransactionAsync();
-        var results = new SpendResult[batch.Count];
-        await using (var command = new NpgsqlBatch(connection, transaction))
+        // One statement, no explicit transaction: PostgreSQL runs it as one implicit transaction and commits it before it
+        // sends ReadyForQuery, which is read below before anyone is answered. One round trip for the whole batch.
+        var n = batch.Count;
+        var keys = new string[n];
+        var ids = new Guid[n];
+        var users = new string[n];
+        var meters = new string[n];
+        var quantities = new long[n];
+        var versions = new long[n];
+        var modes = new int[n];
+        var windowStarts = new DateTime?[n];
+        var windowEnds = new DateTime?[n];
+        var limits = new long?[n];
+        var overages = new int[n];
+        var eventNames = new string?[n];
+        var sources = new string?[n];
+        var statuses = new int[n];
+        var answers = new string?[n];
+        var nows = new DateTime[n];
+        for (var i = 0; i < n; i++)
         {
-            foreach (var pending in batch)
-            {
-                command.BatchCommands.Add(Call(pending.Command));
-            }
-            await using var reader = await command.ExecuteReaderAsync();
-            for (var i = 0; i < batch.Count; i++)
-            {
-                if (!await reader.ReadAsync())
-                {
-                    throw new InvalidOperationException("usage_consume returned no row.");
-                }
-                results[i] = new SpendResult(
-                    (SpendOutcome)reader.GetInt32(0),
-                    reader.IsDBNull(1) ? 0 : reader.GetInt32(1),
-                    reader.IsDBNull(2) ? null : reader.GetString(2),
-                    reader.IsDBNull(3) ? null : reader.GetInt64(3),
-                    reader.IsDBNull(4) ? null : reader.GetInt64(4),
-                    reader.IsDBNull(5) ? null : reader.GetString(5),
-                    reader.IsDBNull(6) ? null : reader.GetString(6),
-                    reader.IsDBNull(7) ? null : reader.GetInt64(7));
-                await reader.NextResultAsync();
-            }
+            var c = batch[i].Command;
+            keys[i] = c.Key;
+            ids[i] = c.ConsumptionId;
+            users[i] = c.UserId;
+            meters[i] = c.Meter;
+            quantities[i] = c.Quantity;
+            versions[i] = c.Version;
+            modes[i] = c.Spends ? 0 : 1;
+            windowStarts[i] = c.WindowStart?.UtcDateTime;
+            windowEnds[i] = c.WindowEnd?.UtcDateTime;
+            limits[i] = c.Limit;
+            overages[i] = (int)c.Overage;
+            eventNames[i] = c.EventName;
+            sources[i] = c.Source;
+            statuses[i] = c.Status;
+            answers[i] = c.Answer;
+            nows[i] = c.Now.UtcDateTime;
         }
 
-        for (var i = 0; i < batch.Count; i++)
+        var results = new SpendResult[n];
+        await using (var command = new NpgsqlCommand(Sql, connection))
+        {
+            var p = command.Parameters;
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Text, keys));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Uuid, ids));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Text, users));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Text, meters));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Bigint, quantities));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Bigint, versions));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Integer, modes));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.TimestampTz, windowStarts));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.TimestampTz, windowEnds));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Bigint, limits));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Integer, overages));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Text, eventNames));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Text, sources));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Integer, statuses));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.Text, answers));
+            p.Add(Param(NpgsqlDbType.Array | NpgsqlDbType.TimestampTz, nows));
+            await using var reader = await command.ExecuteReaderAsync();
+            var read = 0;
+            while (await reader.ReadAsync())
+            {
+                if (read >= n || reader.GetInt32(0) != read + 1)
+                {
+                    throw new InvalidOperationException($"usage_consume_many answered out of order (row {read + 1} of {n}).");
+                }
+                results[read++] = new SpendResult(
+                    (SpendOutcome)reader.GetInt32(1),
+                    reader.IsDBNull(2) ? 0 : reader.GetInt32(2),
+                    reader.IsDBNull(3) ? null : reader.GetString(3),
+                    reader.IsDBNull(4) ? null : reader.GetInt64(4),
+                    reader.IsDBNull(5) ? null : reader.GetInt64(5),
+                    reader.IsDBNull(6) ? null : reader.GetString(6),
+                    reader.IsDBNull(7) ? null : reader.GetString(7),
+                    reader.IsDBNull(8) ? null : reader.GetInt64(8));
+            }
+            if (read != n)
+            {
+                throw new InvalidOperationException($"usage_consume_many answered {read} of {n} spends.");
+            }
+            // Past the last result Npgsql reads up to ReadyForQuery: the implicit transaction has committed. An error at
+            // commit is thrown here, and then each spend of the batch is retried on its own under its key.
+            await reader.NextResultAsync();
+        }
+
+        for (var i = 0; i < n; i++)
         {
             var c = batch[i].Command;
             if (results[i] is { Outcome: SpendOutcome.Answered, UsedBefore: { } before, UsedAfter: { } after } && c.Limit is { } limit
-                && c.WindowStart is { } start && c.WindowEnd is { } end)
+                && (QuotaThresholds.CrossedLow(before, after, limit) || QuotaThresholds.Exhausted(before, after, limit)))
             {
-                await QuotaAnnouncements.EnqueueAsync(connection, transaction, c.UserId, c.Meter, start, end, limit, before, after, c.Now);
+                announcer.Wake(); // usage_consume_many wrote the announcement; the announcer puts it in the outbox now
+                break;
             }
         }
-        await transaction.CommitAsync();
         return results;
-    }
-
-    private static NpgsqlBatchCommand Call(SpendCommand c)
-    {
-        var call = new NpgsqlBatchCommand(Sql);
-        var p = call.Parameters;
-        p.Add(Param(NpgsqlDbType.Text, c.Key));
-        p.Add(Param(NpgsqlDbType.Uuid, c.ConsumptionId));
-        p.Add(Param(NpgsqlDbType.Text, c.UserId));
-        p.Add(Param(NpgsqlDbType.Text, c.Meter));
-        p.Add(Param(NpgsqlDbType.Bigint, c.Quantity));
-        p.Add(Param(NpgsqlDbType.Bigint, c.Version));
-        p.Add(Param(NpgsqlDbType.Integer, c.Spends ? 0 : 1));
-        p.Add(Param(NpgsqlDbType.TimestampTz, c.WindowStart?.ToUniversalTime()));
-        p.Add(Param(NpgsqlDbType.TimestampTz, c.WindowEnd?.ToUniversalTime()));
-        p.Add(Param(NpgsqlDbType.Bigint, c.Limit));
-        p.Add(Param(NpgsqlDbType.Integer, (int)c.Overage));
-        p.Add(Param(NpgsqlDbType.Text, c.EventName));
-        p.Add(Param(NpgsqlDbType.Text, c.Source));
-        p.Add(Param(NpgsqlDbType.Integer, c.Status));
-        p.Add(Param(NpgsqlDbType.Text, c.Answer));
-        p.Add(Param(NpgsqlDbType.TimestampTz, c.Now.ToUniversalTime()));
-        return call;
     }
 
     internal static NpgsqlParameter Param(NpgsqlDbType type, object? value) => new() { NpgsqlDbType = type, Value = value ?? DBNull.Value };
@@ -233,40 +275,5 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, IConfiguration conf
     {
         public SpendCommand Command { get; } = command;
         public TaskCompletionSource<SpendResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    }
-}
-
-/// <summary>QuotaLow (80 %) and QuotaExhausted, once per window: the outbox row's id is derived from the window.</summary>
-internal static class QuotaAnnouncements
-{
-    public static async Task EnqueueAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
-        DateTimeOffset windowStart, DateTimeOffset windowEnd, long limit, long before, long after, DateTimeOffset now)
-    {
-        var cause = $"{userId}|{meter}|{windowStart.UtcDateTime:O}";
-        if (QuotaThresholds.CrossedLow(before, after, limit))
-        {
-            await Outbox.EnqueueAsync(connection, transaction, new QuotaLow
-            {
-                UserId = userId,
-                Meter = meter,
-                Limit = limit,
-                Used = after,
-                WindowStart = windowStart.ToUniversalTime(),
-                ResetsAt = windowEnd.ToUniversalTime(),
-                OccurredAt = now.ToUniversalTime(),
-            }, Outbox.MessageId(cause, nameof(QuotaLow)));
-        }
-        if (QuotaThresholds.Exhausted(before, after, limit))
-        {
-            await Outbox.EnqueueAsync(connection, transaction, new QuotaExhausted
-            {
-                UserId = userId,
-                Meter = meter,
-                Limit = limit,
-                WindowStart = windowStart.ToUniversalTime(),
-                ResetsAt = windowEnd.ToUniversalTime(),
-                OccurredAt = now.ToUniversalTime(),
-            }, Outbox.MessageId(cause, nameof(QuotaExhausted)));
-        }
     }
 }
