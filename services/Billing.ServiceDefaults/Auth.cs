@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Claims;
 using System.Text;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
@@ -62,9 +63,18 @@ internal static class AuthExtensions
             throw new InvalidOperationException("BILLING_JWT_SIGNING_KEY must be at least 32 characters (256 bits).");
         }
 
+        var cacheSeconds = config.GetValue("BILLING_TOKEN_CACHE_SECONDS", 60);
         builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer(options =>
         {
             options.MapInboundClaims = false;
+            if (cacheSeconds > 0)
+            {
+                // The same token on every call of an AI service: validate it once, not on every request.
+                for (var h = 0; h < options.TokenHandlers.Count; h++)
+                {
+                    options.TokenHandlers[h] = new CachingTokenHandler(options.TokenHandlers[h], TimeSpan.FromSeconds(cacheSeconds), TimeProvider.System);
+                }
+            }
             options.TokenValidationParameters = new TokenValidationParameters
             {
                 ValidateIssuer = true,
@@ -96,4 +106,51 @@ internal static class AuthExtensions
             // Every endpoint needs a token unless it says otherwise.
             .SetFallbackPolicy(new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
     }
+}
+
+/// <summary>
+/// Remembers successful validations by the token's exact text, for at most <c>maxAge</c> (BILLING_TOKEN_CACHE_SECONDS,
+/// default 60; 0 turns it off) and never past the token's own expiry, so an AI service that sends the same token on
+/// every call pays for one validation (signature, issuer, audience, lifetime) a minute instead of one a request.
+/// Failures are never remembered. The price: with an OIDC authority, a token signed by a key that was withdrawn stays
+/// accepted for at most <c>maxAge</c>.
+/// </summary>
+public sealed class CachingTokenHandler(TokenHandler inner, TimeSpan maxAge, TimeProvider time) : TokenHandler
+{
+    private const int MaxEntries = 10_000;
+    private readonly ConcurrentDictionary<string, (TokenValidationResult Result, DateTimeOffset Until)> _valid = new(StringComparer.Ordinal);
+
+    public override async Task<TokenValidationResult> ValidateTokenAsync(string token, TokenValidationParameters validationParameters)
+    {
+        var now = time.GetUtcNow();
+        if (_valid.TryGetValue(token, out var known))
+        {
+            if (now < known.Until)
+            {
+                return known.Result;
+            }
+            _valid.TryRemove(token, out _);
+        }
+
+        var result = await inner.ValidateTokenAsync(token, validationParameters);
+        if (result.IsValid && result.SecurityToken is { ValidTo: var validTo } && validTo > DateTime.MinValue)
+        {
+            var until = new DateTimeOffset(DateTime.SpecifyKind(validTo, DateTimeKind.Utc));
+            if (until > now + maxAge)
+            {
+                until = now + maxAge;
+            }
+            if (_valid.Count >= MaxEntries)
+            {
+                _valid.Clear();
+            }
+            _valid[token] = (result, until);
+        }
+        return result;
+    }
+
+    public override SecurityToken ReadToken(string token) => inner.ReadToken(token);
+
+    public override Task<TokenValidationResult> ValidateTokenAsync(SecurityToken token, TokenValidationParameters validationParameters) =>
+        inner.ValidateTokenAsync(token, validationParameters);
 }
