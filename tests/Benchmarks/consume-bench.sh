@@ -6,10 +6,12 @@
 #      then through the gateway, at each concurrency.
 # Prints throughput, p50/p99 latency and each ratio to pgbench at the same concurrency, and checks that the spends
 # stored equal the 200 answers. Durable throughout: the 'up' profile's PostgreSQL with its defaults (fsync on,
-# synchronous_commit on).
+# synchronous_commit on). Also prints where the CPU went, in µs per request (or per pgbench transaction): PostgreSQL
+# (all its processes), Usage, the gateway and the load generator, from /proc over the middle of each run; on a machine
+# whose cores are all busy, throughput is the cores divided by the sum of these.
 #
 #   tests/Benchmarks/consume-bench.sh                 # starts 'deploy/billing up --detach' if it is not running, stops it after
-#   BENCH_DURATION=10 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=3 tests/Benchmarks/consume-bench.sh
+#   BENCH_DURATION=10 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 tests/Benchmarks/consume-bench.sh
 #
 # Loopback only; every load is bounded by BENCH_DURATION seconds.
 set -euo pipefail
@@ -19,6 +21,7 @@ source "$REPO/deploy/lib/infra.sh"
 source "$REPO/deploy/lib/stack.sh"
 
 DURATION=${BENCH_DURATION:-10}
+((DURATION >= 6)) || { echo "BENCH_DURATION must be at least 6 seconds" >&2; exit 2; }
 CONNECTIONS=${BENCH_CONNECTIONS:-16 64}
 USERS=${BENCH_USERS:-20000}
 THREADS=${BENCH_THREADS:-2}
@@ -42,7 +45,8 @@ fi
 cleanup() { ((started)) && "$REPO/deploy/billing" down > /dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "PostgreSQL: fsync=$("${PSQL[@]}" -c 'SHOW fsync'), synchronous_commit=$("${PSQL[@]}" -c 'SHOW synchronous_commit')"
+echo "PostgreSQL: fsync=$("${PSQL[@]}" -c 'SHOW fsync'), synchronous_commit=$("${PSQL[@]}" -c 'SHOW synchronous_commit'), shared_buffers=$("${PSQL[@]}" -c 'SHOW shared_buffers')"
+echo "consumptions already stored: $("${PSQL[@]}" -c 'SELECT count(*) FROM consumptions') (every spend appends one; the figures drift as it grows)"
 
 # Pro subscribers for this run, anchored a day ago: the current window is [anchor, anchor + 1 month), 250 each.
 RUN=$(date +%s)
@@ -58,30 +62,64 @@ TOKEN=$(BILLING_PROFILE=up "$REPO/deploy/billing" token --user bench-ai --scope 
 declare -A PG_TPS
 LOGDIR=$(mktemp -d)
 
+USAGE_PID=$(cat "$STACK_DIR/pids/usage.pid")
+GATEWAY_PID=$(cat "$STACK_DIR/pids/gateway.pid")
+CLK_TCK=$(getconf CLK_TCK)
+
+snapshot() { # <load generator pid>: "pid group ticks" for PostgreSQL, Usage, the gateway and the load generator (one awk: fast under load)
+  awk -v u="$USAGE_PID" -v g="$GATEWAY_PID" -v l="$1" '
+    { pid = $1; group = ""
+      if (pid == u) group = "usage"; else if (pid == g) group = "gateway"; else if (pid == l) group = "load"; else if ($2 == "(postgres)") group = "postgres"
+      if (group != "") print pid, group, $14 + $15 }' /proc/[0-9]*/stat 2>/dev/null
+}
+
+cpu_per_request() { # <before> <after> <seconds between> <requests per second>: "pg usage gateway load" in µs per request
+  join <(sort "$1") <(sort "$2") | awk -v hz="$CLK_TCK" -v s="$3" -v r="$4" '
+    { t[$2] += $5 - $3 }
+    END { n = r * s; printf "%d/%d/%d/%d", t["postgres"] * 1e6 / hz / n, t["usage"] * 1e6 / hz / n, t["gateway"] * 1e6 / hz / n, t["load"] * 1e6 / hz / n }'
+}
+
+measure_cpu() { # <load generator pid> <run seconds> <file prefix>: samples from second 2 to second run-2 (all connected)
+  local window=$(($2 - 4))
+  sleep 2; snapshot "$1" > "$3.before"
+  sleep "$window"; snapshot "$1" > "$3.after"
+  echo "$window" > "$3.window"
+}
+
 percentile() { # <file of latencies in µs> <p>
   sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100); if (i<1) i=1; printf "%.2f", a[i]/1000}'
 }
 
 echo
-printf '%-28s %5s %10s %9s %9s %12s %s\n' "what" "conns" "req/s" "p50 ms" "p99 ms" "× pgbench" "check"
+printf '%-24s %5s %8s %8s %8s %10s %-20s %s\n' "what" "conns" "req/s" "p50 ms" "p99 ms" "× pgbench" "CPU µs pg/us/gw/load" "check"
 for c in $CONNECTIONS; do
   rm -f "$LOGDIR"/pgbench_log.*
-  out=$(cd "$LOGDIR" && pgbench -h 127.0.0.1 -p "$BILLING_PG_PORT" -U postgres -n -M prepared -c "$c" -j "$THREADS" -T "$DURATION" \
-          -D users="$USERS" -D run="$RUN" -D ws="$WS" -D we="$WE" -f "$HERE/consume.pgbench.sql" -l "$DB" 2>&1)
+  (cd "$LOGDIR" && exec pgbench -h 127.0.0.1 -p "$BILLING_PG_PORT" -U postgres -n -M prepared -c "$c" -j "$THREADS" -T "$DURATION" \
+     -D users="$USERS" -D run="$RUN" -D ws="$WS" -D we="$WE" -f "$HERE/consume.pgbench.sql" -l "$DB" > "$LOGDIR/out" 2>&1) &
+  load=$!
+  measure_cpu "$load" "$DURATION" "$LOGDIR/cpu"
+  wait "$load" || true
+  out=$(cat "$LOGDIR/out")
   tps=$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<< "$out" | tail -n 1)
   [[ -n $tps ]] || { echo "$out" >&2; exit 1; }
   cat "$LOGDIR"/pgbench_log.* | awk '{print $3}' > "$LOGDIR/lat"
   PG_TPS[$c]=$tps
-  printf '%-28s %5s %10.0f %9s %9s %12s %s\n' "pgbench (one consume)" "$c" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" ""
+  cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$tps")
+  printf '%-24s %5s %8.0f %8s %8s %10s %-20s %s\n' "pgbench (one consume)" "$c" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" "$cpu" ""
 done
 
 for target in usage gateway; do
   url=$USAGE_URL; [[ $target == gateway ]] && url=$GATEWAY_URL
-  # Warm-up, not measured: JIT, connection pools, prepared statements.
-  wrk -t "$THREADS" -c 64 -d "${BENCH_WARMUP:-3}s" -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "warm-$RUN-$target" "$TOKEN" > /dev/null 2>&1 || true
+  # Warm-up, not measured: tiered JIT (its background compiles compete for the same 2 cores for ~15 s after a start),
+  # connection pools, prepared statements, the subscriber cache.
+  wrk -t "$THREADS" -c 64 -d "${BENCH_WARMUP:-15}s" -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "warm-$RUN-$target" "$TOKEN" > /dev/null 2>&1 || true
   for c in $CONNECTIONS; do
     keys="wrk-$RUN-$target-$c"
-    out=$(wrk -t "$THREADS" -c "$c" -d "${DURATION}s" --timeout 10s -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "$keys" "$TOKEN" 2>&1)
+    wrk -t "$THREADS" -c "$c" -d "${DURATION}s" --timeout 10s -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "$keys" "$TOKEN" > "$LOGDIR/out" 2>&1 &
+    load=$!
+    measure_cpu "$load" "$DURATION" "$LOGDIR/cpu"
+    wait "$load" || true
+    out=$(cat "$LOGDIR/out")
     line=$(grep '^RESULT' <<< "$out") || { echo "$out" >&2; exit 1; }
     declare -A r=()
     for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
@@ -94,8 +132,9 @@ for target in usage gateway; do
     elif ((diff > 0 && diff <= c)); then check="stored $stored = 200s ${r[ok]} + $diff answered after wrk stopped (≤ $c in flight)"
     else check="MISMATCH stored $stored vs 200s ${r[ok]}"; fi
     ((r[other] > 0 || r[socket_errors] > 0)) && check+="; non-200: ${r[other]}, socket errors: ${r[socket_errors]}"
-    printf '%-28s %5s %10s %9.2f %9.2f %12s %s\n' "consume via $target" "$c" "$rps" \
-      "$(awk -v v="${r[p50_us]}" 'BEGIN {print v/1000}')" "$(awk -v v="${r[p99_us]}" 'BEGIN {print v/1000}')" "$ratio" "$check"
+    cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$rps")
+    printf '%-24s %5s %8s %8.2f %8.2f %10s %-20s %s\n' "consume via $target" "$c" "$rps" \
+      "$(awk -v v="${r[p50_us]}" 'BEGIN {print v/1000}')" "$(awk -v v="${r[p99_us]}" 'BEGIN {print v/1000}')" "$ratio" "$cpu" "$check"
   done
 done
 rm -rf "$LOGDIR"
