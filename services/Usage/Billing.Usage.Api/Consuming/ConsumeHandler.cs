@@ -29,7 +29,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
 
     private const int MaxStaleRetries = 4;
 
-    public async Task<IResult> HandleAsync(ConsumeRequest request, CancellationToken cancellationToken)
+    public async Task<IResult> HandleAsync(ConsumeRequest request, CancellationToken cancellationToken, SpendWriter.ComingSpend? coming = null)
     {
         if (!ConsumePolicy.IsKnownMeter(catalog, request.Meter))
         {
@@ -42,7 +42,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
             var subscriber = await subscribers.GetAsync(request.UserId, fresh: attempt > 0, cancellationToken);
             var now = clock.GetUtcNow();
             var decision = ConsumePolicy.Decide(catalog, subscriber.State, request.Meter, request.Groups, now);
-            var result = await writer.SubmitAsync(CommandFor(request, subscriber, decision, now));
+            var result = await writer.SubmitAsync(CommandFor(request, subscriber, decision, now), coming);
             switch (result.Outcome)
             {
                 case SpendOutcome.Answered:

@@ -1,5 +1,6 @@
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Consuming;
+using Billing.Usage.Api.Spending;
 
 namespace Billing.Usage.Api.Endpoints;
 
@@ -9,15 +10,16 @@ public static class ConsumeEndpoints
     public static IEndpointRouteBuilder MapConsumeApi(this IEndpointRouteBuilder app)
     {
         app.MapGroup("/api/usage").RequireAuthorization(BillingPolicies.Usage).WithTags("Usage")
-            .MapPost("/consume", async (HttpRequest http, ConsumeHandler handler, CancellationToken cancellationToken) =>
+            .MapPost("/consume", async (HttpRequest http, ConsumeHandler handler, SpendWriter writer, CancellationToken cancellationToken) =>
             {
+                using var coming = writer.Expect();
                 var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
                 if (request is null)
                 {
                     return Problems.Validation(errors);
                 }
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
-                var result = await handler.HandleAsync(request, cancellationToken);
+                var result = await handler.HandleAsync(request, cancellationToken, coming);
                 BillingMetrics.RecordConsume(request.Meter, ResultOf(result), System.Diagnostics.Stopwatch.GetElapsedTime(started));
                 return result;
             })
