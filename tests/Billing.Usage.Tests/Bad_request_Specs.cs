@@ -1,5 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Billing.Usage.Tests;
 
@@ -48,6 +50,24 @@ public class Sending_a_bad_consume
         var goodAnswers = await Task.WhenAll(good);
         Assert.That(badAnswers.Select(r => r.StatusCode), Is.All.EqualTo(HttpStatusCode.BadRequest));
         Assert.That(goodAnswers.Select(r => r.Status), Is.All.EqualTo(HttpStatusCode.OK));
+    }
+
+    [Test]
+    public async Task Refused_and_answered_consumes_leave_no_expected_spend_behind_for_the_writer_to_wait_for()
+    {
+        // Every consume tells the group-commit writer it is coming; a 400, an unknown meter or a spend must all say when
+        // they are done, or every later batch would wait its full gathering time.
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user));
+        var requests = Enumerable.Range(0, 30).Select(i => (i % 3) switch
+        {
+            0 => Host.Service.PostAsync("/api/usage/consume", UsageHost.Json("{\"userId\":")),
+            1 => Host.Service.PostAsJsonAsync("/api/usage/consume", new { userId = user, meter = "no.such.meter", quantity = 1, idempotencyKey = UsageHost.NewKey() }),
+            _ => Host.Service.PostAsJsonAsync("/api/usage/consume", new { userId = user, meter = "ai.generation", quantity = 1, idempotencyKey = UsageHost.NewKey() }),
+        });
+        var answers = await Task.WhenAll(requests);
+        Assert.That(answers.Select(a => (int)a.StatusCode).Distinct().Order(), Is.EqualTo(new[] { 200, 400 }));
+        Assert.That(Host.Services.GetRequiredService<Billing.Usage.Api.Spending.SpendWriter>().Expected, Is.Zero);
     }
 
     [Test]

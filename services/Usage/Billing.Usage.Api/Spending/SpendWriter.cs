@@ -72,6 +72,9 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
 
     private int _coming;
 
+    /// <summary>Consumes that said they are coming and have not been queued yet (0 when the service is idle).</summary>
+    public int Expected => Volatile.Read(ref _coming);
+
     /// <summary>
     /// Tells the writer that a consume has arrived and will be submitted in a moment, so that the batch being gathered
     /// can wait for it; dispose the result when the request ends (submitting it counts as arriving).
