@@ -9,7 +9,7 @@ public sealed record TokensGranted
     public required long Amount { get; init; }
     /// <summary>Balance after the grant.</summary>
     public required long BalanceAfter { get; init; }
-    /// <summary><c>purchase</c> or <c>grant</c>.</summary>
+    /// <summary><c>purchase</c>, <c>grant</c> or <c>adjustment</c> (an admin's correction).</summary>
     public required string Kind { get; init; }
     /// <summary>What caused it: a checkout session id, a grant's idempotency key.</summary>
     public required string Reference { get; init; }
@@ -19,7 +19,7 @@ public sealed record TokensGranted
     public string? StripeEventId { get; init; }
 }
 
-/// <summary>Tokens were taken back after a refund. Published by Wallet.</summary>
+/// <summary>Tokens were taken back after a refund, or by an admin's negative adjustment. Published by Wallet.</summary>
 public sealed record TokensClawedBack
 {
     /// <summary>Billing's user id.</summary>

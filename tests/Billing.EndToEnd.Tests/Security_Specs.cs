@@ -129,6 +129,7 @@ public class Bad_credentials_change_nothing
         ("POST", "/api/usage/consume", """{"userId":"VICTIM","meter":"ai.generation","quantity":1,"idempotencyKey":"KEY"}"""),
         ("GET", "/api/entitlements/VICTIM", ""), ("POST", "/api/admin/refunds", """{"paymentId":"in_x"}"""),
         ("POST", "/api/admin/wallet/VICTIM/grants", """{"amount":5,"idempotencyKey":"KEY"}"""),
+        ("POST", "/api/admin/wallet/VICTIM/adjustments", """{"amount":-5,"idempotencyKey":"KEY","reason":"r"}"""),
     ];
 
     public static IEnumerable<TestCaseData> BadTokens()
@@ -196,7 +197,7 @@ public class Bad_credentials_change_nothing
         {
             ("POST", "/api/admin/refunds"), ("POST", "/api/admin/reconcile"), ("GET", "/api/admin/webhook-events?status=failed"),
             ("POST", "/api/admin/webhook-events/evt_x/replay"), ("POST", $"/api/admin/wallet/{victim}/grants"),
-            ("GET", "/api/admin/wallet/verify"), ("GET", "/api/admin/subscriptions/verify"),
+            ("POST", $"/api/admin/wallet/{victim}/adjustments"), ("GET", "/api/admin/wallet/verify"), ("GET", "/api/admin/subscriptions/verify"),
         };
         foreach (var token in new[] { Tokens.User(victim), Tokens.Service(), Tokens.Create(victim, scope: "billing.adminx billing") })
         {

@@ -4,7 +4,7 @@ using Billing.Wallet.Core.Requests;
 
 namespace Billing.Wallet.Api.Endpoints;
 
-/// <summary>Promotional and trial grants, and the check that every balance equals the sum of its ledger.</summary>
+/// <summary>Promotional and trial grants, corrections, and the check that every balance equals the sum of its ledger.</summary>
 public static class AdminWalletEndpoints
 {
     public static IEndpointRouteBuilder MapAdminWalletApi(this IEndpointRouteBuilder app)
@@ -13,6 +13,9 @@ public static class AdminWalletEndpoints
         group.MapPost("/{userId}/grants", GrantAsync)
             .WithName("GrantTokens")
             .WithSummary("Grants promotional or trial tokens once per idempotency key, optionally expiring.");
+        group.MapPost("/{userId}/adjustments", AdjustAsync)
+            .WithName("AdjustTokens")
+            .WithSummary("Corrects a balance once per idempotency key: a positive amount adds tokens, a negative one takes them away (never below zero).");
         group.MapGet("/verify", VerifyAsync)
             .WithName("VerifyWallets")
             .WithSummary("The wallets whose balance is not the sum of their ledger (none when the books are right).");
@@ -31,6 +34,26 @@ public static class AdminWalletEndpoints
             ? Problems.Problem(409, "idempotency_conflict", "This idempotency key was used for another grant.",
                 "The same key must always name the same user and amount.")
             : TypedResults.Ok(TransactionDto.From(outcome.Entry!));
+    }
+
+    private static async Task<IResult> AdjustAsync(string userId, AdjustmentRequest? request, WalletStore store, CancellationToken ct)
+    {
+        var (adjustment, errors) = WalletRules.Validate(userId, request);
+        if (adjustment is null)
+        {
+            return Problems.Validation(errors);
+        }
+        var outcome = await store.AdjustAsync(adjustment, ct);
+        if (outcome.Conflict)
+        {
+            return Problems.Problem(409, "idempotency_conflict", "This idempotency key was used for another adjustment.",
+                "The same key must always name the same user and amount.");
+        }
+        return outcome.Entry is { } entry
+            ? TypedResults.Ok(TransactionDto.From(entry))
+            : Problems.Problem(409, "insufficient_tokens", "The wallet holds fewer tokens than the adjustment takes away.",
+                $"The wallet holds {outcome.Balance} tokens; {-adjustment.Amount} were to be taken away. Nothing was changed.",
+                new Dictionary<string, object?> { ["balance"] = outcome.Balance, ["requested"] = -adjustment.Amount });
     }
 
     private static async Task<IResult> VerifyAsync(WalletStore store, CancellationToken ct)

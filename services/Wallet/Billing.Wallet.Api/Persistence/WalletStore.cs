@@ -37,6 +37,9 @@ public enum DebitResult
 /// <summary>What an admin grant answered.</summary>
 public sealed record GrantOutcome(LedgerRow? Entry, bool Conflict);
 
+/// <summary>An adjustment's entry; or a conflict (the key names another adjustment); or not enough tokens (<see cref="Balance"/>).</summary>
+public sealed record AdjustmentOutcome(LedgerRow? Entry, bool Conflict, long Balance);
+
 /// <summary>Tokens that will expire, soonest first.</summary>
 public sealed record ExpiringTokens(long Amount, DateTime ExpiresAt);
 
@@ -231,6 +234,95 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             return existing is not null && Same(existing, grant) ? new GrantOutcome(existing, false) : new GrantOutcome(null, true);
         }
     }
+
+    // ---------------------------------------------------------------- adjustments
+
+    /// <summary>
+    /// An admin's correction, once per idempotency key. Positive: tokens added for good (no expiry), announced as
+    /// <see cref="TokensGranted"/> of kind <c>adjustment</c>. Negative: tokens taken away, soonest-expiring first, never
+    /// below zero (refused with the balance instead), announced as <see cref="TokensClawedBack"/>.
+    /// </summary>
+    public async Task<AdjustmentOutcome> AdjustAsync(Adjustment adjustment, CancellationToken ct)
+    {
+        var dedupeKey = "adjustment:" + adjustment.IdempotencyKey;
+        try
+        {
+            await using var c = await dataSource.OpenConnectionAsync(ct);
+            await using var tx = await c.BeginTransactionAsync(ct);
+            var now = clock.GetUtcNow();
+            await EnsureWalletAsync(c, tx, adjustment.UserId, now, ct);
+            if (adjustment.Amount > 0)
+            {
+                var (credited, created) = await CreditAsync(c, tx, adjustment.UserId, LedgerKind.Adjustment, adjustment.Amount,
+                    adjustment.IdempotencyKey, dedupeKey, adjustment.Reason, null, null, now, ct);
+                await tx.CommitAsync(ct);
+                return created || Same(credited, adjustment)
+                    ? new AdjustmentOutcome(credited, false, credited.BalanceAfter)
+                    : new AdjustmentOutcome(null, true, 0);
+            }
+
+            await c.ExecuteAsync(new CommandDefinition(
+                "SELECT 1 FROM wallets WHERE user_id = @UserId FOR UPDATE", new { adjustment.UserId }, tx, cancellationToken: ct));
+            var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
+                $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, tx, cancellationToken: ct));
+            if (existing is not null)
+            {
+                await tx.RollbackAsync(ct);
+                return Same(existing, adjustment) ? new AdjustmentOutcome(existing, false, existing.BalanceAfter) : new AdjustmentOutcome(null, true, 0);
+            }
+
+            // Tokens past their expiry leave through their own entry first: an adjustment never takes an expired token.
+            await ExpireDueAsync(c, tx, adjustment.UserId, now, onlyIfDue: true, ct);
+            var take = -adjustment.Amount;
+            var balance = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
+                "UPDATE wallets SET balance = balance - @take, updated_at = @now WHERE user_id = @UserId AND balance >= @take RETURNING balance",
+                new { take, now, adjustment.UserId }, tx, cancellationToken: ct));
+            if (balance is null)
+            {
+                var current = await c.QuerySingleAsync<long>(new CommandDefinition(
+                    "SELECT balance FROM wallets WHERE user_id = @UserId", new { adjustment.UserId }, tx, cancellationToken: ct));
+                await tx.RollbackAsync(ct);
+                return new AdjustmentOutcome(null, false, current);
+            }
+            await SpendLotsAsync(c, tx, adjustment.UserId, take, ct);
+            var entry = await c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
+                $"""
+                INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, dedupe_key, created_at)
+                VALUES (@UserId, @kind, @amount, @balance, @reference, @reason, @dedupeKey, @now)
+                RETURNING {LedgerColumns}
+                """,
+                new
+                {
+                    adjustment.UserId, kind = LedgerKind.Adjustment, amount = adjustment.Amount, balance = balance.Value,
+                    reference = adjustment.IdempotencyKey, reason = adjustment.Reason, dedupeKey, now,
+                }, tx, cancellationToken: ct));
+            await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
+            {
+                UserId = adjustment.UserId,
+                Requested = take,
+                Amount = take,
+                Shortfall = 0,
+                BalanceAfter = balance.Value,
+                Reference = adjustment.IdempotencyKey,
+                OccurredAt = now,
+            }, Outbox.MessageId(dedupeKey, nameof(TokensClawedBack)), ct);
+            await tx.CommitAsync(ct);
+            return new AdjustmentOutcome(entry, false, balance.Value);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            // The same key, at the same moment: the first one won.
+            await using var c = await dataSource.OpenConnectionAsync(ct);
+            var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
+                $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, cancellationToken: ct));
+            return existing is not null && Same(existing, adjustment)
+                ? new AdjustmentOutcome(existing, false, existing.BalanceAfter)
+                : new AdjustmentOutcome(null, true, 0);
+        }
+    }
+
+    private static bool Same(LedgerRow entry, Adjustment adjustment) =>
+        entry.UserId == adjustment.UserId && entry.Amount == adjustment.Amount && entry.Kind == LedgerKind.Adjustment;
 
     private static bool Same(LedgerRow entry, Grant grant) =>
         entry.UserId == grant.UserId && entry.Amount == grant.Amount && entry.Kind == LedgerKind.Grant;

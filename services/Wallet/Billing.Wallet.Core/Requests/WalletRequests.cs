@@ -11,6 +11,12 @@ public sealed record DebitRequest(string? UserId, long? Amount, string? Idempote
 /// <summary>The body of <c>POST /api/admin/wallet/{userId}/grants</c>.</summary>
 public sealed record GrantRequest(long? Amount, string? IdempotencyKey, string? Reason, DateTimeOffset? ExpiresAt);
 
+/// <summary>The body of <c>POST /api/admin/wallet/{userId}/adjustments</c>: a correction, positive or negative.</summary>
+public sealed record AdjustmentRequest(long? Amount, string? IdempotencyKey, string? Reason);
+
+/// <summary>An adjustment that passed validation (<see cref="Amount"/> is never 0).</summary>
+public sealed record Adjustment(string UserId, long Amount, string IdempotencyKey, string Reason);
+
 /// <summary>A debit that passed validation.</summary>
 public sealed record Debit(string UserId, long Amount, string IdempotencyKey, string Reference);
 
@@ -64,6 +70,26 @@ public static class WalletRules
         return errors.Count > 0
             ? (null, errors)
             : (new Grant(userId, request.Amount!.Value, request.IdempotencyKey!, request.Reason!, request.ExpiresAt?.ToUniversalTime()), errors);
+    }
+
+    public static (Adjustment? Adjustment, Dictionary<string, string[]> Errors) Validate(string userId, AdjustmentRequest? request)
+    {
+        var errors = new Dictionary<string, string[]>();
+        CheckId(userId, "userId", errors);
+        if (request is null)
+        {
+            errors["body"] = ["a JSON body {\"amount\",\"idempotencyKey\",\"reason\"} is required"];
+            return (null, errors);
+        }
+        if (request.Amount is not { } amount || amount == 0 || Math.Abs(amount) > MaxAmount)
+        {
+            errors["amount"] = [$"a non-zero whole number of tokens from -{MaxAmount} to {MaxAmount} (negative takes tokens away)"];
+        }
+        CheckId(request.IdempotencyKey, "idempotencyKey", errors);
+        CheckText(request.Reason, "reason", required: true, errors);
+        return errors.Count > 0
+            ? (null, errors)
+            : (new Adjustment(userId, request.Amount!.Value, request.IdempotencyKey!, request.Reason!), errors);
     }
 
     public static (PackCheckout? Checkout, Dictionary<string, string[]> Errors) Validate(
