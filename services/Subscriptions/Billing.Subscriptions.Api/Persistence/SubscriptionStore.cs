@@ -27,7 +27,7 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
     public async Task<string> SaveCustomerAsync(string userId, string customerId, string? email, CancellationToken ct)
     {
         await using var connection = await dataSource.OpenConnectionAsync(ct);
-        return await connection.QuerySingleAsync<string>(new CommandDefinition(
+        var stored = await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
             """
             WITH inserted AS (
                 INSERT INTO customers (user_id, stripe_customer_id, email) VALUES (@userId, @customerId, @email)
@@ -36,6 +36,10 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             UNION ALL SELECT stripe_customer_id FROM customers WHERE user_id = @userId
             LIMIT 1
             """, new { userId, customerId, email }, cancellationToken: ct));
+        // A concurrent first checkout may have committed its row after this statement's snapshot was taken: the insert
+        // then does nothing and the select cannot see that row (found by the fuzz test as a 500). A new statement does.
+        return stored ?? await connection.QuerySingleAsync<string>(new CommandDefinition(
+            "SELECT stripe_customer_id FROM customers WHERE user_id = @userId", new { userId }, cancellationToken: ct));
     }
 
     /// <summary>The user's current subscription: a live one if any, else the latest that ended.</summary>
