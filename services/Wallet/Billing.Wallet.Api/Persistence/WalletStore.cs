@@ -229,8 +229,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         {
             // The same key, at the same moment, for another user: the first one won.
             await using var c = await dataSource.OpenConnectionAsync(ct);
-            var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
-                $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, cancellationToken: ct));
+            var existing = await ByDedupeKeyAsync(c, null, dedupeKey, ct);
             return existing is not null && Same(existing, grant) ? new GrantOutcome(existing, false) : new GrantOutcome(null, true);
         }
     }
@@ -263,8 +262,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
 
             await c.ExecuteAsync(new CommandDefinition(
                 "SELECT 1 FROM wallets WHERE user_id = @UserId FOR UPDATE", new { adjustment.UserId }, tx, cancellationToken: ct));
-            var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
-                $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, tx, cancellationToken: ct));
+            var existing = await ByDedupeKeyAsync(c, tx, dedupeKey, ct);
             if (existing is not null)
             {
                 await tx.RollbackAsync(ct);
@@ -313,13 +311,17 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         {
             // The same key, at the same moment: the first one won.
             await using var c = await dataSource.OpenConnectionAsync(ct);
-            var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
-                $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, cancellationToken: ct));
+            var existing = await ByDedupeKeyAsync(c, null, dedupeKey, ct);
             return existing is not null && Same(existing, adjustment)
                 ? new AdjustmentOutcome(existing, false, existing.BalanceAfter)
                 : new AdjustmentOutcome(null, true, 0);
         }
     }
+
+    /// <summary>The ledger entry made under <paramref name="dedupeKey"/>, if any.</summary>
+    private static Task<LedgerRow?> ByDedupeKeyAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string dedupeKey, CancellationToken ct) =>
+        c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
+            $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, tx, cancellationToken: ct));
 
     private static bool Same(LedgerRow entry, Adjustment adjustment) =>
         entry.UserId == adjustment.UserId && entry.Amount == adjustment.Amount && entry.Kind == LedgerKind.Adjustment;
@@ -386,8 +388,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     {
         await c.ExecuteAsync(new CommandDefinition(
             "SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
-        var existing = await c.QuerySingleOrDefaultAsync<LedgerRow>(new CommandDefinition(
-            $"SELECT {LedgerColumns} FROM wallet_ledger WHERE dedupe_key = @dedupeKey", new { dedupeKey }, tx, cancellationToken: ct));
+        var existing = await ByDedupeKeyAsync(c, tx, dedupeKey, ct);
         if (existing is not null)
         {
             return (existing, false);
