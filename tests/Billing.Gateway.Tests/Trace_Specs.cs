@@ -54,6 +54,7 @@ public class One_trace_from_the_gateway_to_the_consumer
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Configuration["BILLING_JWT_SIGNING_KEY"] = TestEnvironment.JwtSigningKey;
+        builder.Configuration["BILLING_TRACING"] = "on"; // spans without an OTLP endpoint: this test reads them in memory
         builder.Configuration["ConnectionStrings:Database"] = cs;
         builder.Configuration["RabbitMq:Host"] = TestEnvironment.RabbitHost;
         builder.Configuration["RabbitMq:Port"] = TestEnvironment.RabbitPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -81,6 +82,7 @@ public class One_trace_from_the_gateway_to_the_consumer
             ["ReverseProxy:Routes:trace-probe:ClusterId"] = "subscriptions",
             ["ReverseProxy:Routes:trace-probe:AuthorizationPolicy"] = "user",
             ["ReverseProxy:Routes:trace-probe:Match:Path"] = "/api/trace-probe",
+            ["BILLING_TRACING"] = "on",
         }, services => services.ConfigureOpenTelemetryTracerProvider(t => t.AddInMemoryExporter(_gatewaySpans)));
         _gateway.CreateClient().Dispose();
     }
