@@ -293,8 +293,9 @@ infra_pg_start() {
     if out=$(_infra_pg pg_ctl -D "$BILLING_PG_DATA" -l "$BILLING_PG_LOG" -w -t 60 -o "$opts" start 2>&1); then
       break
     fi
-    # after kill -9 the old backends may still hold the shared memory segment for a moment
-    if ((tries < 10)) && tail -n 5 "$BILLING_PG_LOG" 2>/dev/null | grep -q 'pre-existing shared memory block'; then
+    # after kill -9 the old backends may still hold the shared memory segment for a moment; and the port may be held
+    # for a moment by a closing connection that had it as its ephemeral port (seen right after a load test)
+    if ((tries < 10)) && tail -n 5 "$BILLING_PG_LOG" 2>/dev/null | grep -q -e 'pre-existing shared memory block' -e 'Address already in use'; then
       sleep 1
       continue
     fi

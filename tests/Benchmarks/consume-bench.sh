@@ -59,7 +59,8 @@ WS=$("${PSQL[@]}" -c "SELECT extract(epoch FROM anchor)::bigint FROM usage_subje
 WE=$("${PSQL[@]}" -c "SELECT extract(epoch FROM anchor + interval '1 month')::bigint FROM usage_subjects WHERE user_id = '${PREFIX}1'")
 TOKEN=$(BILLING_PROFILE=up "$REPO/deploy/billing" token --user bench-ai --scope billing.usage --ttl 7200)
 
-declare -A PG_TPS
+declare -A PG_TPS RATIO P99
+declare -i MISMATCHES=0
 LOGDIR=$(mktemp -d)
 
 USAGE_PID=$(cat "$STACK_DIR/pids/usage.pid")
@@ -135,6 +136,27 @@ for target in usage gateway; do
     cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$rps")
     printf '%-24s %5s %8s %8.2f %8.2f %10s %-20s %s\n' "consume via $target" "$c" "$rps" \
       "$(awk -v v="${r[p50_us]}" 'BEGIN {print v/1000}')" "$(awk -v v="${r[p99_us]}" 'BEGIN {print v/1000}')" "$ratio" "$cpu" "$check"
+    RATIO[$target-$c]=$ratio
+    P99[$target-$c]=$(awk -v v="${r[p99_us]}" 'BEGIN {printf "%.2f", v/1000}')
+    [[ $check == MISMATCH* ]] && MISMATCHES+=1
   done
 done
 rm -rf "$LOGDIR"
+
+# The issue's goals, against this run's figures.
+echo
+goal() { # <label> <value> <op> <target>
+  if awk -v v="$2" -v t="$4" -v op="$3" 'BEGIN { exit !((op == ">=") ? v >= t : v < t) }'; then
+    printf '  met      %-40s %s (goal %s %s)\n' "$1" "$2" "$3" "$4"
+  else
+    printf '  NOT met  %-40s %s (goal %s %s)\n' "$1" "$2" "$3" "$4"
+  fi
+}
+echo "goals:"
+[[ -n ${RATIO[gateway-16]:-} ]] && goal "through the gateway at 16, × pgbench" "${RATIO[gateway-16]}" ">=" 1.0
+[[ -n ${RATIO[gateway-64]:-} ]] && goal "through the gateway at 64, × pgbench" "${RATIO[gateway-64]}" ">=" 1.5
+[[ -n ${RATIO[usage-64]:-} ]] && goal "directly at 64, × pgbench" "${RATIO[usage-64]}" ">=" 2.0
+for c in $CONNECTIONS; do
+  [[ -n ${P99[gateway-$c]:-} ]] && goal "p99 through the gateway at $c, ms" "${P99[gateway-$c]}" "<" 20
+done
+((MISMATCHES == 0)) && echo "  every run: spends stored = 200 answers" || { echo "  SPENDS STORED DIFFER FROM 200 ANSWERS in $MISMATCHES run(s)"; exit 1; }
