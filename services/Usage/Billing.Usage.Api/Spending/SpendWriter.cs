@@ -72,6 +72,11 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
 
     private int _coming;
 
+    private long _failedBatches;
+
+    /// <summary>Batches of more than one spend that failed as a whole and were retried spend by spend, since the start.</summary>
+    public long FailedBatches => Interlocked.Read(ref _failedBatches);
+
     /// <summary>Consumes that said they are coming and have not been queued yet (0 when the service is idle).</summary>
     public int Expected => Volatile.Read(ref _coming);
 
@@ -176,6 +181,7 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
         }
         catch (Exception ex) when (batch.Count > 1)
         {
+            Interlocked.Increment(ref _failedBatches);
             logger.LogWarning(ex, "A batch of {Count} spends failed; retrying each on its own", batch.Count);
         }
         catch (Exception ex)
