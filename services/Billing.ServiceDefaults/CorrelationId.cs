@@ -24,6 +24,19 @@ public static class CorrelationId
     /// <summary>The id of the current request (set by the middleware); null outside a request.</summary>
     public static string? Get(HttpContext context) => context.Items[LogProperty] as string;
 
+    private static readonly AsyncLocal<string?> s_current = new();
+
+    /// <summary>
+    /// The id of the work in progress: the request's (HTTP), or the one a consumed message carried. The outbox stores it
+    /// with every message, the relay sends it as the <see cref="Header"/> header, and consumers take it up again, so one
+    /// id follows a story from the gateway through every service and message.
+    /// </summary>
+    public static string? Current
+    {
+        get => s_current.Value;
+        set => s_current.Value = value;
+    }
+
     /// <summary>
     /// True for 1–128 characters of letters, digits and <c>- _ . :</c>: enough for GUIDs, trace ids and vendor
     /// request ids, and nothing that could forge a log line or a header.
@@ -69,6 +82,7 @@ internal sealed class CorrelationIdMiddleware(RequestDelegate next, ILogger<Corr
 
         using (logger.BeginScope(new CorrelationScope(id)))
         {
+            CorrelationId.Current = id;
             await next(context);
         }
     }

@@ -25,9 +25,14 @@ public sealed class OutboxProbeConsumer(Inbox inbox) : IConsumer<OutboxProbeHapp
 {
     public static readonly ConcurrentQueue<(Guid MessageId, string UserId)> Deliveries = new();
 
+    /// <summary>Per user: the correlation id header the message carried, and the one the consumer ran under.</summary>
+    public static readonly ConcurrentDictionary<string, (string? Header, string? Current)> Correlations = new();
+
     public async Task Consume(ConsumeContext<OutboxProbeHappened> context)
     {
         Deliveries.Enqueue((context.MessageId!.Value, context.Message.UserId));
+        Correlations[context.Message.UserId] = (context.Headers.Get<string>(Billing.ServiceDefaults.CorrelationId.Header),
+            Billing.ServiceDefaults.CorrelationId.Current);
         await inbox.HandleOnceAsync(context, GetType(), (connection, transaction, ct) =>
             connection.ExecuteAsync(new CommandDefinition(
                 "INSERT INTO probe_totals (user_id, total, applications) VALUES (@UserId, @Amount, 1) " +
@@ -100,6 +105,27 @@ public class The_outbox_and_the_inbox
         await EventuallyAsync(async () => (await TotalAsync(user)).Applications >= 1);
         await Task.Delay(300);
         Assert.That(await TotalAsync(user), Is.EqualTo((1, 1)));
+    }
+
+    [Test]
+    public async Task A_message_carries_the_correlation_id_it_was_written_under_and_its_consumer_works_under_it()
+    {
+        var user = NewUser();
+        var other = NewUser();
+        Billing.ServiceDefaults.CorrelationId.Current = "req-" + user;
+        try
+        {
+            await WriteAsync(user, 1, commit: true);
+        }
+        finally
+        {
+            Billing.ServiceDefaults.CorrelationId.Current = null;
+        }
+        await WriteAsync(other, 1, commit: true); // written outside any request: no id
+
+        await EventuallyAsync(() => Task.FromResult(OutboxProbeConsumer.Correlations.ContainsKey(user) && OutboxProbeConsumer.Correlations.ContainsKey(other)));
+        Assert.That(OutboxProbeConsumer.Correlations[user], Is.EqualTo(("req-" + user, "req-" + user)));
+        Assert.That(OutboxProbeConsumer.Correlations[other], Is.EqualTo(((string?)null, (string?)null)));
     }
 
     [Test]

@@ -100,6 +100,24 @@ public sealed class Adjusting_a_balance
         Assert.That(await Host.BalanceAsync(user), Is.EqualTo(2));
     }
 
+    [Test]
+    public async Task The_request_s_correlation_id_goes_with_the_announcement()
+    {
+        var user = WalletHost.NewUser();
+        var correlation = "support-" + Guid.NewGuid().ToString("N");
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/admin/wallet/{user}/adjustments")
+        {
+            Content = JsonContent.Create(new { amount = 5, idempotencyKey = WalletHost.NewKey(), reason = "goodwill" }),
+        };
+        request.Headers.Add("X-Correlation-Id", correlation);
+
+        var response = await Host.Admin.SendAsync(request);
+
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE correlation_id = @correlation AND payload->>'userId' = @user", new { correlation, user }), Is.EqualTo(1));
+    }
+
     [TestCase("{\"amount\":0,\"idempotencyKey\":\"k\",\"reason\":\"r\"}", "amount")]
     [TestCase("{\"amount\":-1000000000001,\"idempotencyKey\":\"k\",\"reason\":\"r\"}", "amount")]
     [TestCase("{\"amount\":5,\"idempotencyKey\":\"k\"}", "reason")]

@@ -56,6 +56,8 @@ public static class BusExtensions
                     h.Password(settings.Password);
                     h.RequestedConnectionTimeout(TimeSpan.FromSeconds(5));
                 });
+                // Every consumer works under the correlation id its message carried (log scope, and on to what it enqueues).
+                cfg.UseConsumeFilter(typeof(CorrelationConsumeFilter<>), context);
                 cfg.ConfigureEndpoints(context);
             });
         });

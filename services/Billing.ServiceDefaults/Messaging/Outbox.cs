@@ -34,8 +34,8 @@ public static class Outbox
         var type = message.GetType();
         var rows = await connection.ExecuteAsync(new CommandDefinition(
             """
-            INSERT INTO outbox (id, message_type, payload, trace_parent)
-            VALUES (@Id, @Type, CAST(@Payload AS jsonb), @TraceParent)
+            INSERT INTO outbox (id, message_type, payload, trace_parent, correlation_id)
+            VALUES (@Id, @Type, CAST(@Payload AS jsonb), @TraceParent, @CorrelationId)
             ON CONFLICT (id) DO NOTHING;
             """,
             new
@@ -44,6 +44,7 @@ public static class Outbox
                 Type = $"{type.FullName}, {type.Assembly.GetName().Name}",
                 Payload = JsonSerializer.Serialize(message, type, Json),
                 TraceParent = Activity.Current?.Id,
+                CorrelationId = CorrelationId.Current,
             },
             transaction, cancellationToken: cancellationToken));
         if (rows > 0)

@@ -98,7 +98,8 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         var rows = (await connection.QueryAsync<OutboxRow>(new CommandDefinition(
             """
-            SELECT position AS Position, id AS Id, message_type AS MessageType, payload::text AS Payload, trace_parent AS TraceParent
+            SELECT position AS Position, id AS Id, message_type AS MessageType, payload::text AS Payload, trace_parent AS TraceParent,
+                   correlation_id AS CorrelationId
             FROM outbox WHERE sent_at IS NULL ORDER BY position LIMIT @Limit FOR UPDATE SKIP LOCKED
             """,
             new { Limit = options.BatchSize }, transaction, cancellationToken: cancellationToken))).ToList();
@@ -155,7 +156,14 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.PublishTimeout);
-        await bus.Publish(message, type, context => context.MessageId = row.Id, timeout.Token);
+        await bus.Publish(message, type, context =>
+        {
+            context.MessageId = row.Id;
+            if (row.CorrelationId is not null)
+            {
+                context.Headers.Set(CorrelationId.Header, row.CorrelationId);
+            }
+        }, timeout.Token);
     }
 
     private async Task CleanupAsync(CancellationToken cancellationToken)
@@ -171,7 +179,7 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
-    private sealed record OutboxRow(long Position, Guid Id, string MessageType, string Payload, string? TraceParent);
+    private sealed record OutboxRow(long Position, Guid Id, string MessageType, string Payload, string? TraceParent, string? CorrelationId);
 }
 
 /// <summary>Some outbox rows could not be published (the broker is down or refused them); they stay for the next try.</summary>

@@ -90,6 +90,9 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
 
     private async Task ProcessOneAsync(string id, CancellationToken ct)
     {
+        // The Stripe event's id is the correlation id of everything its processing publishes: one id to quote from the
+        // webhook through every service that reacts to it.
+        Billing.ServiceDefaults.CorrelationId.Current = Billing.ServiceDefaults.CorrelationId.IsWellFormed(id) ? id : null;
         await using var connection = await dataSource.OpenConnectionAsync(ct);
         StoredEvent? stored;
         try
