@@ -17,8 +17,8 @@ public sealed record ConsumeAllowed(bool Allowed, string Source, long? Remaining
 
 /// <summary>
 /// POST /api/usage/consume. The subscriber comes from memory (<see cref="SubscriberCache"/>), the decision from Core, and
-/// the check-and-spend is one <c>usage_consume</c> call that the group-commit <see cref="SpendWriter"/> runs with other
-/// spends in one transaction; the answer goes out only after that transaction has committed. A retry under the same
+/// the check-and-spend is one element of <c>usage_consume_many</c>, the one statement in which the group-commit
+/// <see cref="SpendWriter"/> runs a batch of spends; the answer goes out only after that transaction has committed. A retry under the same
 /// key gets the first answer. A <c>tokens</c> meter whose window cannot cover the spend claims the key, then asks Wallet
 /// to debit the whole spend with the same key.
 /// </summary>

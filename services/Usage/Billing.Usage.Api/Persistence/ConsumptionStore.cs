@@ -8,7 +8,7 @@ public sealed record TokenClaim(Guid ConsumptionId, long Used);
 
 /// <summary>
 /// The <c>consumptions</c> records outside the group-commit path: the token-paid consumes, which wait for Wallet between
-/// claiming the key (in <c>usage_consume</c>) and recording Wallet's answer.
+/// claiming the key (in <c>usage_consume_many</c>) and recording Wallet's answer.
 /// </summary>
 public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceStore balances)
 {

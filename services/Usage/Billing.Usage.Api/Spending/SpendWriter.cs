@@ -8,7 +8,7 @@ using NpgsqlTypes;
 
 namespace Billing.Usage.Api.Spending;
 
-/// <summary>One call of <c>usage_consume</c>: a consume decided on the subscriber's <see cref="Version"/>.</summary>
+/// <summary>One spend of a <c>usage_consume_many</c> batch: a consume decided on the subscriber's <see cref="Version"/>.</summary>
 public sealed record SpendCommand
 {
     public required string Key { get; init; }

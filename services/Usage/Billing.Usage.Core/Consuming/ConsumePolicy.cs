@@ -53,7 +53,7 @@ public static class ConsumePolicy
 
     /// <summary>
     /// How a spend on a <c>bill</c> meter divides between the window and billed overage: the window first, the rest
-    /// overage. (The same rule runs inside the database, in <c>usage_consume</c>, where the counter is.)
+    /// overage. (The same rule runs inside the database, in <c>usage_consume_many</c>, where the counter is.)
     /// </summary>
     public static (long Quota, long Overage) SplitBilled(long usedBefore, long quantity, long limit)
     {
