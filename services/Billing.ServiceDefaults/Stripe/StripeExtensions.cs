@@ -44,6 +44,7 @@ public static class StripeExtensions
             return new StripeClient(options);
         });
         builder.Services.AddSingleton(sp => new StripeCalls(sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<StripeCalls>>(), retries, timeout));
+        builder.Services.AddSingleton<StripePrices>();
         return builder;
     }
 }

@@ -5,7 +5,6 @@ using Billing.ServiceDefaults.Stripe;
 using Billing.Wallet.Api.Consumers;
 using Billing.Wallet.Api.Endpoints;
 using Billing.Wallet.Api.Persistence;
-using Billing.Wallet.Api.Stripe;
 using MassTransit;
 
 var builder = WebApplication.CreateBuilder(args);
@@ -15,7 +14,6 @@ builder.AddBillingDatabase(typeof(Program).Assembly);
 builder.AddBillingBus("wallet", bus => bus.AddConsumers(typeof(Program).Assembly));
 builder.AddBillingStripe();
 builder.Services.AddSingleton<WalletStore>();
-builder.Services.AddSingleton<PackPrices>();
 builder.Services.AddSingleton(ReturnUrls.From(builder.Configuration));
 builder.Services.AddHostedService<ExpirySweeper>();
 

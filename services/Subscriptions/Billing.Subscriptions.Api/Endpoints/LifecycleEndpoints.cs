@@ -68,7 +68,7 @@ public static class LifecycleEndpoints
     }
 
     private static async Task<IResult> ChangeAsync(ChangeRequest? request, ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe,
-        StripeCalls calls, BillingCatalog catalog, Stripe.StripePrices prices, CancellationToken ct)
+        StripeCalls calls, BillingCatalog catalog, StripePrices prices, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var (target, errorResult) = await ResolveAsync(request?.PlanId, request?.Interval, request?.IntervalCount, user, store, catalog, prices, ct);
@@ -126,7 +126,7 @@ public static class LifecycleEndpoints
     }
 
     private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
-        SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, Stripe.StripePrices prices, TimeProvider clock, CancellationToken ct)
+        SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock, CancellationToken ct)
     {
         var (target, errorResult) = await ResolveAsync(planId, interval, intervalCount, user, store, catalog, prices, ct);
         if (target is null)
@@ -157,7 +157,7 @@ public static class LifecycleEndpoints
 
     private static async Task<((SubscriptionRecord Current, Plan Plan, Price Price, string PriceId, PlanChangeKind Kind)? Target, IResult? Error)> ResolveAsync(
         string? planId, string? interval, int? intervalCount, ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog,
-        Stripe.StripePrices prices, CancellationToken ct)
+        StripePrices prices, CancellationToken ct)
     {
         var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest(planId, interval, intervalCount, null, null), catalog, "http://x", "http://x");
         if (choice is null)

@@ -4,7 +4,6 @@ using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Stripe;
 using Billing.Wallet.Api.Persistence;
-using Billing.Wallet.Api.Stripe;
 using Billing.Wallet.Core.Ledger;
 using Billing.Wallet.Core.Requests;
 using Stripe;
@@ -48,7 +47,7 @@ public static class WalletEndpoints
         TypedResults.Ok(new PacksResponse(catalog.TokenPacks.Select(p => new PackDto(p.Id, p.Name, p.Tokens, p.Amount, p.Currency, p.ExpiresAfterDays)).ToList()));
 
     private static async Task<IResult> StartCheckoutAsync(PackCheckoutRequest? request, ClaimsPrincipal user, BillingCatalog catalog,
-        PackPrices prices, IStripeClient stripe, StripeCalls calls, ReturnUrls urls, TimeProvider clock, CancellationToken ct)
+        StripePrices prices, IStripeClient stripe, StripeCalls calls, ReturnUrls urls, TimeProvider clock, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var (checkout, errors) = WalletRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);

@@ -1,10 +1,9 @@
 using System.Collections.Concurrent;
-using Billing.ServiceDefaults.Stripe;
 using Stripe;
 
-namespace Billing.Subscriptions.Api.Stripe;
+namespace Billing.ServiceDefaults.Stripe;
 
-/// <summary>Finds Stripe prices by the catalog's lookup keys (cached for a few minutes; nobody copies price ids).</summary>
+/// <summary>Finds Stripe prices (plans and token packs) by the catalog's lookup keys (cached for a few minutes; nobody copies price ids).</summary>
 public sealed class StripePrices(IStripeClient stripe, StripeCalls calls, TimeProvider clock)
 {
     private static readonly TimeSpan Keep = TimeSpan.FromMinutes(5);
