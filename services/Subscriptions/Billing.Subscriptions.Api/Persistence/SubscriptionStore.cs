@@ -26,20 +26,15 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
     /// <summary>Stores the link unless one exists; returns the customer id that is stored (the first one wins).</summary>
     public async Task<string> SaveCustomerAsync(string userId, string customerId, string? email, CancellationToken ct)
     {
+        // ON CONFLICT DO UPDATE (a no-op update) waits for a concurrent first checkout's row and returns the committed
+        // link; DO NOTHING plus a SELECT in the same statement could not see that row (its snapshot was older: a 500).
         await using var connection = await dataSource.OpenConnectionAsync(ct);
-        var stored = await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+        return await connection.QuerySingleAsync<string>(new CommandDefinition(
             """
-            WITH inserted AS (
-                INSERT INTO customers (user_id, stripe_customer_id, email) VALUES (@userId, @customerId, @email)
-                ON CONFLICT (user_id) DO NOTHING RETURNING stripe_customer_id)
-            SELECT stripe_customer_id FROM inserted
-            UNION ALL SELECT stripe_customer_id FROM customers WHERE user_id = @userId
-            LIMIT 1
+            INSERT INTO customers AS c (user_id, stripe_customer_id, email) VALUES (@userId, @customerId, @email)
+            ON CONFLICT (user_id) DO UPDATE SET stripe_customer_id = c.stripe_customer_id
+            RETURNING c.stripe_customer_id
             """, new { userId, customerId, email }, cancellationToken: ct));
-        // A concurrent first checkout may have committed its row after this statement's snapshot was taken: the insert
-        // then does nothing and the select cannot see that row (found by the fuzz test as a 500). A new statement does.
-        return stored ?? await connection.QuerySingleAsync<string>(new CommandDefinition(
-            "SELECT stripe_customer_id FROM customers WHERE user_id = @userId", new { userId }, cancellationToken: ct));
     }
 
     /// <summary>The user's current subscription: a live one if any, else the latest that ended.</summary>
