@@ -16,6 +16,9 @@ public static class InternalWalletEndpoints
         group.MapPost("/debit", DebitAsync)
             .WithName("DebitWallet")
             .WithSummary("Spends tokens atomically; the same idempotency key debits once and returns the first answer.");
+        group.MapPost("/returns", ReturnAsync)
+            .WithName("ReturnDebitedTokens")
+            .WithSummary("Gives back unused tokens of a debit (a token-backed reservation), once per debit, into the lots they came from.");
         group.MapGet("/{userId}", GetBalanceAsync)
             .WithName("GetWalletBalance")
             .WithSummary("A user's token balance.");
@@ -43,6 +46,24 @@ public static class InternalWalletEndpoints
         };
     }
 
+    private static async Task<IResult> ReturnAsync(ReturnRequest? request, WalletStore store, CancellationToken ct)
+    {
+        var (giveBack, errors) = WalletRules.Validate(request);
+        if (giveBack is null)
+        {
+            return Problems.Validation(errors);
+        }
+
+        var outcome = await store.ReturnAsync(giveBack, ct);
+        return outcome.Result switch
+        {
+            ReturnResult.Returned => TypedResults.Ok(new ReturnResponse(true, outcome.Returned, outcome.Balance)),
+            ReturnResult.NothingDebited => TypedResults.Ok(new ReturnResponse(false, 0, outcome.Balance)),
+            _ => Problems.Problem(409, "idempotency_conflict", "This debit cannot take this return.",
+                "The key names another user's debit, a return of another amount was asked before, or more than was debited is asked back."),
+        };
+    }
+
     private static async Task<IResult> GetBalanceAsync(string userId, WalletStore store, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
@@ -58,4 +79,7 @@ public static class InternalWalletEndpoints
     public sealed record DebitResponse(bool Debited, long Balance, string TransactionId);
 
     public sealed record BalanceResponse(long Balance);
+
+    /// <summary><c>debited</c> false: the key was never debited, nothing went back, and no later debit under it will take anything.</summary>
+    public sealed record ReturnResponse(bool Debited, long Returned, long Balance);
 }

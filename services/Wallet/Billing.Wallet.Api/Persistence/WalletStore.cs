@@ -34,6 +34,21 @@ public enum DebitResult
     IdempotencyConflict,
 }
 
+/// <summary>What a return answered; replayed for every retry of the same return.</summary>
+public sealed record ReturnOutcome(ReturnResult Result, long Returned, long Balance);
+
+public enum ReturnResult
+{
+    /// <summary>The tokens went back (or had gone back, for a retry).</summary>
+    Returned,
+
+    /// <summary>The key was never debited (refused, or not yet asked): nothing to give back, and a later debit under it takes nothing.</summary>
+    NothingDebited,
+
+    /// <summary>The key names another user's debit, a return of another amount, or more than was debited.</summary>
+    Conflict,
+}
+
 /// <summary>What an admin grant answered.</summary>
 public sealed record GrantOutcome(LedgerRow? Entry, bool Conflict);
 
@@ -143,11 +158,12 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
 
             if (!claimed)
             {
-                var first = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long Balance, long? LedgerId)>(new CommandDefinition(
-                    "SELECT user_id, amount, debited, balance, ledger_id FROM wallet_debits WHERE idempotency_key = @Key",
+                var first = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long Balance, long? LedgerId, bool Cancelled)>(new CommandDefinition(
+                    "SELECT user_id, amount, debited, balance, ledger_id, NOT debited AND return_asked IS NOT NULL FROM wallet_debits WHERE idempotency_key = @Key",
                     args, tx, cancellationToken: ct));
                 await tx.RollbackAsync(ct);
-                if (first.UserId != debit.UserId || first.Amount != debit.Amount)
+                // A key whose return came first (a reservation given up before its debit arrived) never debits.
+                if (first.UserId != debit.UserId || first.Amount != debit.Amount || first.Cancelled)
                 {
                     return new DebitOutcome(DebitResult.IdempotencyConflict, 0, null);
                 }
@@ -193,6 +209,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 ), spent AS (
                     UPDATE wallet_lots l SET remaining = l.remaining - LEAST(o.remaining, @Amount - o.before)
                     FROM ordered o WHERE l.id = o.id AND o.before < @Amount
+                    RETURNING l.id, LEAST(o.remaining, @Amount - o.before) AS took
+                ), took AS (
+                    -- Which lots this debit took from, so that a return can put the tokens back where they were.
+                    INSERT INTO wallet_debit_lots (idempotency_key, lot_id, amount) SELECT @Key, id, took FROM spent WHERE took > 0
                 ), entry AS (
                     INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, created_at)
                     VALUES (@UserId, 'debit', -@Amount, @Balance, @Reference, @Now) RETURNING id
@@ -207,6 +227,107 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             return new DebitOutcome(DebitResult.Debited, balance.Value, ledgerId);
         }
     }
+
+    // ---------------------------------------------------------------- returns
+
+    /// <summary>
+    /// Gives back <see cref="DebitReturn.Amount"/> of the tokens the debit under its key took, once per debit: first the
+    /// part that came from tokens that never expire, then into the lots it was taken from, latest-expiring first, so a
+    /// returned token keeps its expiry (one that has expired meanwhile leaves again through an <c>expiry</c> entry). A
+    /// return for a key that was never debited records the key as spent-nothing, so a debit arriving late under it
+    /// takes nothing.
+    /// </summary>
+    public async Task<ReturnOutcome> ReturnAsync(DebitReturn r, CancellationToken ct)
+    {
+        await using var c = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await c.BeginTransactionAsync(ct);
+        var now = clock.GetUtcNow();
+        var args = new { r.UserId, r.Amount, Key = r.IdempotencyKey, r.Reason, Now = now };
+
+        var tombstone = await c.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO wallet_debits (idempotency_key, user_id, amount, reference, debited, balance, return_asked, returned_at, created_at)
+            VALUES (@Key, @UserId, @Amount, 'returned before any debit', false, 0, @Amount, @Now, @Now)
+            ON CONFLICT (idempotency_key) DO NOTHING
+            """, args, tx, cancellationToken: ct));
+        if (tombstone == 1)
+        {
+            await tx.CommitAsync(ct);
+            return new ReturnOutcome(ReturnResult.NothingDebited, 0, await BalanceAsync(c, null, r.UserId, ct));
+        }
+
+        var debit = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long? ReturnAsked, long Returned, string? Reference)>(
+            new CommandDefinition(
+                "SELECT user_id, amount, debited, return_asked, returned, reference FROM wallet_debits WHERE idempotency_key = @Key FOR UPDATE",
+                args, tx, cancellationToken: ct));
+        if (debit.UserId != r.UserId)
+        {
+            return new ReturnOutcome(ReturnResult.Conflict, 0, 0);
+        }
+        if (debit.ReturnAsked is { } asked)
+        {
+            await tx.RollbackAsync(ct);
+            return asked != r.Amount
+                ? new ReturnOutcome(ReturnResult.Conflict, 0, 0)
+                : new ReturnOutcome(debit.Debited ? ReturnResult.Returned : ReturnResult.NothingDebited, debit.Returned,
+                    await BalanceAsync(c, null, r.UserId, ct));
+        }
+        if (!debit.Debited)
+        {
+            await c.ExecuteAsync(new CommandDefinition(
+                "UPDATE wallet_debits SET return_asked = @Amount, returned_at = @Now WHERE idempotency_key = @Key", args, tx, cancellationToken: ct));
+            await tx.CommitAsync(ct);
+            return new ReturnOutcome(ReturnResult.NothingDebited, 0, await BalanceAsync(c, null, r.UserId, ct));
+        }
+        if (r.Amount > debit.Amount)
+        {
+            return new ReturnOutcome(ReturnResult.Conflict, 0, 0);
+        }
+
+        await c.ExecuteAsync(new CommandDefinition(
+            "SELECT 1 FROM wallets WHERE user_id = @UserId FOR UPDATE", args, tx, cancellationToken: ct));
+        var lots = (await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
+            """
+            SELECT d.lot_id, d.amount FROM wallet_debit_lots d JOIN wallet_lots l ON l.id = d.lot_id
+            WHERE d.idempotency_key = @Key ORDER BY l.expires_at DESC, l.id DESC
+            """, args, tx, cancellationToken: ct))).ToList();
+        var left = r.Amount - Math.Min(r.Amount, debit.Amount - lots.Sum(l => l.Took));
+        foreach (var (lotId, took) in lots)
+        {
+            if (left == 0)
+            {
+                break;
+            }
+            var give = Math.Min(left, took);
+            await c.ExecuteAsync(new CommandDefinition(
+                "UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @lotId",
+                new { give, lotId }, tx, cancellationToken: ct));
+            left -= give;
+        }
+
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            WITH w AS (
+                UPDATE wallets SET balance = balance + @Amount, updated_at = @Now WHERE user_id = @UserId RETURNING balance
+            ), entry AS (
+                INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, dedupe_key, created_at)
+                SELECT @UserId, 'return', @Amount, w.balance, @Reference, @Reason, 'return:' || @Key, @Now FROM w
+                RETURNING id
+            )
+            UPDATE wallet_debits SET return_asked = @Amount, returned = @Amount, return_ledger_id = (SELECT id FROM entry), returned_at = @Now
+            WHERE idempotency_key = @Key
+            """, new { r.UserId, r.Amount, Key = r.IdempotencyKey, r.Reason, Now = now, Reference = debit.Reference ?? r.IdempotencyKey },
+            tx, cancellationToken: ct));
+        // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry.
+        await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
+        var balance = await BalanceAsync(c, tx, r.UserId, ct);
+        await tx.CommitAsync(ct);
+        return new ReturnOutcome(ReturnResult.Returned, r.Amount, balance);
+    }
+
+    private static async Task<long> BalanceAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string userId, CancellationToken ct) =>
+        await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
+            "SELECT balance FROM wallets WHERE user_id = @userId", new { userId }, tx, cancellationToken: ct)) ?? 0;
 
     // ---------------------------------------------------------------- grants
 

@@ -9,4 +9,5 @@ public static class LedgerKind
     public const string Grant = "grant";
     public const string Expiry = "expiry";
     public const string Adjustment = "adjustment";
+    public const string Return = "return";
 }

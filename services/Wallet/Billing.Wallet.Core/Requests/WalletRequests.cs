@@ -8,6 +8,12 @@ public sealed record PackCheckoutRequest(string? PackId, string? SuccessUrl, str
 /// <summary>The body of <c>POST /internal/wallet/debit</c>.</summary>
 public sealed record DebitRequest(string? UserId, long? Amount, string? IdempotencyKey, string? Reference);
 
+/// <summary>
+/// The body of <c>POST /internal/wallet/returns</c>: give back <c>amount</c> of the tokens the debit under
+/// <c>idempotencyKey</c> took (a reservation that used less than it reserved).
+/// </summary>
+public sealed record ReturnRequest(string? UserId, long? Amount, string? IdempotencyKey, string? Reason);
+
 /// <summary>The body of <c>POST /api/admin/wallet/{userId}/grants</c>.</summary>
 public sealed record GrantRequest(long? Amount, string? IdempotencyKey, string? Reason, DateTimeOffset? ExpiresAt);
 
@@ -19,6 +25,9 @@ public sealed record Adjustment(string UserId, long Amount, string IdempotencyKe
 
 /// <summary>A debit that passed validation.</summary>
 public sealed record Debit(string UserId, long Amount, string IdempotencyKey, string Reference);
+
+/// <summary>A return that passed validation: <see cref="IdempotencyKey"/> names the debit.</summary>
+public sealed record DebitReturn(string UserId, long Amount, string IdempotencyKey, string Reason);
 
 /// <summary>A grant that passed validation.</summary>
 public sealed record Grant(string UserId, long Amount, string IdempotencyKey, string Reason, DateTimeOffset? ExpiresAt);
@@ -49,6 +58,23 @@ public static class WalletRules
         return errors.Count > 0
             ? (null, errors)
             : (new Debit(request.UserId!, request.Amount!.Value, request.IdempotencyKey!, request.Reference ?? request.IdempotencyKey!), errors);
+    }
+
+    public static (DebitReturn? Return, Dictionary<string, string[]> Errors) Validate(ReturnRequest? request)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (request is null)
+        {
+            errors["body"] = ["a JSON body {\"userId\",\"amount\",\"idempotencyKey\",\"reason\"?} is required"];
+            return (null, errors);
+        }
+        CheckId(request.UserId, "userId", errors);
+        CheckAmount(request.Amount, "amount", errors);
+        CheckId(request.IdempotencyKey, "idempotencyKey", errors);
+        CheckText(request.Reason, "reason", required: false, errors);
+        return errors.Count > 0
+            ? (null, errors)
+            : (new DebitReturn(request.UserId!, request.Amount!.Value, request.IdempotencyKey!, request.Reason ?? "unused tokens returned"), errors);
     }
 
     public static (Grant? Grant, Dictionary<string, string[]> Errors) Validate(string userId, GrantRequest? request, DateTimeOffset now)

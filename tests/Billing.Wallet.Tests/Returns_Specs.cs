@@ -1,0 +1,135 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+
+namespace Billing.Wallet.Tests;
+
+/// <summary>
+/// Returns (<c>POST /internal/wallet/returns</c>): a token-backed reservation that used less than it reserved gives the
+/// rest back, once, into the lots the debit took it from.
+/// </summary>
+public sealed class Returning_unused_tokens
+{
+    private static WalletHost Host => Hosts.Packs;
+
+    private static async Task<(HttpStatusCode Status, JsonElement Body)> ReturnAsync(string userId, long amount, string key)
+    {
+        var response = await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId, amount, idempotencyKey = key });
+        return (response.StatusCode, await WalletHost.BodyAsync(response));
+    }
+
+    private static async Task<long[]> ExpiringAsync(string user)
+    {
+        using var client = Host.UserClient(user);
+        var wallet = await WalletHost.BodyAsync(await client.GetAsync("/api/wallet/me"));
+        return wallet.TryGetProperty("expiring", out var expiring) && expiring.ValueKind == JsonValueKind.Array
+            ? expiring.EnumerateArray().Select(e => e.GetProperty("amount").GetInt64()).ToArray()
+            : [];
+    }
+
+    [Test]
+    public async Task A_return_goes_back_once_never_expiring_tokens_first_then_the_latest_expiring_lot()
+    {
+        var user = WalletHost.NewUser();
+        var now = Host.Clock.GetUtcNow();
+        await Host.GrantAsync(user, 1000);                              // never expires
+        await Host.GrantAsync(user, 300, expiresAt: now.AddDays(10));   // expires later
+        await Host.GrantAsync(user, 200, expiresAt: now.AddDays(5));    // expires soonest
+        var key = "reservation:" + Guid.NewGuid();
+        var (debited, debit) = await Host.DebitAsync(user, 1300, key, "reservation:api.credit:r1"); // 200 + 300 from the lots, 800 forever tokens
+        Assert.That(debited, Is.EqualTo(HttpStatusCode.OK), debit.ToString());
+        Assert.That(await ExpiringAsync(user), Is.Empty);
+
+        var (status, body) = await ReturnAsync(user, 900, key);
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((body.GetProperty("debited").GetBoolean(), body.GetProperty("returned").GetInt64(), body.GetProperty("balance").GetInt64()),
+            Is.EqualTo((true, 900L, 1100L)));
+        Assert.That(await ExpiringAsync(user), Is.EqualTo(new[] { 100L }), "800 forever tokens back first, then 100 into the later lot");
+
+        var (again, replay) = await ReturnAsync(user, 900, key);
+        Assert.That(again, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(replay.GetProperty("returned").GetInt64(), Is.EqualTo(900));
+        Assert.That((await ReturnAsync(user, 901, key)).Status, Is.EqualTo(HttpStatusCode.Conflict), "another amount under the same debit");
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(1100));
+
+        var items = await Host.TransactionsAsync(user);
+        var returned = items.Single(i => i.GetProperty("kind").GetString() == "return");
+        Assert.That((returned.GetProperty("amount").GetInt64(), returned.GetProperty("balanceAfter").GetInt64(), returned.GetProperty("reference").GetString()),
+            Is.EqualTo((900L, 1100L, "reservation:api.credit:r1")), "the return names what the debit named");
+    }
+
+    [Test]
+    public async Task Tokens_returned_into_a_lot_that_expired_meanwhile_leave_again_through_an_expiry_entry()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 200, expiresAt: Host.Clock.GetUtcNow().AddDays(1));
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 150, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        Host.Clock.Advance(TimeSpan.FromDays(2));
+        try
+        {
+            var (status, body) = await ReturnAsync(user, 100, key);
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That(body.GetProperty("balance").GetInt64(), Is.Zero);
+            var kinds = (await Host.TransactionsAsync(user)).Select(i => (i.GetProperty("kind").GetString(), i.GetProperty("amount").GetInt64())).ToList();
+            Assert.That(kinds, Does.Contain(("return", 100L)));
+            Assert.That(kinds.Where(k => k.Item1 == "expiry").Sum(k => k.Item2), Is.EqualTo(-150L), "50 at the expiry, then the 100 returned");
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-2));
+        }
+    }
+
+    [Test]
+    public async Task A_return_before_any_debit_takes_nothing_and_the_late_debit_takes_nothing_either()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 500);
+        var key = "reservation:" + Guid.NewGuid();
+
+        var (status, body) = await ReturnAsync(user, 50, key);
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((body.GetProperty("debited").GetBoolean(), body.GetProperty("returned").GetInt64(), body.GetProperty("balance").GetInt64()),
+            Is.EqualTo((false, 0L, 500L)));
+        var (late, _) = await Host.DebitAsync(user, 50, key);
+        Assert.That(late, Is.EqualTo(HttpStatusCode.Conflict), "a debit under a key given back first never happens");
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(500));
+    }
+
+    [Test]
+    public async Task A_refused_debit_has_nothing_to_return_and_a_return_never_exceeds_the_debit_or_crosses_users()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 40);
+        var refused = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 50, refused)).Status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        var (status, body) = await ReturnAsync(user, 50, refused);
+        Assert.That((status, body.GetProperty("debited").GetBoolean(), body.GetProperty("returned").GetInt64()), Is.EqualTo((HttpStatusCode.OK, false, 0L)));
+
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 30, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await ReturnAsync(user, 31, key)).Status, Is.EqualTo(HttpStatusCode.Conflict), "more than was debited");
+        Assert.That((await ReturnAsync(WalletHost.NewUser(), 10, key)).Status, Is.EqualTo(HttpStatusCode.Conflict), "another user's debit");
+        Assert.That((await ReturnAsync(user, 0, key)).Status, Is.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(10));
+    }
+
+    [Test]
+    public async Task Twenty_concurrent_returns_of_one_debit_return_it_once()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 100);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 70, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => ReturnAsync(user, 60, key)));
+        Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(HttpStatusCode.OK));
+        Assert.That(answers.Select(a => a.Body.GetProperty("returned").GetInt64()), Is.All.EqualTo(60));
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(90));
+        Assert.That((await Host.TransactionsAsync(user)).Count(i => i.GetProperty("kind").GetString() == "return"), Is.EqualTo(1));
+
+        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+    }
+}
