@@ -232,12 +232,23 @@ public class The_learning_communitys_quarterly_trial
         Assert.That((await api.GetAsync("/api/usage/me")).Body.GetProperty("tokens").GetProperty("balance").GetInt64(), Is.EqualTo(98_500),
             "the usage view shows the balance after the debit");
 
+        // A streaming call reserves 2 uploads (3,000 tokens), uses 1, and the other 1,500 tokens go back to the wallet.
+        var (reservedStatus, reserved, _) = await service.PostAsync("/api/usage/reservations", Seed.Consume(user, "ai.upload", 2));
+        Assert.That(reservedStatus, Is.EqualTo(HttpStatusCode.OK), reserved.ToString());
+        Assert.That((reserved.GetProperty("source").GetString(), reserved.GetProperty("tokens").GetInt64(), reserved.GetProperty("tokenBalance").GetInt64()),
+            Is.EqualTo(("tokens", 3000L, 95_500L)));
+        var (committed, commit, _) = await service.PostAsync($"/api/usage/reservations/{reserved.GetProperty("reservationId").GetString()}/commit", new { quantity = 1 });
+        Assert.That(committed, Is.EqualTo(HttpStatusCode.OK), commit.ToString());
+        Assert.That(commit.GetProperty("tokensReturned").GetInt64(), Is.EqualTo(1500));
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 97_000,
+            "the unused 1,500 tokens back in the wallet");
+
         // Refunding the pack claws its tokens back (Wallet follows Stripe's charge.refunded).
         using var admin = Api.Gateway(Tokens.Admin());
         var (refunded, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId = pack.GetProperty("id").GetString() });
         Assert.That(refunded, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 0, "the claw-back");
         var ledger = (await api.GetAsync("/api/wallet/me/transactions")).Body.GetProperty("items");
-        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "debit", "purchase" }));
+        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "return", "debit", "debit", "purchase" }));
     }
 }

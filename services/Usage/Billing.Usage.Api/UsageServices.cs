@@ -31,6 +31,7 @@ public static class UsageServices
         services.AddHostedService(sp => sp.GetRequiredService<SpendWriter>());
         services.AddSingleton<ConsumeHandler>();
         services.AddSingleton<ReservationHandler>();
+        services.AddSingleton<TokenReturns>();
         services.AddSingleton<ReservationSweeper>();
         services.AddHostedService(sp => sp.GetRequiredService<ReservationSweeper>());
         services.AddSingleton<UsageQueries>();

@@ -24,23 +24,36 @@ public sealed record ReserveCommand
     public string? Refusal { get; init; }
     public required DateTimeOffset ExpiresAt { get; init; }
     public required DateTimeOffset Now { get; init; }
+    /// <summary>Tokens one unit costs on a <c>tokens</c> meter (0 otherwise).</summary>
+    public long TokensPerUnit { get; init; }
 }
 
-/// <summary>The outcome of a commit, release or expiry: <c>ok</c>, <c>not_found</c>, <c>expired</c>, <c>committed</c>, <c>released</c>, <c>too_much</c>, <c>not_due</c>.</summary>
-public sealed record Settlement(string Outcome, string? Answer);
+/// <summary>A reserve's result; <see cref="ReservationId"/> names the reservation (for a token-backed claim, the one to debit for).</summary>
+public sealed record ReserveResult(SpendResult Spend, Guid? ReservationId, long ClaimTokens);
+
+/// <summary>Tokens a settled token-backed reservation owes back to the user's wallet (until Wallet confirms the return).</summary>
+public sealed record TokenReturn(Guid ReservationId, string UserId, long Tokens);
+
+/// <summary>
+/// The outcome of a commit, release or expiry: <c>ok</c>, <c>not_found</c>, <c>expired</c>, <c>committed</c>, <c>released</c>,
+/// <c>too_much</c>, <c>not_due</c>; with the tokens it owes back to the wallet, if any.
+/// </summary>
+public sealed record Settlement(string Outcome, string? Answer, string? ReturnUser = null, long? ReturnTokens = null);
 
 /// <summary>The <c>reservations</c> table, through its functions: each reserve and each settlement is one statement.</summary>
 public sealed class ReservationStore(NpgsqlDataSource dataSource)
 {
     /// <summary>Reserves in one transaction with the QuotaLow / QuotaExhausted it causes.</summary>
-    public async Task<SpendResult> ReserveAsync(ReserveCommand c, CancellationToken cancellationToken)
+    public async Task<ReserveResult> ReserveAsync(ReserveCommand c, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         SpendResult result;
+        Guid? reservationId;
+        long claimTokens;
         await using (var command = new NpgsqlCommand(
-            "SELECT outcome, status_code, answer, used_before, used_after, stored_user, stored_meter, stored_quantity " +
-            "FROM usage_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)", connection, transaction))
+            "SELECT outcome, status_code, answer, used_before, used_after, stored_user, stored_meter, stored_quantity, reservation_id, claim_tokens " +
+            "FROM usage_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)", connection, transaction))
         {
             var p = command.Parameters;
             p.Add(SpendWriter.Param(NpgsqlDbType.Text, c.Key));
@@ -58,6 +71,7 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource)
             p.Add(SpendWriter.Param(NpgsqlDbType.Text, c.Refusal));
             p.Add(SpendWriter.Param(NpgsqlDbType.TimestampTz, c.ExpiresAt.ToUniversalTime()));
             p.Add(SpendWriter.Param(NpgsqlDbType.TimestampTz, c.Now.ToUniversalTime()));
+            p.Add(SpendWriter.Param(NpgsqlDbType.Bigint, c.TokensPerUnit));
             await using var reader = await command.ExecuteReaderAsync(cancellationToken);
             await reader.ReadAsync(cancellationToken);
             result = new SpendResult((SpendOutcome)reader.GetInt32(0),
@@ -68,6 +82,8 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource)
                 reader.IsDBNull(5) ? null : reader.GetString(5),
                 reader.IsDBNull(6) ? null : reader.GetString(6),
                 reader.IsDBNull(7) ? null : reader.GetInt64(7));
+            reservationId = reader.IsDBNull(8) ? null : reader.GetGuid(8);
+            claimTokens = reader.IsDBNull(9) ? 0 : reader.GetInt64(9);
         }
         if (result is { Outcome: SpendOutcome.Answered, UsedBefore: { } before, UsedAfter: { } after } && c.Limit is { } limit
             && c.WindowStart is { } start && c.WindowEnd is { } end)
@@ -75,7 +91,36 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource)
             await QuotaAnnouncements.EnqueueAsync(connection, transaction, c.UserId, c.Meter, start, end, limit, before, after, c.Now);
         }
         await transaction.CommitAsync(cancellationToken);
-        return result;
+        return new ReserveResult(result, reservationId, claimTokens);
+    }
+
+    /// <summary>Records Wallet's answer to a claim's debit (200: active, else refused with <paramref name="refusal"/>); returns the reservation's answer.</summary>
+    public async Task<(int StatusCode, string Answer)> DebitedAsync(Guid reservationId, int statusCode, string? refusal, long balance,
+        CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return await connection.QuerySingleAsync<(int, string)>(new CommandDefinition(
+            "SELECT status_code, answer FROM usage_reservation_debited(@reservationId, @statusCode, @refusal, @balance)",
+            new { reservationId, statusCode, refusal, balance }, cancellationToken: cancellationToken));
+    }
+
+    /// <summary>Returns Wallet has not confirmed yet that were settled before <paramref name="settledBefore"/>, oldest first.</summary>
+    public async Task<IReadOnlyList<TokenReturn>> ReturnsDueAsync(DateTimeOffset settledBefore, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return (await connection.QueryAsync<TokenReturn>(new CommandDefinition(
+            "SELECT reservation_id AS ReservationId, user_id AS UserId, tokens_to_return AS Tokens FROM reservations " +
+            "WHERE return_due AND settled_at < @settledBefore ORDER BY settled_at LIMIT @limit",
+            new { settledBefore = settledBefore.ToUniversalTime(), limit }, cancellationToken: cancellationToken))).ToList();
+    }
+
+    /// <summary>Wallet confirmed the return.</summary>
+    public async Task ReturnedAsync(Guid reservationId, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE reservations SET return_due = false WHERE reservation_id = @reservationId AND return_due",
+            new { reservationId }, cancellationToken: cancellationToken));
     }
 
     /// <summary>Commits (<paramref name="action"/> 0, with the quantity used), releases (1) or expires (2) a reservation.</summary>
@@ -83,16 +128,17 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         return await connection.QuerySingleAsync<Settlement>(new CommandDefinition(
-            "SELECT outcome AS Outcome, answer AS Answer FROM usage_settle(@reservationId, @action, @quantity, @now)",
+            "SELECT outcome AS Outcome, answer AS Answer, return_user AS ReturnUser, return_tokens AS ReturnTokens " +
+            "FROM usage_settle(@reservationId, @action, @quantity, @now)",
             new { reservationId, action, quantity, now = now.ToUniversalTime() }, cancellationToken: cancellationToken));
     }
 
-    /// <summary>Active reservations whose time is up, oldest first.</summary>
+    /// <summary>Active reservations (and token-backed claims never confirmed) whose time is up, oldest first.</summary>
     public async Task<IReadOnlyList<Guid>> ExpiredAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         return (await connection.QueryAsync<Guid>(new CommandDefinition(
-            "SELECT reservation_id FROM reservations WHERE status = 'active' AND expires_at <= @now ORDER BY expires_at LIMIT @limit",
+            "SELECT reservation_id FROM reservations WHERE status IN ('active', 'claimed') AND expires_at <= @now ORDER BY expires_at LIMIT @limit",
             new { now = now.ToUniversalTime(), limit }, cancellationToken: cancellationToken))).ToList();
     }
 }

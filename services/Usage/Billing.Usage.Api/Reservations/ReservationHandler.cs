@@ -5,17 +5,21 @@ using Billing.Usage.Api.Persistence;
 using Billing.Usage.Api.Spending;
 using Billing.Usage.Core.Consuming;
 using Billing.Usage.Core.Reservations;
+using Billing.Usage.Core.Subscribers;
+using Billing.Usage.Api.Wallet;
 
 namespace Billing.Usage.Api.Reservations;
 
 /// <summary>
 /// Reservations for streaming calls: reserve (counts against the window at once, atomically, like a consume) → commit
 /// the amount actually used (the rest goes back) or release. An expired reservation is released by the
-/// <see cref="ReservationSweeper"/>. Everything is in PostgreSQL, so a restart loses nothing. Token-backed reservations
-/// are not offered: Wallet has no API to credit a debit back, so a <c>tokens</c> meter reserves from the window only.
+/// <see cref="ReservationSweeper"/>. Everything is in PostgreSQL, so a restart loses nothing. On a <c>tokens</c> meter
+/// whose window cannot cover the reservation, purchased tokens pay for the whole of it, as for a consume: the key is
+/// claimed, Wallet debits under <c>reservation:&lt;id&gt;</c>, and whatever the commit does not use (all of it on a
+/// release or an expiry) is returned to the wallet through <see cref="TokenReturns"/>.
 /// </summary>
-public sealed class ReservationHandler(SubscriberCache subscribers, ReservationStore store, BillingCatalog catalog, TimeProvider clock,
-    ILogger<ReservationHandler> logger)
+public sealed class ReservationHandler(SubscriberCache subscribers, ReservationStore store, TokenReturns returns, WalletClient wallet,
+    BillingCatalog catalog, TimeProvider clock, ILogger<ReservationHandler> logger)
 {
     public async Task<IResult> ReserveAsync(ConsumeRequest request, int? ttlSeconds, CancellationToken cancellationToken)
     {
@@ -58,9 +62,10 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
                     Limit = spend.Limit,
                     Overage = (int)ConsumePolicy.WhenExhausted(spend.Allowance),
                     EventName = spend.Allowance.StripeMeterEventName,
+                    TokensPerUnit = ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Tokens ? ConsumePolicy.TokensFor(spend.Allowance, 1) : 0,
                     Refusal = ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(Problems.Problem(402, ConsumePolicy.QuotaExhausted,
                         "The quota cannot cover the reservation.",
-                        $"What is left of '{spend.Allowance.Meter}' in this window is less than the reservation (reservations are covered by the window only).",
+                        $"What is left of '{spend.Allowance.Meter}' in this window is less than the reservation.",
                         new Dictionary<string, object?>
                         {
                             ["meter"] = spend.Allowance.Meter,
@@ -72,21 +77,76 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
                 _ => throw new InvalidOperationException($"Unhandled decision {decision}"),
             };
 
-            var result = await store.ReserveAsync(command, cancellationToken);
+            var (result, reservationId, claimTokens) = await store.ReserveAsync(command, cancellationToken);
             switch (result.Outcome)
             {
                 case SpendOutcome.Answered:
                     return ConsumeHandler.Answer(result.StatusCode, result.Answer!);
+                case SpendOutcome.Stored or SpendOutcome.NeedsTokens
+                    when result.StoredUser != request.UserId || result.StoredMeter != request.Meter || result.StoredQuantity != request.Quantity:
+                    return Problems.Problem(409, "idempotency_conflict", "The idempotency key was used for another reservation.",
+                        "A reservation with this idempotency key had a different userId, meter or quantity; use a new key.");
                 case SpendOutcome.Stored:
-                    return result.StoredUser != request.UserId || result.StoredMeter != request.Meter || result.StoredQuantity != request.Quantity
-                        ? Problems.Problem(409, "idempotency_conflict", "The idempotency key was used for another reservation.",
-                            "A reservation with this idempotency key had a different userId, meter or quantity; use a new key.")
-                        : ConsumeHandler.Answer(result.StatusCode, result.Answer!);
+                    return ConsumeHandler.Answer(result.StatusCode, result.Answer!);
+                case SpendOutcome.NeedsTokens:
+                    // A new claim, or one left by an earlier attempt (whose debit is the one to finish, at the tokens
+                    // the claim names, even if the subscriber changed since).
+                    return await PayWithTokensAsync(reservationId!.Value, claimTokens, request, decision as ConsumeDecision.Spend, subscriber.State,
+                        cancellationToken);
             }
         }
         logger.LogWarning("The subscriber {UserId} kept changing during a reservation", request.UserId);
         return Problems.Problem(503, "busy", "The subscription is changing right now; try again.", "Nothing was reserved; retry with the same idempotency key.");
     }
+
+    /// <summary>
+    /// The window cannot cover a reservation on a <c>tokens</c> meter and the key is claimed: Wallet debits the whole
+    /// reservation's tokens under <c>reservation:&lt;id&gt;</c> (a retry debits once), then the claim becomes the
+    /// reservation, or a 402 <c>insufficient_tokens</c>. If Wallet cannot be reached the claim stays: a retry under the same
+    /// key finishes it, and if none comes it expires, and anything Wallet took goes back.
+    /// </summary>
+    private async Task<IResult> PayWithTokensAsync(Guid reservationId, long tokens, ConsumeRequest request, ConsumeDecision.Spend? spend,
+        SubscriberState state, CancellationToken cancellationToken)
+    {
+        var allowance = spend?.Allowance ?? TokenAllowance(request.Meter);
+        WalletDebit debit;
+        try
+        {
+            debit = await wallet.DebitAsync(request.UserId, tokens, TokenReturns.KeyOf(reservationId),
+                $"reservation:{request.Meter}:{reservationId}", cancellationToken);
+        }
+        catch (WalletUnavailableException ex)
+        {
+            logger.LogWarning(ex, "Wallet is unavailable for reservation {ReservationId}", reservationId);
+            return Problems.Problem(503, "wallet_unavailable", "Purchased tokens cannot be checked right now.",
+                "Nothing was reserved yet; retry with the same idempotency key.");
+        }
+
+        var (status, answer) = debit switch
+        {
+            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, 200, null, ok.Balance, cancellationToken),
+            WalletDebit.Insufficient poor => await store.DebitedAsync(reservationId, 402, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
+                Problems.Problem(402, ConsumePolicy.InsufficientTokens, "Not enough purchased tokens.",
+                    $"The allowance of '{allowance.Meter}' for this window cannot cover the reservation and the wallet holds {poor.Balance} of the {tokens} tokens it costs.",
+                    new Dictionary<string, object?>
+                    {
+                        ["meter"] = allowance.Meter,
+                        ["limit"] = spend?.Limit ?? allowance.Limit,
+                        ["resetsAt"] = spend?.Window.End.UtcDateTime,
+                        ["upgrade"] = ConsumePolicy.CanUpgrade(catalog, state.EffectivePlan(catalog).Id, allowance.Meter, spend?.Limit ?? allowance.Limit),
+                        ["balance"] = poor.Balance,
+                        ["requested"] = tokens,
+                    }))), poor.Balance, cancellationToken),
+            _ => await store.DebitedAsync(reservationId, 409, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
+                Problems.Problem(409, "idempotency_conflict", "The reservation's debit was refused.",
+                    "Wallet holds this reservation's key for another debit or has cancelled it; reserve again with a new key."))), 0, cancellationToken),
+        };
+        return ConsumeHandler.Answer(status, answer);
+    }
+
+    private MeterAllowance TokenAllowance(string meter) =>
+        catalog.Plans.Select(p => p.FindMeter(meter)).FirstOrDefault(m => m is not null && ConsumePolicy.WhenExhausted(m) == ExhaustedAction.Tokens)
+        ?? throw new InvalidOperationException($"No plan pays '{meter}' with tokens.");
 
     public Task<IResult> CommitAsync(string id, long quantity, CancellationToken cancellationToken) => SettleAsync(id, 0, quantity, cancellationToken);
 
@@ -99,6 +159,11 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
             return NotFound(id);
         }
         var settled = await store.SettleAsync(reservationId, action, quantity, clock.GetUtcNow(), cancellationToken);
+        if (settled is { ReturnUser: { } user, ReturnTokens: > 0 and var tokens })
+        {
+            // Owed in the database already; if Wallet is not reachable now, the sweeper returns them.
+            await returns.TryReturnAsync(new TokenReturn(reservationId, user, tokens), CancellationToken.None);
+        }
         return settled.Outcome switch
         {
             "ok" => ConsumeHandler.Answer(200, settled.Answer!),
@@ -117,8 +182,8 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
 }
 
 /// <summary>Releases reservations whose time is up, by Billing's clock; they are in PostgreSQL, so none is lost in a restart.</summary>
-public sealed class ReservationSweeper(ReservationStore store, TimeProvider clock, IConfiguration configuration, ILogger<ReservationSweeper> logger)
-    : BackgroundService
+public sealed class ReservationSweeper(ReservationStore store, TokenReturns returns, TimeProvider clock, IConfiguration configuration,
+    ILogger<ReservationSweeper> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -128,6 +193,7 @@ public sealed class ReservationSweeper(ReservationStore store, TimeProvider cloc
             try
             {
                 await SweepAsync(stoppingToken);
+                await returns.ReturnDueAsync(stoppingToken);
             }
             catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
             {
@@ -154,7 +220,11 @@ public sealed class ReservationSweeper(ReservationStore store, TimeProvider cloc
             var due = await store.ExpiredAsync(now, 500, cancellationToken);
             foreach (var id in due)
             {
-                await store.SettleAsync(id, 2, null, now, cancellationToken);
+                var settled = await store.SettleAsync(id, 2, null, now, cancellationToken);
+                if (settled is { ReturnUser: { } user, ReturnTokens: > 0 and var tokens })
+                {
+                    await returns.TryReturnAsync(new TokenReturn(id, user, tokens), cancellationToken);
+                }
                 released++;
             }
             if (due.Count < 500)
@@ -162,5 +232,60 @@ public sealed class ReservationSweeper(ReservationStore store, TimeProvider cloc
                 return released;
             }
         }
+    }
+}
+
+/// <summary>
+/// Gives a token-backed reservation's unused tokens back to the wallet. The settlement has already recorded the return
+/// as due (in the same statement that settled the reservation), so a failure here loses nothing: the sweeper asks again
+/// until Wallet confirms, and Wallet returns once per debit however often it is asked.
+/// </summary>
+public sealed class TokenReturns(ReservationStore store, WalletClient wallet, TimeProvider clock, ILogger<TokenReturns> logger)
+{
+    /// <summary>The Wallet idempotency key of a reservation's debit.</summary>
+    public static string KeyOf(Guid reservationId) => "reservation:" + reservationId;
+
+    /// <summary>True when Wallet has confirmed (or there was nothing to give back); false when it must be asked again later.</summary>
+    public async Task<bool> TryReturnAsync(TokenReturn due, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var answer = await wallet.ReturnAsync(due.UserId, due.Tokens, KeyOf(due.ReservationId), "unused tokens of reservation " + due.ReservationId,
+                cancellationToken);
+            if (answer == WalletReturn.Conflict)
+            {
+                // Cannot happen by construction (one return per reservation, its amount fixed at settlement); retrying will not change it.
+                logger.LogError("Wallet refused to return {Tokens} tokens of reservation {ReservationId} for {UserId}: it holds another return under the key; check the wallet by hand",
+                    due.Tokens, due.ReservationId, due.UserId);
+            }
+            await store.ReturnedAsync(due.ReservationId, cancellationToken);
+            return true;
+        }
+        catch (WalletUnavailableException ex)
+        {
+            logger.LogWarning(ex, "Returning {Tokens} tokens of reservation {ReservationId} failed; the sweeper tries again", due.Tokens, due.ReservationId);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Asks Wallet again for every return it has not confirmed yet (settled over 2 s ago: a fresh one is still being
+    /// sent by its settlement); returns how many it confirmed.
+    /// </summary>
+    public async Task<int> ReturnDueAsync(CancellationToken cancellationToken)
+    {
+        var (confirmed, failedInARow) = (0, 0);
+        foreach (var due in await store.ReturnsDueAsync(clock.GetUtcNow().AddSeconds(-2), 200, cancellationToken))
+        {
+            if (await TryReturnAsync(due, cancellationToken))
+            {
+                (confirmed, failedInARow) = (confirmed + 1, 0);
+            }
+            else if (++failedInARow == 3)
+            {
+                break; // Wallet looks down: the rest at the next sweep (one bad return never holds up the others)
+            }
+        }
+        return confirmed;
     }
 }

@@ -23,6 +23,19 @@ public abstract record WalletDebit
     public sealed record Conflict : WalletDebit;
 }
 
+/// <summary>Wallet's answer to a return of unused tokens.</summary>
+public enum WalletReturn
+{
+    /// <summary>The tokens are back in the wallet (now or by an earlier call).</summary>
+    Returned,
+
+    /// <summary>The key was never debited; Wallet has cancelled it, so no later debit under it takes anything.</summary>
+    NothingDebited,
+
+    /// <summary>Wallet holds another return (or another user) under the key.</summary>
+    Conflict,
+}
+
 /// <summary>Wallet could not be reached or failed; nothing was spent and the same key may be retried.</summary>
 public sealed class WalletUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
 
@@ -66,6 +79,37 @@ public sealed class WalletClient(HttpClient http, ServiceToken token)
                 default:
                     throw new WalletUnavailableException($"Wallet answered {(int)response.StatusCode} to a debit.");
             }
+        }
+    }
+
+    /// <summary>Gives back <paramref name="amount"/> of the tokens debited under <paramref name="idempotencyKey"/>; once, however often it is asked.</summary>
+    public async Task<WalletReturn> ReturnAsync(string userId, long amount, string idempotencyKey, string reason, CancellationToken cancellationToken)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "internal/wallet/returns")
+            {
+                Content = JsonContent.Create(new { userId, amount, idempotencyKey, reason }, options: Json),
+            };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Get());
+            response = await http.SendAsync(request, cancellationToken);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new WalletUnavailableException("Wallet did not answer: " + ex.Message, ex);
+        }
+
+        using (response)
+        {
+            var body = await ReadAsync(response, cancellationToken);
+            return response.StatusCode switch
+            {
+                HttpStatusCode.OK when body.ValueKind == JsonValueKind.Object && body.TryGetProperty("debited", out var debited) =>
+                    debited.ValueKind == JsonValueKind.True ? WalletReturn.Returned : WalletReturn.NothingDebited,
+                HttpStatusCode.Conflict => WalletReturn.Conflict,
+                _ => throw new WalletUnavailableException($"Wallet answered {(int)response.StatusCode} to a return."),
+            };
         }
     }
 
