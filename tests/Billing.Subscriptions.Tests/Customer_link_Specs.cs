@@ -44,18 +44,18 @@ public class Saving_a_customer_link
         await using var other = new NpgsqlConnection(_database);
         await other.OpenAsync();
         await using var tx = await other.BeginTransactionAsync();
-        await using (var insert = new NpgsqlCommand("INSERT INTO customers (user_id, stripe_customer_id, email) VALUES (@u, 'cus_first', NULL)", other, tx))
+        await using (var insert = new NpgsqlCommand("INSERT INTO customers (user_id, stripe_customer_id, email) VALUES (@u, 'cus_first_' || @u, NULL)", other, tx))
         {
             insert.Parameters.AddWithValue("u", user);
             await insert.ExecuteNonQueryAsync();
         }
 
-        var saving = store.SaveCustomerAsync(user, "cus_second", null, CancellationToken.None);
+        var saving = store.SaveCustomerAsync(user, "cus_second_" + user, null, CancellationToken.None);
         await Task.Delay(300);
         Assert.That(saving.IsCompleted, Is.False, "the save waits for the other transaction");
         await tx.CommitAsync();
 
-        Assert.That(await saving, Is.EqualTo("cus_first"));
+        Assert.That(await saving, Is.EqualTo("cus_first_" + user));
     }
 
     [Test]
@@ -64,8 +64,23 @@ public class Saving_a_customer_link
         var store = _factory.Services.GetRequiredService<SubscriptionStore>();
         var user = "u-link-" + Guid.NewGuid().ToString("N")[..8];
 
-        var stored = await Task.WhenAll(Enumerable.Range(0, 20).Select(i => store.SaveCustomerAsync(user, $"cus_{i}", null, CancellationToken.None)));
+        var stored = await Task.WhenAll(Enumerable.Range(0, 20).Select(i => store.SaveCustomerAsync(user, $"cus_{user}_{i}", null, CancellationToken.None)));
 
         Assert.That(stored.Distinct().Count(), Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task Concurrent_saves_of_the_same_customer_never_fail_on_the_customer_id_index()
+    {
+        // Concurrent first checkouts get the same customer from Stripe (one idempotency key per user); their rows can
+        // collide on the unique customer-id index, which ON CONFLICT (user_id) does not arbitrate (seen in CI as a 500).
+        var store = _factory.Services.GetRequiredService<SubscriptionStore>();
+        for (var round = 0; round < 30; round++)
+        {
+            var user = "u-link-" + Guid.NewGuid().ToString("N")[..8];
+            var customer = "cus_" + user;
+            var stored = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(() => store.SaveCustomerAsync(user, customer, null, CancellationToken.None))));
+            Assert.That(stored, Is.All.EqualTo(customer));
+        }
     }
 }

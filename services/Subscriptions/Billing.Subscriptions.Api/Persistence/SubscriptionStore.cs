@@ -29,12 +29,23 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
         // ON CONFLICT DO UPDATE (a no-op update) waits for a concurrent first checkout's row and returns the committed
         // link; DO NOTHING plus a SELECT in the same statement could not see that row (its snapshot was older: a 500).
         await using var connection = await dataSource.OpenConnectionAsync(ct);
-        return await connection.QuerySingleAsync<string>(new CommandDefinition(
-            """
-            INSERT INTO customers AS c (user_id, stripe_customer_id, email) VALUES (@userId, @customerId, @email)
-            ON CONFLICT (user_id) DO UPDATE SET stripe_customer_id = c.stripe_customer_id
-            RETURNING c.stripe_customer_id
-            """, new { userId, customerId, email }, cancellationToken: ct));
+        try
+        {
+            return await connection.QuerySingleAsync<string>(new CommandDefinition(
+                """
+                INSERT INTO customers AS c (user_id, stripe_customer_id, email) VALUES (@userId, @customerId, @email)
+                ON CONFLICT (user_id) DO UPDATE SET stripe_customer_id = c.stripe_customer_id
+                RETURNING c.stripe_customer_id
+                """, new { userId, customerId, email }, cancellationToken: ct));
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "ux_customers_stripe_customer_id")
+        {
+            // The concurrent first checkout inserted the same customer (Stripe answered both under one idempotency key)
+            // and its row reached the unique index on the customer id first: ON CONFLICT (user_id) only arbitrates
+            // the primary key. That row is committed now (the violation waited for it), so a new statement sees it.
+            return await FindCustomerAsync(userId, ct) ?? throw new InvalidOperationException(
+                $"Stripe customer {customerId} is linked to another user than {userId}.", ex);
+        }
     }
 
     /// <summary>The user's current subscription: a live one if any, else the latest that ended.</summary>
