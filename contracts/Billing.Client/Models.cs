@@ -60,8 +60,16 @@ public sealed record Entitlements(string PlanId, IReadOnlyList<string> Features,
     public bool Has(string feature) => Features.Contains(feature, StringComparer.Ordinal);
 }
 
-/// <summary>What <c>POST /api/usage/reservations</c> answered.</summary>
-public sealed record ReservationInfo(string ReservationId, DateTimeOffset ExpiresAt, string? Meter, long Quantity, string? Source, long? Remaining);
+/// <summary>
+/// What <c>POST /api/usage/reservations</c> answered. A reservation paid with purchased tokens (<c>Source</c> "tokens")
+/// also names the <paramref name="Tokens"/> debited and the wallet's <paramref name="TokenBalance"/> after the debit.
+/// </summary>
+public sealed record ReservationInfo(string ReservationId, DateTimeOffset ExpiresAt, string? Meter, long Quantity, string? Source, long? Remaining,
+    long? Tokens = null, long? TokenBalance = null);
 
-/// <summary>What a commit or release answered: how much was spent and how much went back to the window.</summary>
-public sealed record ReservationSettlement(string ReservationId, long Committed, long Released, long? Remaining);
+/// <summary>
+/// What a commit or release answered: how much was spent and how much went back to the window; for a reservation paid
+/// with tokens, the tokens spent and the tokens returned to the wallet.
+/// </summary>
+public sealed record ReservationSettlement(string ReservationId, long Committed, long Released, long? Remaining,
+    long? TokensSpent = null, long? TokensReturned = null);
