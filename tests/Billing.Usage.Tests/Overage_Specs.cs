@@ -89,6 +89,45 @@ public class Paying_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_claim_nobody_finishes_is_expired_by_the_sweeper_and_Wallet_gives_back_what_it_took()
+    {
+        var user = await ProUserAsync();
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .AtPriority(1).RespondWith(Response.Create().WithStatusCode(500));
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/returns").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, returned = 60, balance = 100 }));
+        var key = UsageHost.NewKey();
+        var (status, _) = await Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.ServiceUnavailable), "Wallet's answer is lost: the claim stays open");
+
+        try
+        {
+            // Past half the claim timeout (120 s) a retry no longer debits: the claim is left to the sweeper.
+            Host.Clock.Advance(TimeSpan.FromSeconds(90));
+            var (late, problem) = await Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+            Assert.That((late, problem.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.Conflict, "consume_expired")), problem.ToString());
+            Assert.That(DebitsOf(user), Is.EqualTo(1), "the late retry did not ask Wallet to debit");
+
+            Host.Clock.Advance(TimeSpan.FromSeconds(60));
+            await UsageHost.EventuallyAsync(async () =>
+                await Host.ScalarAsync("SELECT status_code FROM consumptions WHERE idempotency_key = @key", new { key }) == 409, TimeSpan.FromSeconds(10));
+            var returned = Host.Stubs.LogEntries.Where(e => e.RequestMessage.Path == "/internal/wallet/returns" && (e.RequestMessage.Body ?? "").Contains(user))
+                .Select(e => JsonDocument.Parse(e.RequestMessage.Body!).RootElement).ToList();
+            Assert.That(returned.Select(r => (r.GetProperty("idempotencyKey").GetString(), r.GetProperty("amount").GetInt64())).Distinct(),
+                Is.EqualTo(new[] { (key, 60L) }), "whatever Wallet took under the consume's key (6 credits × 10) is asked back");
+            var (replay, expired) = await Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+            Assert.That((replay, expired.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.Conflict, "consume_expired")));
+            Assert.That(await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE user_id = @user AND allowed AND meter = 'api.credit'", new { user }),
+                Is.Zero);
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
     public async Task A_free_user_pays_every_credit_with_tokens()
     {
         var user = UsageHost.NewUser();

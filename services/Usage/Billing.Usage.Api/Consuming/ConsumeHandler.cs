@@ -23,7 +23,7 @@ public sealed record ConsumeAllowed(bool Allowed, string Source, long? Remaining
 /// to debit the whole spend with the same key.
 /// </summary>
 public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writer, ConsumptionStore store, WalletClient wallet,
-    BillingCatalog catalog, TimeProvider clock, ILogger<ConsumeHandler> logger)
+    TokenClaimExpiry claims, BillingCatalog catalog, TimeProvider clock, ILogger<ConsumeHandler> logger)
 {
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -128,6 +128,12 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
             ? (spend.Allowance, spend.Window)
             : (TokenAllowance(request.Meter), UsageWindows.Current(TokenAllowance(request.Meter), state, now));
         var claim = await store.ClaimAsync(request.IdempotencyKey, window.Start, cancellationToken);
+        if (claims.TooOldToFinish(claim.CreatedAt))
+        {
+            // A retry long after the claim: the sweeper is (or soon will be) giving back whatever Wallet took under the
+            // key, so this request must not debit now. The sweeper records the same answer.
+            return Answer(409, TokenClaimExpiry.ExpiredAnswer);
+        }
         WalletDebit debit;
         try
         {
@@ -160,8 +166,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
     }
 
     private MeterAllowance TokenAllowance(string meter) =>
-        catalog.Plans.Select(p => p.FindMeter(meter)).FirstOrDefault(m => m is not null && ConsumePolicy.WhenExhausted(m) == ExhaustedAction.Tokens)
-        ?? throw new InvalidOperationException($"No plan pays '{meter}' with tokens.");
+        ConsumePolicy.TokenAllowance(catalog, meter) ?? throw new InvalidOperationException($"No plan pays '{meter}' with tokens.");
 
     private ProblemDetails Exhausted(MeterAllowance allowance, UsageWindow window, long? limit, SubscriberState state) =>
         ProblemOf(Problems.Problem(402, ConsumePolicy.QuotaExhausted, "The quota is used up.",

@@ -3,8 +3,11 @@ using Npgsql;
 
 namespace Billing.Usage.Api.Persistence;
 
-/// <summary>A consume whose key is claimed while Wallet's debit decides: its id and the window's counter.</summary>
-public sealed record TokenClaim(Guid ConsumptionId, long Used);
+/// <summary>A consume whose key is claimed while Wallet's debit decides: its id, the window's counter and when it was claimed.</summary>
+public sealed record TokenClaim(Guid ConsumptionId, long Used, DateTime CreatedAt);
+
+/// <summary>A token claim nobody finished.</summary>
+public sealed record StaleTokenClaim(string IdempotencyKey, string UserId, string Meter, long Quantity);
 
 /// <summary>
 /// The <c>consumptions</c> records outside the group-commit path: the token-paid consumes, which wait for Wallet between
@@ -18,7 +21,7 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         return await connection.QuerySingleAsync<TokenClaim>(new CommandDefinition(
             """
-            SELECT c.consumption_id AS ConsumptionId, coalesce(u.used, 0) AS Used
+            SELECT c.consumption_id AS ConsumptionId, coalesce(u.used, 0) AS Used, c.created_at AS CreatedAt
             FROM consumptions c
             LEFT JOIN usage_counters u ON u.user_id = c.user_id AND u.meter = c.meter AND u.window_start = @windowStart
             WHERE c.idempotency_key = @idempotencyKey
@@ -42,5 +45,16 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
             new { idempotencyKey, statusCode, answer }, transaction, cancellationToken: cancellationToken));
         await transaction.CommitAsync(cancellationToken);
         return settled;
+    }
+
+    /// <summary>Token claims (status 0) made before <paramref name="before"/>, oldest first.</summary>
+    public async Task<IReadOnlyList<StaleTokenClaim>> StaleClaimsAsync(DateTimeOffset before, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return (await connection.QueryAsync<StaleTokenClaim>(new CommandDefinition(
+            """
+            SELECT idempotency_key AS IdempotencyKey, user_id AS UserId, meter AS Meter, quantity AS Quantity
+            FROM consumptions WHERE status_code = 0 AND created_at < @before ORDER BY created_at LIMIT @limit
+            """, new { before = before.ToUniversalTime(), limit }, cancellationToken: cancellationToken))).ToList();
     }
 }

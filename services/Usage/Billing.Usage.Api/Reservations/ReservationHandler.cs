@@ -145,8 +145,7 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
     }
 
     private MeterAllowance TokenAllowance(string meter) =>
-        catalog.Plans.Select(p => p.FindMeter(meter)).FirstOrDefault(m => m is not null && ConsumePolicy.WhenExhausted(m) == ExhaustedAction.Tokens)
-        ?? throw new InvalidOperationException($"No plan pays '{meter}' with tokens.");
+        ConsumePolicy.TokenAllowance(catalog, meter) ?? throw new InvalidOperationException($"No plan pays '{meter}' with tokens.");
 
     public Task<IResult> CommitAsync(string id, long quantity, CancellationToken cancellationToken) => SettleAsync(id, 0, quantity, cancellationToken);
 
@@ -181,9 +180,12 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
         Problems.Problem(404, "reservation_not_found", "No such reservation.", $"There is no reservation '{id}'.");
 }
 
-/// <summary>Releases reservations whose time is up, by Billing's clock; they are in PostgreSQL, so none is lost in a restart.</summary>
-public sealed class ReservationSweeper(ReservationStore store, TokenReturns returns, TimeProvider clock, IConfiguration configuration,
-    ILogger<ReservationSweeper> logger) : BackgroundService
+/// <summary>
+/// Releases reservations whose time is up, by Billing's clock (they are in PostgreSQL, so none is lost in a restart);
+/// sends the token returns Wallet has not confirmed yet; expires token-paid consumes nobody finished.
+/// </summary>
+public sealed class ReservationSweeper(ReservationStore store, TokenReturns returns, TokenClaimExpiry claims, TimeProvider clock,
+    IConfiguration configuration, ILogger<ReservationSweeper> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -194,6 +196,7 @@ public sealed class ReservationSweeper(ReservationStore store, TokenReturns retu
             {
                 await SweepAsync(stoppingToken);
                 await returns.ReturnDueAsync(stoppingToken);
+                await claims.ExpireStaleAsync(stoppingToken);
             }
             catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
             {

@@ -48,6 +48,13 @@ public static class ConsumePolicy
         _ => ExhaustedAction.Block,
     };
 
+    /// <summary>
+    /// The allowance that prices <paramref name="meter"/> in tokens (the first plan paying it with tokens), for a token
+    /// claim whose subscriber no longer has such a plan; null when no plan does.
+    /// </summary>
+    public static MeterAllowance? TokenAllowance(BillingCatalog catalog, string meter) =>
+        catalog.Plans.Select(p => p.FindMeter(meter)).FirstOrDefault(m => m is not null && WhenExhausted(m) == ExhaustedAction.Tokens);
+
     /// <summary>Purchased tokens a spend of <paramref name="quantity"/> costs on a <c>tokens</c> meter.</summary>
     public static long TokensFor(MeterAllowance allowance, long quantity) => checked(quantity * Math.Max(1, allowance.TokensPerUnit));
 
