@@ -36,6 +36,9 @@ public static class UsageServices
         services.AddSingleton<ReservationSweeper>();
         services.AddHostedService(sp => sp.GetRequiredService<ReservationSweeper>());
         services.AddSingleton<UsageQueries>();
+        services.AddSingleton<RetentionStore>();
+        services.AddSingleton<UsageRetention>();
+        services.AddHostedService(sp => sp.GetRequiredService<UsageRetention>());
         services.AddSingleton<SubscriberEventsHandler>();
 
         services.AddSingleton<ServiceToken>();

@@ -39,16 +39,24 @@ public sealed class UsageReadStore(NpgsqlDataSource dataSource)
             "SELECT balance FROM token_balances WHERE user_id = @userId", new { userId }, cancellationToken: cancellationToken)) ?? 0;
     }
 
-    /// <summary>Allowed quantities per UTC day and meter in [from, to).</summary>
+    /// <summary>Allowed quantities per UTC day and meter in [from, to): the consumptions kept, plus the daily totals of the retired ones.</summary>
     public async Task<IReadOnlyList<(DateOnly Day, string Meter, long Quantity)>> DailyAsync(string userId, DateTimeOffset from, DateTimeOffset to,
         CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var rows = await connection.QueryAsync<(DateTime Day, string Meter, long Quantity)>(new CommandDefinition(
             """
-            SELECT date_trunc('day', created_at AT TIME ZONE 'UTC') AS day, meter, sum(quantity)::bigint AS quantity
-            FROM consumptions
-            WHERE user_id = @userId AND allowed AND created_at >= @from AND created_at < @to
+            SELECT day::timestamp, meter, sum(quantity)::bigint AS quantity
+            FROM (
+                SELECT (created_at AT TIME ZONE 'UTC')::date AS day, meter, quantity
+                FROM consumptions
+                WHERE user_id = @userId AND allowed AND created_at >= @from AND created_at < @to
+                UNION ALL
+                -- Days past the retention, rolled up (whole UTC days).
+                SELECT day, meter, quantity
+                FROM usage_daily
+                WHERE user_id = @userId AND day >= (@from AT TIME ZONE 'UTC')::date AND day < (@to AT TIME ZONE 'UTC')::date
+            ) spent
             GROUP BY 1, 2
             ORDER BY 1, 2
             """,
