@@ -11,7 +11,7 @@
 # whose cores are all busy, throughput is the cores divided by the sum of these.
 #
 #   tests/Benchmarks/consume-bench.sh                 # starts 'deploy/billing up --detach' if it is not running, stops it after
-#   BENCH_DURATION=10 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 tests/Benchmarks/consume-bench.sh
+#   BENCH_DURATION=10 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 BENCH_TARGETS="usage gateway" tests/Benchmarks/consume-bench.sh
 #
 # Loopback only; every load is bounded by BENCH_DURATION seconds.
 set -euo pipefail
@@ -112,7 +112,7 @@ for c in $CONNECTIONS; do
   printf '%-24s %5s %8.0f %8s %8s %10s %-20s %s\n' "pgbench (one consume)" "$c" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" "$cpu" ""
 done
 
-for target in usage gateway; do
+for target in ${BENCH_TARGETS:-usage gateway}; do
   url=$USAGE_URL; [[ $target == gateway ]] && url=$GATEWAY_URL
   # Warm-up, not measured: tiered JIT (its background compiles compete for the same 2 cores for ~15 s after a start),
   # connection pools, prepared statements, the subscriber cache.
