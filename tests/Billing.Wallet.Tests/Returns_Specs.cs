@@ -132,4 +132,52 @@ public sealed class Returning_unused_tokens
         var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
         Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
     }
+
+    [Test]
+    public async Task All_returns_the_whole_debit_and_nothing_when_there_was_none()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 100);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 70, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+
+        var response = await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId = user, all = true, idempotencyKey = key });
+        var body = await WalletHost.BodyAsync(response);
+        Assert.That((response.StatusCode, body.GetProperty("returned").GetInt64(), body.GetProperty("balance").GetInt64()),
+            Is.EqualTo((HttpStatusCode.OK, 70L, 100L)), body.ToString());
+        Assert.That((await ReturnAsync(user, 70, key)).Status, Is.EqualTo(HttpStatusCode.OK), "all of 70 is the same return as 70");
+
+        var never = "consume:" + Guid.NewGuid();
+        var cancelled = await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId = user, all = true, idempotencyKey = never });
+        Assert.That((await WalletHost.BodyAsync(cancelled)).GetProperty("debited").GetBoolean(), Is.False);
+        Assert.That((await Host.DebitAsync(user, 10, never)).Status, Is.EqualTo(HttpStatusCode.Conflict), "the key is cancelled");
+        var both = await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId = user, all = true, amount = 5, idempotencyKey = key });
+        Assert.That(both.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
+    }
+
+    [Test]
+    public async Task Tokens_of_a_pack_refunded_while_they_were_reserved_go_to_the_refund_when_they_come_back()
+    {
+        var user = WalletHost.NewUser();
+        var purchase = WalletHost.Purchased(user);
+        await Host.PublishAsync(purchase);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 100_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 100_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the whole pack reserved");
+
+        await Host.PublishAsync(WalletHost.Refunded(purchase, 500));
+        await WalletHost.EventuallyAsync(async () => (await Host.TransactionsAsync(user)).Any(t => t.GetProperty("kind").GetString() == "refund"));
+        var (status, body) = await ReturnAsync(user, 60_000, key); // the stream used 40,000
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("balance").GetInt64(), Is.Zero, "the refunded pack's tokens do not come back to the user");
+        Assert.That(await Host.BalanceAsync(user), Is.Zero);
+
+        var items = await Host.TransactionsAsync(user);
+        Assert.That(items.Select(i => (i.GetProperty("kind").GetString(), i.GetProperty("amount").GetInt64())),
+            Is.EqualTo(new[] { ("refund", -60_000L), ("return", 60_000L), ("refund", 0L), ("debit", -100_000L), ("purchase", 100_000L) }));
+        Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }), Is.EqualTo(40_000),
+            "the 40,000 really spent stay owed");
+        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+    }
 }

@@ -242,14 +242,15 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         await using var c = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
         var now = clock.GetUtcNow();
-        var args = new { r.UserId, r.Amount, Key = r.IdempotencyKey, r.Reason, Now = now };
 
+        // A return that comes first cancels the key (for "all", any amount does: a later debit under it is refused).
+        var cancelled = r.Amount ?? 1;
         var tombstone = await c.ExecuteAsync(new CommandDefinition(
             """
             INSERT INTO wallet_debits (idempotency_key, user_id, amount, reference, debited, balance, return_asked, returned_at, created_at)
-            VALUES (@Key, @UserId, @Amount, 'returned before any debit', false, 0, @Amount, @Now, @Now)
+            VALUES (@Key, @UserId, @cancelled, 'returned before any debit', false, 0, @cancelled, @now, @now)
             ON CONFLICT (idempotency_key) DO NOTHING
-            """, args, tx, cancellationToken: ct));
+            """, new { Key = r.IdempotencyKey, r.UserId, cancelled, now }, tx, cancellationToken: ct));
         if (tombstone == 1)
         {
             await tx.CommitAsync(ct);
@@ -259,39 +260,44 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var debit = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long? ReturnAsked, long Returned, string? Reference)>(
             new CommandDefinition(
                 "SELECT user_id, amount, debited, return_asked, returned, reference FROM wallet_debits WHERE idempotency_key = @Key FOR UPDATE",
-                args, tx, cancellationToken: ct));
+                new { Key = r.IdempotencyKey }, tx, cancellationToken: ct));
         if (debit.UserId != r.UserId)
         {
             return new ReturnOutcome(ReturnResult.Conflict, 0, 0);
         }
-        if (debit.ReturnAsked is { } asked)
-        {
-            await tx.RollbackAsync(ct);
-            return asked != r.Amount
-                ? new ReturnOutcome(ReturnResult.Conflict, 0, 0)
-                : new ReturnOutcome(debit.Debited ? ReturnResult.Returned : ReturnResult.NothingDebited, debit.Returned,
-                    await BalanceAsync(c, null, r.UserId, ct));
-        }
+        var amount = r.Amount ?? debit.Amount;
         if (!debit.Debited)
         {
-            await c.ExecuteAsync(new CommandDefinition(
-                "UPDATE wallet_debits SET return_asked = @Amount, returned_at = @Now WHERE idempotency_key = @Key", args, tx, cancellationToken: ct));
+            // Refused, or cancelled by an earlier return: nothing was taken, so there is nothing to give back.
+            if (debit.ReturnAsked is null)
+            {
+                await c.ExecuteAsync(new CommandDefinition(
+                    "UPDATE wallet_debits SET return_asked = LEAST(@amount, amount), returned_at = @now WHERE idempotency_key = @Key",
+                    new { amount, now, Key = r.IdempotencyKey }, tx, cancellationToken: ct));
+            }
             await tx.CommitAsync(ct);
             return new ReturnOutcome(ReturnResult.NothingDebited, 0, await BalanceAsync(c, null, r.UserId, ct));
         }
-        if (r.Amount > debit.Amount)
+        if (debit.ReturnAsked is { } asked)
+        {
+            await tx.RollbackAsync(ct);
+            return asked != amount
+                ? new ReturnOutcome(ReturnResult.Conflict, 0, 0)
+                : new ReturnOutcome(ReturnResult.Returned, debit.Returned, await BalanceAsync(c, null, r.UserId, ct));
+        }
+        if (amount > debit.Amount)
         {
             return new ReturnOutcome(ReturnResult.Conflict, 0, 0);
         }
 
         await c.ExecuteAsync(new CommandDefinition(
-            "SELECT 1 FROM wallets WHERE user_id = @UserId FOR UPDATE", args, tx, cancellationToken: ct));
+            "SELECT 1 FROM wallets WHERE user_id = @UserId FOR UPDATE", new { r.UserId }, tx, cancellationToken: ct));
         var lots = (await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
             """
             SELECT d.lot_id, d.amount FROM wallet_debit_lots d JOIN wallet_lots l ON l.id = d.lot_id
             WHERE d.idempotency_key = @Key ORDER BY l.expires_at DESC, l.id DESC
-            """, args, tx, cancellationToken: ct))).ToList();
-        var left = r.Amount - Math.Min(r.Amount, debit.Amount - lots.Sum(l => l.Took));
+            """, new { Key = r.IdempotencyKey }, tx, cancellationToken: ct))).ToList();
+        var left = amount - Math.Min(amount, debit.Amount - lots.Sum(l => l.Took));
         foreach (var (lotId, took) in lots)
         {
             if (left == 0)
@@ -308,21 +314,73 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         await c.ExecuteAsync(new CommandDefinition(
             """
             WITH w AS (
-                UPDATE wallets SET balance = balance + @Amount, updated_at = @Now WHERE user_id = @UserId RETURNING balance
+                UPDATE wallets SET balance = balance + @amount, updated_at = @now WHERE user_id = @UserId RETURNING balance
             ), entry AS (
                 INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, dedupe_key, created_at)
-                SELECT @UserId, 'return', @Amount, w.balance, @Reference, @Reason, 'return:' || @Key, @Now FROM w
+                SELECT @UserId, 'return', @amount, w.balance, @Reference, @Reason, 'return:' || @Key, @now FROM w
                 RETURNING id
             )
-            UPDATE wallet_debits SET return_asked = @Amount, returned = @Amount, return_ledger_id = (SELECT id FROM entry), returned_at = @Now
+            UPDATE wallet_debits SET return_asked = @amount, returned = @amount, return_ledger_id = (SELECT id FROM entry), returned_at = @now
             WHERE idempotency_key = @Key
-            """, new { r.UserId, r.Amount, Key = r.IdempotencyKey, r.Reason, Now = now, Reference = debit.Reference ?? r.IdempotencyKey },
+            """, new { r.UserId, amount, Key = r.IdempotencyKey, r.Reason, now, Reference = debit.Reference ?? r.IdempotencyKey },
             tx, cancellationToken: ct));
+        await PayRefundDebtAsync(c, tx, r.UserId, amount, r.IdempotencyKey, now, ct);
         // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
         var balance = await BalanceAsync(c, tx, r.UserId, ct);
         await tx.CommitAsync(ct);
-        return new ReturnOutcome(ReturnResult.Returned, r.Amount, balance);
+        return new ReturnOutcome(ReturnResult.Returned, amount, balance);
+    }
+
+    /// <summary>
+    /// Tokens of a refunded pack that were already spent when the refund came (its clawback's shortfall) are owed; when
+    /// spent tokens come back (<paramref name="returned"/> of them), the debt is paid from them first, through a
+    /// <c>refund</c> entry and <see cref="TokensClawedBack"/>, oldest purchase first.
+    /// </summary>
+    private static async Task PayRefundDebtAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long returned, string debitKey,
+        DateTimeOffset now, CancellationToken ct)
+    {
+        var debts = (await c.QueryAsync<(string SessionId, long Outstanding)>(new CommandDefinition(
+            """
+            SELECT checkout_session_id, clawback_outstanding FROM wallet_purchases
+            WHERE user_id = @userId AND clawback_outstanding > 0 ORDER BY created_at, checkout_session_id FOR UPDATE
+            """, new { userId }, tx, cancellationToken: ct))).ToList();
+        var left = returned;
+        foreach (var (sessionId, outstanding) in debts)
+        {
+            var take = Math.Min(left, outstanding);
+            if (take == 0)
+            {
+                break;
+            }
+            await SpendLotsAsync(c, tx, userId, take, ct);
+            var dedupeKey = $"refund-debt:{debitKey}:{sessionId}";
+            var balanceAfter = await c.QuerySingleAsync<long>(new CommandDefinition(
+                """
+                WITH w AS (
+                    UPDATE wallets SET balance = balance - @take, updated_at = @now WHERE user_id = @userId RETURNING balance
+                ), entry AS (
+                    INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, requested, shortfall, reason, dedupe_key, created_at)
+                    SELECT @userId, 'refund', -@take, w.balance, @sessionId, @take, 0,
+                           'tokens of a refunded pack, spent before the refund, came back and are taken now', @dedupeKey, @now FROM w
+                    RETURNING balance_after
+                ), debt AS (
+                    UPDATE wallet_purchases SET clawback_outstanding = clawback_outstanding - @take WHERE checkout_session_id = @sessionId
+                )
+                SELECT balance_after FROM entry
+                """, new { userId, take, now, sessionId, dedupeKey }, tx, cancellationToken: ct));
+            await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
+            {
+                UserId = userId,
+                Requested = take,
+                Amount = take,
+                Shortfall = 0,
+                BalanceAfter = balanceAfter,
+                Reference = sessionId,
+                OccurredAt = now,
+            }, Outbox.MessageId(dedupeKey, nameof(TokensClawedBack)), ct);
+            left -= take;
+        }
     }
 
     private static async Task<long> BalanceAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string userId, CancellationToken ct) =>
@@ -612,8 +670,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 dedupeKey = $"refund:{sessionId}#{target}",
             }, tx, cancellationToken: ct));
         await c.ExecuteAsync(new CommandDefinition(
-            "UPDATE wallet_purchases SET clawback_requested = @target WHERE checkout_session_id = @sessionId",
-            new { target, sessionId }, tx, cancellationToken: ct));
+            // What could not be taken now stays owed: spent tokens that come back later (a reservation's return) pay it.
+            "UPDATE wallet_purchases SET clawback_requested = @target, clawback_outstanding = clawback_outstanding + @shortfall WHERE checkout_session_id = @sessionId",
+            new { target, sessionId, shortfall = requested - take }, tx, cancellationToken: ct));
         await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
         {
             UserId = userId,

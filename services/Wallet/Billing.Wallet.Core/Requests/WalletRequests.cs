@@ -10,9 +10,9 @@ public sealed record DebitRequest(string? UserId, long? Amount, string? Idempote
 
 /// <summary>
 /// The body of <c>POST /internal/wallet/returns</c>: give back <c>amount</c> of the tokens the debit under
-/// <c>idempotencyKey</c> took (a reservation that used less than it reserved).
+/// <c>idempotencyKey</c> took (a reservation that used less than it reserved), or all of them (<c>all: true</c>, no amount).
 /// </summary>
-public sealed record ReturnRequest(string? UserId, long? Amount, string? IdempotencyKey, string? Reason);
+public sealed record ReturnRequest(string? UserId, long? Amount, string? IdempotencyKey, string? Reason, bool? All = null);
 
 /// <summary>The body of <c>POST /api/admin/wallet/{userId}/grants</c>.</summary>
 public sealed record GrantRequest(long? Amount, string? IdempotencyKey, string? Reason, DateTimeOffset? ExpiresAt);
@@ -26,8 +26,8 @@ public sealed record Adjustment(string UserId, long Amount, string IdempotencyKe
 /// <summary>A debit that passed validation.</summary>
 public sealed record Debit(string UserId, long Amount, string IdempotencyKey, string Reference);
 
-/// <summary>A return that passed validation: <see cref="IdempotencyKey"/> names the debit.</summary>
-public sealed record DebitReturn(string UserId, long Amount, string IdempotencyKey, string Reason);
+/// <summary>A return that passed validation: <see cref="IdempotencyKey"/> names the debit; a null <see cref="Amount"/> returns all of it.</summary>
+public sealed record DebitReturn(string UserId, long? Amount, string IdempotencyKey, string Reason);
 
 /// <summary>A grant that passed validation.</summary>
 public sealed record Grant(string UserId, long Amount, string IdempotencyKey, string Reason, DateTimeOffset? ExpiresAt);
@@ -65,16 +65,26 @@ public static class WalletRules
         var errors = new Dictionary<string, string[]>();
         if (request is null)
         {
-            errors["body"] = ["a JSON body {\"userId\",\"amount\",\"idempotencyKey\",\"reason\"?} is required"];
+            errors["body"] = ["a JSON body {\"userId\",\"amount\" or \"all\": true,\"idempotencyKey\",\"reason\"?} is required"];
             return (null, errors);
         }
         CheckId(request.UserId, "userId", errors);
-        CheckAmount(request.Amount, "amount", errors);
+        if (request.All == true)
+        {
+            if (request.Amount is not null)
+            {
+                errors["amount"] = ["leave it out with \"all\": true"];
+            }
+        }
+        else
+        {
+            CheckAmount(request.Amount, "amount", errors);
+        }
         CheckId(request.IdempotencyKey, "idempotencyKey", errors);
         CheckText(request.Reason, "reason", required: false, errors);
         return errors.Count > 0
             ? (null, errors)
-            : (new DebitReturn(request.UserId!, request.Amount!.Value, request.IdempotencyKey!, request.Reason ?? "unused tokens returned"), errors);
+            : (new DebitReturn(request.UserId!, request.All == true ? null : request.Amount, request.IdempotencyKey!, request.Reason ?? "unused tokens returned"), errors);
     }
 
     public static (Grant? Grant, Dictionary<string, string[]> Errors) Validate(string userId, GrantRequest? request, DateTimeOffset now)
