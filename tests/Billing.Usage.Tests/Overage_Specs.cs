@@ -44,7 +44,8 @@ public class Paying_with_purchased_tokens
         Assert.That(body.GetProperty("tokenBalance").GetInt64(), Is.EqualTo(970));
         Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(1), "not split: the window keeps its last unit");
         var debit = JsonDocument.Parse(Host.Stubs.LogEntries.Last(e => e.RequestMessage.Path == "/internal/wallet/debit").RequestMessage.Body!).RootElement;
-        Assert.That((debit.GetProperty("amount").GetInt64(), debit.GetProperty("idempotencyKey").GetString()), Is.EqualTo((30L, key)));
+        Assert.That((debit.GetProperty("amount").GetInt64(), debit.GetProperty("idempotencyKey").GetString()),
+            Is.EqualTo((30L, "consume:" + body.GetProperty("consumptionId").GetString())), "one Wallet key per claim, never the caller's key");
         Assert.That(Host.Stubs.LogEntries.Last().RequestMessage.Headers!["Authorization"].Single(), Does.StartWith("Bearer "));
 
         var (again, againBody) = await Host.ConsumeAsync(user, key, quantity: 3, meter: "api.credit");
@@ -114,8 +115,9 @@ public class Paying_with_purchased_tokens
                 await Host.ScalarAsync("SELECT status_code FROM consumptions WHERE idempotency_key = @key", new { key }) == 409, TimeSpan.FromSeconds(10));
             var returned = Host.Stubs.LogEntries.Where(e => e.RequestMessage.Path == "/internal/wallet/returns" && (e.RequestMessage.Body ?? "").Contains(user))
                 .Select(e => JsonDocument.Parse(e.RequestMessage.Body!).RootElement).ToList();
-            Assert.That(returned.Select(r => (r.GetProperty("idempotencyKey").GetString(), r.GetProperty("amount").GetInt64())).Distinct(),
-                Is.EqualTo(new[] { (key, 60L) }), "whatever Wallet took under the consume's key (6 credits × 10) is asked back");
+            var consumptionId = await Host.ScalarTextAsync("SELECT consumption_id::text FROM consumptions WHERE idempotency_key = @key", new { key });
+            Assert.That(returned.Select(r => (r.GetProperty("idempotencyKey").GetString(), r.GetProperty("all").GetBoolean())).Distinct(),
+                Is.EqualTo(new[] { ("consume:" + consumptionId, true) }), "all Wallet took under the claim's debit key is asked back");
             var (replay, expired) = await Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
             Assert.That((replay, expired.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.Conflict, "consume_expired")));
             Assert.That(await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE user_id = @user AND allowed AND meter = 'api.credit'", new { user }),

@@ -200,6 +200,18 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, CultureInfo.InvariantCulture);
     }
 
+    public async Task<string?> ScalarTextAsync(string sql, object? args = null)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (var p in args?.GetType().GetProperties() ?? [])
+        {
+            command.Parameters.AddWithValue(p.Name, p.GetValue(args)!);
+        }
+        return (await command.ExecuteScalarAsync())?.ToString();
+    }
+
     public static Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) =>
         Wait.UntilAsync(condition, timeout, TimeSpan.FromMilliseconds(100));
 

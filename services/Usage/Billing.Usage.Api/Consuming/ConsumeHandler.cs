@@ -137,7 +137,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
         WalletDebit debit;
         try
         {
-            debit = await wallet.DebitAsync(request.UserId, ConsumePolicy.TokensFor(allowance, request.Quantity), request.IdempotencyKey,
+            debit = await wallet.DebitAsync(request.UserId, ConsumePolicy.TokensFor(allowance, request.Quantity), TokenClaimExpiry.WalletKeyOf(claim.ConsumptionId),
                 $"usage:{request.Meter}:{claim.ConsumptionId}", cancellationToken);
         }
         catch (WalletUnavailableException ex)

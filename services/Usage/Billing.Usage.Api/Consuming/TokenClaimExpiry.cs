@@ -1,4 +1,3 @@
-using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Persistence;
 using Billing.Usage.Api.Wallet;
@@ -14,7 +13,7 @@ namespace Billing.Usage.Api.Consuming;
 /// records the consume as 409 <c>consume_expired</c>. A retry under the key is only finished by the request path while
 /// the claim is younger than half that time, so the two never work on the same claim at once.
 /// </summary>
-public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet, BillingCatalog catalog, TimeProvider clock, IConfiguration configuration,
+public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet, TimeProvider clock, IConfiguration configuration,
     ILogger<TokenClaimExpiry> logger)
 {
     public static readonly string ExpiredAnswer = ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(Problems.Problem(409, "consume_expired",
@@ -29,39 +28,53 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
     public bool TooOldToFinish(DateTime claimedAt) =>
         clock.GetUtcNow() - new DateTimeOffset(DateTime.SpecifyKind(claimedAt, DateTimeKind.Utc)) > Timeout / 2;
 
+    /// <summary>The Wallet debit key of a token-paid consume: its consumption id, never the caller's key.</summary>
+    public static string WalletKeyOf(Guid consumptionId) => "consume:" + consumptionId;
+
     /// <summary>Expires the claims older than <see cref="Timeout"/>; returns how many it finished.</summary>
     public async Task<int> ExpireStaleAsync(CancellationToken cancellationToken)
     {
-        var finished = 0;
-        foreach (var claim in await store.StaleClaimsAsync(clock.GetUtcNow() - Timeout, 200, cancellationToken))
+        var (finished, failedInARow) = (0, 0);
+        var now = clock.GetUtcNow();
+        foreach (var claim in await store.StaleClaimsAsync(now - Timeout, 200, cancellationToken))
         {
-            var allowance = ConsumePolicy.TokenAllowance(catalog, claim.Meter);
-            if (allowance is null)
+            if (!_backoff.IsDue(claim.IdempotencyKey, now))
             {
-                Report(claim, "no plan of the catalog prices the meter in tokens any more");
                 continue;
             }
             WalletReturn answer;
+            long? balance;
             try
             {
-                answer = await wallet.ReturnAsync(claim.UserId, ConsumePolicy.TokensFor(allowance, claim.Quantity), claim.IdempotencyKey,
-                    "consume never confirmed", cancellationToken);
+                // All of whatever the debit took (the claim does not record its price; Wallet's debit does).
+                (answer, balance) = await wallet.ReturnAllAsync(claim.UserId, WalletKeyOf(claim.ConsumptionId), "consume never confirmed", cancellationToken);
             }
             catch (WalletUnavailableException ex)
             {
-                logger.LogWarning(ex, "Expiring token claims: Wallet is unavailable; trying again at the next sweep");
-                return finished;
-            }
-            if (answer == WalletReturn.Conflict)
-            {
-                Report(claim, "Wallet holds a debit of another amount under the key (did tokensPerUnit change?)");
+                _backoff.Failed(claim.IdempotencyKey, now);
+                logger.LogWarning(ex, "Expiring the token claim {Key}: Wallet did not take the return; trying again later", claim.IdempotencyKey);
+                if (++failedInARow == 3)
+                {
+                    return finished; // Wallet looks down: the rest at a later sweep
+                }
                 continue;
             }
-            await store.SettleTokensAsync(claim.IdempotencyKey, 409, ExpiredAnswer, null, cancellationToken);
+            failedInARow = 0;
+            if (answer == WalletReturn.Conflict)
+            {
+                _backoff.Failed(claim.IdempotencyKey, now);
+                Report(claim, "Wallet holds the debit's key for another user or return");
+                continue;
+            }
+            await store.SettleTokensAsync(claim.IdempotencyKey, 409, ExpiredAnswer,
+                balance is { } b ? (claim.UserId, b, clock.GetUtcNow()) : null, cancellationToken);
+            _backoff.Done(claim.IdempotencyKey);
             finished++;
         }
         return finished;
     }
+
+    private readonly RetryBackoff _backoff = new();
 
     private void Report(StaleTokenClaim claim, string why)
     {
@@ -72,7 +85,41 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
                 return;
             }
         }
-        logger.LogError("The token claim {Key} of {UserId} ({Quantity} {Meter}) cannot be expired: {Why}; it stays open, check the wallet by hand",
+        logger.LogError("The token claim {Key} of {UserId} ({Quantity} {Meter}) cannot be expired: {Why}; it stays open and is retried, check the wallet by hand",
             claim.IdempotencyKey, claim.UserId, claim.Quantity, claim.Meter, why);
+    }
+}
+
+/// <summary>
+/// Per-item retry spacing for the sweeper's work with Wallet (returns, claim expiry): an item that failed waits 2, 4, 8 …
+/// up to 300 s before it is tried again, so one item Wallet keeps refusing never holds up the others.
+/// </summary>
+public sealed class RetryBackoff
+{
+    private readonly Dictionary<string, (int Failures, DateTimeOffset Next)> _items = [];
+
+    public bool IsDue(string key, DateTimeOffset now)
+    {
+        lock (_items)
+        {
+            return !_items.TryGetValue(key, out var item) || item.Next <= now;
+        }
+    }
+
+    public void Failed(string key, DateTimeOffset now)
+    {
+        lock (_items)
+        {
+            var failures = _items.TryGetValue(key, out var item) ? item.Failures + 1 : 1;
+            _items[key] = (failures, now + TimeSpan.FromSeconds(Math.Min(300, Math.Pow(2, Math.Min(failures, 9)))));
+        }
+    }
+
+    public void Done(string key)
+    {
+        lock (_items)
+        {
+            _items.Remove(key);
+        }
     }
 }

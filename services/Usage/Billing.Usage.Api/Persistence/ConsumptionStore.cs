@@ -7,7 +7,7 @@ namespace Billing.Usage.Api.Persistence;
 public sealed record TokenClaim(Guid ConsumptionId, long Used, DateTime CreatedAt);
 
 /// <summary>A token claim nobody finished.</summary>
-public sealed record StaleTokenClaim(string IdempotencyKey, string UserId, string Meter, long Quantity);
+public sealed record StaleTokenClaim(string IdempotencyKey, Guid ConsumptionId, string UserId, string Meter, long Quantity);
 
 /// <summary>
 /// The <c>consumptions</c> records outside the group-commit path: the token-paid consumes, which wait for Wallet between
@@ -53,7 +53,7 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         return (await connection.QueryAsync<StaleTokenClaim>(new CommandDefinition(
             """
-            SELECT idempotency_key AS IdempotencyKey, user_id AS UserId, meter AS Meter, quantity AS Quantity
+            SELECT idempotency_key AS IdempotencyKey, consumption_id AS ConsumptionId, user_id AS UserId, meter AS Meter, quantity AS Quantity
             FROM consumptions WHERE status_code = 0 AND created_at < @before ORDER BY created_at LIMIT @limit
             """, new { before = before.ToUniversalTime(), limit }, cancellationToken: cancellationToken))).ToList();
     }

@@ -41,7 +41,7 @@ public sealed record TokenReturn(Guid ReservationId, string UserId, long Tokens)
 public sealed record Settlement(string Outcome, string? Answer, string? ReturnUser = null, long? ReturnTokens = null);
 
 /// <summary>The <c>reservations</c> table, through its functions: each reserve and each settlement is one statement.</summary>
-public sealed class ReservationStore(NpgsqlDataSource dataSource)
+public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceStore balances)
 {
     /// <summary>Reserves in one transaction with the QuotaLow / QuotaExhausted it causes.</summary>
     public async Task<ReserveResult> ReserveAsync(ReserveCommand c, CancellationToken cancellationToken)
@@ -96,12 +96,21 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource)
 
     /// <summary>Records Wallet's answer to a claim's debit (200: active, else refused with <paramref name="refusal"/>); returns the reservation's answer.</summary>
     public async Task<(int StatusCode, string Answer)> DebitedAsync(Guid reservationId, int statusCode, string? refusal, long balance,
-        CancellationToken cancellationToken)
+        DateTimeOffset now, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await connection.QuerySingleAsync<(int, string)>(new CommandDefinition(
-            "SELECT status_code, answer FROM usage_reservation_debited(@reservationId, @statusCode, @refusal, @balance)",
-            new { reservationId, statusCode, refusal, balance }, cancellationToken: cancellationToken));
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var answer = await connection.QuerySingleAsync<(int, string, string)>(new CommandDefinition(
+            "SELECT d.status_code, d.answer, r.user_id FROM usage_reservation_debited(@reservationId, @statusCode, @refusal, @balance) d " +
+            "JOIN reservations r ON r.reservation_id = @reservationId",
+            new { reservationId, statusCode, refusal, balance }, transaction, cancellationToken: cancellationToken));
+        if (statusCode is 200 or 402)
+        {
+            // Wallet's answer is the balance now (debits publish no event): the usage view shows it.
+            await balances.SetFromDebitAsync(connection, transaction, answer.Item3, balance, now, cancellationToken);
+        }
+        await transaction.CommitAsync(cancellationToken);
+        return (answer.Item1, answer.Item2);
     }
 
     /// <summary>Returns Wallet has not confirmed yet that were settled before <paramref name="settledBefore"/>, oldest first.</summary>
@@ -114,13 +123,19 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource)
             new { settledBefore = settledBefore.ToUniversalTime(), limit }, cancellationToken: cancellationToken))).ToList();
     }
 
-    /// <summary>Wallet confirmed the return.</summary>
-    public async Task ReturnedAsync(Guid reservationId, CancellationToken cancellationToken)
+    /// <summary>Wallet confirmed the return (with the wallet's balance after it, when it told).</summary>
+    public async Task ReturnedAsync(TokenReturn done, long? balance, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await connection.ExecuteAsync(new CommandDefinition(
             "UPDATE reservations SET return_due = false WHERE reservation_id = @reservationId AND return_due",
-            new { reservationId }, cancellationToken: cancellationToken));
+            new { reservationId = done.ReservationId }, transaction, cancellationToken: cancellationToken));
+        if (balance is { } b)
+        {
+            await balances.SetFromDebitAsync(connection, transaction, done.UserId, b, now, cancellationToken);
+        }
+        await transaction.CommitAsync(cancellationToken);
     }
 
     /// <summary>Commits (<paramref name="action"/> 0, with the quantity used), releases (1) or expires (2) a reservation.</summary>

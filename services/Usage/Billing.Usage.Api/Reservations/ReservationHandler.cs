@@ -124,7 +124,7 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
 
         var (status, answer) = debit switch
         {
-            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, 200, null, ok.Balance, cancellationToken),
+            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, 200, null, ok.Balance, clock.GetUtcNow(), cancellationToken),
             WalletDebit.Insufficient poor => await store.DebitedAsync(reservationId, 402, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
                 Problems.Problem(402, ConsumePolicy.InsufficientTokens, "Not enough purchased tokens.",
                     $"The allowance of '{allowance.Meter}' for this window cannot cover the reservation and the wallet holds {poor.Balance} of the {tokens} tokens it costs.",
@@ -136,10 +136,11 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
                         ["upgrade"] = ConsumePolicy.CanUpgrade(catalog, state.EffectivePlan(catalog).Id, allowance.Meter, spend?.Limit ?? allowance.Limit),
                         ["balance"] = poor.Balance,
                         ["requested"] = tokens,
-                    }))), poor.Balance, cancellationToken),
+                    }))), poor.Balance, clock.GetUtcNow(), cancellationToken),
             _ => await store.DebitedAsync(reservationId, 409, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
                 Problems.Problem(409, "idempotency_conflict", "The reservation's debit was refused.",
-                    "Wallet holds this reservation's key for another debit or has cancelled it; reserve again with a new key."))), 0, cancellationToken),
+                    "Wallet holds this reservation's key for another debit or has cancelled it; reserve again with a new key."))), 0, clock.GetUtcNow(),
+                cancellationToken),
         };
         return ConsumeHandler.Answer(status, answer);
     }
@@ -160,7 +161,7 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
         var settled = await store.SettleAsync(reservationId, action, quantity, clock.GetUtcNow(), cancellationToken);
         if (settled is { ReturnUser: { } user, ReturnTokens: > 0 and var tokens })
         {
-            // Owed in the database already; if Wallet is not reachable now, the sweeper returns them.
+            // Owed in the database already: whatever happens here, the settlement stands and the sweeper returns them.
             await returns.TryReturnAsync(new TokenReturn(reservationId, user, tokens), CancellationToken.None);
         }
         return settled.Outcome switch
@@ -245,27 +246,41 @@ public sealed class ReservationSweeper(ReservationStore store, TokenReturns retu
 /// </summary>
 public sealed class TokenReturns(ReservationStore store, WalletClient wallet, TimeProvider clock, ILogger<TokenReturns> logger)
 {
+    private readonly RetryBackoff _backoff = new();
+
     /// <summary>The Wallet idempotency key of a reservation's debit.</summary>
     public static string KeyOf(Guid reservationId) => "reservation:" + reservationId;
 
-    /// <summary>True when Wallet has confirmed (or there was nothing to give back); false when it must be asked again later.</summary>
+    /// <summary>
+    /// True when Wallet has confirmed (or there was nothing to give back); false when it must be asked again later (a
+    /// failure never escapes: the settlement that owes the return is already saved).
+    /// </summary>
     public async Task<bool> TryReturnAsync(TokenReturn due, CancellationToken cancellationToken)
     {
+        var key = due.ReservationId.ToString();
         try
         {
-            var answer = await wallet.ReturnAsync(due.UserId, due.Tokens, KeyOf(due.ReservationId), "unused tokens of reservation " + due.ReservationId,
-                cancellationToken);
+            var (answer, balance) = await wallet.ReturnAsync(due.UserId, due.Tokens, KeyOf(due.ReservationId),
+                "unused tokens of reservation " + due.ReservationId, cancellationToken);
             if (answer == WalletReturn.Conflict)
             {
-                // Cannot happen by construction (one return per reservation, its amount fixed at settlement); retrying will not change it.
-                logger.LogError("Wallet refused to return {Tokens} tokens of reservation {ReservationId} for {UserId}: it holds another return under the key; check the wallet by hand",
-                    due.Tokens, due.ReservationId, due.UserId);
+                // Cannot happen by construction (one return per reservation, its amount fixed at settlement): kept as owed,
+                // asked again with growing pauses, and reported.
+                if (_backoff.IsDue(key, DateTimeOffset.MinValue))
+                {
+                    logger.LogError("Wallet refused to return {Tokens} tokens of reservation {ReservationId} for {UserId}: it holds another return under the key; check the wallet by hand",
+                        due.Tokens, due.ReservationId, due.UserId);
+                }
+                _backoff.Failed(key, clock.GetUtcNow());
+                return false;
             }
-            await store.ReturnedAsync(due.ReservationId, cancellationToken);
+            await store.ReturnedAsync(due, balance, clock.GetUtcNow(), cancellationToken);
+            _backoff.Done(key);
             return true;
         }
-        catch (WalletUnavailableException ex)
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
         {
+            _backoff.Failed(key, clock.GetUtcNow());
             logger.LogWarning(ex, "Returning {Tokens} tokens of reservation {ReservationId} failed; the sweeper tries again", due.Tokens, due.ReservationId);
             return false;
         }
@@ -278,8 +293,13 @@ public sealed class TokenReturns(ReservationStore store, WalletClient wallet, Ti
     public async Task<int> ReturnDueAsync(CancellationToken cancellationToken)
     {
         var (confirmed, failedInARow) = (0, 0);
-        foreach (var due in await store.ReturnsDueAsync(clock.GetUtcNow().AddSeconds(-2), 200, cancellationToken))
+        var now = clock.GetUtcNow();
+        foreach (var due in await store.ReturnsDueAsync(now.AddSeconds(-2), 200, cancellationToken))
         {
+            if (!_backoff.IsDue(due.ReservationId.ToString(), now))
+            {
+                continue;
+            }
             if (await TryReturnAsync(due, cancellationToken))
             {
                 (confirmed, failedInARow) = (confirmed + 1, 0);

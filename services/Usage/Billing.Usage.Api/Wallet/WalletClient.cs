@@ -83,14 +83,21 @@ public sealed class WalletClient(HttpClient http, ServiceToken token)
     }
 
     /// <summary>Gives back <paramref name="amount"/> of the tokens debited under <paramref name="idempotencyKey"/>; once, however often it is asked.</summary>
-    public async Task<WalletReturn> ReturnAsync(string userId, long amount, string idempotencyKey, string reason, CancellationToken cancellationToken)
+    public Task<(WalletReturn Outcome, long? Balance)> ReturnAsync(string userId, long amount, string idempotencyKey, string reason, CancellationToken cancellationToken) =>
+        ReturnAsync(new { userId, amount, idempotencyKey, reason }, cancellationToken);
+
+    /// <summary>Gives back all the debit under <paramref name="idempotencyKey"/> took, or cancels the key when it took nothing.</summary>
+    public Task<(WalletReturn Outcome, long? Balance)> ReturnAllAsync(string userId, string idempotencyKey, string reason, CancellationToken cancellationToken) =>
+        ReturnAsync(new { userId, all = true, idempotencyKey, reason }, cancellationToken);
+
+    private async Task<(WalletReturn Outcome, long? Balance)> ReturnAsync(object payload, CancellationToken cancellationToken)
     {
         HttpResponseMessage response;
         try
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, "internal/wallet/returns")
             {
-                Content = JsonContent.Create(new { userId, amount, idempotencyKey, reason }, options: Json),
+                Content = JsonContent.Create(payload, options: Json),
             };
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Get());
             response = await http.SendAsync(request, cancellationToken);
@@ -103,11 +110,13 @@ public sealed class WalletClient(HttpClient http, ServiceToken token)
         using (response)
         {
             var body = await ReadAsync(response, cancellationToken);
+            long? balance = body.ValueKind == JsonValueKind.Object && body.TryGetProperty("balance", out var b) && b.ValueKind == JsonValueKind.Number
+                ? b.GetInt64() : null;
             return response.StatusCode switch
             {
                 HttpStatusCode.OK when body.ValueKind == JsonValueKind.Object && body.TryGetProperty("debited", out var debited) =>
-                    debited.ValueKind == JsonValueKind.True ? WalletReturn.Returned : WalletReturn.NothingDebited,
-                HttpStatusCode.Conflict => WalletReturn.Conflict,
+                    (debited.ValueKind == JsonValueKind.True ? WalletReturn.Returned : WalletReturn.NothingDebited, balance),
+                HttpStatusCode.Conflict => (WalletReturn.Conflict, null),
                 _ => throw new WalletUnavailableException($"Wallet answered {(int)response.StatusCode} to a return."),
             };
         }

@@ -6,7 +6,7 @@
 -- (status_code 0) are never retired here: the claim expiry finishes them first.
 
 -- Rows are appended in time order, so a BRIN index finds old ones for almost nothing per insert.
-CREATE INDEX ix_consumptions_created_at ON consumptions USING brin (created_at);
+CREATE INDEX IF NOT EXISTS ix_consumptions_created_at ON consumptions USING brin (created_at);
 
 CREATE TABLE usage_daily (
     user_id  text   NOT NULL,
