@@ -18,8 +18,9 @@ def reconcile(answer: str) -> int:
     return 0
 
 
-def verify(subs_answer: str, wallets_answer: str) -> int:
+def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "") -> int:
     subs, wallets = json.loads(subs_answer), json.loads(wallets_answer)
+    usage = json.loads(usage_answer) if usage_answer else None
     if "ok" not in subs:
         print("subscriptions:", subs_answer)
         return 2
@@ -35,10 +36,24 @@ def verify(subs_answer: str, wallets_answer: str) -> int:
     for m in wallets["mismatches"]:
         bad += 1
         print(f"  DIFF wallet {m['userId']}: balance {m['balance']} / ledger {m['ledgerSum']}")
+    if usage is not None:
+        if "ok" not in usage:
+            print("usage:", usage_answer)
+            return 2
+        print(f"usage: {usage['tokenReturnsOwed']} token return(s) owed to wallets, {usage['tokenClaimsOpen']} token claim(s) open")
+        if usage["tokenReturnsOwedLate"]:
+            bad += usage["tokenReturnsOwedLate"]
+            print(f"  LATE {usage['tokenReturnsOwedLate']} return(s) owed for over 5 minutes (oldest since {usage['oldestReturnOwedSince']}): is Wallet refusing them? see Usage's log")
+        if usage["tokenClaimsStuck"]:
+            bad += usage["tokenClaimsStuck"]
+            print(f"  LATE {usage['tokenClaimsStuck']} token-paid consume(s) unfinished past twice the claim timeout: see Usage's log")
+        if usage["reservationClaimsStuck"]:
+            bad += usage["reservationClaimsStuck"]
+            print(f"  LATE {usage['reservationClaimsStuck']} token-backed reservation claim(s) past their expiry: see Usage's log")
     print("verify: everything matches" if bad == 0 else f"verify: {bad} difference(s)")
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
     mode = sys.argv[1]
-    sys.exit(reconcile(sys.argv[2]) if mode == "reconcile" else verify(sys.argv[2], sys.argv[3]))
+    sys.exit(reconcile(sys.argv[2]) if mode == "reconcile" else verify(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else ""))

@@ -198,6 +198,7 @@ public class Bad_credentials_change_nothing
             ("POST", "/api/admin/refunds"), ("POST", "/api/admin/reconcile"), ("GET", "/api/admin/webhook-events?status=failed"),
             ("POST", "/api/admin/webhook-events/evt_x/replay"), ("POST", $"/api/admin/wallet/{victim}/grants"),
             ("POST", $"/api/admin/wallet/{victim}/adjustments"), ("GET", "/api/admin/wallet/verify"), ("GET", "/api/admin/subscriptions/verify"),
+            ("GET", "/api/admin/usage/verify"),
         };
         foreach (var token in new[] { Tokens.User(victim), Tokens.Service(), Tokens.Create(victim, scope: "billing.adminx billing") })
         {

@@ -41,6 +41,7 @@ public class The_gateway
         ("POST", "/api/admin/reconcile", "payments", "billing.admin"),
         ("GET", "/api/admin/webhook-events?status=failed", "payments", "billing.admin"),
         ("POST", "/api/admin/webhook-events/evt_1/replay", "payments", "billing.admin"),
+        ("GET", "/api/admin/usage/verify", "usage", "billing.admin"),
     ];
 
     [OneTimeSetUp]

@@ -179,4 +179,27 @@ public class Reserving_with_purchased_tokens
         var (late, expired) = await ReserveAsync(user, 2, abandoned);
         Assert.That((late, expired.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.Conflict, "reservation_expired")), expired.ToString());
     }
+
+    [Test]
+    public async Task Verify_reports_a_return_owed_for_over_five_minutes_and_only_to_an_admin()
+    {
+        var user = UsageHost.NewUser();
+        using var admin = Host.CreateClient();
+        admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Tokens.Admin());
+        var before = await UsageHost.BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+        Assert.That(before.TryGetProperty("ok", out _), Is.True, before.ToString());
+
+        var settled = Host.Clock.GetUtcNow().UtcDateTime.AddMinutes(-10);
+        await Host.ScalarAsync("""
+            INSERT INTO reservations (reservation_id, idempotency_key, user_id, meter, quantity, status, status_code, answer, counted, quota_part,
+                                      expires_at, created_at, settled_at, tokens, tokens_to_return, return_due)
+            VALUES (gen_random_uuid(), @key, @user, 'api.credit', 2, 'released', 200, '{}', false, 0, @at, @at, @at, 20, 20, true)
+            """, new { key = UsageHost.NewKey(), user, at = settled });
+        var after = await UsageHost.BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+        Assert.That(after.GetProperty("ok").GetBoolean(), Is.False, after.ToString());
+        Assert.That(after.GetProperty("tokenReturnsOwedLate").GetInt64(), Is.EqualTo(before.GetProperty("tokenReturnsOwedLate").GetInt64() + 1));
+
+        await Host.ScalarAsync("UPDATE reservations SET return_due = false WHERE user_id = @user", new { user });
+        Assert.That((await Host.Service.GetAsync("/api/admin/usage/verify")).StatusCode, Is.EqualTo(HttpStatusCode.Forbidden), "a service token is not an admin");
+    }
 }

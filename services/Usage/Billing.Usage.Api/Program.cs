@@ -19,6 +19,7 @@ app.MapDefaultEndpoints();
 app.MapConsumeApi();
 app.MapReservationApi();
 app.MapUsageApi();
+app.MapAdminUsageApi();
 
 await app.RunAsync();
 

@@ -1,0 +1,52 @@
+using Billing.ServiceDefaults;
+using Billing.Usage.Api.Consuming;
+using Dapper;
+using Npgsql;
+
+namespace Billing.Usage.Api.Endpoints;
+
+/// <summary>
+/// <c>GET /api/admin/usage/verify</c> (admin; used by <c>deploy/billing verify</c>): the token flows between Usage and
+/// Wallet that have not finished. Each is owed in the database and retried by the sweeper, so a few recent ones are
+/// normal; old ones mean Wallet keeps refusing (or cannot be reached) and need a look.
+/// </summary>
+public static class AdminUsageEndpoints
+{
+    /// <summary>A return owed for longer than this is reported.</summary>
+    public static readonly TimeSpan LateReturn = TimeSpan.FromMinutes(5);
+
+    public sealed record UsageVerification(bool Ok, long TokenReturnsOwed, long TokenReturnsOwedLate, DateTime? OldestReturnOwedSince,
+        long TokenClaimsOpen, long TokenClaimsStuck, long ReservationClaimsStuck, DateTime CheckedAt);
+
+    public static IEndpointRouteBuilder MapAdminUsageApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/api/admin/usage/verify", async (NpgsqlDataSource dataSource, TokenClaimExpiry claims, TimeProvider clock, CancellationToken ct) =>
+            {
+                var now = clock.GetUtcNow();
+                await using var connection = await dataSource.OpenConnectionAsync(ct);
+                var v = await connection.QuerySingleAsync<(long Owed, long Late, DateTime? Oldest, long Open, long Stuck, long ReservationsStuck)>(
+                    new CommandDefinition(
+                        """
+                        SELECT (SELECT count(*) FROM reservations WHERE return_due),
+                               (SELECT count(*) FROM reservations WHERE return_due AND settled_at < @late),
+                               (SELECT min(settled_at) FROM reservations WHERE return_due),
+                               (SELECT count(*) FROM consumptions WHERE status_code = 0),
+                               (SELECT count(*) FROM consumptions WHERE status_code = 0 AND created_at < @stuck),
+                               (SELECT count(*) FROM reservations WHERE status = 'claimed' AND expires_at < @reservationStuck)
+                        """,
+                        new
+                        {
+                            late = (now - LateReturn).UtcDateTime,
+                            stuck = (now - 2 * claims.Timeout).UtcDateTime,
+                            reservationStuck = (now - TimeSpan.FromMinutes(1)).UtcDateTime,
+                        }, cancellationToken: ct));
+                return TypedResults.Ok(new UsageVerification(v.Late == 0 && v.Stuck == 0 && v.ReservationsStuck == 0, v.Owed, v.Late,
+                    v.Oldest is { } o ? DateTime.SpecifyKind(o, DateTimeKind.Utc) : null, v.Open, v.Stuck, v.ReservationsStuck, now.UtcDateTime));
+            })
+            .RequireAuthorization(BillingPolicies.Admin)
+            .WithTags("Admin")
+            .WithName("VerifyUsage")
+            .WithSummary("Token returns owed to wallets and token claims not finished: ok when none is late.");
+        return app;
+    }
+}
