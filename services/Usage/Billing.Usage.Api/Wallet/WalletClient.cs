@@ -40,8 +40,9 @@ public enum WalletReturn
 public sealed class WalletUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>
-/// Wallet's internal API (<c>POST /internal/wallet/debit</c>, scope billing.usage), reached at <c>Services:wallet</c>.
-/// The debit carries the consume's idempotency key, so Wallet debits once however often it is asked.
+/// Wallet's internal API (<c>POST /internal/wallet/debit</c> and <c>/returns</c>, scope billing.usage), reached at
+/// <c>Services:wallet</c>. A debit carries a key of Usage's own for the claim (consume or reservation), so Wallet debits
+/// once however often it is asked, and gives back at most once per debit.
 /// </summary>
 public sealed class WalletClient(HttpClient http, ServiceToken token)
 {
@@ -49,22 +50,7 @@ public sealed class WalletClient(HttpClient http, ServiceToken token)
 
     public async Task<WalletDebit> DebitAsync(string userId, long amount, string idempotencyKey, string reference, CancellationToken cancellationToken)
     {
-        HttpResponseMessage response;
-        try
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "internal/wallet/debit")
-            {
-                Content = JsonContent.Create(new { userId, amount, idempotencyKey, reference }, options: Json),
-            };
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Get());
-            response = await http.SendAsync(request, cancellationToken);
-        }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
-        {
-            throw new WalletUnavailableException("Wallet did not answer: " + ex.Message, ex);
-        }
-
-        using (response)
+        using (var response = await PostAsync("internal/wallet/debit", new { userId, amount, idempotencyKey, reference }, cancellationToken))
         {
             var body = await ReadAsync(response, cancellationToken);
             switch (response.StatusCode)
@@ -92,22 +78,7 @@ public sealed class WalletClient(HttpClient http, ServiceToken token)
 
     private async Task<(WalletReturn Outcome, long? Balance)> ReturnAsync(object payload, CancellationToken cancellationToken)
     {
-        HttpResponseMessage response;
-        try
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "internal/wallet/returns")
-            {
-                Content = JsonContent.Create(payload, options: Json),
-            };
-            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Get());
-            response = await http.SendAsync(request, cancellationToken);
-        }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
-        {
-            throw new WalletUnavailableException("Wallet did not answer: " + ex.Message, ex);
-        }
-
-        using (response)
+        using (var response = await PostAsync("internal/wallet/returns", payload, cancellationToken))
         {
             var body = await ReadAsync(response, cancellationToken);
             long? balance = body.ValueKind == JsonValueKind.Object && body.TryGetProperty("balance", out var b) && b.ValueKind == JsonValueKind.Number
@@ -119,6 +90,21 @@ public sealed class WalletClient(HttpClient http, ServiceToken token)
                 HttpStatusCode.Conflict => (WalletReturn.Conflict, null),
                 _ => throw new WalletUnavailableException($"Wallet answered {(int)response.StatusCode} to a return."),
             };
+        }
+    }
+
+    /// <summary>POSTs with Usage's service token; a Wallet that does not answer is a <see cref="WalletUnavailableException"/>.</summary>
+    private async Task<HttpResponseMessage> PostAsync(string path, object payload, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(payload, options: Json) };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Get());
+            return await http.SendAsync(request, cancellationToken);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or InvalidOperationException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new WalletUnavailableException("Wallet did not answer: " + ex.Message, ex);
         }
     }
 
