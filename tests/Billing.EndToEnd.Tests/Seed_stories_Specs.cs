@@ -242,6 +242,14 @@ public class The_learning_communitys_quarterly_trial
         Assert.That(commit.GetProperty("tokensReturned").GetInt64(), Is.EqualTo(1500));
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 97_000,
             "the unused 1,500 tokens back in the wallet");
+        // A call that fails before streaming releases its reservation: every token goes back.
+        var (heldStatus, held, _) = await service.PostAsync("/api/usage/reservations", Seed.Consume(user, "ai.upload", 3));
+        Assert.That(heldStatus, Is.EqualTo(HttpStatusCode.OK), held.ToString());
+        Assert.That(held.GetProperty("tokenBalance").GetInt64(), Is.EqualTo(92_500));
+        var (releasedStatus, released, _) = await service.PostAsync($"/api/usage/reservations/{held.GetProperty("reservationId").GetString()}/release");
+        Assert.That((releasedStatus, released.GetProperty("tokensReturned").GetInt64()), Is.EqualTo((HttpStatusCode.OK, 4500L)), released.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 97_000,
+            "the released reservation's 4,500 tokens back in the wallet");
 
         // Refunding the pack claws its tokens back (Wallet follows Stripe's charge.refunded).
         using var admin = Api.Gateway(Tokens.Admin());
@@ -249,6 +257,6 @@ public class The_learning_communitys_quarterly_trial
         Assert.That(refunded, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 0, "the claw-back");
         var ledger = (await api.GetAsync("/api/wallet/me/transactions")).Body.GetProperty("items");
-        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "return", "debit", "debit", "purchase" }));
+        Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "return", "debit", "return", "debit", "debit", "purchase" }));
     }
 }
