@@ -45,9 +45,13 @@ public class Retiring_old_usage
         await Sql(reservation, new { key = user + "-r1", user, status = "committed", at = day40, expires = day40, tokens = 0L, due = false });
         await Sql(reservation, new { key = user + "-r2", user, status = "released", at = day40, expires = day40, tokens = 20L, due = true });
         await Sql(reservation, new { key = user + "-r3", user, status = "active", at = day40, expires = today.AddDays(2), tokens = 0L, due = false });
-        await Sql("""
+        const string counter = """
             INSERT INTO usage_counters (user_id, meter, window_start, window_end, used) VALUES (@user, 'ai.generation', @start, @end, 9)
-            """, new { user, start = day50, end = day40 });
+            """;
+        await Sql(counter, new { user, start = day50, end = day40 });
+        // A subscriber whose last period was never renewed keeps it as the current window: its counter must stay.
+        var unrenewed = UsageHost.NewUser();
+        await Sql(counter, new { user = unrenewed, start = day50, end = day40 });
 
         var retention = Host.Services.GetRequiredService<UsageRetention>();
         Assert.That(retention.RetentionDays, Is.EqualTo(35));
@@ -65,7 +69,9 @@ public class Retiring_old_usage
             "the settled one goes; the one still owing tokens back and the active one stay");
         Assert.That(await Host.ScalarAsync("SELECT count(*) FROM reservations WHERE user_id = @user AND status = 'committed'", new { user }), Is.Zero);
         Assert.That(await Host.ScalarAsync("SELECT count(*) FROM usage_counters WHERE user_id = @user", new { user }), Is.EqualTo(1),
-            "the current window's counter stays");
+            "the current window's counter stays, the replaced old one goes");
+        Assert.That(await Host.ScalarAsync("SELECT count(*) FROM usage_counters WHERE user_id = @unrenewed", new { unrenewed }), Is.EqualTo(1),
+            "a user's latest window of a meter is never removed");
 
         using var client = Host.UserClient(user);
         var from = today.AddDays(-60).ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);

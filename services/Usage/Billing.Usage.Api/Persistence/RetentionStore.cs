@@ -15,8 +15,8 @@ public sealed class RetentionStore(NpgsqlDataSource dataSource)
     {
         var args = new { before = before.ToUniversalTime(), limit = Batch };
         var consumptions = await RepeatAsync("SELECT usage_retire(@before, @limit)", args, cancellationToken);
-        // Settled reservations (a return still owed to Wallet keeps its row), counters of windows long over, and overage
-        // Stripe has confirmed. (Announcements leave their table as soon as they are in the outbox.)
+        // Settled reservations (a return still owed to Wallet keeps its row), counters of windows long over that a later
+        // window of the same meter has replaced, and overage Stripe has confirmed. (Announcements leave their table as soon as they are in the outbox.)
         var reservations = await RepeatAsync(
             """
             WITH gone AS (
@@ -29,7 +29,12 @@ public sealed class RetentionStore(NpgsqlDataSource dataSource)
         var counters = await RepeatAsync(
             """
             WITH gone AS (
-                DELETE FROM usage_counters WHERE ctid = ANY (ARRAY(SELECT ctid FROM usage_counters WHERE window_end < @before LIMIT @limit))
+                DELETE FROM usage_counters WHERE ctid = ANY (ARRAY(
+                    SELECT c.ctid FROM usage_counters c
+                    WHERE c.window_end < @before
+                      -- never a user's latest window of a meter: an unrenewed period stays current past its end
+                      AND EXISTS (SELECT 1 FROM usage_counters n WHERE n.user_id = c.user_id AND n.meter = c.meter AND n.window_start > c.window_start)
+                    LIMIT @limit))
                 RETURNING 1)
             SELECT count(*)::integer FROM gone
             """, args, cancellationToken);
