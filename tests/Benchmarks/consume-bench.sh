@@ -74,7 +74,7 @@ snapshot() { # <load generator pid>: "pid group ticks" for PostgreSQL, Usage, th
   awk -v u="$USAGE_PID" -v g="$GATEWAY_PID" -v l="$1" '
     { pid = $1; group = ""
       if (pid == u) group = "usage"; else if (pid == g) group = "gateway"; else if (pid == l) group = "load"; else if ($2 == "(postgres)") group = "postgres"
-      if (group != "") print pid, group, $14 + $15 }' /proc/[0-9]*/stat 2>/dev/null
+      if (group != "") print pid, group, $14 + $15 }' /proc/[0-9]*/stat 2>/dev/null || true # a process that ends mid-read is skipped, not fatal
 }
 
 cpu_per_request() { # <before> <after> <seconds between> <requests per second>: "pg usage gateway load" in µs per request
