@@ -188,19 +188,12 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         OccurredAt = DateTimeOffset.UtcNow,
     };
 
-    public async Task<long> ScalarAsync(string sql, object? args = null)
-    {
-        await using var connection = new NpgsqlConnection(ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        foreach (var p in args?.GetType().GetProperties() ?? [])
-        {
-            command.Parameters.AddWithValue(p.Name, p.GetValue(args)!);
-        }
-        return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, CultureInfo.InvariantCulture);
-    }
+    public async Task<long> ScalarAsync(string sql, object? args = null) =>
+        Convert.ToInt64(await RawScalarAsync(sql, args) ?? 0L, CultureInfo.InvariantCulture);
 
-    public async Task<string?> ScalarTextAsync(string sql, object? args = null)
+    public async Task<string?> ScalarTextAsync(string sql, object? args = null) => (await RawScalarAsync(sql, args))?.ToString();
+
+    private async Task<object?> RawScalarAsync(string sql, object? args)
     {
         await using var connection = new NpgsqlConnection(ConnectionString);
         await connection.OpenAsync();
@@ -209,7 +202,7 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         {
             command.Parameters.AddWithValue(p.Name, p.GetValue(args)!);
         }
-        return (await command.ExecuteScalarAsync())?.ToString();
+        return await command.ExecuteScalarAsync();
     }
 
     public static Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) =>

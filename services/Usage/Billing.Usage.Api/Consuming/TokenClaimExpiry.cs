@@ -20,8 +20,6 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
         "The consume was not confirmed in time.",
         "Paying it with purchased tokens could not be confirmed in time, so nothing was spent and any tokens taken went back; consume again with a new idempotency key.")));
 
-    private readonly HashSet<string> _reported = [];
-
     public TimeSpan Timeout { get; } = TimeSpan.FromSeconds(Math.Clamp(configuration.GetValue("Usage:TokenClaimTimeoutSeconds", 120), 10, 86_400));
 
     /// <summary>True when a claim made at <paramref name="claimedAt"/> is left to the sweeper.</summary>
@@ -62,8 +60,11 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
             failedInARow = 0;
             if (answer == WalletReturn.Conflict)
             {
-                _backoff.Failed(claim.IdempotencyKey, now);
-                Report(claim, "Wallet holds the debit's key for another user or return");
+                if (_backoff.Failed(claim.IdempotencyKey, now) == 1)
+                {
+                    logger.LogError("The token claim {Key} of {UserId} ({Quantity} {Meter}) cannot be expired: Wallet holds the debit's key for another user or return; it stays open and is retried, check the wallet by hand",
+                        claim.IdempotencyKey, claim.UserId, claim.Quantity, claim.Meter);
+                }
                 continue;
             }
             await store.SettleTokensAsync(claim.IdempotencyKey, 409, ExpiredAnswer,
@@ -75,19 +76,6 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
     }
 
     private readonly RetryBackoff _backoff = new();
-
-    private void Report(StaleTokenClaim claim, string why)
-    {
-        lock (_reported)
-        {
-            if (!_reported.Add(claim.IdempotencyKey))
-            {
-                return;
-            }
-        }
-        logger.LogError("The token claim {Key} of {UserId} ({Quantity} {Meter}) cannot be expired: {Why}; it stays open and is retried, check the wallet by hand",
-            claim.IdempotencyKey, claim.UserId, claim.Quantity, claim.Meter, why);
-    }
 }
 
 /// <summary>
@@ -106,12 +94,14 @@ public sealed class RetryBackoff
         }
     }
 
-    public void Failed(string key, DateTimeOffset now)
+    /// <summary>Records a failure; returns how many in a row (1: the first, worth reporting).</summary>
+    public int Failed(string key, DateTimeOffset now)
     {
         lock (_items)
         {
             var failures = _items.TryGetValue(key, out var item) ? item.Failures + 1 : 1;
             _items[key] = (failures, now + TimeSpan.FromSeconds(Math.Min(300, Math.Pow(2, Math.Min(failures, 9)))));
+            return failures;
         }
     }
 

@@ -95,22 +95,21 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
     }
 
     /// <summary>Records Wallet's answer to a claim's debit (200: active, else refused with <paramref name="refusal"/>); returns the reservation's answer.</summary>
-    public async Task<(int StatusCode, string Answer)> DebitedAsync(Guid reservationId, int statusCode, string? refusal, long balance,
+    public async Task<(int StatusCode, string Answer)> DebitedAsync(Guid reservationId, string userId, int statusCode, string? refusal, long balance,
         DateTimeOffset now, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        var answer = await connection.QuerySingleAsync<(int, string, string)>(new CommandDefinition(
-            "SELECT d.status_code, d.answer, r.user_id FROM usage_reservation_debited(@reservationId, @statusCode, @refusal, @balance) d " +
-            "JOIN reservations r ON r.reservation_id = @reservationId",
+        var answer = await connection.QuerySingleAsync<(int, string)>(new CommandDefinition(
+            "SELECT status_code, answer FROM usage_reservation_debited(@reservationId, @statusCode, @refusal, @balance)",
             new { reservationId, statusCode, refusal, balance }, transaction, cancellationToken: cancellationToken));
         if (statusCode is 200 or 402)
         {
             // Wallet's answer is the balance now (debits publish no event): the usage view shows it.
-            await balances.SetFromDebitAsync(connection, transaction, answer.Item3, balance, now, cancellationToken);
+            await balances.SetFromDebitAsync(connection, transaction, userId, balance, now, cancellationToken);
         }
         await transaction.CommitAsync(cancellationToken);
-        return (answer.Item1, answer.Item2);
+        return answer;
     }
 
     /// <summary>Returns Wallet has not confirmed yet that were settled before <paramref name="settledBefore"/>, oldest first.</summary>

@@ -124,8 +124,8 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
 
         var (status, answer) = debit switch
         {
-            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, 200, null, ok.Balance, clock.GetUtcNow(), cancellationToken),
-            WalletDebit.Insufficient poor => await store.DebitedAsync(reservationId, 402, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
+            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, request.UserId, 200, null, ok.Balance, clock.GetUtcNow(), cancellationToken),
+            WalletDebit.Insufficient poor => await store.DebitedAsync(reservationId, request.UserId, 402, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
                 Problems.Problem(402, ConsumePolicy.InsufficientTokens, "Not enough purchased tokens.",
                     $"The allowance of '{allowance.Meter}' for this window cannot cover the reservation and the wallet holds {poor.Balance} of the {tokens} tokens it costs.",
                     new Dictionary<string, object?>
@@ -137,7 +137,7 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
                         ["balance"] = poor.Balance,
                         ["requested"] = tokens,
                     }))), poor.Balance, clock.GetUtcNow(), cancellationToken),
-            _ => await store.DebitedAsync(reservationId, 409, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
+            _ => await store.DebitedAsync(reservationId, request.UserId, 409, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
                 Problems.Problem(409, "idempotency_conflict", "The reservation's debit was refused.",
                     "Wallet holds this reservation's key for another debit or has cancelled it; reserve again with a new key."))), 0, clock.GetUtcNow(),
                 cancellationToken),
@@ -159,11 +159,7 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
             return NotFound(id);
         }
         var settled = await store.SettleAsync(reservationId, action, quantity, clock.GetUtcNow(), cancellationToken);
-        if (settled is { ReturnUser: { } user, ReturnTokens: > 0 and var tokens })
-        {
-            // Owed in the database already: whatever happens here, the settlement stands and the sweeper returns them.
-            await returns.TryReturnAsync(new TokenReturn(reservationId, user, tokens), CancellationToken.None);
-        }
+        await returns.ReturnOwedAsync(reservationId, settled, CancellationToken.None);
         return settled.Outcome switch
         {
             "ok" => ConsumeHandler.Answer(200, settled.Answer!),
@@ -224,11 +220,7 @@ public sealed class ReservationSweeper(ReservationStore store, TokenReturns retu
             var due = await store.ExpiredAsync(now, 500, cancellationToken);
             foreach (var id in due)
             {
-                var settled = await store.SettleAsync(id, 2, null, now, cancellationToken);
-                if (settled is { ReturnUser: { } user, ReturnTokens: > 0 and var tokens })
-                {
-                    await returns.TryReturnAsync(new TokenReturn(id, user, tokens), cancellationToken);
-                }
+                await returns.ReturnOwedAsync(id, await store.SettleAsync(id, 2, null, now, cancellationToken), cancellationToken);
                 released++;
             }
             if (due.Count < 500)
@@ -252,6 +244,18 @@ public sealed class TokenReturns(ReservationStore store, WalletClient wallet, Ti
     public static string KeyOf(Guid reservationId) => "reservation:" + reservationId;
 
     /// <summary>
+    /// Sends the return a settlement owes, if any. Owed in the database already: whatever happens here, the settlement
+    /// stands, and the sweeper asks again.
+    /// </summary>
+    public async Task ReturnOwedAsync(Guid reservationId, Settlement settled, CancellationToken cancellationToken)
+    {
+        if (settled is { ReturnUser: { } user, ReturnTokens: > 0 and var tokens })
+        {
+            await TryReturnAsync(new TokenReturn(reservationId, user, tokens), cancellationToken);
+        }
+    }
+
+    /// <summary>
     /// True when Wallet has confirmed (or there was nothing to give back); false when it must be asked again later (a
     /// failure never escapes: the settlement that owes the return is already saved).
     /// </summary>
@@ -266,12 +270,11 @@ public sealed class TokenReturns(ReservationStore store, WalletClient wallet, Ti
             {
                 // Cannot happen by construction (one return per reservation, its amount fixed at settlement): kept as owed,
                 // asked again with growing pauses, and reported.
-                if (_backoff.IsDue(key, DateTimeOffset.MinValue))
+                if (_backoff.Failed(key, clock.GetUtcNow()) == 1)
                 {
                     logger.LogError("Wallet refused to return {Tokens} tokens of reservation {ReservationId} for {UserId}: it holds another return under the key; check the wallet by hand",
                         due.Tokens, due.ReservationId, due.UserId);
                 }
-                _backoff.Failed(key, clock.GetUtcNow());
                 return false;
             }
             await store.ReturnedAsync(due, balance, clock.GetUtcNow(), cancellationToken);
