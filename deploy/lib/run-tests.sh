@@ -77,6 +77,11 @@ run_project() { # <project dir> [filter] [label]
   p=$(sed -E 's/.*Passed:\s*([0-9]+).*/\1/' <<< "$line")
   s=$(sed -E 's/.*Skipped:\s*([0-9]+).*/\1/' <<< "$line")
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  if ((f > 0)); then
+    # CI keeps only this output: show why each test failed (its message and the top of its stack).
+    echo "   ── why (from $log):"
+    awk '/^ *Failed [^ ]+ \[/ { n = 14 } n > 0 { print "   " $0; n-- }' "$log" | head -n 120
+  fi
 }
 
 # Projects that bring their own hosts (or need only PostgreSQL and RabbitMQ).

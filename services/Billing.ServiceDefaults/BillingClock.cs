@@ -64,6 +64,25 @@ internal sealed class SimulatedClockFollower(BillingClock clock, Uri url, ILogge
         }
     }
 
+    /// <summary>
+    /// The offset to follow, in whole seconds, never making our clock read earlier than the followed one: the simulator
+    /// stamps objects with whole unix seconds (<c>floor(wall) + offset</c>), so with its exact <c>offset</c> our
+    /// <c>wall + offset</c> is never behind a subscription's start it has just set. (Deriving the offset from
+    /// <c>now</c> alone put our clock up to a second behind and moved it back and forth at every poll.) A clock that
+    /// answers only <c>now</c>: the offset is rounded up to a whole second, and kept unless it moves forward or by
+    /// more than a second (rounding and latency move it by one).
+    /// </summary>
+    internal static TimeSpan NextOffset(TimeSpan current, JsonElement answer, DateTimeOffset systemNow)
+    {
+        if (answer.TryGetProperty("offset", out var exact) && exact.ValueKind == JsonValueKind.Number)
+        {
+            return TimeSpan.FromSeconds(exact.GetInt64());
+        }
+        var now = DateTimeOffset.FromUnixTimeSeconds(answer.GetProperty("now").GetInt64());
+        var candidate = TimeSpan.FromSeconds(Math.Ceiling((now - systemNow).TotalSeconds));
+        return candidate > current || candidate < current - TimeSpan.FromSeconds(1) ? candidate : current;
+    }
+
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(2) };
 
     private async Task PollOnceAsync(CancellationToken cancellationToken)
@@ -71,10 +90,7 @@ internal sealed class SimulatedClockFollower(BillingClock clock, Uri url, ILogge
         try
         {
             var answer = await Http.GetFromJsonAsync<JsonElement>(url, cancellationToken);
-            var now = DateTimeOffset.FromUnixTimeSeconds(answer.GetProperty("now").GetInt64());
-            var offset = now - TimeProvider.System.GetUtcNow();
-            // Below a second the difference is rounding of unix seconds, not simulated time.
-            clock.Offset = offset.Duration() < TimeSpan.FromSeconds(2) ? TimeSpan.Zero : offset;
+            clock.Offset = NextOffset(clock.Offset, answer, TimeProvider.System.GetUtcNow());
         }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or JsonException or KeyNotFoundException or InvalidOperationException)
         {

@@ -53,6 +53,18 @@ public class Quota_windows
         Assert.That(w, Is.EqualTo(new UsageWindow(At(start), At(end))));
     }
 
+    [TestCase("2026-01-31T09:59:59.800Z")]
+    [TestCase("2026-01-31T09:59:55Z")]
+    public void A_spend_a_moment_before_the_anchor_is_in_the_first_window_not_the_month_before(string now)
+    {
+        // Stripe's clock set the subscription's start; ours may be a little behind it. The CI saw the spend land in
+        // [Dec 31, Jan 31) and vanish from /api/usage/me a moment later.
+        var w = UsageWindows.Current(Allowance("month"), Subscribed("2026-01-31T10:00:00Z"), At(now));
+        Assert.That(w, Is.EqualTo(new UsageWindow(At("2026-01-31T10:00:00Z"), At("2026-02-28T10:00:00Z"))));
+        var sameWindowLater = UsageWindows.Current(Allowance("month"), Subscribed("2026-01-31T10:00:00Z"), At("2026-01-31T10:00:01Z"));
+        Assert.That(sameWindowLater, Is.EqualTo(w));
+    }
+
     [Test]
     public void A_yearly_price_still_resets_the_monthly_allowance_every_month()
     {

@@ -51,7 +51,9 @@ public static class UsageWindows
 
     /// <summary>
     /// Monthly steps from the anchor, each computed as <c>anchor.AddMonths(k)</c> from the anchor itself, so an anchor on
-    /// the 31st falls back to the last day of a short month and returns to the 31st afterwards.
+    /// the 31st falls back to the last day of a short month and returns to the 31st afterwards. An instant before the
+    /// anchor (our clock a little behind Stripe's, which set the subscription's start) is in the first window, never
+    /// in a month before the subscription began: a spend counted there would be invisible from the next second on.
     /// </summary>
     public static UsageWindow AnchoredMonth(DateTimeOffset anchor, DateTimeOffset now)
     {
@@ -66,6 +68,7 @@ public static class UsageWindows
         {
             k++;
         }
+        k = Math.Max(k, 0);
         return new UsageWindow(anchor.AddMonths(k), anchor.AddMonths(k + 1));
     }
 }
