@@ -22,6 +22,31 @@ public class Consuming_the_monthly_generations
     }
 
     [Test]
+    public async Task A_consume_a_moment_before_Stripes_start_of_the_subscription_counts_in_its_first_month()
+    {
+        // Stripe stamped the start a second ahead of our clock (two clocks; the CI saw it with the simulator's).
+        var user = UsageHost.NewUser();
+        var start = new DateTimeOffset(Host.Clock.GetUtcNow().UtcDateTime.AddSeconds(1).Ticks / TimeSpan.TicksPerSecond * TimeSpan.TicksPerSecond, TimeSpan.Zero);
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro", startedAt: start));
+
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(249));
+
+        Host.Clock.Advance(TimeSpan.FromSeconds(2));
+        try
+        {
+            var meter = await Host.MeterAsync(user);
+            Assert.That(meter.GetProperty("used").GetInt64(), Is.EqualTo(1), "the spend is in the window /me shows once the start has passed");
+            Assert.That(meter.GetProperty("resetsAt").GetDateTimeOffset(), Is.EqualTo(start.AddMonths(1)));
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
     public async Task Should_show_250_remaining_after_SubscriptionActivated_arrives_on_the_bus()
     {
         var user = UsageHost.NewUser();
