@@ -39,11 +39,20 @@ GATEWAY_URL=$BILLING_GATEWAY_URL
 DB="billing_usage${BILLING_DB_SUFFIX:-}"
 PSQL=(psql -h 127.0.0.1 -p "$BILLING_PG_PORT" -U postgres -d "$DB" -v ON_ERROR_STOP=1 -qAt)
 
+# Starts the stack (and stops it at the end) only when none of it runs: a running stack that is not ready yet (a
+# service restarting) is waited for, never started over or stopped behind its owner's back.
 started=0
 if ! curl -fsS -o /dev/null --max-time 3 "$GATEWAY_URL/health/ready" 2>/dev/null; then
-  echo "starting the stack (deploy/billing up --detach)…"
-  "$REPO/deploy/billing" up --detach > "$BILLING_DATA_DIR/bench-up.log" 2>&1 || { tail -n 30 "$BILLING_DATA_DIR/bench-up.log" >&2; exit 1; }
-  started=1
+  running=0
+  for name in $(stack_names); do _pid_alive "$STACK_DIR/pids/$name.pid" && running=1; done
+  if ((running)); then
+    echo "the stack runs but is not ready: waiting for it (up to 90 s)…"
+    stack_wait_ready 90 || { echo "the running stack did not become ready; see deploy/billing status" >&2; exit 1; }
+  else
+    echo "starting the stack (deploy/billing up --detach)…"
+    "$REPO/deploy/billing" up --detach > "$BILLING_DATA_DIR/bench-up.log" 2>&1 || { tail -n 30 "$BILLING_DATA_DIR/bench-up.log" >&2; exit 1; }
+    started=1
+  fi
 fi
 # What the run stored goes again at the end (BENCH_KEEP=1 keeps it), so the tables do not grow by a million spends a
 # run and later runs measure against the same database (and the VACUUM below stays short).
