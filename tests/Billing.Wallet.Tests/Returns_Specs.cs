@@ -18,6 +18,16 @@ public sealed class Returning_unused_tokens
         return (response.StatusCode, await WalletHost.BodyAsync(response));
     }
 
+    /// <summary>A new user granted <paramref name="granted"/> never-expiring tokens, <paramref name="debited"/> of them debited under a reservation's key.</summary>
+    private static async Task<(string User, string Key)> DebitedAsync(long granted, long debited)
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, granted);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, debited, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        return (user, key);
+    }
+
     private static async Task<long[]> ExpiringAsync(string user)
     {
         using var client = Host.UserClient(user);
@@ -118,10 +128,7 @@ public sealed class Returning_unused_tokens
     [Test]
     public async Task Twenty_concurrent_returns_of_one_debit_return_it_once()
     {
-        var user = WalletHost.NewUser();
-        await Host.GrantAsync(user, 100);
-        var key = "reservation:" + Guid.NewGuid();
-        Assert.That((await Host.DebitAsync(user, 70, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (user, key) = await DebitedAsync(granted: 100, debited: 70);
 
         var answers = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => ReturnAsync(user, 60, key)));
         Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(HttpStatusCode.OK));
@@ -136,10 +143,7 @@ public sealed class Returning_unused_tokens
     [Test]
     public async Task All_returns_the_whole_debit_and_nothing_when_there_was_none()
     {
-        var user = WalletHost.NewUser();
-        await Host.GrantAsync(user, 100);
-        var key = "reservation:" + Guid.NewGuid();
-        Assert.That((await Host.DebitAsync(user, 70, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (user, key) = await DebitedAsync(granted: 100, debited: 70);
 
         var response = await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId = user, all = true, idempotencyKey = key });
         var body = await WalletHost.BodyAsync(response);

@@ -122,9 +122,10 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
                 "Nothing was reserved yet; retry with the same idempotency key.");
         }
 
+        var now = clock.GetUtcNow();
         var (status, answer) = debit switch
         {
-            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, request.UserId, 200, null, ok.Balance, clock.GetUtcNow(), cancellationToken),
+            WalletDebit.Debited ok => await store.DebitedAsync(reservationId, request.UserId, 200, null, ok.Balance, now, cancellationToken),
             WalletDebit.Insufficient poor => await store.DebitedAsync(reservationId, request.UserId, 402, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
                 Problems.Problem(402, ConsumePolicy.InsufficientTokens, "Not enough purchased tokens.",
                     $"The allowance of '{allowance.Meter}' for this window cannot cover the reservation and the wallet holds {poor.Balance} of the {tokens} tokens it costs.",
@@ -136,11 +137,10 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
                         ["upgrade"] = ConsumePolicy.CanUpgrade(catalog, state.EffectivePlan(catalog).Id, allowance.Meter, spend?.Limit ?? allowance.Limit),
                         ["balance"] = poor.Balance,
                         ["requested"] = tokens,
-                    }))), poor.Balance, clock.GetUtcNow(), cancellationToken),
+                    }))), poor.Balance, now, cancellationToken),
             _ => await store.DebitedAsync(reservationId, request.UserId, 409, ConsumeHandler.Serialize(ConsumeHandler.ProblemOf(
                 Problems.Problem(409, "idempotency_conflict", "The reservation's debit was refused.",
-                    "Wallet holds this reservation's key for another debit or has cancelled it; reserve again with a new key."))), 0, clock.GetUtcNow(),
-                cancellationToken),
+                    "Wallet holds this reservation's key for another debit or has cancelled it; reserve again with a new key."))), 0, now, cancellationToken),
         };
         return ConsumeHandler.Answer(status, answer);
     }

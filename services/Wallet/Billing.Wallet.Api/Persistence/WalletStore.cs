@@ -355,33 +355,41 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             }
             await SpendLotsAsync(c, tx, userId, take, ct);
             var dedupeKey = $"refund-debt:{debitKey}:{sessionId}";
-            var balanceAfter = await c.QuerySingleAsync<long>(new CommandDefinition(
-                """
-                WITH w AS (
-                    UPDATE wallets SET balance = balance - @take, updated_at = @now WHERE user_id = @userId RETURNING balance
-                ), entry AS (
-                    INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, requested, shortfall, reason, dedupe_key, created_at)
-                    SELECT @userId, 'refund', -@take, w.balance, @sessionId, @take, 0,
-                           'tokens of a refunded pack, spent before the refund, came back and are taken now', @dedupeKey, @now FROM w
-                    RETURNING balance_after
-                ), debt AS (
-                    UPDATE wallet_purchases SET clawback_outstanding = clawback_outstanding - @take WHERE checkout_session_id = @sessionId
-                )
-                SELECT balance_after FROM entry
-                """, new { userId, take, now, sessionId, dedupeKey }, tx, cancellationToken: ct));
+            var entry = await RefundEntryAsync(c, tx, userId, take, reference: sessionId, requested: take,
+                "tokens of a refunded pack, spent before the refund, came back and are taken now", dedupeKey, now, ct);
+            await c.ExecuteAsync(new CommandDefinition(
+                "UPDATE wallet_purchases SET clawback_outstanding = clawback_outstanding - @take WHERE checkout_session_id = @sessionId",
+                new { take, sessionId }, tx, cancellationToken: ct));
             await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
             {
                 UserId = userId,
                 Requested = take,
                 Amount = take,
                 Shortfall = 0,
-                BalanceAfter = balanceAfter,
+                BalanceAfter = entry.BalanceAfter,
                 Reference = sessionId,
                 OccurredAt = now,
             }, Outbox.MessageId(dedupeKey, nameof(TokensClawedBack)), ct);
             left -= take;
         }
     }
+
+    /// <summary>
+    /// Takes <paramref name="take"/> tokens (the lots already spent by the caller) as a <c>refund</c> entry of the ledger:
+    /// <paramref name="requested"/> were called for, the difference is the entry's shortfall.
+    /// </summary>
+    private static Task<LedgerRow> RefundEntryAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long take, string? reference,
+        long requested, string reason, string dedupeKey, DateTimeOffset now, CancellationToken ct) =>
+        c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
+            $"""
+            WITH w AS (
+                UPDATE wallets SET balance = balance - @take, updated_at = @now WHERE user_id = @userId RETURNING balance
+            )
+            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, requested, shortfall, reason, dedupe_key, created_at)
+            SELECT @userId, 'refund', -@take, w.balance, @reference, @requested, @shortfall, @reason, @dedupeKey, @now FROM w
+            RETURNING {LedgerColumns}
+            """,
+            new { userId, take, now, reference, requested, shortfall = requested - take, reason, dedupeKey }, tx, cancellationToken: ct));
 
     private static async Task<long> BalanceAsync(NpgsqlConnection c, NpgsqlTransaction? tx, string userId, CancellationToken ct) =>
         await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
@@ -649,26 +657,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
         await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct);
 
-        var entry = await c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
-            $"""
-            WITH w AS (
-                UPDATE wallets SET balance = balance - @take, updated_at = @now WHERE user_id = @userId RETURNING balance
-            )
-            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, requested, shortfall, reason, dedupe_key, created_at)
-            SELECT @userId, 'refund', -@take, w.balance, @reference, @requested, @shortfall, @reason, @dedupeKey, @now FROM w
-            RETURNING {LedgerColumns}
-            """,
-            new
-            {
-                userId,
-                take,
-                now,
-                reference = m.ChargeId,
-                requested,
-                shortfall = requested - take,
-                reason = $"refund of {m.AmountRefunded} of {m.Amount} {m.Currency} for checkout {sessionId}",
-                dedupeKey = $"refund:{sessionId}#{target}",
-            }, tx, cancellationToken: ct));
+        var entry = await RefundEntryAsync(c, tx, userId, take, reference: m.ChargeId, requested,
+            $"refund of {m.AmountRefunded} of {m.Amount} {m.Currency} for checkout {sessionId}", $"refund:{sessionId}#{target}", now, ct);
         await c.ExecuteAsync(new CommandDefinition(
             // What could not be taken now stays owed: spent tokens that come back later (a reservation's return) pay it.
             "UPDATE wallet_purchases SET clawback_requested = @target, clawback_outstanding = clawback_outstanding + @shortfall WHERE checkout_session_id = @sessionId",
