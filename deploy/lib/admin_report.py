@@ -32,10 +32,10 @@ def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "") -> int
     for d in subs["differences"]:
         bad += 1
         print(f"  DIFF {d['subscriptionId']} (user {d['userId']}) {d['field']}: Billing {d['billing']} / Stripe {d['stripe']}")
-    print(f"wallets: {wallets['walletsChecked']} wallet(s): balance == sum of ledger")
+    print(f"wallets: {wallets['walletsChecked']} wallet(s): balance == sum of ledger, and >= what the expiring lots hold")
     for m in wallets["mismatches"]:
         bad += 1
-        print(f"  DIFF wallet {m['userId']}: balance {m['balance']} / ledger {m['ledgerSum']}")
+        print(f"  DIFF wallet {m['userId']}: balance {m['balance']} / ledger {m['ledgerSum']} / expiring lots {m.get('expiringRemaining', 0)}")
     if usage is not None:
         if "ok" not in usage:
             print("usage:", usage_answer)

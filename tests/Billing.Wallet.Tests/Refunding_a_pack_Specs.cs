@@ -70,4 +70,49 @@ public sealed class Refunding_a_pack
         var refunds = (await Host.TransactionsAsync(user)).Where(i => i.GetProperty("kind").GetString() == "refund").ToList();
         Assert.That(refunds.Select(r => r.GetProperty("amount").GetInt64()), Is.EqualTo(new[] { -30_000L, -20_000L }));
     }
+
+    [Test]
+    public async Task A_refund_that_waited_for_a_grant_takes_the_granted_tokens_from_their_lot()
+    {
+        var user = WalletHost.NewUser();
+        var purchase = await BuyAsync(user);
+        Assert.That((await Host.DebitAsync(user, 100_000, WalletHost.NewKey())).Status, Is.EqualTo(System.Net.HttpStatusCode.OK), "the pack spent");
+
+        // A grant of 100,000 expiring tokens holds the wallet's row lock when the refund of the spent pack arrives, so the
+        // refund waits for it and then must see the grant's lot as well as its balance.
+        await using var granting = new Npgsql.NpgsqlConnection(Host.ConnectionString);
+        await granting.OpenAsync();
+        await using (var grant = await granting.BeginTransactionAsync())
+        {
+            await Execute(granting, grant, "SELECT 1 FROM wallets WHERE user_id = @user FOR UPDATE", user);
+            await Execute(granting, grant, """
+                WITH w AS (UPDATE wallets SET balance = balance + 100000 WHERE user_id = @user RETURNING balance),
+                     entry AS (
+                         INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, expires_at, created_at)
+                         SELECT @user, 'grant', 100000, w.balance, 'race', 'promotion', now() + interval '30 days', now() FROM w
+                         RETURNING id)
+                INSERT INTO wallet_lots (user_id, ledger_id, reference, granted, remaining, expires_at)
+                SELECT @user, entry.id, 'race', 100000, 100000, now() + interval '30 days' FROM entry
+                """, user);
+
+            await Host.PublishAsync(WalletHost.Refunded(purchase, 500));
+            await WalletHost.EventuallyAsync(async () => await Host.ScalarAsync(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") > 0);
+            await grant.CommitAsync();
+        }
+
+        await WalletHost.EventuallyAsync(async () => (await Host.TransactionsAsync(user)).Any(t => t.GetProperty("kind").GetString() == "refund"));
+        Assert.That(await Host.BalanceAsync(user), Is.Zero, "the refund took the 100,000 the wallet held");
+        Assert.That(await Host.ScalarAsync("SELECT COALESCE(SUM(remaining), 0) FROM wallet_lots WHERE user_id = @user", new { user }), Is.Zero,
+            "no expiring tokens are left behind in a lot that the balance no longer holds");
+        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+    }
+
+    private static async Task Execute(Npgsql.NpgsqlConnection connection, Npgsql.NpgsqlTransaction tx, string sql, string user)
+    {
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection, tx);
+        command.Parameters.AddWithValue("user", user);
+        await command.ExecuteNonQueryAsync();
+    }
 }

@@ -184,4 +184,39 @@ public sealed class Returning_unused_tokens
         var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
         Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
     }
+
+    [Test]
+    public async Task Tokens_that_come_back_into_an_expired_lot_expire_and_pay_no_refund_debt()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 100_000, expiresAt: Host.Clock.GetUtcNow().AddDays(1));
+        var purchase = WalletHost.Purchased(user);
+        await Host.PublishAsync(purchase);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 200_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 100_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the granted lot reserved (soonest-expiring first)");
+        Assert.That((await Host.DebitAsync(user, 100_000, WalletHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK), "the pack spent");
+        await Host.PublishAsync(WalletHost.Refunded(purchase, 500));
+        await WalletHost.EventuallyAsync(async () => await Host.ScalarAsync(
+            "SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }) == 100_000);
+
+        Host.Clock.Advance(TimeSpan.FromDays(2));
+        try
+        {
+            var (status, body) = await ReturnAsync(user, 100_000, key); // the reservation is released after the grant expired
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That(body.GetProperty("balance").GetInt64(), Is.Zero);
+            var items = await Host.TransactionsAsync(user);
+            Assert.That(items.Take(2).Select(i => (i.GetProperty("kind").GetString(), i.GetProperty("amount").GetInt64())),
+                Is.EqualTo(new[] { ("expiry", -100_000L), ("return", 100_000L) }), "the returned tokens expired at once");
+            Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }), Is.EqualTo(100_000),
+                "expired tokens pay nothing: the debt stays");
+            var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+            Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-2));
+        }
+    }
 }

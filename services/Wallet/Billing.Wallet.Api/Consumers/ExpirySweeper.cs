@@ -8,6 +8,9 @@ namespace Billing.Wallet.Api.Consumers;
 /// </summary>
 public sealed class ExpirySweeper(WalletStore store, IConfiguration configuration, ILogger<ExpirySweeper> logger) : BackgroundService
 {
+    private void Failed(string userId, Exception ex) =>
+        logger.LogError(ex, "Expiring the tokens of wallet {UserId} failed; the other wallets go on, this one is tried again at the next sweep", userId);
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var every = TimeSpan.FromSeconds(int.TryParse(configuration["WALLET_EXPIRY_SWEEP_SECONDS"], out var s) && s > 0 ? s : 60);
@@ -16,7 +19,7 @@ public sealed class ExpirySweeper(WalletStore store, IConfiguration configuratio
             try
             {
                 await Task.Delay(every, stoppingToken);
-                while (await store.ExpireDueAsync(100, stoppingToken) == 100)
+                while (await store.ExpireDueAsync(100, Failed, stoppingToken) == 100)
                 {
                 }
             }

@@ -59,7 +59,8 @@ public sealed record AdjustmentOutcome(LedgerRow? Entry, bool Conflict, long Bal
 public sealed record ExpiringTokens(long Amount, DateTime ExpiresAt);
 
 /// <summary>A wallet whose balance is not the sum of its ledger.</summary>
-public sealed record WalletMismatch(string UserId, long Balance, long LedgerSum);
+/// <summary>A wallet whose balance differs from the sum of its ledger, or holds fewer tokens than its expiring lots.</summary>
+public sealed record WalletMismatch(string UserId, long Balance, long LedgerSum, long ExpiringRemaining);
 
 /// <summary>
 /// The SQL of wallets and their ledger. Every balance change happens under the wallet's row lock (taken by the
@@ -109,7 +110,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         return rows.Count > limit ? (rows[..limit], rows[limit - 1].Id) : (rows, null);
     }
 
-    /// <summary>Every wallet whose balance differs from the sum of its ledger (empty when the books are right).</summary>
+    /// <summary>
+    /// Every wallet whose balance differs from the sum of its ledger, or is smaller than what its expiring lots still hold
+    /// (empty when the books are right).
+    /// </summary>
     public async Task<(int Checked, IReadOnlyList<WalletMismatch> Mismatches)> VerifyAsync(CancellationToken ct)
     {
         await using var c = await dataSource.OpenConnectionAsync(ct);
@@ -117,10 +121,12 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var count = await c.QuerySingleAsync<int>(new CommandDefinition("SELECT count(*)::int FROM wallets", transaction: tx, cancellationToken: ct));
         var mismatches = (await c.QueryAsync<WalletMismatch>(new CommandDefinition(
             """
-            SELECT w.user_id AS UserId, w.balance AS Balance, COALESCE(l.total, 0)::bigint AS LedgerSum
+            SELECT w.user_id AS UserId, w.balance AS Balance, COALESCE(l.total, 0)::bigint AS LedgerSum,
+                   COALESCE(x.remaining, 0)::bigint AS ExpiringRemaining
             FROM wallets w
             LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM wallet_ledger GROUP BY user_id) l ON l.user_id = w.user_id
-            WHERE w.balance <> COALESCE(l.total, 0)
+            LEFT JOIN (SELECT user_id, SUM(remaining) AS remaining FROM wallet_lots WHERE remaining > 0 GROUP BY user_id) x ON x.user_id = w.user_id
+            WHERE w.balance <> COALESCE(l.total, 0) OR w.balance < COALESCE(x.remaining, 0)
             ORDER BY w.user_id LIMIT 1000
             """, transaction: tx, cancellationToken: ct))).ToList();
         await tx.CommitAsync(ct);
@@ -292,13 +298,14 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
 
         await c.ExecuteAsync(new CommandDefinition(
             "SELECT 1 FROM wallets WHERE user_id = @UserId FOR UPDATE", new { r.UserId }, tx, cancellationToken: ct));
-        var lots = (await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
+        var lots = (await c.QueryAsync<(long LotId, long Took, bool Expired)>(new CommandDefinition(
             """
-            SELECT d.lot_id, d.amount FROM wallet_debit_lots d JOIN wallet_lots l ON l.id = d.lot_id
+            SELECT d.lot_id, d.amount, l.expires_at <= @now FROM wallet_debit_lots d JOIN wallet_lots l ON l.id = d.lot_id
             WHERE d.idempotency_key = @Key ORDER BY l.expires_at DESC, l.id DESC
-            """, new { Key = r.IdempotencyKey }, tx, cancellationToken: ct))).ToList();
+            """, new { Key = r.IdempotencyKey, now }, tx, cancellationToken: ct))).ToList();
         var left = amount - Math.Min(amount, debit.Amount - lots.Sum(l => l.Took));
-        foreach (var (lotId, took) in lots)
+        var backIntoExpiredLots = 0L;
+        foreach (var (lotId, took, expired) in lots)
         {
             if (left == 0)
             {
@@ -308,6 +315,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             await c.ExecuteAsync(new CommandDefinition(
                 "UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @lotId",
                 new { give, lotId }, tx, cancellationToken: ct));
+            if (expired)
+            {
+                backIntoExpiredLots += give;
+            }
             left -= give;
         }
 
@@ -324,9 +335,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             WHERE idempotency_key = @Key
             """, new { r.UserId, amount, Key = r.IdempotencyKey, r.Reason, now, Reference = debit.Reference ?? r.IdempotencyKey },
             tx, cancellationToken: ct));
-        await PayRefundDebtAsync(c, tx, r.UserId, amount, r.IdempotencyKey, now, ct);
-        // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry.
+        // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry, before
+        // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
+        await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, now, ct);
         var balance = await BalanceAsync(c, tx, r.UserId, ct);
         await tx.CommitAsync(ct);
         return new ReturnOutcome(ReturnResult.Returned, amount, balance);
@@ -345,7 +357,12 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             SELECT checkout_session_id, clawback_outstanding FROM wallet_purchases
             WHERE user_id = @userId AND clawback_outstanding > 0 ORDER BY created_at, checkout_session_id FOR UPDATE
             """, new { userId }, tx, cancellationToken: ct))).ToList();
-        var left = returned;
+        if (debts.Count == 0)
+        {
+            return;
+        }
+        // What came back and is still here: never more than the balance (tokens that expired in the meantime are gone).
+        var left = Math.Min(returned, await BalanceAsync(c, tx, userId, ct));
         foreach (var (sessionId, outstanding) in debts)
         {
             var take = Math.Min(left, outstanding);
@@ -638,10 +655,14 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
 
         var now = clock.GetUtcNow();
+        // Lock first, read after: a statement that waits for the row lock sees the locked row as committed, but its
+        // sub-selects keep the snapshot taken before the wait, so lots a concurrent grant or return added would be missed.
+        await c.ExecuteAsync(new CommandDefinition(
+            "SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
         var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
             """
             SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
-            FROM wallets WHERE user_id = @userId FOR UPDATE
+            FROM wallets WHERE user_id = @userId
             """, new { userId }, tx, cancellationToken: ct));
         var take = Math.Min(requested, balance);
 
@@ -678,25 +699,37 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
 
     // ---------------------------------------------------------------- expiry
 
-    /// <summary>Expires the due lots of up to <paramref name="batch"/> wallets; returns how many wallets it touched.</summary>
-    public async Task<int> ExpireDueAsync(int batch, CancellationToken ct)
+    /// <summary>
+    /// Expires the due lots of up to <paramref name="batch"/> wallets, each in its own transaction; returns how many it
+    /// expired. A wallet that fails is reported to <paramref name="failed"/> and skipped, so it cannot hold up the others.
+    /// </summary>
+    public async Task<int> ExpireDueAsync(int batch, Action<string, Exception> failed, CancellationToken ct)
     {
         var now = clock.GetUtcNow();
         List<string> users;
         await using (var c = await dataSource.OpenConnectionAsync(ct))
         {
             users = (await c.QueryAsync<string>(new CommandDefinition(
-                "SELECT DISTINCT user_id FROM wallet_lots WHERE remaining > 0 AND expires_at <= @now LIMIT @batch",
+                "SELECT DISTINCT user_id FROM wallet_lots WHERE remaining > 0 AND expires_at <= @now ORDER BY user_id LIMIT @batch",
                 new { now, batch }, cancellationToken: ct))).ToList();
         }
+        var expired = 0;
         foreach (var userId in users)
         {
-            await using var c = await dataSource.OpenConnectionAsync(ct);
-            await using var tx = await c.BeginTransactionAsync(ct);
-            await ExpireDueAsync(c, tx, userId, now, onlyIfDue: false, ct);
-            await tx.CommitAsync(ct);
+            try
+            {
+                await using var c = await dataSource.OpenConnectionAsync(ct);
+                await using var tx = await c.BeginTransactionAsync(ct);
+                await ExpireDueAsync(c, tx, userId, now, onlyIfDue: false, ct);
+                await tx.CommitAsync(ct);
+                expired++;
+            }
+            catch (Exception ex) when (!ct.IsCancellationRequested)
+            {
+                failed(userId, ex);
+            }
         }
-        return users.Count;
+        return expired;
     }
 
     /// <summary>Each due lot leaves through its own <c>expiry</c> entry, under the wallet's row lock.</summary>
