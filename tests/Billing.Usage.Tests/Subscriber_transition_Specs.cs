@@ -121,6 +121,56 @@ public class Subscriber_transitions
         Assert.That((next.PeriodStart, next.PeriodEnd), Is.EqualTo((T0.AddMonths(1), T0.AddMonths(2))));
     }
 
+    [Test]
+    public void A_payment_made_before_the_grace_ended_is_not_undone_by_a_suspension_decided_a_moment_later()
+    {
+        // Past due at minute 10, paid at minute 59 (Stripe's time); Subscriptions had not seen the payment yet when the
+        // grace ended at minute 60 and suspended the episode that began at minute 10.
+        var state = Apply(Change("active", 1, 0), Change("past_due", 2, 10), Change("active", 3, 59));
+        Assert.That(SubscriberTransitions.Suspend(state, "sub_1", T0.AddMinutes(10)).Access, Is.EqualTo(SubscriberAccess.Full));
+
+        var suspendedFirst = SubscriberTransitions.Suspend(Apply(Change("active", 1, 0), Change("past_due", 2, 10)), "sub_1", T0.AddMinutes(10));
+        Assert.That(suspendedFirst.Access, Is.EqualTo(SubscriberAccess.Suspended));
+        Assert.That(SubscriberTransitions.Apply(suspendedFirst, Change("active", 3, 59), Catalog).Access, Is.EqualTo(SubscriberAccess.Full));
+    }
+
+    [Test]
+    public void A_late_event_of_the_old_subscription_does_not_replace_the_new_one()
+    {
+        // Usage was down; its queues (activated, updated, ended) drain in parallel after the restart.
+        var state = Apply(Change("active", 1, 30, sub: "sub_new"), Change("active", 2, 5, sub: "sub_old"), Change("canceled", 3, 10, sub: "sub_old", ended: true));
+        Assert.That((state.SubscriptionId, state.Access), Is.EqualTo(("sub_new", SubscriberAccess.Full)));
+    }
+
+    [Test]
+    public void Every_order_of_two_consecutive_subscriptions_ends_on_the_new_one()
+    {
+        var events = new[]
+        {
+            Change("active", 1, 0, sub: "sub_old"), Change("active", 2, 5, sub: "sub_old"), Change("canceled", 3, 10, sub: "sub_old", ended: true),
+            Change("active", 1, 30, sub: "sub_new"),
+        };
+        foreach (var permutation in Permutations(events))
+        {
+            var state = Apply(permutation.ToArray());
+            Assert.That((state.SubscriptionId, state.Access), Is.EqualTo(("sub_new", SubscriberAccess.Full)),
+                string.Join(", ", permutation.Select(e => $"{e.SubscriptionId}:{e.Status}:{e.Sequence}")));
+        }
+    }
+
+    [Test]
+    public void A_new_subscription_bought_before_the_old_one_ended_applies_in_any_order()
+    {
+        // Bought the new plan at minute 8, the old subscription ended at minute 10.
+        var events = new[] { Change("active", 1, 0, sub: "sub_old"), Change("canceled", 2, 10, sub: "sub_old", ended: true), Change("active", 1, 8, sub: "sub_new") };
+        foreach (var permutation in Permutations(events))
+        {
+            var state = Apply(permutation.ToArray());
+            Assert.That((state.SubscriptionId, state.Access), Is.EqualTo(("sub_new", SubscriberAccess.Full)),
+                string.Join(", ", permutation.Select(e => $"{e.SubscriptionId}:{e.Status}:{e.Sequence}")));
+        }
+    }
+
     private static IEnumerable<IEnumerable<T>> Permutations<T>(IReadOnlyList<T> items) =>
         items.Count <= 1 ? [items]
             : items.SelectMany((item, i) => Permutations(items.Where((_, j) => j != i).ToList()).Select(rest => rest.Prepend(item)));

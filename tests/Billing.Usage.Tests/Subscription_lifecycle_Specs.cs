@@ -74,6 +74,29 @@ public class Following_the_subscription
     }
 
     [Test]
+    public async Task A_payment_made_just_before_the_grace_ended_is_not_undone_by_the_suspension_that_followed()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user);
+        var now = DateTimeOffset.UtcNow;
+        await Host.ApplyAsync(activated);
+        await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: now.AddMinutes(-50)));
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: now.AddMinutes(-2))); // paid (Stripe's time)
+        // Subscriptions had not seen the payment yet when the grace ended a minute later, and suspended the episode.
+        await Host.ApplyAsync(new Billing.Contracts.SubscriptionAccessSuspended
+        {
+            UserId = user,
+            SubscriptionId = activated.SubscriptionId,
+            PlanId = "pro",
+            PastDueSince = now.AddMinutes(-50),
+            GraceUntil = now.AddMinutes(-1),
+            OccurredAt = now.AddMinutes(-1),
+        });
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+    }
+
+    [Test]
     public async Task A_redelivered_message_changes_nothing()
     {
         var user = UsageHost.NewUser();

@@ -23,7 +23,10 @@ public sealed record SubscriberState
     public long Sequence { get; init; }
     /// <summary>When the last applied subscription event happened.</summary>
     public DateTimeOffset? StatusOccurredAt { get; init; }
-    /// <summary>When access was suspended; cleared by a later return to <c>active</c>.</summary>
+    /// <summary>
+    /// Access is suspended: the start of the past-due episode it suspends (Stripe's time); a return to <c>active</c> after
+    /// it clears it.
+    /// </summary>
     public DateTimeOffset? SuspendedAt { get; init; }
     /// <summary>The groups last seen on the user's own token.</summary>
     public IReadOnlyList<string> Groups { get; init; } = [];

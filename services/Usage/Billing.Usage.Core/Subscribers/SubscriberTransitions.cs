@@ -5,7 +5,8 @@ namespace Billing.Usage.Core.Subscribers;
 /// <summary>
 /// How events move a subscriber's state. Pure, and written so that no permutation or duplication of a lifecycle's
 /// events leaves a different state: subscription events apply only above the stored <c>Sequence</c>, a suspension
-/// is compared by time with the status it suspends, and a renewal only ever moves the period forward.
+/// is compared by time with the status it suspends, an older event of another subscription never replaces a live one,
+/// and a renewal only ever moves the period forward.
 /// </summary>
 public static class SubscriberTransitions
 {
@@ -20,6 +21,12 @@ public static class SubscriberTransitions
         if (!same && change.RevokesAccess)
         {
             // The end of a subscription that is not (or no longer) the user's current one changes nothing.
+            return state;
+        }
+        if (!same && state.Access != SubscriberAccess.None && change.OccurredAt < state.StatusOccurredAt)
+        {
+            // A late event of another subscription, older than what made the current one live (queues drain in parallel
+            // after a restart): it must not replace the subscription the user has now.
             return state;
         }
 
@@ -53,14 +60,19 @@ public static class SubscriberTransitions
         return next with { Access = AccessOf(next) };
     }
 
-    /// <summary>Past due beyond grace (SubscriptionAccessSuspended): applies to the current subscription only.</summary>
-    public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset occurredAt)
+    /// <summary>
+    /// Past due beyond grace (SubscriptionAccessSuspended): applies to the current subscription only, and only to the
+    /// past-due episode that began at <paramref name="pastDueSince"/> (Stripe's time, like every status): a return to
+    /// active after that moment — a payment made just before the grace ended, whose events arrive after the
+    /// suspension was decided — lifts it. (The suspension's own time is Billing's clock, not comparable with Stripe's.)
+    /// </summary>
+    public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset pastDueSince)
     {
         if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None)
         {
             return state;
         }
-        var next = state with { SuspendedAt = state.SuspendedAt is { } s && s > occurredAt ? s : occurredAt };
+        var next = state with { SuspendedAt = state.SuspendedAt is { } s && s > pastDueSince ? s : pastDueSince };
         return next with { Access = AccessOf(next) };
     }
 
