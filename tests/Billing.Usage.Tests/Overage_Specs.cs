@@ -220,4 +220,43 @@ public class Billing_overage_through_Stripe_meter_events
         Assert.That(await Host.ScalarAsync("SELECT quantity FROM usage_overage WHERE user_id = @user", new { user }), Is.EqualTo(2));
         Assert.That((await Host.MeterAsync(user, "chat.message")).GetProperty("used").GetInt64(), Is.EqualTo(5));
     }
+
+    /// <summary>Pro's chat.message: 3 a day, billed past it. What is billed adds up to what is spent past the limit.</summary>
+    private async Task<long> OverageBilledAsync(string user) =>
+        await Host.ScalarAsync("SELECT COALESCE(SUM(quantity), 0) FROM usage_overage WHERE user_id = @user", new { user });
+
+    [Test]
+    public async Task Consumes_made_while_a_reservation_holds_the_window_are_not_billed_when_it_is_released()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message")).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (_, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 5, meter: "chat.message"); // holds 2 + 3 past
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var (released, _) = await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "release");
+        Assert.That(released, Is.EqualTo(HttpStatusCode.OK));
+
+        Assert.That((await Host.MeterAsync(user, "chat.message")).GetProperty("used").GetInt64(), Is.EqualTo(2));
+        Assert.That(await OverageBilledAsync(user), Is.Zero, "2 of 3 spent: nothing past the limit, whatever was held meanwhile");
+    }
+
+    [Test]
+    public async Task Overlapping_reservations_and_consumes_bill_exactly_what_ends_up_past_the_limit()
+    {
+        var user = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+        var (_, first) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 4, meter: "chat.message");
+        var (_, second) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 4, meter: "chat.message");
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message")).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await Reserving_for_a_streaming_call.SettleAsync(Host, first.GetProperty("reservationId").GetString()!, "release")).Status,
+            Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await Reserving_for_a_streaming_call.SettleAsync(Host, second.GetProperty("reservationId").GetString()!, "commit", 3)).Status,
+            Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "chat.message")).Status, Is.EqualTo(HttpStatusCode.OK));
+
+        Assert.That((await Host.MeterAsync(user, "chat.message")).GetProperty("used").GetInt64(), Is.EqualTo(5));
+        Assert.That(await OverageBilledAsync(user), Is.EqualTo(2), "5 spent against 3: 2 billed, once");
+        Assert.That(await Host.ScalarAsync("SELECT held FROM usage_counters WHERE user_id = @user", new { user }), Is.Zero, "nothing held any more");
+    }
 }
