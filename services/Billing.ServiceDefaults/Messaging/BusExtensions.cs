@@ -15,7 +15,20 @@ public sealed class RabbitMqSettings
     public string Password { get; set; } = "guest";
     /// <summary>Put in front of every queue name; tests give each run its own so runs never share queues.</summary>
     public string QueuePrefix { get; set; } = "";
+
+    /// <summary>
+    /// The waits, in seconds, between further attempts at a message that failed because something it needs is not
+    /// there yet (<see cref="BusExtensions.RetryLater"/>): 2 s, then longer up to 5 min, about 20 minutes in all, within RabbitMQ's
+    /// 30-minute limit on a message held by a consumer.
+    /// </summary>
+    public string RetryLaterSeconds { get; set; } = "2,10,30,60,120,300,300,300";
 }
+
+/// <summary>
+/// A message cannot be handled yet: something it needs has not happened or is not reachable (an earlier message, a
+/// service). It is tried again for minutes (<see cref="RabbitMqSettings.RetryLaterSeconds"/>), not seconds.
+/// </summary>
+public class RetryLaterException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>The MassTransit RabbitMQ bus every service shares, plus our Dapper outbox relay.</summary>
 public static class BusExtensions
@@ -37,10 +50,22 @@ public static class BusExtensions
         {
             x.SetEndpointNameFormatter(new KebabCaseEndpointNameFormatter(settings.QueuePrefix + serviceName, false));
             consumers?.Invoke(x);
+            var later = RetryLaterIntervals(settings);
             x.AddConfigureEndpointsCallback((_, _, endpoint) =>
             {
-                // Transient faults (a deadlock, a broker blip) heal in seconds; what still fails lands in _error.
-                endpoint.UseMessageRetry(r => r.Exponential(RetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(400)));
+                // Outer: what cannot succeed until something else is back (the database, a service, an earlier message)
+                // is tried again for about 20 minutes, so an outage of that long sends nothing to _error.
+                endpoint.UseMessageRetry(r =>
+                {
+                    r.Handle<Exception>(RetryLater);
+                    r.Intervals(later);
+                });
+                // Inner: transient faults (a deadlock, a broker blip) heal in seconds; what still fails lands in _error.
+                endpoint.UseMessageRetry(r =>
+                {
+                    r.Ignore<RetryLaterException>();
+                    r.Exponential(RetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(400));
+                });
             });
             x.ConfigureHealthCheckOptions(o =>
             {
@@ -77,4 +102,20 @@ public static class BusExtensions
         builder.Services.AddSingleton<Inbox>();
         return builder;
     }
+
+    /// <summary>
+    /// Failures that only time heals: <see cref="RetryLaterException"/>, a database that cannot be reached, Stripe or
+    /// another service that does not answer.
+    /// </summary>
+    public static bool RetryLater(Exception ex) => ex switch
+    {
+        RetryLaterException or Billing.ServiceDefaults.Stripe.StripeUnavailableException or TimeoutException or HttpRequestException => true,
+        Npgsql.NpgsqlException npgsql => npgsql.IsTransient,
+        _ => ex.InnerException is { } inner && RetryLater(inner),
+    };
+
+    private static TimeSpan[] RetryLaterIntervals(RabbitMqSettings settings) =>
+        settings.RetryLaterSeconds.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => TimeSpan.FromSeconds(double.Parse(s, System.Globalization.CultureInfo.InvariantCulture)))
+            .ToArray();
 }

@@ -783,5 +783,5 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     }
 }
 
-/// <summary>A refund arrived before its purchase was granted; the message is retried until it is.</summary>
-public sealed class PurchaseNotYetGrantedException(string message) : Exception(message);
+/// <summary>A refund arrived before its purchase was granted; the message is retried (for minutes) until it is.</summary>
+public sealed class PurchaseNotYetGrantedException(string message) : Billing.ServiceDefaults.Messaging.RetryLaterException(message);
