@@ -105,8 +105,11 @@ public class Consuming_the_monthly_generations
             "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user });
         var exhausted = await Host.ScalarAsync(
             "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaExhausted,%' AND payload->>'userId' = @user", new { user });
-        var pending = await Host.ScalarAsync("SELECT count(*) FROM usage_announcements WHERE user_id = @user", new { user });
-        Assert.That(pending, Is.Zero, "announcements moved to the outbox leave their table");
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM usage_announcements WHERE user_id = @user AND published_at IS NULL", new { user }) == 0,
+            what: "the announcements marked published");
+        Assert.That(await Host.ScalarAsync("SELECT count(*) FROM usage_announcements WHERE user_id = @user", new { user }), Is.EqualTo(2),
+            "published announcements stay for the rest of their window");
         var usedAtLow = await Host.ScalarAsync(
             "SELECT (payload->>'used')::bigint FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user });
         Assert.That((low, exhausted, usedAtLow), Is.EqualTo((1L, 1L, 200L)));
@@ -125,13 +128,36 @@ public class Consuming_the_monthly_generations
             ON CONFLICT DO NOTHING RETURNING 0::bigint
             """, new { user, start, end = start.AddMonths(1) });
 
-        await Wait.UntilAsync(async () => await Host.ScalarAsync("SELECT count(*) FROM usage_announcements WHERE user_id = @user", new { user }) == 0,
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM usage_announcements WHERE user_id = @user AND published_at IS NULL", new { user }) == 0,
             what: "the announcer to take the rows");
         var messages = await Host.ScalarAsync(
             "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user });
         var used = await Host.ScalarAsync(
             "SELECT (payload->>'used')::bigint FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user });
         Assert.That((messages, used), Is.EqualTo((2L, 200L)));
+    }
+
+    [Test]
+    public async Task A_threshold_crossed_again_in_the_same_window_is_not_announced_again_even_after_the_outbox_forgot_it()
+    {
+        var user = await ProUserAsync();
+        var (_, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 210); // 210 of 250: QuotaLow
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user }) == 1,
+            what: "QuotaLow in the outbox");
+        await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "release");
+        // Days later the sent message has left the outbox (it keeps sent rows for 7 days); the window is the same month.
+        await Host.ScalarAsync("DELETE FROM outbox WHERE payload->>'userId' = @user RETURNING 0::bigint", new { user });
+
+        for (var i = 0; i < 201; i++)
+        {
+            await Host.ConsumeAsync(user, UsageHost.NewKey());
+        }
+        await Task.Delay(TimeSpan.FromSeconds(3)); // more than the announcer's interval
+        Assert.That(await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.QuotaLow,%' AND payload->>'userId' = @user", new { user }), Is.Zero,
+            "QuotaLow is published once per window");
     }
 
     [Test]

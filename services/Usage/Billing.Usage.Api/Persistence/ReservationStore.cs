@@ -41,7 +41,7 @@ public sealed record TokenReturn(Guid ReservationId, string UserId, long Tokens)
 public sealed record Settlement(string Outcome, string? Answer, string? ReturnUser = null, long? ReturnTokens = null);
 
 /// <summary>The <c>reservations</c> table, through its functions: each reserve and each settlement is one statement.</summary>
-public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceStore balances)
+public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceStore balances, Spending.QuotaAnnouncer announcer)
 {
     /// <summary>Reserves in one transaction with the QuotaLow / QuotaExhausted it causes.</summary>
     public async Task<ReserveResult> ReserveAsync(ReserveCommand c, CancellationToken cancellationToken)
@@ -51,6 +51,7 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
         SpendResult result;
         Guid? reservationId;
         long claimTokens;
+        var announce = false;
         await using (var command = new NpgsqlCommand(
             "SELECT outcome, status_code, answer, used_before, used_after, stored_user, stored_meter, stored_quantity, reservation_id, claim_tokens " +
             "FROM usage_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)", connection, transaction))
@@ -88,9 +89,13 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
         if (result is { Outcome: SpendOutcome.Answered, UsedBefore: { } before, UsedAfter: { } after } && c.Limit is { } limit
             && c.WindowStart is { } start && c.WindowEnd is { } end)
         {
-            await QuotaAnnouncements.EnqueueAsync(connection, transaction, c.UserId, c.Meter, start, end, limit, before, after, c.Now);
+            announce = await QuotaAnnouncements.RecordAsync(connection, transaction, c.UserId, c.Meter, start, end, limit, before, after, c.Now);
         }
         await transaction.CommitAsync(cancellationToken);
+        if (announce)
+        {
+            announcer.Wake();
+        }
         return new ReserveResult(result, reservationId, claimTokens);
     }
 

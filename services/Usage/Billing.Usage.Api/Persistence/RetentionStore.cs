@@ -4,7 +4,7 @@ using Npgsql;
 namespace Billing.Usage.Api.Persistence;
 
 /// <summary>What one retention pass removed.</summary>
-public sealed record RetentionResult(long Consumptions, long Reservations, long Counters, long Overage);
+public sealed record RetentionResult(long Consumptions, long Reservations, long Counters, long Overage, long Announcements = 0);
 
 /// <summary>Removes what Usage no longer needs after the retention (see migration 0006), in short transactions.</summary>
 public sealed class RetentionStore(NpgsqlDataSource dataSource)
@@ -16,7 +16,7 @@ public sealed class RetentionStore(NpgsqlDataSource dataSource)
         var args = new { before = before.ToUniversalTime(), limit = Batch };
         var consumptions = await RepeatAsync("SELECT usage_retire(@before, @limit)", args, cancellationToken);
         // Settled reservations (a return still owed to Wallet keeps its row), counters of windows long over that a later
-        // window of the same meter has replaced, and overage Stripe has confirmed. (Announcements leave their table as soon as they are in the outbox.)
+        // window of the same meter has replaced, and overage Stripe has confirmed, and published announcements whose window's counter is gone.
         var reservations = await RepeatAsync(
             """
             WITH gone AS (
@@ -46,7 +46,18 @@ public sealed class RetentionStore(NpgsqlDataSource dataSource)
                 RETURNING 1)
             SELECT count(*)::integer FROM gone
             """, args, cancellationToken);
-        return new RetentionResult(consumptions, reservations, counters, overage);
+        var announcements = await RepeatAsync(
+            """
+            WITH gone AS (
+                DELETE FROM usage_announcements WHERE ctid = ANY (ARRAY(
+                    SELECT a.ctid FROM usage_announcements a
+                    WHERE a.published_at IS NOT NULL AND a.window_end < @before
+                      AND NOT EXISTS (SELECT 1 FROM usage_counters c WHERE c.user_id = a.user_id AND c.meter = a.meter AND c.window_start = a.window_start)
+                    LIMIT @limit))
+                RETURNING 1)
+            SELECT count(*)::integer FROM gone
+            """, args, cancellationToken);
+        return new RetentionResult(consumptions, reservations, counters, overage, announcements);
     }
 
     private async Task<long> RepeatAsync(string sql, object args, CancellationToken cancellationToken)

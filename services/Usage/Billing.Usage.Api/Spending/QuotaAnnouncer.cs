@@ -8,8 +8,9 @@ namespace Billing.Usage.Api.Spending;
 
 /// <summary>
 /// Publishes the QuotaLow and QuotaExhausted that the group-committed spends wrote as rows of
-/// <c>usage_announcements</c>: moves them into the outbox in one transaction (insert the messages, delete the rows), so
-/// each is published once and none is lost, whatever crashes when. Woken by the writer right after a commit that
+/// <c>usage_announcements</c>: moves them into the outbox in one transaction (insert the messages, mark the rows
+/// published), so each is published once and none is lost, whatever crashes when. The rows stay until the window's
+/// counter is retired, so a threshold crossed again in the same window (usage went down and up) announces nothing new. Woken by the writer right after a commit that
 /// announced something, and every few seconds anyway (a crash between the commit and the wake-up, another replica's rows).
 /// </summary>
 public sealed class QuotaAnnouncer(NpgsqlDataSource dataSource, IConfiguration configuration, ILogger<QuotaAnnouncer> logger) : BackgroundService
@@ -63,8 +64,8 @@ public sealed class QuotaAnnouncer(NpgsqlDataSource dataSource, IConfiguration c
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         var rows = (await connection.QueryAsync<Announcement>(new CommandDefinition(
             """
-            DELETE FROM usage_announcements a
-             USING (SELECT user_id, meter, window_start, kind FROM usage_announcements
+            UPDATE usage_announcements a SET published_at = now()
+              FROM (SELECT user_id, meter, window_start, kind FROM usage_announcements WHERE published_at IS NULL
                      ORDER BY occurred_at LIMIT @Chunk FOR UPDATE SKIP LOCKED) picked
              WHERE a.user_id = picked.user_id AND a.meter = picked.meter AND a.window_start = picked.window_start AND a.kind = picked.kind
             RETURNING a.user_id AS UserId, a.meter AS Meter, a.window_start AS WindowStart, a.window_end AS WindowEnd,
@@ -92,18 +93,28 @@ public sealed class QuotaAnnouncer(NpgsqlDataSource dataSource, IConfiguration c
 /// <summary>QuotaLow (80 %) and QuotaExhausted, once per window: the outbox row's id is derived from the window.</summary>
 internal static class QuotaAnnouncements
 {
-    /// <summary>Enqueues what a spend from <paramref name="before"/> to <paramref name="after"/> crossed.</summary>
-    public static async Task EnqueueAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
+    /// <summary>
+    /// Records what a spend from <paramref name="before"/> to <paramref name="after"/> crossed as announcements (once per
+    /// window and kind, like <c>usage_consume_many</c> does); the <see cref="QuotaAnnouncer"/> publishes them. True when
+    /// there is something new to publish.
+    /// </summary>
+    public static async Task<bool> RecordAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
         DateTimeOffset windowStart, DateTimeOffset windowEnd, long limit, long before, long after, DateTimeOffset now)
     {
-        if (QuotaThresholds.CrossedLow(before, after, limit))
+        var recorded = 0;
+        foreach (var kind in (string[])[
+                     .. QuotaThresholds.CrossedLow(before, after, limit) ? ["low"] : Array.Empty<string>(),
+                     .. QuotaThresholds.Exhausted(before, after, limit) ? ["exhausted"] : Array.Empty<string>()])
         {
-            await EnqueueLowAsync(connection, transaction, userId, meter, windowStart, windowEnd, limit, after, now);
+            recorded += await connection.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO usage_announcements (user_id, meter, window_start, window_end, kind, quota_limit, used, occurred_at)
+                VALUES (@userId, @meter, @windowStart, @windowEnd, @kind, @limit, @after, @now)
+                ON CONFLICT DO NOTHING
+                """, new { userId, meter, windowStart = windowStart.ToUniversalTime(), windowEnd = windowEnd.ToUniversalTime(), kind, limit, after,
+                    now = now.ToUniversalTime() }, transaction));
         }
-        if (QuotaThresholds.Exhausted(before, after, limit))
-        {
-            await EnqueueExhaustedAsync(connection, transaction, userId, meter, windowStart, windowEnd, limit, now);
-        }
+        return recorded > 0;
     }
 
     public static Task<bool> EnqueueLowAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,

@@ -30,10 +30,11 @@ public sealed class UsageRetention(RetentionStore store, TimeProvider clock, ICo
             return null;
         }
         var result = await store.RetireAsync(Cutoff, cancellationToken);
-        if (result.Consumptions + result.Reservations + result.Counters + result.Overage > 0)
+        if (result.Consumptions + result.Reservations + result.Counters + result.Overage + result.Announcements > 0)
         {
             logger.LogInformation("Retention before {Cutoff:u}: {Consumptions} consumptions rolled up into daily totals, {Reservations} reservations, " +
-                "{Counters} counters and {Overage} reported overage removed", Cutoff, result.Consumptions, result.Reservations, result.Counters, result.Overage);
+                "{Counters} counters, {Overage} reported overage and {Announcements} announcements removed",
+                Cutoff, result.Consumptions, result.Reservations, result.Counters, result.Overage, result.Announcements);
         }
         return result;
     }
