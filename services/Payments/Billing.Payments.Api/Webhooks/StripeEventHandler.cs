@@ -189,6 +189,13 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         {
             subscription = await SyncSubscriptionAsync(c, tx, subscriptionId, e, ct);
         }
+        // Only an invoice that is still open is waiting for a payment that failed. A late or reordered payment_failed about
+        // an invoice paid meanwhile (or voided, or written off as uncollectible) would put a paid-up subscription into grace.
+        if (invoice.Status != "open")
+        {
+            logger.LogInformation("invoice.payment_failed {Event} for {Invoice}, which Stripe now says is {Status}: nothing to publish", e.Id, invoiceId, invoice.Status);
+            return;
+        }
         var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
         await EnqueueAsync(c, tx, new InvoicePaymentFailed
         {
