@@ -48,6 +48,49 @@ public class Invoice_events_read_the_invoice_again
             new { s = subscriptionId }), Is.EqualTo(1), "the subscription is synced from Stripe either way");
     }
 
+    [Test]
+    public async Task Should_record_the_payment_intent_that_paid_the_invoice_not_a_canceled_earlier_one()
+    {
+        var (subscriptionId, invoiceId) = NewSubscription();
+        var n = invoiceId[3..];
+        var (canceled, paid) = ("pi_old" + n, "pi_new" + n);
+        _stripe.Object("/v1/payment_intents/" + canceled, PaymentIntent(canceled, "canceled", "ch_old" + n));
+        _stripe.Object("/v1/payment_intents/" + paid, PaymentIntent(paid, "succeeded", "ch_new" + n));
+        var payments = new JsonArray(InvoicePayment("inpay_1" + n, invoiceId, canceled, "canceled"), InvoicePayment("inpay_2" + n, invoiceId, paid, "paid"));
+        var invoice = Invoice(invoiceId, subscriptionId, "paid", payments);
+        _stripe.Object("/v1/invoices/" + invoiceId, invoice);
+
+        await ProcessedAsync(await SendAsync("invoice.paid", invoice));
+
+        await using var connection = new Npgsql.NpgsqlConnection(PaymentsHost.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand("SELECT payment_intent_id || ' ' || charge_id FROM payments WHERE id = @id", connection);
+        command.Parameters.AddWithValue("id", invoiceId);
+        Assert.That(await command.ExecuteScalarAsync(), Is.EqualTo($"{paid} ch_new{n}"), "the payment that a refund must go to");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.InvoicePaid,%' AND payload->>'paymentIntentId' = @paid",
+            new { paid }), Is.EqualTo(1));
+    }
+
+    private static JsonObject InvoicePayment(string id, string invoiceId, string paymentIntentId, string status) => new()
+    {
+        ["id"] = id, ["object"] = "invoice_payment", ["amount_paid"] = status == "paid" ? 500 : null, ["amount_requested"] = 500,
+        ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = "usd", ["invoice"] = invoiceId, ["is_default"] = status == "paid",
+        ["livemode"] = false, ["payment"] = new JsonObject { ["type"] = "payment_intent", ["payment_intent"] = paymentIntentId }, ["status"] = status,
+        ["status_transitions"] = new JsonObject { ["canceled_at"] = null, ["paid_at"] = null },
+    };
+
+    private static JsonObject PaymentIntent(string id, string status, string chargeId) => new()
+    {
+        ["id"] = id, ["object"] = "payment_intent", ["amount"] = 500, ["currency"] = "usd", ["status"] = status, ["livemode"] = false,
+        ["latest_charge"] = new JsonObject
+        {
+            ["id"] = chargeId, ["object"] = "charge", ["amount"] = 500, ["amount_refunded"] = 0, ["currency"] = "usd", ["payment_intent"] = id,
+            ["paid"] = status == "succeeded", ["receipt_url"] = "https://receipt.example/" + chargeId, ["refunded"] = false,
+            ["status"] = status == "succeeded" ? "succeeded" : "failed",
+        },
+    };
+
     private (string SubscriptionId, string InvoiceId) NewSubscription()
     {
         var n = Guid.NewGuid().ToString("N")[..14];

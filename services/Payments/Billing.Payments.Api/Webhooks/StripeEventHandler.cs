@@ -327,7 +327,8 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     {
         var payments = invoice.Payments?.Data
             ?? (await calls.RunAsync(t => new InvoicePaymentService(stripe).ListAsync(new InvoicePaymentListOptions { Invoice = invoice.Id }, cancellationToken: t), ct)).Data;
-        var paymentIntentId = payments.Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
+        // An invoice keeps its earlier attempts (a canceled or still open payment intent) next to the one that paid it.
+        var paymentIntentId = payments.Where(p => p.Status == "paid").Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
         if (paymentIntentId is null)
         {
             return (null, null, null);
