@@ -1,5 +1,7 @@
 using System.Net;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Billing.Payments.Tests;
 
@@ -165,6 +167,31 @@ public class When_Stripe_misbehaves_while_a_webhook_is_processed
         await PaymentsHost.EventuallyAsync(() => Task.FromResult(_published.About(subscriptionId)), s => s.Count > 0, "SubscriptionActivated on the bus");
         await Task.Delay(1000);
         Assert.That(_published.About(subscriptionId), Is.EqualTo(new[] { "SubscriptionActivated" }), "published exactly once");
+    }
+
+    [Test]
+    public async Task A_failure_recorded_after_the_event_was_committed_as_processed_leaves_it_processed()
+    {
+        var (subscriptionId, userId, eventId) = NewIds();
+        var subscription = FakeStripe.ActiveSubscription(subscriptionId, userId, "cus_" + subscriptionId[4..]);
+        _stripe.Subscription(subscription, StripeAnswer.Ok);
+        var (status, answer, _) = await _host.SendWebhookAsync(FakeStripe.UpdatedEvent(eventId, subscription));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+        var processed = await PaymentsHost.EventuallyAsync(() => _host.StoredEventAsync(eventId),
+            e => e?.GetProperty("status").GetString() == "processed", "the event to be processed");
+
+        // CommitAsync threw although the server committed (the connection broke on the way back): the processor records
+        // a failure, as many times as it would take to park the event.
+        var processor = _host.Services.GetServices<IHostedService>().OfType<Billing.Payments.Api.Webhooks.WebhookProcessor>().Single();
+        for (var i = 0; i < PaymentsHost.MaxAttempts; i++)
+        {
+            await processor.RecordFailureAsync(eventId, new InvalidOperationException("commit answer lost"), CancellationToken.None);
+        }
+
+        var after = (await _host.StoredEventAsync(eventId))!.Value;
+        Assert.That(after.GetProperty("status").GetString(), Is.EqualTo("processed"));
+        Assert.That(after.GetProperty("attempts").GetInt32(), Is.EqualTo(processed!.Value.GetProperty("attempts").GetInt32()));
+        Assert.That(after.GetProperty("lastError").ValueKind, Is.EqualTo(JsonValueKind.Null));
     }
 
     [Test]

@@ -138,23 +138,32 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
         _ => error.GetType().Name + ": " + error.Message,
     };
 
-    private async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
+    /// <summary>
+    /// Records a failed attempt of a pending event. An event that is no longer pending is left alone: when the commit's
+    /// answer is lost (the connection broke after the server committed), the event is processed and must stay so.
+    /// </summary>
+    internal async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
     {
         // Stripe down, timing out or rate limiting says nothing about the event: it waits at the longest back-off for as
         // long as the outage lasts (ARCHITECTURE.md rule 5) instead of being parked for an admin. Only other failures use
         // up the attempts. The exponent is capped: an outage of days must not overflow the interval.
         var transient = error is StripeUnavailableException || StripeCalls.IsTransient(error);
         await using var connection = await dataSource.OpenConnectionAsync(ct);
-        var (attempts, failures) = await connection.QuerySingleAsync<(int, int)>(new CommandDefinition(
+        var recorded = await connection.QuerySingleOrDefaultAsync<(int, int)?>(new CommandDefinition(
             """
             UPDATE stripe_events SET attempts = attempts + 1, last_error = left(@error, 2000),
                 failures = failures + CASE WHEN @transient THEN 0 ELSE 1 END,
                 status = CASE WHEN NOT @transient AND failures + 1 >= @max THEN 'failed' ELSE 'pending' END,
                 next_attempt_at = now() + LEAST(make_interval(secs => power(2, LEAST(attempts, 30))), make_interval(secs => @maxBackoff))
-            WHERE id = @id
+            WHERE id = @id AND status = 'pending'
             RETURNING attempts, failures
             """, new { id, error = Describe(error), transient, max = options.MaxAttempts, maxBackoff = options.MaxBackoff.TotalSeconds },
             cancellationToken: ct));
+        if (recorded is not var (attempts, failures))
+        {
+            logger.LogWarning(error, "Stripe event {Id} failed after it left 'pending' (its commit may have succeeded); its state is kept", id);
+            return;
+        }
         if (!transient && failures >= options.MaxAttempts)
         {
             Billing.ServiceDefaults.BillingMetrics.RecordFailedEvent("webhook", error.GetType().Name);
