@@ -167,6 +167,17 @@ public class The_gateway
     }
 
     [Test]
+    public async Task Forwards_a_refunds_Idempotency_Key_unchanged()
+    {
+        // Payments keys the Stripe refund on it: a gateway that dropped it would turn every retry into a new refund.
+        using var response = await SendAsync("POST", "/api/admin/refunds", TokenFor("billing.admin"),
+            configure: r => r.Headers.TryAddWithoutValidation("Idempotency-Key", "refund-ticket-4711:2"));
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        var seen = await response.Content.ReadFromJsonAsync<Forwarded>();
+        Assert.That(seen!.Headers["Idempotency-Key"], Is.EqualTo("refund-ticket-4711:2"));
+    }
+
+    [Test]
     public async Task Drops_identity_headers_a_client_sends()
     {
         using var response = await SendAsync("GET", "/api/subscriptions/me", Tokens.User("u-real"), configure: r =>

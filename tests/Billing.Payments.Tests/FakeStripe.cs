@@ -44,6 +44,8 @@ public sealed class FakeStripe : IDisposable
     private readonly ConcurrentDictionary<string, StripeAnswer> _steady = new();
     private readonly ConcurrentDictionary<string, JsonObject> _objects = new();
     private readonly ConcurrentDictionary<string, int> _requests = new();
+    private readonly Dictionary<string, JsonObject> _refundsByKey = new(StringComparer.Ordinal);
+    private readonly List<JsonObject> _refunds = [];
 
     public FakeStripe()
     {
@@ -63,6 +65,24 @@ public sealed class FakeStripe : IDisposable
         _scripts[path] = new ConcurrentQueue<StripeAnswer>(script);
     }
 
+    /// <summary>Registers any object Stripe knows at <paramref name="path"/> (<c>/v1/charges/ch_…</c>); it answers 200.</summary>
+    public void Object(string path, JsonObject body) => _objects[path] = body;
+
+    /// <summary>The object Stripe holds at <paramref name="path"/> now (refunds change their charge).</summary>
+    public JsonObject ObjectAt(string path) => _objects[path];
+
+    /// <summary>The refunds Stripe made (a request repeated with its idempotency key makes none).</summary>
+    public IReadOnlyList<JsonObject> Refunds
+    {
+        get
+        {
+            lock (_refunds)
+            {
+                return _refunds.Select(r => r.DeepClone().AsObject()).ToList();
+            }
+        }
+    }
+
     /// <summary>From now on the object answers <paramref name="steady"/> (Stripe recovered, or broke).</summary>
     public void Steady(string path, StripeAnswer steady) => _steady[path] = steady;
 
@@ -73,6 +93,10 @@ public sealed class FakeStripe : IDisposable
     {
         var path = request.Path;
         _requests.AddOrUpdate(path, 1, (_, n) => n + 1);
+        if (path == "/v1/refunds" && request.Method == "POST")
+        {
+            return CreateRefund(request);
+        }
         if (!_objects.TryGetValue(path, out var body))
         {
             return Reply(404, """{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such object"}}""");
@@ -98,6 +122,50 @@ public sealed class FakeStripe : IDisposable
                 return Reply(200, json[..(json.Length / 2)]);
             default:
                 throw new ArgumentOutOfRangeException(nameof(answer), answer, null);
+        }
+    }
+
+    /// <summary>
+    /// <c>POST /v1/refunds</c> as Stripe does it: a request with an idempotency key seen before gets the first answer again
+    /// and refunds nothing; a new key refunds from the charge of the payment intent (or the charge) named.
+    /// </summary>
+    private ResponseMessage CreateRefund(IRequestMessage request)
+    {
+        var form = System.Web.HttpUtility.ParseQueryString(request.Body ?? "");
+        var key = request.Headers?.FirstOrDefault(h => string.Equals(h.Key, "Idempotency-Key", StringComparison.OrdinalIgnoreCase)).Value?.FirstOrDefault();
+        lock (_refunds)
+        {
+            if (key is not null && _refundsByKey.TryGetValue(key, out var earlier))
+            {
+                return Reply(200, earlier.ToJsonString());
+            }
+            var charge = _objects.Values.FirstOrDefault(o => o["object"]?.GetValue<string>() == "charge"
+                && ((form["payment_intent"] is { } pi && o["payment_intent"]?.GetValue<string>() == pi) || (form["charge"] is { } ch && o["id"]?.GetValue<string>() == ch)));
+            if (charge is null)
+            {
+                return Reply(404, """{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such charge"}}""");
+            }
+            var amount = long.Parse(form["amount"] ?? charge["amount"]!.ToString(), System.Globalization.CultureInfo.InvariantCulture);
+            var refunded = charge["amount_refunded"]!.GetValue<long>() + amount;
+            if (refunded > charge["amount"]!.GetValue<long>())
+            {
+                return Reply(400, """{"error":{"type":"invalid_request_error","code":"charge_already_refunded","message":"Refund amount is greater than unrefunded amount on charge"}}""");
+            }
+            charge["amount_refunded"] = refunded;
+            charge["refunded"] = refunded == charge["amount"]!.GetValue<long>();
+            var refund = new JsonObject
+            {
+                ["id"] = "re_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "refund", ["amount"] = amount, ["charge"] = charge["id"]!.GetValue<string>(),
+                ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = charge["currency"]!.GetValue<string>(),
+                ["metadata"] = new JsonObject(), ["payment_intent"] = charge["payment_intent"]?.GetValue<string>(), ["reason"] = form["reason"],
+                ["status"] = "succeeded",
+            };
+            _refunds.Add(refund);
+            if (key is not null)
+            {
+                _refundsByKey[key] = refund;
+            }
+            return Reply(200, refund.ToJsonString());
         }
     }
 

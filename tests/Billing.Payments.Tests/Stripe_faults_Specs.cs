@@ -1,13 +1,15 @@
 using System.Net;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Billing.Payments.Tests;
 
 /// <summary>
 /// ARCHITECTURE.md rules 1 and 5 with Stripe misbehaving: the webhook is acknowledged as soon as it is stored, whatever
-/// Stripe's API does while Payments re-reads the object; failed attempts are recorded and retried with back-off; an event
-/// that keeps failing is parked as <c>failed</c> for an admin to replay; and when Stripe answers again the event is
-/// processed exactly once. The real Payments API on PostgreSQL and RabbitMQ; Stripe's API is WireMock.
+/// Stripe's API does while Payments re-reads the object; failed attempts are recorded and retried with back-off; an outage
+/// (5xx, timeouts, 429) is waited out however long it lasts, while an event that keeps failing for another reason is parked
+/// as <c>failed</c> for an admin to replay; and when Stripe answers again the event is processed exactly once. The real Payments API on PostgreSQL and RabbitMQ; Stripe's API is WireMock.
 /// </summary>
 [TestFixture]
 [NonParallelizable]
@@ -97,7 +99,8 @@ public class When_Stripe_misbehaves_while_a_webhook_is_processed
         var (subscriptionId, userId, eventId) = NewIds();
         var subscription = FakeStripe.ActiveSubscription(subscriptionId, userId, "cus_" + subscriptionId[4..]);
         var path = "/v1/subscriptions/" + subscriptionId;
-        _stripe.Subscription(subscription, StripeAnswer.ServerError);
+        // An answer that is not Stripe's (a 200 HTML page): no retry at once, and not an outage that waits it out.
+        _stripe.Subscription(subscription, StripeAnswer.Html);
 
         var (status, answer, _) = await _host.SendWebhookAsync(FakeStripe.UpdatedEvent(eventId, subscription));
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
@@ -105,8 +108,8 @@ public class When_Stripe_misbehaves_while_a_webhook_is_processed
         var failed = await PaymentsHost.EventuallyAsync(() => _host.StoredEventAsync(eventId, "failed"), e => e is not null,
             "the event to be listed by ?status=failed", TimeSpan.FromSeconds(40));
         Assert.That(failed!.Value.GetProperty("attempts").GetInt32(), Is.EqualTo(PaymentsHost.MaxAttempts));
-        Assert.That(failed.Value.GetProperty("lastError").GetString(), Does.Contain("unknown error"));
-        Assert.That(_stripe.Requests(path), Is.EqualTo(2 * PaymentsHost.MaxAttempts), "two calls (one Polly retry) per attempt");
+        Assert.That(failed.Value.GetProperty("lastError").GetString(), Does.Contain("Invalid response object from API"));
+        Assert.That(_stripe.Requests(path), Is.EqualTo(PaymentsHost.MaxAttempts), "one call per attempt: a malformed answer is not retried at once");
 
         // Stripe recovers, but a failed event waits for an admin: nothing happens by itself.
         _stripe.Steady(path, StripeAnswer.Ok);
@@ -127,6 +130,68 @@ public class When_Stripe_misbehaves_while_a_webhook_is_processed
 
         var unknown = await _host.Admin.PostAsync("/api/admin/webhook-events/evt_nobody_knows/replay", null);
         Assert.That(unknown.StatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+    }
+
+    [Test]
+    public async Task An_outage_longer_than_the_attempts_keeps_the_event_pending_and_it_is_processed_when_Stripe_returns()
+    {
+        var (subscriptionId, userId, eventId) = NewIds();
+        var subscription = FakeStripe.ActiveSubscription(subscriptionId, userId, "cus_" + subscriptionId[4..]);
+        var path = "/v1/subscriptions/" + subscriptionId;
+        // Two more failed attempts than MaxAttempts, each attempt two calls (one Polly retry), then Stripe is back.
+        var outageAttempts = PaymentsHost.MaxAttempts + 2;
+        _stripe.Subscription(subscription, StripeAnswer.Ok, Enumerable.Repeat(StripeAnswer.ServerError, 2 * outageAttempts).ToArray());
+
+        var (status, answer, _) = await _host.SendWebhookAsync(FakeStripe.UpdatedEvent(eventId, subscription));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+
+        var seen = new List<(string Status, int Attempts, string? LastError)>();
+        var done = await PaymentsHost.EventuallyAsync(async () =>
+            {
+                var e = await _host.StoredEventAsync(eventId);
+                if (e is { } row)
+                {
+                    seen.Add((row.GetProperty("status").GetString()!, row.GetProperty("attempts").GetInt32(), row.GetProperty("lastError").GetString()));
+                }
+                return e;
+            },
+            e => e?.GetProperty("status").GetString() is "processed" or "failed", "the event to be processed", TimeSpan.FromSeconds(40));
+
+        Assert.That(done!.Value.GetProperty("status").GetString(), Is.EqualTo("processed"), "an outage never parks the event; no replay needed");
+        Assert.That(done.Value.GetProperty("attempts").GetInt32(), Is.EqualTo(outageAttempts + 1));
+        Assert.That(seen.Where(s => s.Status == "failed"), Is.Empty);
+        Assert.That(seen.Any(s => s.Status == "pending" && s.Attempts >= PaymentsHost.MaxAttempts && s.LastError?.Contains("unknown error") == true),
+            Is.True, "during the outage an admin sees the event pending with its attempts and Stripe's error");
+        Assert.That(_stripe.Requests(path), Is.EqualTo(2 * outageAttempts + 1));
+
+        await PaymentsHost.EventuallyAsync(() => Task.FromResult(_published.About(subscriptionId)), s => s.Count > 0, "SubscriptionActivated on the bus");
+        await Task.Delay(1000);
+        Assert.That(_published.About(subscriptionId), Is.EqualTo(new[] { "SubscriptionActivated" }), "published exactly once");
+    }
+
+    [Test]
+    public async Task A_failure_recorded_after_the_event_was_committed_as_processed_leaves_it_processed()
+    {
+        var (subscriptionId, userId, eventId) = NewIds();
+        var subscription = FakeStripe.ActiveSubscription(subscriptionId, userId, "cus_" + subscriptionId[4..]);
+        _stripe.Subscription(subscription, StripeAnswer.Ok);
+        var (status, answer, _) = await _host.SendWebhookAsync(FakeStripe.UpdatedEvent(eventId, subscription));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+        var processed = await PaymentsHost.EventuallyAsync(() => _host.StoredEventAsync(eventId),
+            e => e?.GetProperty("status").GetString() == "processed", "the event to be processed");
+
+        // CommitAsync threw although the server committed (the connection broke on the way back): the processor records
+        // a failure, as many times as it would take to park the event.
+        var processor = _host.Services.GetServices<IHostedService>().OfType<Billing.Payments.Api.Webhooks.WebhookProcessor>().Single();
+        for (var i = 0; i < PaymentsHost.MaxAttempts; i++)
+        {
+            await processor.RecordFailureAsync(eventId, new InvalidOperationException("commit answer lost"), CancellationToken.None);
+        }
+
+        var after = (await _host.StoredEventAsync(eventId))!.Value;
+        Assert.That(after.GetProperty("status").GetString(), Is.EqualTo("processed"));
+        Assert.That(after.GetProperty("attempts").GetInt32(), Is.EqualTo(processed!.Value.GetProperty("attempts").GetInt32()));
+        Assert.That(after.GetProperty("lastError").ValueKind, Is.EqualTo(JsonValueKind.Null));
     }
 
     [Test]

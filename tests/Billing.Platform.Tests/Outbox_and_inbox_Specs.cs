@@ -200,6 +200,33 @@ public class The_outbox_and_the_inbox
     }
 
     [Test]
+    public async Task A_row_that_can_never_be_published_is_parked_and_the_rows_after_it_are_delivered()
+    {
+        var user = NewUser();
+        var probeType = $"{typeof(OutboxProbeHappened).FullName}, {typeof(OutboxProbeHappened).Assembly.GetName().Name}";
+        var (unknownType, badPayload) = (Guid.NewGuid(), Guid.NewGuid());
+        await using (var connection = await _db.OpenConnectionAsync())
+        {
+            await connection.ExecuteAsync(
+                """
+                INSERT INTO outbox (id, message_type, payload) VALUES
+                    (@unknownType, 'Billing.Contracts.NoLongerExists, Billing.Contracts', '{}'),
+                    (@badPayload, @probeType, '[1, 2]')
+                """, new { unknownType, badPayload, probeType });
+        }
+        await WriteAsync(user, 6, commit: true);
+
+        await EventuallyAsync(async () => await TotalAsync(user) == (6, 1));
+        await using var check = await _db.OpenConnectionAsync();
+        var parked = (await check.QueryAsync<(Guid Id, DateTime? ParkedAt, DateTime? SentAt, string? LastError)>(
+            "SELECT id, parked_at, sent_at, last_error FROM outbox WHERE id = ANY(@ids)", new { ids = new[] { unknownType, badPayload } })).ToList();
+        Assert.That(parked, Has.Count.EqualTo(2));
+        Assert.That(parked.All(p => p.ParkedAt is not null && p.SentAt is null && !string.IsNullOrEmpty(p.LastError)), Is.True,
+            string.Join(" | ", parked.Select(p => $"{p.Id} parked={p.ParkedAt} error={p.LastError}")));
+        await EventuallyAsync(async () => await UnsentAsync() == 0);
+    }
+
+    [Test]
     public async Task Enqueuing_the_same_deterministic_message_twice_keeps_one_row()
     {
         var id = Outbox.MessageId("evt_123", nameof(OutboxProbeHappened));
@@ -239,7 +266,7 @@ public class The_outbox_and_the_inbox
     private async Task<long> UnsentAsync()
     {
         await using var connection = await _db.OpenConnectionAsync();
-        return await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM outbox WHERE sent_at IS NULL");
+        return await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL");
     }
 
     private static Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) => Wait.UntilAsync(condition, timeout);

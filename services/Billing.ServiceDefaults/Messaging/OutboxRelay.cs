@@ -25,7 +25,8 @@ public sealed class OutboxRelayOptions
 /// Publishes the outbox's unsent rows in order, each with MessageId = row id, and marks them sent in the same
 /// transaction that locked them (FOR UPDATE SKIP LOCKED, so replicas share the work). A crash between publish and
 /// mark re-publishes the row with the same MessageId; the consumers' inbox makes that harmless. When RabbitMQ is
-/// down, publishing fails, the rows stay unsent and the relay retries with back-off.
+/// down, publishing fails, the rows stay unsent and the relay retries with back-off, in order. A row no retry can fix (its
+/// message type does not resolve, its payload does not deserialise) is parked with its error and skipped.
 /// </summary>
 public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRelayOptions options, ILogger<OutboxRelay> logger) : BackgroundService
 {
@@ -91,7 +92,7 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
         return connection;
     }
 
-    /// <summary>Publishes one batch of unsent rows; returns how many were published and marked.</summary>
+    /// <summary>Publishes one batch of unsent rows; returns how many were published or parked.</summary>
     public async Task<int> PublishPendingAsync(CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
@@ -100,7 +101,7 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
             """
             SELECT position AS Position, id AS Id, message_type AS MessageType, payload::text AS Payload, trace_parent AS TraceParent,
                    correlation_id AS CorrelationId
-            FROM outbox WHERE sent_at IS NULL ORDER BY position LIMIT @Limit FOR UPDATE SKIP LOCKED
+            FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY position LIMIT @Limit FOR UPDATE SKIP LOCKED
             """,
             new { Limit = options.BatchSize }, transaction, cancellationToken: cancellationToken))).ToList();
         if (rows.Count == 0)
@@ -109,12 +110,29 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
         }
 
         var published = new List<long>(rows.Count);
+        var parked = 0;
         Exception? failure = null;
         foreach (var row in rows)
         {
+            (Type Type, object Message) resolved;
             try
             {
-                await PublishAsync(row, cancellationToken);
+                resolved = Resolve(row);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // No retry can fix this row, and waiting for it would hold back every later message of the service.
+                parked++;
+                await connection.ExecuteAsync(new CommandDefinition(
+                    "UPDATE outbox SET parked_at = now(), attempts = attempts + 1, last_error = @Error WHERE position = @Position",
+                    new { Error = ex.Message, row.Position }, transaction, cancellationToken: cancellationToken));
+                logger.LogError(ex, "Outbox message {Id} ({Type}) can never be published; parked (outbox.parked_at), the messages after it go on",
+                    row.Id, row.MessageType);
+                continue;
+            }
+            try
+            {
+                await PublishAsync(row, resolved.Type, resolved.Message, cancellationToken);
                 published.Add(row.Position);
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -139,15 +157,20 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
         {
             throw new OutboxPublishException($"Published {published.Count} of {rows.Count} outbox message(s); the rest wait.", failure);
         }
-        return published.Count;
+        return published.Count + parked;
     }
 
-    private async Task PublishAsync(OutboxRow row, CancellationToken cancellationToken)
+    private static (Type Type, object Message) Resolve(OutboxRow row)
     {
         var type = Type.GetType(row.MessageType, throwOnError: false)
             ?? throw new InvalidOperationException($"Unknown outbox message type '{row.MessageType}'.");
         var message = JsonSerializer.Deserialize(row.Payload, type, Outbox.Json)
             ?? throw new InvalidOperationException($"Outbox row {row.Id} has an empty payload.");
+        return (type, message);
+    }
+
+    private async Task PublishAsync(OutboxRow row, Type type, object message, CancellationToken cancellationToken)
+    {
 
         // Continue the trace of the request that wrote the row.
         using var activity = row.TraceParent is not null && ActivityContext.TryParse(row.TraceParent, null, out var parent)

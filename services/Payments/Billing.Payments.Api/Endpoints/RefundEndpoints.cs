@@ -1,4 +1,5 @@
 using System.Security.Claims;
+using System.Text.RegularExpressions;
 using Billing.Catalog;
 using Billing.Payments.Api.Webhooks;
 using Billing.ServiceDefaults;
@@ -14,8 +15,11 @@ namespace Billing.Payments.Api.Endpoints;
 /// follow from Stripe's <c>charge.refunded</c>, like every other change, so a refund made in Stripe's dashboard has the
 /// same effects as one made here.
 /// </summary>
-public static class RefundEndpoints
+public static partial class RefundEndpoints
 {
+    /// <summary>The optional request header that makes a refund request safe to retry: one key, one refund.</summary>
+    public const string IdempotencyHeader = "Idempotency-Key";
+
     private static readonly string[] Reasons = ["requested_by_customer", "duplicate", "fraudulent"];
 
     public sealed record RefundRequest(string? PaymentId, long? Amount, string? Reason, bool? Force);
@@ -31,10 +35,22 @@ public static class RefundEndpoints
         return app;
     }
 
-    private static async Task<IResult> RefundAsync(RefundRequest? request, ClaimsPrincipal admin, NpgsqlDataSource db, BillingCatalog catalog,
-        IStripeClient stripe, StripeCalls calls, TimeProvider clock, CancellationToken ct)
+    private static async Task<IResult> RefundAsync(RefundRequest? request, HttpRequest http, ClaimsPrincipal admin, NpgsqlDataSource db,
+        BillingCatalog catalog, IStripeClient stripe, StripeCalls calls, TimeProvider clock, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
+        string? idempotencyKey = null;
+        if (http.Headers.TryGetValue(IdempotencyHeader, out var keys))
+        {
+            if (keys.Count == 1 && keys[0] is { } key && IdempotencyKeyPattern().IsMatch(key))
+            {
+                idempotencyKey = key;
+            }
+            else
+            {
+                errors[IdempotencyHeader] = ["1 to 128 letters, digits, '-', '_', '.' or ':'; the same key always names the same refund"];
+            }
+        }
         if (string.IsNullOrWhiteSpace(request?.PaymentId) || request.PaymentId.Length > 255)
         {
             errors["paymentId"] = ["required: the id of a payment from /api/payments/me"];
@@ -61,6 +77,16 @@ public static class RefundEndpoints
         {
             return Problems.Problem(404, "payment_not_found", "No such payment.", request.PaymentId);
         }
+        var payable = new Payable(p.Id, p.UserId, p.PaymentIntentId, p.ChargeId);
+
+        // A retry of a request made with this key: the first one passed the checks below and fixed what the key refunds, so
+        // it goes to Stripe again unchanged, whatever the charge.refunded webhook changed since, and Stripe answers with the
+        // refund it made the first time.
+        if (idempotencyKey is not null && await EarlierRequestAsync(connection, p.Id, idempotencyKey, ct) is { } earlier)
+        {
+            return await RepeatAsync(earlier);
+        }
+
         var left = p.Amount - p.AmountRefunded;
         if (left <= 0)
         {
@@ -84,11 +110,57 @@ public static class RefundEndpoints
             return Problems.Problem(409, "not_refundable", "The payment has no charge to refund.");
         }
 
+        var refundReason = request.Reason ?? "requested_by_customer";
+        var requestedBy = admin.UserId() ?? "admin";
+        if (idempotencyKey is null)
+        {
+            // Without a key: keyed on what was refunded before, so a retry before the webhook lands refunds once. A caller that
+            // needs a retry to be safe after that, or two equal partial refunds in a row, sends an Idempotency-Key.
+            return await CreateRefundAsync(stripe, calls, payable, amount, refundReason, requestedBy,
+                $"billing-refund-{p.Id}-{p.AmountRefunded}-{amount}", ct);
+        }
+        var recorded = await connection.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO refund_requests (payment_id, idempotency_key, amount, reason, requested_by)
+            VALUES (@paymentId, @idempotencyKey, @amount, @reason, @requestedBy)
+            ON CONFLICT (payment_id, idempotency_key) DO NOTHING
+            """, new { paymentId = p.Id, idempotencyKey, amount, reason = refundReason, requestedBy }, cancellationToken: ct));
+        if (recorded == 0)
+        {
+            // The same key arrived twice at once; the other request recorded it first.
+            return await RepeatAsync((await EarlierRequestAsync(connection, p.Id, idempotencyKey, ct))!);
+        }
+        return await CreateRefundAsync(stripe, calls, payable, amount, refundReason, requestedBy, StripeKey(p.Id, idempotencyKey), ct);
+
+        async Task<IResult> RepeatAsync(EarlierRequest earlier)
+        {
+            if ((request.Amount is { } asked && asked != earlier.Amount) || (request.Reason is { } why && why != earlier.Reason))
+            {
+                return Problems.Problem(409, "idempotency_conflict", "This idempotency key was used for another refund of this payment.",
+                    $"The key refunded {earlier.Amount} {p.Currency} ({earlier.Reason}); the same key must always name the same refund.");
+            }
+            return await CreateRefundAsync(stripe, calls, payable, earlier.Amount, earlier.Reason, earlier.RequestedBy,
+                StripeKey(p.Id, idempotencyKey!), ct);
+        }
+    }
+
+    private static string StripeKey(string paymentId, string idempotencyKey) => $"billing-refund-{paymentId}-{idempotencyKey}";
+
+    private static async Task<EarlierRequest?> EarlierRequestAsync(NpgsqlConnection connection, string paymentId, string idempotencyKey, CancellationToken ct) =>
+        await connection.QuerySingleOrDefaultAsync<EarlierRequest>(new CommandDefinition(
+            """
+            SELECT amount AS Amount, reason AS Reason, requested_by AS RequestedBy FROM refund_requests
+            WHERE payment_id = @paymentId AND idempotency_key = @idempotencyKey
+            """, new { paymentId, idempotencyKey }, cancellationToken: ct));
+
+    private static async Task<IResult> CreateRefundAsync(IStripeClient stripe, StripeCalls calls, Payable p, long amount, string reason,
+        string requestedBy, string stripeIdempotencyKey, CancellationToken ct)
+    {
         var options = new RefundCreateOptions
         {
             Amount = amount,
-            Reason = request.Reason ?? "requested_by_customer",
-            Metadata = new Dictionary<string, string> { ["paymentId"] = p.Id, ["userId"] = p.UserId, ["requestedBy"] = admin.UserId() ?? "admin" },
+            Reason = reason,
+            Metadata = new Dictionary<string, string> { ["paymentId"] = p.Id, ["userId"] = p.UserId, ["requestedBy"] = requestedBy },
         };
         if (p.PaymentIntentId is not null)
         {
@@ -98,9 +170,15 @@ public static class RefundEndpoints
         {
             options.Charge = p.ChargeId;
         }
-        // Keyed on what was refunded before: a retried call refunds once; a later, deliberate second refund gets a new key.
         var refund = await calls.RunAsync(c => new RefundService(stripe).CreateAsync(options,
-            new RequestOptions { IdempotencyKey = $"billing-refund-{p.Id}-{p.AmountRefunded}-{amount}" }, c), ct);
+            new RequestOptions { IdempotencyKey = stripeIdempotencyKey }, c), ct);
         return TypedResults.Ok(new { refundId = refund.Id, paymentId = p.Id, amount = refund.Amount, currency = refund.Currency, status = refund.Status });
     }
+
+    [GeneratedRegex("^[A-Za-z0-9_.:-]{1,128}$")]
+    private static partial Regex IdempotencyKeyPattern();
+
+    private sealed record Payable(string Id, string UserId, string? PaymentIntentId, string? ChargeId);
+
+    private sealed record EarlierRequest(long Amount, string Reason, string RequestedBy);
 }

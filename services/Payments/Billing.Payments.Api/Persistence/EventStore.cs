@@ -61,7 +61,7 @@ public sealed class EventStore(NpgsqlDataSource dataSource)
         await using var connection = await dataSource.OpenConnectionAsync(ct);
         var updated = await connection.ExecuteAsync(new CommandDefinition(
             """
-            UPDATE stripe_events SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, source = 'replay'
+            UPDATE stripe_events SET status = 'pending', attempts = 0, failures = 0, next_attempt_at = now(), last_error = NULL, source = 'replay'
             WHERE id = @id
             """, new { id }, cancellationToken: ct));
         if (updated > 0)

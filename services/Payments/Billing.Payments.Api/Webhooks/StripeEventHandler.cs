@@ -189,6 +189,13 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         {
             subscription = await SyncSubscriptionAsync(c, tx, subscriptionId, e, ct);
         }
+        // Only an invoice that is still open is waiting for a payment that failed. A late or reordered payment_failed about
+        // an invoice paid meanwhile (or voided, or written off as uncollectible) would put a paid-up subscription into grace.
+        if (invoice.Status != "open")
+        {
+            logger.LogInformation("invoice.payment_failed {Event} for {Invoice}, which Stripe now says is {Status}: nothing to publish", e.Id, invoiceId, invoice.Status);
+            return;
+        }
         var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
         await EnqueueAsync(c, tx, new InvoicePaymentFailed
         {
@@ -320,7 +327,8 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     {
         var payments = invoice.Payments?.Data
             ?? (await calls.RunAsync(t => new InvoicePaymentService(stripe).ListAsync(new InvoicePaymentListOptions { Invoice = invoice.Id }, cancellationToken: t), ct)).Data;
-        var paymentIntentId = payments.Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
+        // An invoice keeps its earlier attempts (a canceled or still open payment intent) next to the one that paid it.
+        var paymentIntentId = payments.Where(p => p.Status == "paid").Select(p => p.Payment?.PaymentIntentId).FirstOrDefault(id => id is not null);
         if (paymentIntentId is null)
         {
             return (null, null, null);

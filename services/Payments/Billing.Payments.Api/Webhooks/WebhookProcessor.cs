@@ -1,4 +1,5 @@
 using Billing.Payments.Api.Persistence;
+using Billing.ServiceDefaults.Stripe;
 using Dapper;
 using Npgsql;
 
@@ -7,7 +8,10 @@ namespace Billing.Payments.Api.Webhooks;
 /// <summary>How the processor retries and how wide it runs.</summary>
 public sealed class WebhookProcessorOptions
 {
-    /// <summary>Attempts before an event is marked <c>failed</c> (listed and replayable by admins).</summary>
+    /// <summary>
+    /// Failed attempts before an event is marked <c>failed</c> (listed and replayable by admins). Attempts that failed because
+    /// Stripe was unavailable (5xx, timeouts, 429, connection errors) do not count: those retry until Stripe answers.
+    /// </summary>
     public int MaxAttempts { get; set; } = 12;
     /// <summary>Events taken per round.</summary>
     public int BatchSize { get; set; } = 200;
@@ -23,7 +27,8 @@ public sealed class WebhookProcessorOptions
 /// Processes stored Stripe events after they were acknowledged. Events about one Stripe object (one subscription and
 /// its invoices and checkout) are serialised by a transaction-scoped advisory lock on their order key, across threads and
 /// replicas. Each event is processed in one transaction with its effects and outgoing messages; a failure rolls it all
-/// back and schedules a retry with exponential back-off, until the event is marked failed.
+/// back and schedules a retry with exponential back-off; an event that keeps failing for another reason than Stripe being
+/// unavailable is marked failed.
 /// </summary>
 public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore events, StripeEventHandler handler,
     WebhookProcessorOptions options, ILogger<WebhookProcessor> logger) : BackgroundService
@@ -133,22 +138,41 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
         _ => error.GetType().Name + ": " + error.Message,
     };
 
-    private async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
+    /// <summary>
+    /// Records a failed attempt of a pending event. An event that is no longer pending is left alone: when the commit's
+    /// answer is lost (the connection broke after the server committed), the event is processed and must stay so.
+    /// </summary>
+    internal async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
     {
+        // Stripe down, timing out or rate limiting says nothing about the event: it waits at the longest back-off for as
+        // long as the outage lasts (ARCHITECTURE.md rule 5) instead of being parked for an admin. Only other failures use
+        // up the attempts. The exponent is capped: an outage of days must not overflow the interval.
+        var transient = error is StripeUnavailableException || StripeCalls.IsTransient(error);
         await using var connection = await dataSource.OpenConnectionAsync(ct);
-        var attempts = await connection.ExecuteScalarAsync<int>(new CommandDefinition(
+        var recorded = await connection.QuerySingleOrDefaultAsync<(int, int)?>(new CommandDefinition(
             """
             UPDATE stripe_events SET attempts = attempts + 1, last_error = left(@error, 2000),
-                status = CASE WHEN attempts + 1 >= @max THEN 'failed' ELSE 'pending' END,
-                next_attempt_at = now() + LEAST(make_interval(secs => power(2, attempts)), make_interval(secs => @maxBackoff))
-            WHERE id = @id
-            RETURNING attempts
-            """, new { id, error = Describe(error), max = options.MaxAttempts, maxBackoff = options.MaxBackoff.TotalSeconds },
+                failures = failures + CASE WHEN @transient THEN 0 ELSE 1 END,
+                status = CASE WHEN NOT @transient AND failures + 1 >= @max THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = now() + LEAST(make_interval(secs => power(2, LEAST(attempts, 30))), make_interval(secs => @maxBackoff))
+            WHERE id = @id AND status = 'pending'
+            RETURNING attempts, failures
+            """, new { id, error = Describe(error), transient, max = options.MaxAttempts, maxBackoff = options.MaxBackoff.TotalSeconds },
             cancellationToken: ct));
-        if (attempts >= options.MaxAttempts)
+        if (recorded is not var (attempts, failures))
+        {
+            logger.LogWarning(error, "Stripe event {Id} failed after it left 'pending' (its commit may have succeeded); its state is kept", id);
+            return;
+        }
+        if (!transient && failures >= options.MaxAttempts)
         {
             Billing.ServiceDefaults.BillingMetrics.RecordFailedEvent("webhook", error.GetType().Name);
             logger.LogError(error, "Stripe event {Id} failed {Attempts} times; marked failed (replay: POST /api/admin/webhook-events/{Id}/replay)", id, attempts, id);
+        }
+        else if (transient && attempts >= options.MaxAttempts)
+        {
+            logger.LogError(error, "Stripe event {Id} could not reach Stripe in {Attempts} attempts; still retrying every {MaxBackoff} until Stripe answers",
+                id, attempts, options.MaxBackoff);
         }
         else
         {

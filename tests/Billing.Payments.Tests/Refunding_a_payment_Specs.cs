@@ -1,0 +1,147 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Billing.Payments.Tests;
+
+/// <summary>
+/// An admin refund sent with an <c>Idempotency-Key</c>: the same key is one refund however often it is sent, also after
+/// Stripe's <c>charge.refunded</c> changed the payment's refunded amount; two keys are two refunds, also before the webhook
+/// lands. The real Payments API on PostgreSQL and RabbitMQ; Stripe's API is WireMock.
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public class Refunding_a_payment_with_an_idempotency_key
+{
+    private FakeStripe _stripe = null!;
+    private PaymentsHost _host = null!;
+
+    [OneTimeSetUp]
+    public void Start()
+    {
+        _stripe = new FakeStripe();
+        _host = new PaymentsHost(_stripe.Url);
+    }
+
+    [OneTimeTearDown]
+    public async Task StopAsync()
+    {
+        await _host.DisposeAsync();
+        _stripe.Dispose();
+    }
+
+    [Test]
+    public async Task Should_refund_once_when_the_same_forced_partial_refund_is_retried_after_the_webhook_was_applied()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var key = "refund-" + Guid.NewGuid().ToString("N");
+
+        var first = await RefundAsync(paymentIntentId, 1000, key);
+        Assert.That(first.Status, Is.EqualTo(HttpStatusCode.OK), first.Body);
+        // Stripe refunded; its charge.refunded lands before the admin, who never saw the answer, sends the request again.
+        await ChargeRefundedWebhookAsync(chargeId);
+        await RefundedAmountAsync(paymentIntentId, 1000);
+
+        var retry = await RefundAsync(paymentIntentId, 1000, key);
+        Assert.That(retry.Status, Is.EqualTo(HttpStatusCode.OK), retry.Body);
+        Assert.That(RefundId(retry.Body), Is.EqualTo(RefundId(first.Body)), "the retry answers with the refund made the first time");
+        Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1), "Stripe refunded once");
+        Assert.That(_stripe.ObjectAt("/v1/charges/" + chargeId)["amount_refunded"]!.GetValue<long>(), Is.EqualTo(1000));
+        Assert.That(await PaymentsHost.ScalarAsync("SELECT amount_refunded FROM payments WHERE id = @id", new { id = paymentIntentId }), Is.EqualTo(1000));
+    }
+
+    [Test]
+    public async Task Should_refund_twice_when_two_equal_partial_refunds_carry_two_keys_before_the_webhook_lands()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+
+        var first = await RefundAsync(paymentIntentId, 1000, "first-" + Guid.NewGuid().ToString("N"));
+        var second = await RefundAsync(paymentIntentId, 1000, "second-" + Guid.NewGuid().ToString("N"));
+        Assert.That(first.Status, Is.EqualTo(HttpStatusCode.OK), first.Body);
+        Assert.That(second.Status, Is.EqualTo(HttpStatusCode.OK), second.Body);
+        Assert.That(RefundId(second.Body), Is.Not.EqualTo(RefundId(first.Body)));
+        Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(2), "two deliberate refunds are two refunds");
+
+        await ChargeRefundedWebhookAsync(chargeId);
+        await RefundedAmountAsync(paymentIntentId, 2000);
+    }
+
+    [Test]
+    public async Task Should_answer_400_for_a_malformed_key_and_409_when_a_key_is_reused_for_another_amount()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+
+        foreach (var bad in new[] { new string('k', 129), "has space", "slash/y" })
+        {
+            var malformed = await RefundAsync(paymentIntentId, 1000, bad);
+            Assert.That(malformed.Status, Is.EqualTo(HttpStatusCode.BadRequest), $"'{bad}': {malformed.Body}");
+            Assert.That(JsonDocument.Parse(malformed.Body).RootElement.GetProperty("errors").TryGetProperty("Idempotency-Key", out _), Is.True, malformed.Body);
+        }
+        Assert.That(RefundsOf(chargeId), Is.Empty, "a bad request changes nothing");
+
+        var key = "k:" + Guid.NewGuid().ToString("N") + ".1_a-b";
+        Assert.That((await RefundAsync(paymentIntentId, 1000, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        var other = await RefundAsync(paymentIntentId, 2000, key);
+        Assert.That(other.Status, Is.EqualTo(HttpStatusCode.Conflict), other.Body);
+        Assert.That(JsonDocument.Parse(other.Body).RootElement.GetProperty("code").GetString(), Is.EqualTo("idempotency_conflict"));
+        Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1));
+    }
+
+    /// <summary>A paid token pack, 60 days old (outside the default catalog's refund window, so refunds need force).</summary>
+    private async Task<(string PaymentIntentId, string ChargeId)> PaymentOutsideTheRefundWindowAsync(long amount)
+    {
+        var n = Guid.NewGuid().ToString("N")[..14];
+        var (paymentIntentId, chargeId) = ("pi_" + n, "ch_" + n);
+        _stripe.Object("/v1/charges/" + chargeId, new JsonObject
+        {
+            ["id"] = chargeId, ["object"] = "charge", ["amount"] = amount, ["amount_captured"] = amount, ["amount_refunded"] = 0L,
+            ["captured"] = true, ["created"] = DateTimeOffset.UtcNow.AddDays(-60).ToUnixTimeSeconds(), ["currency"] = "usd",
+            ["customer"] = "cus_" + n, ["livemode"] = false, ["metadata"] = new JsonObject(), ["paid"] = true,
+            ["payment_intent"] = paymentIntentId, ["receipt_url"] = null, ["refunded"] = false, ["status"] = "succeeded",
+        });
+        await PaymentsHost.ScalarAsync(
+            """
+            INSERT INTO payments (id, user_id, kind, amount, currency, status, description, payment_intent_id, charge_id, pack_id, tokens, paid_at)
+            VALUES (@id, @user, 'token_pack', @amount, 'usd', 'paid', 'Test pack', @id, @charge, 'small', 100, now() - interval '60 days')
+            """, new { id = paymentIntentId, user = "u-" + n, amount, charge = chargeId });
+        return (paymentIntentId, chargeId);
+    }
+
+    private async Task<(HttpStatusCode Status, string Body)> RefundAsync(string paymentId, long amount, string? idempotencyKey)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/admin/refunds")
+        {
+            Content = JsonContent.Create(new { paymentId, amount, force = true }),
+        };
+        if (idempotencyKey is not null)
+        {
+            request.Headers.TryAddWithoutValidation("Idempotency-Key", idempotencyKey);
+        }
+        using var response = await _host.Admin.SendAsync(request);
+        return (response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>Stripe's charge.refunded about the charge as it is now; Payments re-reads the charge.</summary>
+    private async Task ChargeRefundedWebhookAsync(string chargeId)
+    {
+        var body = new JsonObject
+        {
+            ["id"] = "evt_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "event", ["api_version"] = "2026-10-28.endive",
+            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+            ["data"] = new JsonObject { ["object"] = _stripe.ObjectAt("/v1/charges/" + chargeId).DeepClone() },
+            ["livemode"] = false, ["pending_webhooks"] = 1, ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
+            ["type"] = "charge.refunded",
+        }.ToJsonString();
+        var (status, answer, _) = await _host.SendWebhookAsync(body);
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+    }
+
+    private static Task<long> RefundedAmountAsync(string paymentId, long expected) =>
+        PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync("SELECT amount_refunded FROM payments WHERE id = @id", new { id = paymentId }),
+            refunded => refunded == expected, $"the payment's amount_refunded to be {expected}");
+
+    private List<JsonObject> RefundsOf(string chargeId) => _stripe.Refunds.Where(r => r["charge"]!.GetValue<string>() == chargeId).ToList();
+
+    private static string RefundId(string body) => JsonDocument.Parse(body).RootElement.GetProperty("refundId").GetString()!;
+}
