@@ -83,6 +83,15 @@ public sealed class FakeStripe : IDisposable
         }
     }
 
+    /// <summary>Stripe keeps an idempotency key for 24 hours: forgets every key seen so far, as a day later.</summary>
+    public void ForgetIdempotencyKeys()
+    {
+        lock (_refunds)
+        {
+            _refundsByKey.Clear();
+        }
+    }
+
     /// <summary>From now on the object answers <paramref name="steady"/> (Stripe recovered, or broke).</summary>
     public void Steady(string path, StripeAnswer steady) => _steady[path] = steady;
 
@@ -161,6 +170,7 @@ public sealed class FakeStripe : IDisposable
                 ["status"] = "succeeded",
             };
             _refunds.Add(refund);
+            _objects["/v1/refunds/" + refund["id"]!.GetValue<string>()] = refund; // GET /v1/refunds/re_… reads it again
             if (key is not null)
             {
                 _refundsByKey[key] = refund;

@@ -52,6 +52,21 @@ public class Refunding_a_payment_with_an_idempotency_key
     }
 
     [Test]
+    public async Task Should_answer_with_the_same_refund_when_the_key_is_sent_again_after_Stripe_forgot_it()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var key = "refund-" + Guid.NewGuid().ToString("N");
+        var first = await RefundAsync(paymentIntentId, 1000, key);
+        Assert.That(first.Status, Is.EqualTo(HttpStatusCode.OK), first.Body);
+
+        _stripe.ForgetIdempotencyKeys(); // a day later
+        var retry = await RefundAsync(paymentIntentId, 1000, key);
+        Assert.That(retry.Status, Is.EqualTo(HttpStatusCode.OK), retry.Body);
+        Assert.That(RefundId(retry.Body), Is.EqualTo(RefundId(first.Body)));
+        Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1), "Stripe refunded once");
+    }
+
+    [Test]
     public async Task Should_refund_twice_when_two_equal_partial_refunds_carry_two_keys_before_the_webhook_lands()
     {
         var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);

@@ -116,8 +116,8 @@ public static partial class RefundEndpoints
         {
             // Without a key: keyed on what was refunded before, so a retry before the webhook lands refunds once. A caller that
             // needs a retry to be safe after that, or two equal partial refunds in a row, sends an Idempotency-Key.
-            return await CreateRefundAsync(stripe, calls, payable, amount, refundReason, requestedBy,
-                $"billing-refund-{p.Id}-{p.AmountRefunded}-{amount}", ct);
+            return Answer(payable, await CreateRefundAsync(stripe, calls, payable, amount, refundReason, requestedBy,
+                $"billing-refund-{p.Id}-{p.AmountRefunded}-{amount}", ct));
         }
         var recorded = await connection.ExecuteAsync(new CommandDefinition(
             """
@@ -130,7 +130,7 @@ public static partial class RefundEndpoints
             // The same key arrived twice at once; the other request recorded it first.
             return await RepeatAsync((await EarlierRequestAsync(connection, p.Id, idempotencyKey, ct))!);
         }
-        return await CreateRefundAsync(stripe, calls, payable, amount, refundReason, requestedBy, StripeKey(p.Id, idempotencyKey), ct);
+        return await CreateKeptAsync(amount, refundReason, requestedBy);
 
         async Task<IResult> RepeatAsync(EarlierRequest earlier)
         {
@@ -139,21 +139,37 @@ public static partial class RefundEndpoints
                 return Problems.Problem(409, "idempotency_conflict", "This idempotency key was used for another refund of this payment.",
                     $"The key refunded {earlier.Amount} {p.Currency} ({earlier.Reason}); the same key must always name the same refund.");
             }
-            return await CreateRefundAsync(stripe, calls, payable, earlier.Amount, earlier.Reason, earlier.RequestedBy,
-                StripeKey(p.Id, idempotencyKey!), ct);
+            if (earlier.RefundId is { } refundId)
+            {
+                // Stripe answered before: the same refund, read again (its idempotency key may have expired since).
+                return Answer(payable, await calls.RunAsync(c => new RefundService(stripe).GetAsync(refundId, cancellationToken: c), ct));
+            }
+            return await CreateKeptAsync(earlier.Amount, earlier.Reason, earlier.RequestedBy);
+        }
+
+        async Task<IResult> CreateKeptAsync(long refundAmount, string reason, string by)
+        {
+            var refund = await CreateRefundAsync(stripe, calls, payable, refundAmount, reason, by, StripeKey(p.Id, idempotencyKey!), ct);
+            await connection.ExecuteAsync(new CommandDefinition(
+                "UPDATE refund_requests SET refund_id = @refundId WHERE payment_id = @paymentId AND idempotency_key = @idempotencyKey",
+                new { refundId = refund.Id, paymentId = p.Id, idempotencyKey }, cancellationToken: ct));
+            return Answer(payable, refund);
         }
     }
+
+    private static IResult Answer(Payable p, Refund refund) =>
+        TypedResults.Ok(new { refundId = refund.Id, paymentId = p.Id, amount = refund.Amount, currency = refund.Currency, status = refund.Status });
 
     private static string StripeKey(string paymentId, string idempotencyKey) => $"billing-refund-{paymentId}-{idempotencyKey}";
 
     private static async Task<EarlierRequest?> EarlierRequestAsync(NpgsqlConnection connection, string paymentId, string idempotencyKey, CancellationToken ct) =>
         await connection.QuerySingleOrDefaultAsync<EarlierRequest>(new CommandDefinition(
             """
-            SELECT amount AS Amount, reason AS Reason, requested_by AS RequestedBy FROM refund_requests
+            SELECT amount AS Amount, reason AS Reason, requested_by AS RequestedBy, refund_id AS RefundId FROM refund_requests
             WHERE payment_id = @paymentId AND idempotency_key = @idempotencyKey
             """, new { paymentId, idempotencyKey }, cancellationToken: ct));
 
-    private static async Task<IResult> CreateRefundAsync(IStripeClient stripe, StripeCalls calls, Payable p, long amount, string reason,
+    private static async Task<Refund> CreateRefundAsync(IStripeClient stripe, StripeCalls calls, Payable p, long amount, string reason,
         string requestedBy, string stripeIdempotencyKey, CancellationToken ct)
     {
         var options = new RefundCreateOptions
@@ -170,9 +186,8 @@ public static partial class RefundEndpoints
         {
             options.Charge = p.ChargeId;
         }
-        var refund = await calls.RunAsync(c => new RefundService(stripe).CreateAsync(options,
+        return await calls.RunAsync(c => new RefundService(stripe).CreateAsync(options,
             new RequestOptions { IdempotencyKey = stripeIdempotencyKey }, c), ct);
-        return TypedResults.Ok(new { refundId = refund.Id, paymentId = p.Id, amount = refund.Amount, currency = refund.Currency, status = refund.Status });
     }
 
     [GeneratedRegex("^[A-Za-z0-9_.:-]{1,128}$")]
@@ -180,5 +195,5 @@ public static partial class RefundEndpoints
 
     private sealed record Payable(string Id, string UserId, string? PaymentIntentId, string? ChargeId);
 
-    private sealed record EarlierRequest(long Amount, string Reason, string RequestedBy);
+    private sealed record EarlierRequest(long Amount, string Reason, string RequestedBy, string? RefundId);
 }
