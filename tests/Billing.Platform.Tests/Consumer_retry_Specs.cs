@@ -88,6 +88,11 @@ public class Consumer_retries
             what: "the waiting message handled");
         Assert.That(RetryProbeConsumer.Seen[waiting].Attempts, Is.InRange(15, 30),
             "about one attempt a second (this test's interval) until it could be handled, not a burst of quick retries and then _error");
+        // The quick retries of the broken one take about as long (their waits grow to 10 s): wait for the seventh attempt,
+        // then longer than this test's retry-later interval (1 s), which would bring an eighth if a bug were retried too.
+        await Wait.UntilAsync(() => Task.FromResult(RetryProbeConsumer.Seen[broken].Attempts >= 7), TimeSpan.FromSeconds(40),
+            what: "the broken message's quick retries");
+        await Task.Delay(TimeSpan.FromSeconds(3));
         Assert.That(RetryProbeConsumer.Seen[broken].Attempts, Is.EqualTo(7),
             "a message that can never be handled: one attempt and six quick retries, then its _error queue, no long waits");
     }
