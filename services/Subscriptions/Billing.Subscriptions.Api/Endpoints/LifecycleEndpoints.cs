@@ -184,6 +184,14 @@ public static class LifecycleEndpoints
         {
             kind = PlanChangeKind.None;
         }
+        if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(current.Interval, current.IntervalCount, choice.Price))
+        {
+            // Stripe would reset the period and charge the lower price now, while the user paid the higher one until the period end.
+            return (null, Problems.Problem(409, "interval_change_downgrade", "A downgrade cannot change the billing interval.",
+                "Stripe would start a new billing period at once and charge it now. Downgrade within your current interval, or cancel at the "
+                + "period end (POST /api/subscriptions/me/cancel) and subscribe to the new plan and interval once it has ended.",
+                new Dictionary<string, object?> { ["interval"] = current.Interval, ["intervalCount"] = current.IntervalCount }));
+        }
         return ((current, choice.Plan, choice.Price, priceId, kind), null);
     }
 

@@ -34,6 +34,14 @@ public static class PlanChangeRules
         return next == current ? PlanChangeKind.None : next > current ? PlanChangeKind.Upgrade : PlanChangeKind.Downgrade;
     }
 
+    /// <summary>
+    /// True when the target price bills on another interval than the current one. Stripe then starts a new period at once
+    /// and charges the new price now (whatever <c>billing_cycle_anchor</c> says), so such a change cannot wait for the
+    /// period end: a downgrade that changes the interval is refused rather than charged early.
+    /// </summary>
+    public static bool ChangesInterval(string currentInterval, int currentIntervalCount, Price targetPrice) =>
+        currentInterval != targetPrice.Interval || currentIntervalCount != targetPrice.IntervalCount;
+
     private static int Days(string interval) => interval switch
     {
         "day" => 1,
