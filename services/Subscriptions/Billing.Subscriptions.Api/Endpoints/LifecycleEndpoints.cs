@@ -58,9 +58,13 @@ public static class LifecycleEndpoints
         {
             return NoSubscription();
         }
+        // One key per request, reused by this request's retries only. A key derived from the stored state (its sequence)
+        // repeats for cancel → resume → cancel before Stripe's events arrive, and Stripe would replay the first cancel
+        // instead of cancelling again. Setting the flag twice is harmless, so a double click needs no shared key.
+        var idempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{Guid.NewGuid():N}";
         var updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
             new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
-            new RequestOptions { IdempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{current.Sequence}" }, c), ct);
+            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
         await store.RecordUserActionAsync(userId, current.SubscriptionId, cancel ? "cancel_requested" : "resume_requested",
             cancel ? $"ends at {current.CurrentPeriodEnd:u}" : "pending cancellation undone", ct);
         var view = SubscriptionStatus.View(current with { CancelAtPeriodEnd = updated.CancelAtPeriodEnd }, catalog, catalog.IsUnlimited(user.Groups()));
