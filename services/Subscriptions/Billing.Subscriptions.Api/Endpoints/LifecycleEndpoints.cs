@@ -88,6 +88,12 @@ public static class LifecycleEndpoints
 
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var item = subscription.Items.Data[0];
+        if (item.Price.Id == priceId)
+        {
+            // Stripe already bills this price (a double click, or a change whose events have not reached us yet): nothing to do,
+            // and nothing to charge a second time.
+            return Problems.Problem(409, "no_change", "You are already on this plan and price.");
+        }
         var options = new SubscriptionUpdateOptions
         {
             Items = [new SubscriptionItemOptions { Id = item.Id, Price = priceId }],
@@ -109,10 +115,13 @@ public static class LifecycleEndpoints
             options.Metadata[EntitledUntilKey] = item.CurrentPeriodEnd.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds.ToString("0", CultureInfo.InvariantCulture);
         }
 
+        // One key per request, reused by this request's retries only: a key derived from the stored state would make Stripe
+        // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped above instead.
+        var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         try
         {
             await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
-                new RequestOptions { IdempotencyKey = $"billing-change-{current.SubscriptionId}-{current.Sequence}-{price.LookupKey}" }, c), ct);
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
