@@ -100,9 +100,10 @@ public static class SubscriptionEndpoints
                 Metadata = new Dictionary<string, string> { ["userId"] = userId, ["planId"] = choice.Plan.Id },
             },
         };
-        if (choice.Plan.TrialDays > 0)
+        var trialDays = choice.Plan.TrialDays > 0 && !await HadSubscriptionAsync(userId, customerId, store, stripe, calls, ct) ? choice.Plan.TrialDays : 0;
+        if (trialDays > 0)
         {
-            options.SubscriptionData.TrialPeriodDays = choice.Plan.TrialDays;
+            options.SubscriptionData.TrialPeriodDays = trialDays;
             if (!choice.Plan.TrialRequiresPaymentMethod)
             {
                 // No card up front: if none was added by the trial's end, the subscription ends instead of going past due.
@@ -116,10 +117,26 @@ public static class SubscriptionEndpoints
 
         // A double click within the same ten minutes gets the same session back instead of a second one.
         var bucket = clock.GetUtcNow().ToUnixTimeSeconds() / 600;
-        var idempotencyKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
+        var idempotencyKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
         var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
             new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
         return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
+    }
+
+    /// <summary>
+    /// A trial is for a first subscription only: none if Billing stored any subscription of the user, or Stripe knows one of
+    /// the customer's (in any status, also one whose events never reached Billing).
+    /// </summary>
+    private static async Task<bool> HadSubscriptionAsync(string userId, string customerId, SubscriptionStore store, IStripeClient stripe,
+        StripeCalls calls, CancellationToken ct)
+    {
+        if (await store.HadSubscriptionAsync(userId, ct))
+        {
+            return true;
+        }
+        var subscriptions = await calls.RunAsync(c => new SubscriptionService(stripe).ListAsync(
+            new SubscriptionListOptions { Customer = customerId, Status = "all", Limit = 1 }, cancellationToken: c), ct);
+        return subscriptions.Data.Count > 0;
     }
 
     private static async Task<IResult> GetMineAsync(ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog, CancellationToken ct)

@@ -60,6 +60,14 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             """, new { userId }, cancellationToken: ct));
     }
 
+    /// <summary>True when any subscription of the user was ever stored, in any status.</summary>
+    public async Task<bool> HadSubscriptionAsync(string userId, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        return await connection.ExecuteScalarAsync<bool>(new CommandDefinition(
+            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE user_id = @userId)", new { userId }, cancellationToken: ct));
+    }
+
     public static Task<SubscriptionRecord?> GetForUpdateAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string subscriptionId, CancellationToken ct) =>
         connection.QuerySingleOrDefaultAsync<SubscriptionRecord>(new CommandDefinition(
             $"SELECT {Columns} FROM subscriptions WHERE subscription_id = @subscriptionId FOR UPDATE",
