@@ -94,6 +94,11 @@ public static class LifecycleEndpoints
             // and nothing to charge a second time.
             return Problems.Problem(409, "no_change", "You are already on this plan and price.");
         }
+        if (kind == PlanChangeKind.Restore && subscription.Metadata.GetValueOrDefault(EntitledPlanKey) != plan.Id)
+        {
+            // The same plan on another price (e.g. one the catalog has since replaced) without a pending downgrade to undo.
+            return Problems.Problem(409, "no_change", "You are already on this plan.");
+        }
         var options = new SubscriptionUpdateOptions
         {
             Items = [new SubscriptionItemOptions { Id = item.Id, Price = priceId }],
@@ -103,6 +108,14 @@ public static class LifecycleEndpoints
         {
             options.ProrationBehavior = "always_invoice";
             options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
+            options.Metadata[EntitledPlanKey] = "";
+            options.Metadata[EntitledUntilKey] = "";
+        }
+        else if (kind == PlanChangeKind.Restore)
+        {
+            // The plan the user paid for until the period end, at its own price again: nothing to charge, no downgrade pending.
+            options.ProrationBehavior = "none";
+            options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
             options.Metadata[EntitledPlanKey] = "";
             options.Metadata[EntitledUntilKey] = "";
         }
@@ -128,8 +141,14 @@ public static class LifecycleEndpoints
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
 
-        var effectiveAt = kind == PlanChangeKind.Upgrade ? DateTimeOffset.UtcNow : current.CurrentPeriodEnd;
-        await store.RecordUserActionAsync(userId, current.SubscriptionId, kind == PlanChangeKind.Upgrade ? "upgrade_requested" : "downgrade_scheduled",
+        var effectiveAt = kind == PlanChangeKind.Downgrade ? current.CurrentPeriodEnd : DateTimeOffset.UtcNow;
+        var change = kind switch
+        {
+            PlanChangeKind.Upgrade => "upgrade_requested",
+            PlanChangeKind.Restore => "downgrade_undone",
+            _ => "downgrade_scheduled",
+        };
+        await store.RecordUserActionAsync(userId, current.SubscriptionId, change,
             $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {effectiveAt:u}", ct);
         return TypedResults.Ok(new
         {
@@ -147,10 +166,16 @@ public static class LifecycleEndpoints
             return errorResult!;
         }
         var (current, plan, price, priceId, kind) = target.Value;
+        if (kind == PlanChangeKind.Restore)
+        {
+            // As the change itself decides: only a pending downgrade to this plan's entitlement can be undone.
+            var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
+            kind = pending.Metadata.GetValueOrDefault(EntitledPlanKey) == plan.Id ? PlanChangeKind.Restore : PlanChangeKind.None;
+        }
         if (kind != PlanChangeKind.Upgrade)
         {
             return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, kind.ToString().ToLowerInvariant(),
-                current.CurrentPeriodEnd, 0, price.Currency, price.Amount));
+                kind == PlanChangeKind.Restore ? clock.GetUtcNow() : current.CurrentPeriodEnd, 0, price.Currency, price.Amount));
         }
 
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
@@ -193,9 +218,15 @@ public static class LifecycleEndpoints
                 $"No active Stripe price has lookup key \"{choice.Price.LookupKey}\": run 'deploy/billing catalog push'."));
         }
         var kind = PlanChangeRules.Classify(catalog, current.PlanId, current.Interval, current.IntervalCount, choice.Plan, choice.Price);
-        if (kind != PlanChangeKind.None && current.PriceId == priceId)
+        if (current.PriceId == priceId)
         {
             kind = PlanChangeKind.None;
+        }
+        else if (kind == PlanChangeKind.None)
+        {
+            // The plan Billing shows (the entitled one while a downgrade is pending) on another price: asking for it undoes
+            // the downgrade. Only the price decides "no change".
+            kind = PlanChangeKind.Restore;
         }
         if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(current.Interval, current.IntervalCount, choice.Price))
         {

@@ -11,6 +11,11 @@ public enum PlanChangeKind
     Upgrade,
     /// <summary>Applies at the period end; the user keeps what they paid for until then.</summary>
     Downgrade,
+    /// <summary>
+    /// Back to the price of the plan the user is still entitled to, undoing a downgrade scheduled for the period end:
+    /// applies now, nothing is charged or credited.
+    /// </summary>
+    Restore,
 }
 
 /// <summary>Upgrade now, downgrade at the period end (the fifth seed's rule, and what users expect).</summary>
