@@ -17,8 +17,8 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Npgsql;
-using Stripe;
 using simulator::Billing.StripeSimulator;
+using Stripe;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
 
