@@ -30,6 +30,16 @@ public class Changing_plans
     public void A_shorter_interval_of_the_same_plan_waits_for_the_period_end() => Assert.That(Classify("pro", "month", 3, "pro", "month"), Is.EqualTo(PlanChangeKind.Downgrade));
 
     [Test]
+    public void Only_another_interval_or_interval_count_changes_the_interval()
+    {
+        var pro = Catalog.FindPlan("pro")!;
+        var starter = Catalog.FindPlan("starter")!;
+        Assert.That(PlanChangeRules.ChangesInterval("month", 3, pro.FindPrice("month", 1)!), Is.True);
+        Assert.That(PlanChangeRules.ChangesInterval("month", 1, starter.FindPrice("year", 1)!), Is.True);
+        Assert.That(PlanChangeRules.ChangesInterval("month", 1, starter.FindPrice("month", 1)!), Is.False);
+    }
+
+    [Test]
     public void The_same_plan_and_interval_is_no_change() => Assert.That(Classify("pro", "month", 1, "pro", "month"), Is.EqualTo(PlanChangeKind.None));
 }
 

@@ -70,6 +70,14 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
             {
                 return;
             }
+            if (!PaymentProblem.Contains(existing.StripeStatus))
+            {
+                // Only a subscription Stripe has put past due has a grace period. A failure reported late (the subscription is
+                // active again) or early (its past_due update is still on its way and will start the grace) is only audited.
+                await SubscriptionStore.RecordAsync(c, tx, m.UserId, m.SubscriptionId, "payment_failed",
+                    $"attempt {m.AttemptCount} failed while {existing.StripeStatus}; no grace period started", "stripe", m.StripeEventId, m.OccurredAt, ct);
+                return;
+            }
             var since = existing.PastDueSince ?? m.OccurredAt;
             var updated = existing with { PastDueSince = since, GraceUntil = existing.GraceUntil ?? since.AddDays(catalog.GracePeriodDays) };
             await SubscriptionStore.UpsertAsync(c, tx, updated, ct);
@@ -116,8 +124,10 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
             GraceUntil = existing?.GraceUntil,
             SuspendedAt = existing?.SuspendedAt,
         };
-        if (incoming.StripeStatus is "past_due" or "unpaid" && record.PastDueSince is null)
+        var enteringPastDue = existing is null || !PaymentProblem.Contains(existing.StripeStatus) || record.PastDueSince is null;
+        if (incoming.StripeStatus is "past_due" or "unpaid" && enteringPastDue)
         {
+            // A new spell of past due gets a full grace period, whatever an earlier one left behind.
             record = record with { PastDueSince = occurredAt, GraceUntil = occurredAt.AddDays(catalog.GracePeriodDays) };
         }
         else if (incoming.StripeStatus is "active" or "trialing")
@@ -128,6 +138,9 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
         await SubscriptionStore.UpsertAsync(c, tx, record, ct);
         await SubscriptionStore.RecordAsync(c, tx, record.UserId, record.SubscriptionId, change, detail, "stripe", stripeEventId, occurredAt, ct);
     }
+
+    /// <summary>Stripe statuses of a payment problem: the grace period runs while the subscription stays in them.</summary>
+    private static readonly IReadOnlySet<string> PaymentProblem = new HashSet<string>(StringComparer.Ordinal) { "past_due", "unpaid", "paused" };
 
     private static string Describe(SubscriptionUpdated m)
     {

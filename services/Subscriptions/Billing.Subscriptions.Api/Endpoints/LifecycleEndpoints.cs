@@ -58,9 +58,13 @@ public static class LifecycleEndpoints
         {
             return NoSubscription();
         }
+        // One key per request, reused by this request's retries only. A key derived from the stored state (its sequence)
+        // repeats for cancel → resume → cancel before Stripe's events arrive, and Stripe would replay the first cancel
+        // instead of cancelling again. Setting the flag twice is harmless, so a double click needs no shared key.
+        var idempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{Guid.NewGuid():N}";
         var updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
             new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
-            new RequestOptions { IdempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{current.Sequence}" }, c), ct);
+            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
         await store.RecordUserActionAsync(userId, current.SubscriptionId, cancel ? "cancel_requested" : "resume_requested",
             cancel ? $"ends at {current.CurrentPeriodEnd:u}" : "pending cancellation undone", ct);
         var view = SubscriptionStatus.View(current with { CancelAtPeriodEnd = updated.CancelAtPeriodEnd }, catalog, catalog.IsUnlimited(user.Groups()));
@@ -84,6 +88,17 @@ public static class LifecycleEndpoints
 
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var item = subscription.Items.Data[0];
+        if (item.Price.Id == priceId)
+        {
+            // Stripe already bills this price (a double click, or a change whose events have not reached us yet): nothing to do,
+            // and nothing to charge a second time.
+            return Problems.Problem(409, "no_change", "You are already on this plan and price.");
+        }
+        if (kind == PlanChangeKind.Restore && subscription.Metadata.GetValueOrDefault(EntitledPlanKey) != plan.Id)
+        {
+            // The same plan on another price (e.g. one the catalog has since replaced) without a pending downgrade to undo.
+            return Problems.Problem(409, "no_change", "You are already on this plan.");
+        }
         var options = new SubscriptionUpdateOptions
         {
             Items = [new SubscriptionItemOptions { Id = item.Id, Price = priceId }],
@@ -96,6 +111,14 @@ public static class LifecycleEndpoints
             options.Metadata[EntitledPlanKey] = "";
             options.Metadata[EntitledUntilKey] = "";
         }
+        else if (kind == PlanChangeKind.Restore)
+        {
+            // The plan the user paid for until the period end, at its own price again: nothing to charge, no downgrade pending.
+            options.ProrationBehavior = "none";
+            options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
+            options.Metadata[EntitledPlanKey] = "";
+            options.Metadata[EntitledUntilKey] = "";
+        }
         else
         {
             // Stripe charges the new price from the next period; until then the user keeps the plan they paid for.
@@ -105,18 +128,27 @@ public static class LifecycleEndpoints
             options.Metadata[EntitledUntilKey] = item.CurrentPeriodEnd.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds.ToString("0", CultureInfo.InvariantCulture);
         }
 
+        // One key per request, reused by this request's retries only: a key derived from the stored state would make Stripe
+        // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped above instead.
+        var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         try
         {
             await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
-                new RequestOptions { IdempotencyKey = $"billing-change-{current.SubscriptionId}-{current.Sequence}-{price.LookupKey}" }, c), ct);
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
 
-        var effectiveAt = kind == PlanChangeKind.Upgrade ? DateTimeOffset.UtcNow : current.CurrentPeriodEnd;
-        await store.RecordUserActionAsync(userId, current.SubscriptionId, kind == PlanChangeKind.Upgrade ? "upgrade_requested" : "downgrade_scheduled",
+        var effectiveAt = kind == PlanChangeKind.Downgrade ? current.CurrentPeriodEnd : DateTimeOffset.UtcNow;
+        var change = kind switch
+        {
+            PlanChangeKind.Upgrade => "upgrade_requested",
+            PlanChangeKind.Restore => "downgrade_undone",
+            _ => "downgrade_scheduled",
+        };
+        await store.RecordUserActionAsync(userId, current.SubscriptionId, change,
             $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {effectiveAt:u}", ct);
         return TypedResults.Ok(new
         {
@@ -134,10 +166,16 @@ public static class LifecycleEndpoints
             return errorResult!;
         }
         var (current, plan, price, priceId, kind) = target.Value;
+        if (kind == PlanChangeKind.Restore)
+        {
+            // As the change itself decides: only a pending downgrade to this plan's entitlement can be undone.
+            var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
+            kind = pending.Metadata.GetValueOrDefault(EntitledPlanKey) == plan.Id ? PlanChangeKind.Restore : PlanChangeKind.None;
+        }
         if (kind != PlanChangeKind.Upgrade)
         {
             return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, kind.ToString().ToLowerInvariant(),
-                current.CurrentPeriodEnd, 0, price.Currency, price.Amount));
+                kind == PlanChangeKind.Restore ? clock.GetUtcNow() : current.CurrentPeriodEnd, 0, price.Currency, price.Amount));
         }
 
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
@@ -180,9 +218,23 @@ public static class LifecycleEndpoints
                 $"No active Stripe price has lookup key \"{choice.Price.LookupKey}\": run 'deploy/billing catalog push'."));
         }
         var kind = PlanChangeRules.Classify(catalog, current.PlanId, current.Interval, current.IntervalCount, choice.Plan, choice.Price);
-        if (kind != PlanChangeKind.None && current.PriceId == priceId)
+        if (current.PriceId == priceId)
         {
             kind = PlanChangeKind.None;
+        }
+        else if (kind == PlanChangeKind.None)
+        {
+            // The plan Billing shows (the entitled one while a downgrade is pending) on another price: asking for it undoes
+            // the downgrade. Only the price decides "no change".
+            kind = PlanChangeKind.Restore;
+        }
+        if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(current.Interval, current.IntervalCount, choice.Price))
+        {
+            // Stripe would reset the period and charge the lower price now, while the user paid the higher one until the period end.
+            return (null, Problems.Problem(409, "interval_change_downgrade", "A downgrade cannot change the billing interval.",
+                "Stripe would start a new billing period at once and charge it now. Downgrade within your current interval, or cancel at the "
+                + "period end (POST /api/subscriptions/me/cancel) and subscribe to the new plan and interval once it has ended.",
+                new Dictionary<string, object?> { ["interval"] = current.Interval, ["intervalCount"] = current.IntervalCount }));
         }
         return ((current, choice.Plan, choice.Price, priceId, kind), null);
     }

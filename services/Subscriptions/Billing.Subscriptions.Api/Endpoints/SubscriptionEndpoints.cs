@@ -5,6 +5,7 @@ using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
+using Npgsql;
 using Stripe;
 
 namespace Billing.Subscriptions.Api.Endpoints;
@@ -54,7 +55,7 @@ public static class SubscriptionEndpoints
 
     private static async Task<IResult> StartCheckoutAsync(CheckoutRequest? request, ClaimsPrincipal user, BillingCatalog catalog,
         SubscriptionStore store, StripeCustomers customers, StripePrices prices, IStripeClient stripe, StripeCalls calls,
-        ReturnUrls urls, TimeProvider clock, CancellationToken ct)
+        ReturnUrls urls, TimeProvider clock, NpgsqlDataSource dataSource, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var (choice, errors) = CheckoutRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);
@@ -100,9 +101,10 @@ public static class SubscriptionEndpoints
                 Metadata = new Dictionary<string, string> { ["userId"] = userId, ["planId"] = choice.Plan.Id },
             },
         };
-        if (choice.Plan.TrialDays > 0)
+        var trialDays = choice.Plan.TrialDays > 0 && !await HadSubscriptionAsync(userId, customerId, store, stripe, calls, ct) ? choice.Plan.TrialDays : 0;
+        if (trialDays > 0)
         {
-            options.SubscriptionData.TrialPeriodDays = choice.Plan.TrialDays;
+            options.SubscriptionData.TrialPeriodDays = trialDays;
             if (!choice.Plan.TrialRequiresPaymentMethod)
             {
                 // No card up front: if none was added by the trial's end, the subscription ends instead of going past due.
@@ -116,10 +118,75 @@ public static class SubscriptionEndpoints
 
         // A double click within the same ten minutes gets the same session back instead of a second one.
         var bucket = clock.GetUtcNow().ToUnixTimeSeconds() / 600;
-        var idempotencyKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
+        var baseKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
+
+        // At most one open checkout per user, or two tabs (monthly and yearly) could both be paid: two subscriptions. Under
+        // the user's row lock, any other session is expired in Stripe before a new one is created.
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        var latest = await SubscriptionStore.LockCheckoutAsync(connection, tx, userId, ct);
+        var generation = latest.Generation;
+        if (latest.SessionId is not null && latest.IdempotencyKey != $"{baseKey}-g{generation}")
+        {
+            if (await ExpireCheckoutAsync(latest.SessionId, stripe, calls, ct) is { } paidSubscription)
+            {
+                return Problems.Problem(409, "already_subscribed", "You already have a subscription.",
+                    "A checkout you opened earlier has been paid; it shows here shortly. Use POST /api/subscriptions/me/change to switch plans.",
+                    new Dictionary<string, object?> { ["subscriptionId"] = paidSubscription });
+            }
+            generation++; // a new key: the expired session must not be replayed
+        }
+        var idempotencyKey = $"{baseKey}-g{generation}";
         var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
             new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        await SubscriptionStore.SaveCheckoutAsync(connection, tx, userId, session.Id, idempotencyKey, generation, ct);
+        await tx.CommitAsync(ct);
         return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
+    }
+
+    /// <summary>
+    /// Expires the user's earlier checkout session if it is still open. Returns the subscription it created when it was
+    /// paid in the meantime and that subscription is still live (its events may not have reached Billing yet), else null.
+    /// </summary>
+    private static async Task<string?> ExpireCheckoutAsync(string sessionId, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
+    {
+        var sessions = new global::Stripe.Checkout.SessionService(stripe);
+        var previous = await calls.RunAsync(c => sessions.GetAsync(sessionId, cancellationToken: c), ct);
+        if (previous.Status == "open")
+        {
+            try
+            {
+                previous = await calls.RunAsync(c => sessions.ExpireAsync(sessionId, null,
+                    new RequestOptions { IdempotencyKey = $"billing-checkout-expire-{sessionId}" }, c), ct);
+            }
+            catch (StripeException ex) when (!StripeCalls.IsTransient(ex))
+            {
+                // No longer open: paid or expired since it was read.
+                previous = await calls.RunAsync(c => sessions.GetAsync(sessionId, cancellationToken: c), ct);
+            }
+        }
+        if (previous.Status != "complete" || string.IsNullOrEmpty(previous.SubscriptionId))
+        {
+            return null;
+        }
+        var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(previous.SubscriptionId, cancellationToken: c), ct);
+        return SubscriptionStatus.Live.Contains(subscription.Status) ? subscription.Id : null;
+    }
+
+    /// <summary>
+    /// A trial is for a first subscription only: none if Billing stored any subscription of the user, or Stripe knows one of
+    /// the customer's (in any status, also one whose events never reached Billing).
+    /// </summary>
+    private static async Task<bool> HadSubscriptionAsync(string userId, string customerId, SubscriptionStore store, IStripeClient stripe,
+        StripeCalls calls, CancellationToken ct)
+    {
+        if (await store.HadSubscriptionAsync(userId, ct))
+        {
+            return true;
+        }
+        var subscriptions = await calls.RunAsync(c => new SubscriptionService(stripe).ListAsync(
+            new SubscriptionListOptions { Customer = customerId, Status = "all", Limit = 1 }, cancellationToken: c), ct);
+        return subscriptions.Data.Count > 0;
     }
 
     private static async Task<IResult> GetMineAsync(ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog, CancellationToken ct)

@@ -60,10 +60,41 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             """, new { userId }, cancellationToken: ct));
     }
 
+    /// <summary>True when any subscription of the user was ever stored, in any status.</summary>
+    public async Task<bool> HadSubscriptionAsync(string userId, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        return await connection.ExecuteScalarAsync<bool>(new CommandDefinition(
+            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE user_id = @userId)", new { userId }, cancellationToken: ct));
+    }
+
     public static Task<SubscriptionRecord?> GetForUpdateAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string subscriptionId, CancellationToken ct) =>
         connection.QuerySingleOrDefaultAsync<SubscriptionRecord>(new CommandDefinition(
             $"SELECT {Columns} FROM subscriptions WHERE subscription_id = @subscriptionId FOR UPDATE",
             new { subscriptionId }, tx, cancellationToken: ct));
+
+    /// <summary>
+    /// Locks the user's checkout row (created if missing) until <paramref name="tx"/> ends, so that one user's checkouts run
+    /// one at a time; returns the latest session, its idempotency key and the current generation.
+    /// </summary>
+    public static async Task<OpenCheckout> LockCheckoutAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string userId, CancellationToken ct)
+    {
+        await connection.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO subscription_checkouts (user_id) VALUES (@userId) ON CONFLICT (user_id) DO NOTHING", new { userId }, tx, cancellationToken: ct));
+        return await connection.QuerySingleAsync<OpenCheckout>(new CommandDefinition(
+            """
+            SELECT session_id AS SessionId, idempotency_key AS IdempotencyKey, generation AS Generation
+            FROM subscription_checkouts WHERE user_id = @userId FOR UPDATE
+            """, new { userId }, tx, cancellationToken: ct));
+    }
+
+    public static Task SaveCheckoutAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string userId, string sessionId, string idempotencyKey,
+        int generation, CancellationToken ct) =>
+        connection.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE subscription_checkouts SET session_id = @sessionId, idempotency_key = @idempotencyKey, generation = @generation, updated_at = now()
+            WHERE user_id = @userId
+            """, new { userId, sessionId, idempotencyKey, generation }, tx, cancellationToken: ct));
 
     public static Task UpsertAsync(NpgsqlConnection connection, NpgsqlTransaction tx, SubscriptionRecord s, CancellationToken ct) =>
         connection.ExecuteAsync(new CommandDefinition(
@@ -111,6 +142,9 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             """, new { userId, limit }, cancellationToken: ct))).ToList();
     }
 }
+
+/// <summary>The user's latest subscription checkout session (null before the first) and the generation its key was made in.</summary>
+public sealed record OpenCheckout(string? SessionId, string? IdempotencyKey, int Generation);
 
 /// <summary>One audited change of a user's subscription.</summary>
 public sealed record HistoryEntry(long Id, string SubscriptionId, string Change, string Detail, string CausedBy, string? StripeEventId, DateTimeOffset OccurredAt);

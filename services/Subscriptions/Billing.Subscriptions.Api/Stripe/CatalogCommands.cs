@@ -131,7 +131,9 @@ public static class CatalogCommands
             {
                 options.Recurring = new PriceRecurringOptions { Interval = interval, IntervalCount = intervalCount };
             }
-            var idempotency = $"billing-price-{lookupKey}-{product}-{amount}-{currency}-{interval}-{intervalCount}";
+            // The price being replaced is part of the key: reverting an amount (A → B → A) within Stripe's 24 h must create a
+            // new price, not replay the first one (whose request had another transfer_lookup_key, an idempotency error).
+            var idempotency = $"billing-price-{lookupKey}-{product}-{amount}-{currency}-{interval}-{intervalCount}-{existing?.Id ?? "new"}";
             var created = await prices.CreateAsync(options, new RequestOptions { IdempotencyKey = idempotency });
             if (existing is not null && existing.Id != created.Id)
             {

@@ -11,6 +11,11 @@ public enum PlanChangeKind
     Upgrade,
     /// <summary>Applies at the period end; the user keeps what they paid for until then.</summary>
     Downgrade,
+    /// <summary>
+    /// Back to the price of the plan the user is still entitled to, undoing a downgrade scheduled for the period end:
+    /// applies now, nothing is charged or credited.
+    /// </summary>
+    Restore,
 }
 
 /// <summary>Upgrade now, downgrade at the period end (the fifth seed's rule, and what users expect).</summary>
@@ -33,6 +38,14 @@ public static class PlanChangeRules
         var next = Days(targetPrice.Interval) * targetPrice.IntervalCount;
         return next == current ? PlanChangeKind.None : next > current ? PlanChangeKind.Upgrade : PlanChangeKind.Downgrade;
     }
+
+    /// <summary>
+    /// True when the target price bills on another interval than the current one. Stripe then starts a new period at once
+    /// and charges the new price now (whatever <c>billing_cycle_anchor</c> says), so such a change cannot wait for the
+    /// period end: a downgrade that changes the interval is refused rather than charged early.
+    /// </summary>
+    public static bool ChangesInterval(string currentInterval, int currentIntervalCount, Price targetPrice) =>
+        currentInterval != targetPrice.Interval || currentIntervalCount != targetPrice.IntervalCount;
 
     private static int Days(string interval) => interval switch
     {

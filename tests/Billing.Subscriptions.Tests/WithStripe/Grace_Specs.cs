@@ -1,0 +1,51 @@
+using Billing.Subscriptions.Api.Consumers;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Stripe;
+
+namespace Billing.Subscriptions.Tests.WithStripe;
+
+/// <summary>The grace watcher asks Stripe before it suspends: a payment whose events are still on their way counts.</summary>
+[TestFixture]
+public class The_grace_period_running_out
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    private static GraceWatcher Watcher => Host.Services.GetServices<IHostedService>().OfType<GraceWatcher>().Single();
+
+    private static Func<Core.Subscriptions.SubscriptionRecord, Core.Subscriptions.SubscriptionRecord> PastDueAndGraceOver => r => r with
+    {
+        StripeStatus = "past_due", PastDueSince = DateTimeOffset.UtcNow.AddDays(-2), GraceUntil = DateTimeOffset.UtcNow.AddDays(-1),
+    };
+
+    [Test]
+    public async Task Does_not_suspend_a_subscription_that_Stripe_says_is_paid_up()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "month");
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", subscription, sequence: 2, PastDueAndGraceOver);
+
+        await Watcher.SuspendExpiredAsync(CancellationToken.None);
+
+        var local = await SubscriptionsHost.LocalAsync(subscription.Id);
+        Assert.That(local!.SuspendedAt, Is.Null);
+        Assert.That((local.StripeStatus, local.GraceUntil), Is.EqualTo(("active", (DateTimeOffset?)null)), "the stored state follows Stripe's");
+    }
+
+    [Test]
+    public async Task Suspends_a_subscription_that_Stripe_says_is_still_past_due()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "month");
+        var stripe = new SubscriptionService(Host.Stripe);
+        // Make Stripe's object past due: the next renewal fails with a card that attaches but later declines.
+        await Host.SetCardAsync(subscription.CustomerId, "4000000000000341");
+        await Hosts.AdvanceSimulatorAsync(subscription.Items.Data[0].CurrentPeriodEnd);
+        Assert.That((await stripe.GetAsync(subscription.Id)).Status, Is.EqualTo("past_due"));
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", subscription, sequence: 2, PastDueAndGraceOver);
+
+        await Watcher.SuspendExpiredAsync(CancellationToken.None);
+
+        Assert.That((await SubscriptionsHost.LocalAsync(subscription.Id))!.SuspendedAt, Is.Not.Null);
+    }
+}

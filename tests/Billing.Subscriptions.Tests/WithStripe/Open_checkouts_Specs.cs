@@ -1,0 +1,88 @@
+using System.Net;
+using Stripe;
+
+namespace Billing.Subscriptions.Tests.WithStripe;
+
+/// <summary>One open subscription checkout per user: two tabs cannot end in two subscriptions.</summary>
+[TestFixture]
+public class Opening_a_second_checkout
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    private static async Task<string> CheckoutAsync(string user, string planId, string interval)
+    {
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId, interval });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        return body.GetProperty("checkoutSessionId").GetString()!;
+    }
+
+    private static async Task<string> StatusOfAsync(string sessionId) =>
+        (await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId)).Status;
+
+    [Test]
+    public async Task For_another_price_expires_the_first_so_it_cannot_be_paid()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var monthly = await CheckoutAsync(user, "business", "month");
+        var yearly = await CheckoutAsync(user, "business", "year");
+
+        Assert.That((await StatusOfAsync(monthly), await StatusOfAsync(yearly)), Is.EqualTo(("expired", "open")));
+        using var paid = await Host.PayAsync(monthly);
+        Assert.That((int)paid.StatusCode, Is.Not.EqualTo(303), "the expired session takes no payment");
+        var subscriptions = await new SubscriptionService(Host.Stripe).ListAsync(new SubscriptionListOptions { Customer = await Host.CustomerAsync(user), Status = "all" });
+        Assert.That(subscriptions.Data, Is.Empty);
+    }
+
+    [Test]
+    public async Task A_double_click_gets_the_same_open_session()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var first = await CheckoutAsync(user, "business", "month");
+        var second = await CheckoutAsync(user, "business", "month");
+
+        Assert.That(second, Is.EqualTo(first));
+        Assert.That(await StatusOfAsync(first), Is.EqualTo("open"));
+    }
+
+    [Test]
+    public async Task Back_to_the_first_price_gets_a_new_open_session()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var monthly = await CheckoutAsync(user, "business", "month");
+        await CheckoutAsync(user, "business", "year");
+        var monthlyAgain = await CheckoutAsync(user, "business", "month");
+
+        Assert.That(monthlyAgain, Is.Not.EqualTo(monthly));
+        Assert.That(await StatusOfAsync(monthlyAgain), Is.EqualTo("open"));
+    }
+
+    [Test]
+    public async Task After_the_first_was_paid_is_refused_before_Billing_has_heard_of_the_subscription()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var monthly = await CheckoutAsync(user, "business", "month");
+        using var paid = await Host.PayAsync(monthly);
+        Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "business", interval = "year" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("already_subscribed"));
+    }
+
+    [Test]
+    public async Task Concurrent_checkouts_for_two_prices_leave_one_session_open()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(i =>
+            Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "business", interval = i % 2 == 0 ? "month" : "year" })));
+
+        Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(HttpStatusCode.OK));
+        var statuses = new List<string>();
+        foreach (var id in answers.Select(a => a.Body.GetProperty("checkoutSessionId").GetString()!).Distinct())
+        {
+            statuses.Add(await StatusOfAsync(id));
+        }
+        Assert.That(statuses.Count(s => s == "open"), Is.EqualTo(1));
+    }
+}

@@ -1,0 +1,90 @@
+using Billing.Contracts;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Billing.Subscriptions.Tests.WithStripe;
+
+/// <summary>A payment failure reported late, while the subscription is active, must not start a grace period.</summary>
+[TestFixture]
+public class A_late_payment_failure
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    private static async Task PublishAndWaitAsync<T>(T message) where T : class
+    {
+        var id = Guid.NewGuid();
+        await Host.Services.GetRequiredService<IBus>().Publish(message, c => c.MessageId = id);
+        await Wait.UntilAsync(async () =>
+        {
+            await using var connection = new NpgsqlConnection(SubscriptionsHost.ConnectionString);
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand("SELECT count(*) FROM inbox WHERE message_id = @id", connection);
+            command.Parameters.AddWithValue("id", id);
+            return (long)(await command.ExecuteScalarAsync())! > 0;
+        }, TimeSpan.FromSeconds(20), TimeSpan.FromMilliseconds(50));
+    }
+
+    [Test]
+    public async Task Leaves_a_later_past_due_its_full_grace_period()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscriptionId = "sub_late_" + Guid.NewGuid().ToString("N")[..12];
+        var start = DateTimeOffset.UtcNow.AddDays(-40);
+        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => new()
+        {
+            UserId = user, SubscriptionId = subscriptionId, CustomerId = "cus_late", PlanId = "pro", PriceId = "price_pro", Interval = "month",
+            IntervalCount = 1, Status = status, CurrentPeriodStart = start.AddDays(30), CurrentPeriodEnd = start.AddDays(60),
+            CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
+        };
+        await PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
+        await PublishAndWaitAsync(new InvoicePaymentFailed
+        {
+            UserId = user, InvoiceId = "in_old", CustomerId = "cus_late", SubscriptionId = subscriptionId, AmountDue = 500, Currency = "usd",
+            AttemptCount = 1, OccurredAt = DateTimeOffset.UtcNow.AddDays(-10),
+        });
+        var local = await SubscriptionsHost.LocalAsync(subscriptionId);
+        Assert.That((local!.PastDueSince, local.GraceUntil), Is.EqualTo(((DateTimeOffset?)null, (DateTimeOffset?)null)), "an active subscription has no grace period");
+
+        var pastDueAt = DateTimeOffset.UtcNow;
+        await PublishAndWaitAsync(Updated("past_due", 2, pastDueAt));
+
+        local = await SubscriptionsHost.LocalAsync(subscriptionId);
+        Assert.That(local!.GraceUntil, Is.EqualTo(pastDueAt.AddDays(1)).Within(TimeSpan.FromSeconds(1)));
+        Assert.That(local.SuspendedAt, Is.Null);
+    }
+
+    [Test]
+    public async Task A_new_past_due_after_a_recovery_starts_a_new_grace_period()
+    {
+        // A row left with an old grace period (as the bug above did) and back to active through an event that was
+        // applied without clearing it: entering past_due again must start afresh.
+        var user = SubscriptionsHost.NewUser();
+        var subscriptionId = "sub_again_" + Guid.NewGuid().ToString("N")[..12];
+        var start = DateTimeOffset.UtcNow.AddDays(-40);
+        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => new()
+        {
+            UserId = user, SubscriptionId = subscriptionId, CustomerId = "cus_again", PlanId = "pro", PriceId = "price_pro", Interval = "month",
+            IntervalCount = 1, Status = status, CurrentPeriodStart = start.AddDays(30), CurrentPeriodEnd = start.AddDays(60),
+            CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
+        };
+        await PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
+        await using (var connection = new NpgsqlConnection(SubscriptionsHost.ConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var stale = new NpgsqlCommand(
+                "UPDATE subscriptions SET past_due_since = @since, grace_until = @until WHERE subscription_id = @id", connection);
+            stale.Parameters.AddWithValue("since", DateTimeOffset.UtcNow.AddDays(-10));
+            stale.Parameters.AddWithValue("until", DateTimeOffset.UtcNow.AddDays(-9));
+            stale.Parameters.AddWithValue("id", subscriptionId);
+            await stale.ExecuteNonQueryAsync();
+        }
+
+        var pastDueAt = DateTimeOffset.UtcNow;
+        await PublishAndWaitAsync(Updated("past_due", 2, pastDueAt));
+
+        var local = await SubscriptionsHost.LocalAsync(subscriptionId);
+        Assert.That(local!.PastDueSince, Is.EqualTo(pastDueAt).Within(TimeSpan.FromSeconds(1)));
+        Assert.That(local.GraceUntil, Is.EqualTo(pastDueAt.AddDays(1)).Within(TimeSpan.FromSeconds(1)));
+    }
+}

@@ -1,0 +1,64 @@
+using System.Net;
+using Stripe;
+
+namespace Billing.Subscriptions.Tests.WithStripe;
+
+/// <summary>A downgrade waits for the period end; until then, asking for the plan the user still has undoes it.</summary>
+[TestFixture]
+public class Undoing_a_scheduled_downgrade
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    /// <summary>Business monthly, downgraded to Pro monthly at the period end, stored as Payments' event would leave it.</summary>
+    private static async Task<(string User, Subscription Before)> DowngradedAsync()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "business", "month");
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var downgraded = await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id);
+        Assert.That(downgraded.Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"));
+        // Payments publishes the entitled plan (business) with Stripe's price (pro) until the period end.
+        await SubscriptionsHost.SaveLocalAsync(user, "business", downgraded, sequence: 2);
+        return (user, subscription);
+    }
+
+    [Test]
+    public async Task Restores_the_plan_s_price_without_charging_and_drops_the_pending_downgrade()
+    {
+        var (user, before) = await DowngradedAsync();
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("restore"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.Items.Data[0].Price.LookupKey, Is.EqualTo("business_month"));
+        Assert.That(after.Items.Data[0].CurrentPeriodEnd, Is.EqualTo(before.Items.Data[0].CurrentPeriodEnd));
+        Assert.That(after.Metadata.GetValueOrDefault("entitledPlanId", ""), Is.Empty);
+        var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = before.Id, Limit = 100 });
+        Assert.That(invoices.Data.Count(i => i.BillingReason == "subscription_update"), Is.Zero, "nothing charged");
+    }
+
+    [Test]
+    public async Task Its_preview_costs_nothing_now()
+    {
+        var (user, _) = await DowngradedAsync();
+
+        var (status, body) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=business&interval=month");
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((body.GetProperty("kind").GetString(), body.GetProperty("amountDueNow").GetInt64()), Is.EqualTo(("restore", 0L)));
+    }
+
+    [Test]
+    public async Task Asking_for_the_lower_plan_again_is_no_change()
+    {
+        var (user, _) = await DowngradedAsync();
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("no_change"));
+    }
+}
