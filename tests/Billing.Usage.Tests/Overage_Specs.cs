@@ -90,6 +90,41 @@ public class Paying_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_request_whose_Wallet_debit_answers_after_the_claim_timeout_does_not_record_an_allowed_spend()
+    {
+        var user = await ProUserAsync();
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .AtPriority(1).RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, balance = 40, transactionId = "tx-slow" }).WithDelay(TimeSpan.FromSeconds(3)));
+        // Wallet is slow to give the tokens back too: the debit's answer arrives while the sweeper is returning them.
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/returns").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, returned = 60, balance = 100 }).WithDelay(TimeSpan.FromSeconds(4)));
+        var key = UsageHost.NewKey();
+        try
+        {
+            var consuming = Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+            await Task.Delay(TimeSpan.FromSeconds(1)); // Wallet's debit is on its way (WireMock logs it only once it has answered)
+            // While Wallet is answering, the claim passes the sweeper's timeout (120 s): the sweeper gives the tokens back.
+            Host.Clock.Advance(TimeSpan.FromSeconds(150));
+            var (status, body) = await consuming;
+            Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+            Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("consume_expired"), body.ToString());
+
+            await UsageHost.EventuallyAsync(async () =>
+                await Host.ScalarAsync("SELECT status_code FROM consumptions WHERE idempotency_key = @key", new { key }) == 409, TimeSpan.FromSeconds(10));
+            Assert.That(Host.Stubs.LogEntries.Count(e => e.RequestMessage.Path == "/internal/wallet/returns" && (e.RequestMessage.Body ?? "").Contains(user)),
+                Is.GreaterThanOrEqualTo(1), "what Wallet took is asked back");
+            Assert.That(await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE user_id = @user AND allowed AND meter = 'api.credit'", new { user }),
+                Is.Zero, "never allowed with its tokens given back");
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
     public async Task A_claim_nobody_finishes_is_expired_by_the_sweeper_and_Wallet_gives_back_what_it_took()
     {
         var user = await ProUserAsync();

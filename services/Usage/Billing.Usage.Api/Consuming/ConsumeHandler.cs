@@ -161,8 +161,11 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
                 "Wallet holds a debit under this key for another user or amount; use a new key for a new consume.");
         }
         var balanceAfter = debit is WalletDebit.Debited debited ? (request.UserId, debited.Balance, clock.GetUtcNow()) : ((string, long, DateTimeOffset)?)null;
-        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, balanceAfter, cancellationToken);
-        return Answer(settled.StatusCode, settled.Answer);
+        // Only while the claim is younger than the sweeper's timeout: past it, the sweeper gives back whatever Wallet took
+        // (it may be doing so right now), so this request must not record an allowed spend; it answers as the sweeper will.
+        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, balanceAfter,
+            claimedAfter: clock.GetUtcNow() - claims.Timeout, cancellationToken);
+        return settled is { } s ? Answer(s.StatusCode, s.Answer) : Answer(409, TokenClaimExpiry.ExpiredAnswer);
     }
 
     private MeterAllowance TokenAllowance(string meter) =>

@@ -10,8 +10,9 @@ namespace Billing.Usage.Api.Consuming;
 /// if Wallet's answer is lost (a timeout after it debited) and the caller never retries, the claim would stay open with
 /// the tokens taken and no spend allowed. After <see cref="Timeout"/> (<c>Usage:TokenClaimTimeoutSeconds</c>, 120 s) the
 /// sweeper asks Wallet to give back whatever it took under the key (or to cancel the key, if it took nothing) and
-/// records the consume as 409 <c>consume_expired</c>. A retry under the key is only finished by the request path while
-/// the claim is younger than half that time, so the two never work on the same claim at once.
+/// records the consume as 409 <c>consume_expired</c>, holding the claim's row lock from before the return until the
+/// settlement. A request starts Wallet's debit only while the claim is younger than half that time, and records Wallet's
+/// answer only while it is younger than the timeout (under the same lock), so the two never both finish one claim.
 /// </summary>
 public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet, TimeProvider clock, IConfiguration configuration,
     ILogger<TokenClaimExpiry> logger)
@@ -40,6 +41,13 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
             {
                 continue;
             }
+            // Held (row-locked) from before Wallet gives the tokens back until the claim is settled: a request that debited
+            // under it and finishes now cannot record an allowed spend in between.
+            await using var held = await store.TakeStaleClaimAsync(claim.IdempotencyKey, cancellationToken);
+            if (held is null)
+            {
+                continue; // finished meanwhile by its request
+            }
             WalletReturn answer;
             long? balance;
             try
@@ -67,8 +75,7 @@ public sealed class TokenClaimExpiry(ConsumptionStore store, WalletClient wallet
                 }
                 continue;
             }
-            await store.SettleTokensAsync(claim.IdempotencyKey, 409, ExpiredAnswer,
-                balance is { } b ? (claim.UserId, b, clock.GetUtcNow()) : null, cancellationToken);
+            await held.SettleAsync(409, ExpiredAnswer, balance is { } b ? (claim.UserId, b, clock.GetUtcNow()) : null, cancellationToken);
             _backoff.Done(claim.IdempotencyKey);
             finished++;
         }

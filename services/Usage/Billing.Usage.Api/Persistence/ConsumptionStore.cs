@@ -29,12 +29,32 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
             new { idempotencyKey, windowStart = windowStart.ToUniversalTime() }, cancellationToken: cancellationToken));
     }
 
-    /// <summary>Records Wallet's answer once; returns the answer stored under the key (the first one).</summary>
-    public async Task<(int StatusCode, string Answer)> SettleTokensAsync(string idempotencyKey, int statusCode, string answer,
-        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, CancellationToken cancellationToken)
+    /// <summary>
+    /// Records Wallet's answer once; returns the answer stored under the key (the first one), or null when the claim is
+    /// still open but was made before <paramref name="claimedAfter"/>: it belongs to the claim sweeper, which gives back
+    /// whatever Wallet took (the request path passes its cutoff; the sweeper, holding the claim, passes none).
+    /// </summary>
+    public async Task<(int StatusCode, string Answer)?> SettleTokensAsync(string idempotencyKey, int statusCode, string answer,
+        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, DateTimeOffset? claimedAfter, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        // The claim's row lock orders this with the sweeper, which holds it while Wallet gives the tokens back.
+        var tooOld = await connection.QuerySingleOrDefaultAsync<bool>(new CommandDefinition(
+            "SELECT status_code = 0 AND created_at <= @cutoff FROM consumptions WHERE idempotency_key = @idempotencyKey FOR UPDATE",
+            new { idempotencyKey, cutoff = (claimedAfter ?? DateTimeOffset.MinValue).ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
+        if (tooOld)
+        {
+            return null;
+        }
+        var settled = await SettleAsync(connection, transaction, idempotencyKey, statusCode, answer, balanceAfterDebit, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return settled;
+    }
+
+    private async Task<(int StatusCode, string Answer)> SettleAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string idempotencyKey,
+        int statusCode, string answer, (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, CancellationToken cancellationToken)
+    {
         if (balanceAfterDebit is { } b)
         {
             // Debits publish no event: keep the balance Usage shows in step with Wallet's answer, with the settlement.
@@ -43,8 +63,46 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
         var settled = await connection.QuerySingleAsync<(int, string)>(new CommandDefinition(
             "SELECT status_code, answer FROM usage_settle_tokens(@idempotencyKey, @statusCode, @answer)",
             new { idempotencyKey, statusCode, answer }, transaction, cancellationToken: cancellationToken));
-        await transaction.CommitAsync(cancellationToken);
         return settled;
+    }
+
+    /// <summary>
+    /// Takes a stale claim for the sweeper: its row locked until the returned handle settles it or is disposed, so a
+    /// request that debited under the claim cannot record an allowed spend while the sweeper gives the tokens back. Null
+    /// when the claim was finished meanwhile.
+    /// </summary>
+    public async Task<ClaimInHand?> TakeStaleClaimAsync(string idempotencyKey, CancellationToken cancellationToken)
+    {
+        var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var open = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
+            "SELECT 1 FROM consumptions WHERE idempotency_key = @idempotencyKey AND status_code = 0 FOR UPDATE",
+            new { idempotencyKey }, transaction, cancellationToken: cancellationToken));
+        if (open is null)
+        {
+            await transaction.DisposeAsync();
+            await connection.DisposeAsync();
+            return null;
+        }
+        return new ClaimInHand(this, connection, transaction, idempotencyKey);
+    }
+
+    /// <summary>A stale token claim the sweeper holds (row locked); settle it or dispose it (nothing changes).</summary>
+    public sealed class ClaimInHand(ConsumptionStore store, NpgsqlConnection connection, NpgsqlTransaction transaction, string idempotencyKey)
+        : IAsyncDisposable
+    {
+        public async Task SettleAsync(int statusCode, string answer, (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit,
+            CancellationToken cancellationToken)
+        {
+            await store.SettleAsync(connection, transaction, idempotencyKey, statusCode, answer, balanceAfterDebit, cancellationToken);
+            await transaction.CommitAsync(cancellationToken);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await transaction.DisposeAsync();
+            await connection.DisposeAsync();
+        }
     }
 
     /// <summary>Token claims (status 0) made before <paramref name="before"/>, oldest first.</summary>
