@@ -60,10 +60,12 @@ public static class BusExtensions
                     r.Handle<Exception>(RetryLater);
                     r.Intervals(later);
                 });
-                // Inner: transient faults (a deadlock, a broker blip) heal in seconds; what still fails lands in _error.
+                // Inner: other faults get quick retries; what still fails lands in _error. What the outer policy retries is
+                // left to it alone, or each of its attempts would add the quick ones (~20 s, and a connect timeout each)
+                // and the whole could outlast RabbitMQ's 30-minute hold on a delivered message.
                 endpoint.UseMessageRetry(r =>
                 {
-                    r.Ignore<RetryLaterException>();
+                    r.Ignore<Exception>(RetryLater);
                     r.Exponential(RetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(400));
                 });
             });
