@@ -200,7 +200,7 @@ public class The_outbox_and_the_inbox
     }
 
     [Test]
-    public async Task A_row_that_can_never_be_published_is_parked_and_the_rows_after_it_are_delivered()
+    public async Task A_row_this_process_cannot_publish_is_set_aside_and_the_rows_after_it_are_delivered()
     {
         var user = NewUser();
         var probeType = $"{typeof(OutboxProbeHappened).FullName}, {typeof(OutboxProbeHappened).Assembly.GetName().Name}";
@@ -221,8 +221,10 @@ public class The_outbox_and_the_inbox
         var parked = (await check.QueryAsync<(Guid Id, DateTime? ParkedAt, DateTime? SentAt, string? LastError)>(
             "SELECT id, parked_at, sent_at, last_error FROM outbox WHERE id = ANY(@ids)", new { ids = new[] { unknownType, badPayload } })).ToList();
         Assert.That(parked, Has.Count.EqualTo(2));
-        Assert.That(parked.All(p => p.ParkedAt is not null && p.SentAt is null && !string.IsNullOrEmpty(p.LastError)), Is.True,
-            string.Join(" | ", parked.Select(p => $"{p.Id} parked={p.ParkedAt} error={p.LastError}")));
+        Assert.That(parked.All(p => p.ParkedAt is null && p.SentAt is null && !string.IsNullOrEmpty(p.LastError)), Is.True,
+            "unsent, with their error, for a newer replica or an operator: " + string.Join(" | ", parked.Select(p => $"{p.Id} parked={p.ParkedAt} error={p.LastError}")));
+        // What an operator does with a message no release can publish: park it for good.
+        await check.ExecuteAsync("UPDATE outbox SET parked_at = now() WHERE id = ANY(@ids)", new { ids = new[] { unknownType, badPayload } });
         await EventuallyAsync(async () => await UnsentAsync() == 0);
     }
 

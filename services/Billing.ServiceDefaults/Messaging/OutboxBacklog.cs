@@ -10,8 +10,8 @@ namespace Billing.ServiceDefaults.Messaging;
 /// <summary>
 /// Samples the outbox (unsent rows and the age of the oldest) every <see cref="OutboxRelayOptions.PollInterval"/>
 /// times five, for the <c>billing.outbox.backlog</c> and <c>billing.outbox.oldest_unsent_age</c> gauges. A backlog that
-/// grows means RabbitMQ is unreachable or refusing messages: the state changes are safe, their events wait. Parked rows
-/// (never publishable, see <see cref="OutboxRelay"/>) stay in the backlog and its age until an operator deals with them.
+/// grows means RabbitMQ is unreachable or refusing messages: the state changes are safe, their events wait. Rows the
+/// relay set aside (see <see cref="OutboxRelay"/>) stay in the backlog and its age until they are published or parked.
 /// </summary>
 public sealed class OutboxBacklogMonitor(NpgsqlDataSource dataSource, OutboxRelayOptions options, ILogger<OutboxBacklogMonitor> logger) : BackgroundService
 {

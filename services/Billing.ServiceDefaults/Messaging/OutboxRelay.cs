@@ -25,8 +25,9 @@ public sealed class OutboxRelayOptions
 /// Publishes the outbox's unsent rows in order, each with MessageId = row id, and marks them sent in the same
 /// transaction that locked them (FOR UPDATE SKIP LOCKED, so replicas share the work). A crash between publish and
 /// mark re-publishes the row with the same MessageId; the consumers' inbox makes that harmless. When RabbitMQ is
-/// down, publishing fails, the rows stay unsent and the relay retries with back-off, in order. A row no retry can fix (its
-/// message type does not resolve, its payload does not deserialise) is parked with its error and skipped.
+/// down, publishing fails, the rows stay unsent and the relay retries with back-off, in order. A row this process cannot
+/// publish (its message type does not resolve here, its payload does not deserialise) is set aside in memory with its
+/// error recorded, and the rows after it go on; a replica of a newer release may publish it, or an operator parks it.
 /// </summary>
 public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRelayOptions options, ILogger<OutboxRelay> logger) : BackgroundService
 {
@@ -92,7 +93,7 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
         return connection;
     }
 
-    /// <summary>Publishes one batch of unsent rows; returns how many were published or parked.</summary>
+    /// <summary>Publishes one batch of unsent rows; returns how many were published or set aside.</summary>
     public async Task<int> PublishPendingAsync(CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
@@ -101,9 +102,10 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
             """
             SELECT position AS Position, id AS Id, message_type AS MessageType, payload::text AS Payload, trace_parent AS TraceParent,
                    correlation_id AS CorrelationId
-            FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY position LIMIT @Limit FOR UPDATE SKIP LOCKED
+            FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND NOT (position = ANY(@SetAside))
+            ORDER BY position LIMIT @Limit FOR UPDATE SKIP LOCKED
             """,
-            new { Limit = options.BatchSize }, transaction, cancellationToken: cancellationToken))).ToList();
+            new { Limit = options.BatchSize, SetAside = SetAside() }, transaction, cancellationToken: cancellationToken))).ToList();
         if (rows.Count == 0)
         {
             return 0;
@@ -121,12 +123,19 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                // No retry can fix this row, and waiting for it would hold back every later message of the service.
+                // This process cannot publish the row, and waiting for it would hold back every later message of the
+                // service: it is set aside here, in memory, and the rows after it go on. Not in the database: in a rolling
+                // deployment a replica of the newer release knows a message type this one does not, and publishes it.
+                // The row stays unsent (in the backlog gauges) with its error until someone publishes, fixes or parks it.
                 parked++;
+                lock (_setAside)
+                {
+                    _setAside.Add(row.Position);
+                }
                 await connection.ExecuteAsync(new CommandDefinition(
-                    "UPDATE outbox SET parked_at = now(), attempts = attempts + 1, last_error = @Error WHERE position = @Position",
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = @Error WHERE position = @Position",
                     new { Error = ex.Message, row.Position }, transaction, cancellationToken: cancellationToken));
-                logger.LogError(ex, "Outbox message {Id} ({Type}) can never be published; parked (outbox.parked_at), the messages after it go on",
+                logger.LogError(ex, "Outbox message {Id} ({Type}) cannot be published by this process; set aside, the messages after it go on",
                     row.Id, row.MessageType);
                 continue;
             }
@@ -158,6 +167,16 @@ public sealed class OutboxRelay(NpgsqlDataSource dataSource, IBus bus, OutboxRel
             throw new OutboxPublishException($"Published {published.Count} of {rows.Count} outbox message(s); the rest wait.", failure);
         }
         return published.Count + parked;
+    }
+
+    private readonly HashSet<long> _setAside = [];
+
+    private long[] SetAside()
+    {
+        lock (_setAside)
+        {
+            return [.. _setAside];
+        }
     }
 
     private static (Type Type, object Message) Resolve(OutboxRow row)
