@@ -61,4 +61,18 @@ public class Undoing_a_scheduled_downgrade
         Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
         Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("no_change"));
     }
+
+    [Test]
+    public async Task After_the_renewal_at_the_lower_price_asking_for_the_old_plan_is_no_restore()
+    {
+        var (user, before) = await DowngradedAsync();
+        // Stripe renews at the lower price; its events have not reached Billing yet, which still shows the entitled plan.
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"), "not a whole period of the higher plan at the lower price");
+    }
 }

@@ -94,7 +94,7 @@ public static class LifecycleEndpoints
             // and nothing to charge a second time.
             return Problems.Problem(409, "no_change", "You are already on this plan and price.");
         }
-        if (kind == PlanChangeKind.Restore && subscription.Metadata.GetValueOrDefault(EntitledPlanKey) != plan.Id)
+        if (kind == PlanChangeKind.Restore && !DowngradePending(subscription, plan.Id))
         {
             // The same plan on another price (e.g. one the catalog has since replaced) without a pending downgrade to undo.
             return Problems.Problem(409, "no_change", "You are already on this plan.");
@@ -157,6 +157,16 @@ public static class LifecycleEndpoints
         });
     }
 
+    /// <summary>
+    /// A downgrade from <paramref name="planId"/> is scheduled and its period has not rolled over yet: Stripe still bills
+    /// the period the user paid <paramref name="planId"/> for. After the renewal (whose events may not have reached Billing
+    /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore.
+    /// </summary>
+    private static bool DowngradePending(Subscription subscription, string planId) =>
+        subscription.Metadata.GetValueOrDefault(EntitledPlanKey) == planId
+        && long.TryParse(subscription.Metadata.GetValueOrDefault(EntitledUntilKey), NumberStyles.Integer, CultureInfo.InvariantCulture, out var until)
+        && subscription.Items.Data[0].CurrentPeriodStart.ToUniversalTime() < DateTime.UnixEpoch.AddSeconds(until);
+
     private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
         SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock, CancellationToken ct)
     {
@@ -170,7 +180,7 @@ public static class LifecycleEndpoints
         {
             // As the change itself decides: only a pending downgrade to this plan's entitlement can be undone.
             var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
-            kind = pending.Metadata.GetValueOrDefault(EntitledPlanKey) == plan.Id ? PlanChangeKind.Restore : PlanChangeKind.None;
+            kind = DowngradePending(pending, plan.Id) ? PlanChangeKind.Restore : PlanChangeKind.None;
         }
         if (kind != PlanChangeKind.Upgrade)
         {
