@@ -34,66 +34,88 @@ public sealed class GraceWatcher(NpgsqlDataSource dataSource, IStripeClient stri
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
     }
 
+    private const string Due =
+        "suspended_at IS NULL AND grace_until IS NOT NULL AND grace_until <= @now AND stripe_status IN ('past_due', 'unpaid', 'paused')";
+
     public async Task<int> SuspendExpiredAsync(CancellationToken ct)
     {
         var now = clock.GetUtcNow();
-        await using var connection = await dataSource.OpenConnectionAsync(ct);
-        await using var tx = await connection.BeginTransactionAsync(ct);
-        var due = (await connection.QueryAsync<(string SubscriptionId, string UserId, string PlanId, DateTime PastDueSince, DateTime GraceUntil)>(new CommandDefinition(
-            """
-            SELECT subscription_id, user_id, plan_id, past_due_since, grace_until FROM subscriptions
-            WHERE suspended_at IS NULL AND grace_until IS NOT NULL AND grace_until <= @now
-              AND stripe_status IN ('past_due', 'unpaid', 'paused')
-            ORDER BY grace_until LIMIT 100 FOR UPDATE SKIP LOCKED
-            """, new { now }, tx, cancellationToken: ct))).ToList();
-        var suspended = 0;
-        foreach (var s in due)
+        List<string> due;
+        await using (var connection = await dataSource.OpenConnectionAsync(ct))
         {
+            due = (await connection.QueryAsync<string>(new CommandDefinition(
+                $"SELECT subscription_id FROM subscriptions WHERE {Due} ORDER BY grace_until LIMIT 100", new { now }, cancellationToken: ct))).ToList();
+        }
+        var suspended = 0;
+        foreach (var id in due)
+        {
+            // Stripe first, outside any transaction (no row stays locked while Stripe answers, so the lifecycle consumer
+            // never waits for it); the row is then locked briefly and checked again, as an event may have moved it meanwhile.
             string? stripeStatus;
             try
             {
-                stripeStatus = (await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(s.SubscriptionId, cancellationToken: c), ct)).Status;
+                stripeStatus = (await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(id, cancellationToken: c), ct)).Status;
             }
             catch (StripeUnavailableException ex)
             {
                 // Cannot tell whether it was paid: suspend nobody now (the rows stay due) and try again at the next tick.
-                logger.LogWarning(ex, "Grace check could not re-read subscription {SubscriptionId} from Stripe; retrying later", s.SubscriptionId);
+                logger.LogWarning(ex, "Grace check could not re-read subscription {SubscriptionId} from Stripe; retrying later", id);
                 break;
             }
             catch (StripeException ex)
             {
-                logger.LogWarning(ex, "Stripe did not return subscription {SubscriptionId}; suspending on the stored state", s.SubscriptionId);
+                logger.LogWarning(ex, "Stripe did not return subscription {SubscriptionId}; suspending on the stored state", id);
                 stripeStatus = null;
             }
-            if (stripeStatus is "active" or "trialing")
+            if (await SettleAsync(id, stripeStatus, now, ct))
             {
-                // Paid after all; the events saying so are on their way. Store what Stripe says now (a later event with a
-                // higher sequence still replaces the row) so that the watcher does not ask again.
-                await connection.ExecuteAsync(new CommandDefinition(
-                    """
-                    UPDATE subscriptions SET stripe_status = @stripeStatus, past_due_since = NULL, grace_until = NULL, updated_at = now()
-                    WHERE subscription_id = @id
-                    """, new { stripeStatus, id = s.SubscriptionId }, tx, cancellationToken: ct));
-                await SubscriptionStore.RecordAsync(connection, tx, s.UserId, s.SubscriptionId, "grace_cleared",
-                    $"grace ended {s.GraceUntil:u}, but Stripe says {stripeStatus}: not suspended", "system", null, now, ct);
-                continue;
+                suspended++;
             }
-
-            await connection.ExecuteAsync(new CommandDefinition(
-                "UPDATE subscriptions SET suspended_at = @now, updated_at = now() WHERE subscription_id = @id",
-                new { now, id = s.SubscriptionId }, tx, cancellationToken: ct));
-            var pastDueSince = new DateTimeOffset(s.PastDueSince, TimeSpan.Zero);
-            var graceUntil = new DateTimeOffset(s.GraceUntil, TimeSpan.Zero);
-            await Outbox.EnqueueAsync(connection, tx, new SubscriptionAccessSuspended
-            {
-                UserId = s.UserId, SubscriptionId = s.SubscriptionId, PlanId = s.PlanId,
-                PastDueSince = pastDueSince, GraceUntil = graceUntil, OccurredAt = now,
-            }, Outbox.MessageId($"{s.SubscriptionId}|{pastDueSince:O}", nameof(SubscriptionAccessSuspended)), ct);
-            await SubscriptionStore.RecordAsync(connection, tx, s.UserId, s.SubscriptionId, "access_suspended",
-                $"past due since {pastDueSince:u}; grace ended {graceUntil:u}", "system", null, now, ct);
-            suspended++;
         }
-        await tx.CommitAsync(ct);
         return suspended;
+    }
+
+    /// <summary>Suspends the subscription if it is still due and Stripe does not say it is paid; true when it suspended.</summary>
+    private async Task<bool> SettleAsync(string id, string? stripeStatus, DateTimeOffset now, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        var row = await connection.QuerySingleOrDefaultAsync<(string SubscriptionId, string UserId, string PlanId, DateTime PastDueSince, DateTime GraceUntil)?>(
+            new CommandDefinition(
+                $"SELECT subscription_id, user_id, plan_id, past_due_since, grace_until FROM subscriptions WHERE subscription_id = @id AND {Due} FOR UPDATE SKIP LOCKED",
+                new { id, now }, tx, cancellationToken: ct));
+        if (row is not { } s)
+        {
+            return false; // no longer due, or an event is changing it right now (the next tick looks again)
+        }
+        if (stripeStatus is "active" or "trialing")
+        {
+            // Paid after all; the events saying so are on their way. Store what Stripe says now (a later event with a
+            // higher sequence still replaces the row) so that the watcher does not ask again.
+            await connection.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE subscriptions SET stripe_status = @stripeStatus, past_due_since = NULL, grace_until = NULL, updated_at = now()
+                WHERE subscription_id = @id
+                """, new { stripeStatus, id }, tx, cancellationToken: ct));
+            await SubscriptionStore.RecordAsync(connection, tx, s.UserId, id, "grace_cleared",
+                $"grace ended {s.GraceUntil:u}, but Stripe says {stripeStatus}: not suspended", "system", null, now, ct);
+            await tx.CommitAsync(ct);
+            return false;
+        }
+
+        await connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE subscriptions SET suspended_at = @now, updated_at = now() WHERE subscription_id = @id",
+            new { now, id }, tx, cancellationToken: ct));
+        var pastDueSince = new DateTimeOffset(s.PastDueSince, TimeSpan.Zero);
+        var graceUntil = new DateTimeOffset(s.GraceUntil, TimeSpan.Zero);
+        await Outbox.EnqueueAsync(connection, tx, new SubscriptionAccessSuspended
+        {
+            UserId = s.UserId, SubscriptionId = id, PlanId = s.PlanId,
+            PastDueSince = pastDueSince, GraceUntil = graceUntil, OccurredAt = now,
+        }, Outbox.MessageId($"{id}|{pastDueSince:O}", nameof(SubscriptionAccessSuspended)), ct);
+        await SubscriptionStore.RecordAsync(connection, tx, s.UserId, id, "access_suspended",
+            $"past due since {pastDueSince:u}; grace ended {graceUntil:u}", "system", null, now, ct);
+        await tx.CommitAsync(ct);
+        return true;
     }
 }
