@@ -106,6 +106,19 @@ public sealed class FakeStripe : IDisposable
         {
             return CreateRefund(request);
         }
+        if (path == "/v1/refunds" && request.Method == "GET")
+        {
+            var query = request.Query ?? new Dictionary<string, WireMockList<string>>();
+            var pi = query.TryGetValue("payment_intent", out var p) ? p.FirstOrDefault() : null;
+            var ch = query.TryGetValue("charge", out var c) ? c.FirstOrDefault() : null;
+            lock (_refunds)
+            {
+                var data = new JsonArray(_refunds
+                    .Where(r => (pi is null || r["payment_intent"]?.GetValue<string>() == pi) && (ch is null || r["charge"]?.GetValue<string>() == ch))
+                    .Select(r => (JsonNode)r.DeepClone()).ToArray());
+                return Reply(200, new JsonObject { ["object"] = "list", ["url"] = "/v1/refunds", ["has_more"] = false, ["data"] = data }.ToJsonString());
+            }
+        }
         if (!_objects.TryGetValue(path, out var body))
         {
             return Reply(404, """{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such object"}}""");
@@ -166,10 +179,16 @@ public sealed class FakeStripe : IDisposable
             {
                 ["id"] = "re_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "refund", ["amount"] = amount, ["charge"] = charge["id"]!.GetValue<string>(),
                 ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = charge["currency"]!.GetValue<string>(),
-                ["metadata"] = new JsonObject(), ["payment_intent"] = charge["payment_intent"]?.GetValue<string>(), ["reason"] = form["reason"],
+                ["metadata"] = Metadata(form), ["payment_intent"] = charge["payment_intent"]?.GetValue<string>(), ["reason"] = form["reason"],
                 ["status"] = "succeeded",
             };
             _refunds.Add(refund);
+            if (Interlocked.Exchange(ref _loseRefundAnswers, 0) == 1)
+            {
+                // Made, but the answer is lost (and so is the key, as a day later): the caller cannot tell.
+                _objects["/v1/refunds/" + refund["id"]!.GetValue<string>()] = refund;
+                return Reply(400, """{"error":{"type":"invalid_request_error","message":"answer lost"}}""");
+            }
             _objects["/v1/refunds/" + refund["id"]!.GetValue<string>()] = refund; // GET /v1/refunds/re_… reads it again
             if (key is not null)
             {
@@ -178,6 +197,22 @@ public sealed class FakeStripe : IDisposable
             return Reply(200, refund.ToJsonString());
         }
     }
+
+    /// <summary>The <c>metadata[key]=value</c> fields of a form-encoded request.</summary>
+    private static JsonObject Metadata(System.Collections.Specialized.NameValueCollection form)
+    {
+        var metadata = new JsonObject();
+        foreach (var key in form.AllKeys.OfType<string>().Where(k => k.StartsWith("metadata[", StringComparison.Ordinal) && k.EndsWith(']')))
+        {
+            metadata[key["metadata[".Length..^1]] = form[key];
+        }
+        return metadata;
+    }
+
+    /// <summary>Stripe made the refund but its answer never arrived: the request errs with a timeout-like 500.</summary>
+    public void LoseNextRefundAnswer() => Interlocked.Exchange(ref _loseRefundAnswers, 1);
+
+    private int _loseRefundAnswers;
 
     private static ResponseMessage Reply(int status, string body, string contentType = "application/json") => new()
     {

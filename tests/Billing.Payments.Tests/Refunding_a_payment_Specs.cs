@@ -67,6 +67,22 @@ public class Refunding_a_payment_with_an_idempotency_key
     }
 
     [Test]
+    public async Task Should_find_the_refund_Stripe_made_when_its_answer_was_lost_and_Stripe_forgot_the_key()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var key = "refund-" + Guid.NewGuid().ToString("N");
+        _stripe.LoseNextRefundAnswer();
+        var lost = await RefundAsync(paymentIntentId, 1000, key);
+        Assert.That(lost.Status, Is.Not.EqualTo(HttpStatusCode.OK), lost.Body);
+        Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1), "Stripe made it all the same");
+
+        var retry = await RefundAsync(paymentIntentId, 1000, key); // a day later: Stripe no longer knows the key
+        Assert.That(retry.Status, Is.EqualTo(HttpStatusCode.OK), retry.Body);
+        Assert.That(RefundId(retry.Body), Is.EqualTo(RefundsOf(chargeId)[0]["id"]!.GetValue<string>()));
+        Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1), "found by the key it carries, not made again");
+    }
+
+    [Test]
     public async Task Should_refund_twice_when_two_equal_partial_refunds_carry_two_keys_before_the_webhook_lands()
     {
         var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);

@@ -144,15 +144,24 @@ public static partial class RefundEndpoints
                 // Stripe answered before: the same refund, read again (its idempotency key may have expired since).
                 return Answer(payable, await calls.RunAsync(c => new RefundService(stripe).GetAsync(refundId, cancellationToken: c), ct));
             }
+            // Stripe's answer never reached us (a timeout, a crash): the refund may exist all the same, and after 24 hours
+            // Stripe no longer knows the key. Look for it by the key it carries before making one.
+            if (await FindRefundAsync(stripe, calls, payable, StripeKey(p.Id, idempotencyKey!), ct) is { } made)
+            {
+                await KeepAsync(made);
+                return Answer(payable, made);
+            }
             return await CreateKeptAsync(earlier.Amount, earlier.Reason, earlier.RequestedBy);
         }
+
+        Task KeepAsync(Refund refund) => connection.ExecuteAsync(new CommandDefinition(
+            "UPDATE refund_requests SET refund_id = @refundId WHERE payment_id = @paymentId AND idempotency_key = @idempotencyKey",
+            new { refundId = refund.Id, paymentId = p.Id, idempotencyKey }, cancellationToken: ct));
 
         async Task<IResult> CreateKeptAsync(long refundAmount, string reason, string by)
         {
             var refund = await CreateRefundAsync(stripe, calls, payable, refundAmount, reason, by, StripeKey(p.Id, idempotencyKey!), ct);
-            await connection.ExecuteAsync(new CommandDefinition(
-                "UPDATE refund_requests SET refund_id = @refundId WHERE payment_id = @paymentId AND idempotency_key = @idempotencyKey",
-                new { refundId = refund.Id, paymentId = p.Id, idempotencyKey }, cancellationToken: ct));
+            await KeepAsync(refund);
             return Answer(payable, refund);
         }
     }
@@ -161,6 +170,24 @@ public static partial class RefundEndpoints
         TypedResults.Ok(new { refundId = refund.Id, paymentId = p.Id, amount = refund.Amount, currency = refund.Currency, status = refund.Status });
 
     private static string StripeKey(string paymentId, string idempotencyKey) => $"billing-refund-{paymentId}-{idempotencyKey}";
+
+    /// <summary>The refund's metadata entry naming the key it was made under, so it can be found without Stripe's memory of the key.</summary>
+    private const string RefundKeyMetadata = "billingRefundKey";
+
+    private static async Task<Refund?> FindRefundAsync(IStripeClient stripe, StripeCalls calls, Payable p, string stripeKey, CancellationToken ct)
+    {
+        var options = new RefundListOptions { Limit = 100 };
+        if (p.PaymentIntentId is not null)
+        {
+            options.PaymentIntent = p.PaymentIntentId;
+        }
+        else
+        {
+            options.Charge = p.ChargeId;
+        }
+        var refunds = await calls.RunAsync(c => new RefundService(stripe).ListAsync(options, cancellationToken: c), ct);
+        return refunds.Data.FirstOrDefault(r => r.Metadata?.GetValueOrDefault(RefundKeyMetadata) == stripeKey);
+    }
 
     private static async Task<EarlierRequest?> EarlierRequestAsync(NpgsqlConnection connection, string paymentId, string idempotencyKey, CancellationToken ct) =>
         await connection.QuerySingleOrDefaultAsync<EarlierRequest>(new CommandDefinition(
@@ -176,7 +203,10 @@ public static partial class RefundEndpoints
         {
             Amount = amount,
             Reason = reason,
-            Metadata = new Dictionary<string, string> { ["paymentId"] = p.Id, ["userId"] = p.UserId, ["requestedBy"] = requestedBy },
+            Metadata = new Dictionary<string, string>
+            {
+                ["paymentId"] = p.Id, ["userId"] = p.UserId, ["requestedBy"] = requestedBy, [RefundKeyMetadata] = stripeIdempotencyKey,
+            },
         };
         if (p.PaymentIntentId is not null)
         {
