@@ -45,6 +45,20 @@ public class Opening_a_second_checkout
     }
 
     [Test]
+    public async Task A_session_expired_behind_Billing_s_back_is_not_handed_out_again()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var first = await CheckoutAsync(user, "business", "month");
+        // Expired by a checkout for another price that then failed before it recorded anything (or by hand in Stripe).
+        await new global::Stripe.Checkout.SessionService(Host.Stripe).ExpireAsync(first);
+
+        var again = await CheckoutAsync(user, "business", "month");
+
+        Assert.That(again, Is.Not.EqualTo(first));
+        Assert.That(await StatusOfAsync(again), Is.EqualTo("open"));
+    }
+
+    [Test]
     public async Task Back_to_the_first_price_gets_a_new_open_session()
     {
         var user = SubscriptionsHost.NewUser();

@@ -139,6 +139,17 @@ public static class SubscriptionEndpoints
         var idempotencyKey = $"{baseKey}-g{generation}";
         var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
             new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        // A replay of the session already on record (a double click) carries the status it had when it was made: read it
+        // again. One expired since (a checkout for another price expired it, then failed before it could record the new
+        // generation; or someone expired it in Stripe) must not be handed out: a new key, a new session.
+        if (session.Id == latest.SessionId
+            && (await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).GetAsync(session.Id, cancellationToken: c), ct)).Status == "expired")
+        {
+            generation++;
+            idempotencyKey = $"{baseKey}-g{generation}";
+            session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        }
         await SubscriptionStore.SaveCheckoutAsync(connection, tx, userId, session.Id, idempotencyKey, generation, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
