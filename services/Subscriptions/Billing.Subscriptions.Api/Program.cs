@@ -23,6 +23,7 @@ builder.AddBillingBus("subscriptions", bus => bus.AddConsumers(typeof(Program).A
 builder.AddBillingStripe();
 builder.Services.AddSingleton<SubscriptionStore>();
 builder.Services.AddSingleton<StripeCustomers>();
+builder.Services.AddSingleton<CheckoutLocks>();
 builder.Services.AddSingleton(ReturnUrls.From(builder.Configuration));
 builder.Services.AddHostedService<GraceWatcher>();
 

@@ -55,7 +55,7 @@ public static class SubscriptionEndpoints
 
     private static async Task<IResult> StartCheckoutAsync(CheckoutRequest? request, ClaimsPrincipal user, BillingCatalog catalog,
         SubscriptionStore store, StripeCustomers customers, StripePrices prices, IStripeClient stripe, StripeCalls calls,
-        ReturnUrls urls, TimeProvider clock, NpgsqlDataSource dataSource, CancellationToken ct)
+        ReturnUrls urls, TimeProvider clock, CheckoutLocks checkoutLocks, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var (choice, errors) = CheckoutRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);
@@ -121,8 +121,9 @@ public static class SubscriptionEndpoints
         var baseKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
 
         // At most one open checkout per user, or two tabs (monthly and yearly) could both be paid: two subscriptions. Under
-        // the user's row lock, any other session is expired in Stripe before a new one is created.
-        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        // the user's row lock, any other session is expired in Stripe before a new one is created; the lock's connection
+        // comes from a pool of its own, so checkouts waiting on Stripe never starve the rest of the service.
+        await using var connection = await checkoutLocks.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
         var latest = await SubscriptionStore.LockCheckoutAsync(connection, tx, userId, ct);
         var generation = latest.Generation;
