@@ -219,4 +219,23 @@ public sealed class Returning_unused_tokens
             Host.Clock.Advance(TimeSpan.FromDays(-2));
         }
     }
+
+    [Test]
+    public async Task A_refused_debit_stays_refused_after_its_return_and_a_retry_gets_its_402_again()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 10);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 100, key)).Status, Is.EqualTo(HttpStatusCode.PaymentRequired));
+        var released = await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId = user, all = true, idempotencyKey = key });
+        Assert.That((await WalletHost.BodyAsync(released)).GetProperty("debited").GetBoolean(), Is.False);
+
+        var (status, body) = await Host.DebitAsync(user, 100, key); // the caller retries the debit it never saw answered
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired), body.ToString());
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(10));
+
+        var never = "reservation:" + Guid.NewGuid();
+        await Host.Service.PostAsJsonAsync("/internal/wallet/returns", new { userId = user, all = true, idempotencyKey = never });
+        Assert.That((await Host.DebitAsync(user, 5, never)).Status, Is.EqualTo(HttpStatusCode.Conflict), "a key returned before any debit stays cancelled");
+    }
 }

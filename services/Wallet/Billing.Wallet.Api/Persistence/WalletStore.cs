@@ -165,7 +165,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             if (!claimed)
             {
                 var first = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long Balance, long? LedgerId, bool Cancelled)>(new CommandDefinition(
-                    "SELECT user_id, amount, debited, balance, ledger_id, NOT debited AND return_asked IS NOT NULL FROM wallet_debits WHERE idempotency_key = @Key",
+                    "SELECT user_id, amount, debited, balance, ledger_id, cancelled FROM wallet_debits WHERE idempotency_key = @Key",
                     args, tx, cancellationToken: ct));
                 await tx.RollbackAsync(ct);
                 // A key whose return came first (a reservation given up before its debit arrived) never debits.
@@ -253,8 +253,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var cancelled = r.Amount ?? 1;
         var tombstone = await c.ExecuteAsync(new CommandDefinition(
             """
-            INSERT INTO wallet_debits (idempotency_key, user_id, amount, reference, debited, balance, return_asked, returned_at, created_at)
-            VALUES (@Key, @UserId, @cancelled, 'returned before any debit', false, 0, @cancelled, @now, @now)
+            INSERT INTO wallet_debits (idempotency_key, user_id, amount, reference, debited, balance, return_asked, returned_at, created_at, cancelled)
+            VALUES (@Key, @UserId, @cancelled, 'returned before any debit', false, 0, @cancelled, @now, @now, true)
             ON CONFLICT (idempotency_key) DO NOTHING
             """, new { Key = r.IdempotencyKey, r.UserId, cancelled, now }, tx, cancellationToken: ct));
         if (tombstone == 1)
