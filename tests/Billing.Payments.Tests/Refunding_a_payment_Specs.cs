@@ -119,6 +119,29 @@ public class Refunding_a_payment_with_an_idempotency_key
         Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1));
     }
 
+    [Test]
+    public async Task A_refund_whose_payment_is_not_recorded_yet_waits_for_it_past_the_attempts_limit()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var payment = await PaymentsHost.ScalarAsync(
+            "WITH gone AS (DELETE FROM payments WHERE id = @id RETURNING 1) SELECT count(*) FROM gone", new { id = paymentIntentId });
+        Assert.That(payment, Is.EqualTo(1), "as if the checkout's own event had not been applied yet");
+        var charge = _stripe.ObjectAt("/v1/charges/" + chargeId);
+        charge["amount_refunded"] = 5000L;
+        charge["refunded"] = true;
+
+        await ChargeRefundedWebhookAsync(chargeId);
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                "SELECT attempts FROM stripe_events WHERE type = 'charge.refunded' AND object_id = @chargeId", new { chargeId }),
+            attempts => attempts > PaymentsHost.MaxAttempts + 1, "more attempts than the limit");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded' AND object_id = @chargeId AND status = 'pending'", new { chargeId }),
+            Is.EqualTo(1), "still waiting, not parked for an admin");
+
+        await RecordPaymentAsync(paymentIntentId, chargeId, 5000); // the checkout's event is applied at last
+        await RefundedAmountAsync(paymentIntentId, 5000);
+    }
+
     /// <summary>A paid token pack, 60 days old (outside the default catalog's refund window, so refunds need force).</summary>
     private async Task<(string PaymentIntentId, string ChargeId)> PaymentOutsideTheRefundWindowAsync(long amount)
     {
@@ -131,13 +154,15 @@ public class Refunding_a_payment_with_an_idempotency_key
             ["customer"] = "cus_" + n, ["livemode"] = false, ["metadata"] = new JsonObject(), ["paid"] = true,
             ["payment_intent"] = paymentIntentId, ["receipt_url"] = null, ["refunded"] = false, ["status"] = "succeeded",
         });
-        await PaymentsHost.ScalarAsync(
-            """
-            INSERT INTO payments (id, user_id, kind, amount, currency, status, description, payment_intent_id, charge_id, pack_id, tokens, paid_at)
-            VALUES (@id, @user, 'token_pack', @amount, 'usd', 'paid', 'Test pack', @id, @charge, 'small', 100, now() - interval '60 days')
-            """, new { id = paymentIntentId, user = "u-" + n, amount, charge = chargeId });
+        await RecordPaymentAsync(paymentIntentId, chargeId, amount);
         return (paymentIntentId, chargeId);
     }
+
+    private static Task<long> RecordPaymentAsync(string paymentIntentId, string chargeId, long amount) => PaymentsHost.ScalarAsync(
+        """
+        INSERT INTO payments (id, user_id, kind, amount, currency, status, description, payment_intent_id, charge_id, pack_id, tokens, paid_at)
+        VALUES (@id, @user, 'token_pack', @amount, 'usd', 'paid', 'Test pack', @id, @charge, 'small', 100, now() - interval '60 days')
+        """, new { id = paymentIntentId, user = "u-" + paymentIntentId[3..], amount, charge = chargeId });
 
     private async Task<(HttpStatusCode Status, string Body)> RefundAsync(string paymentId, long amount, string? idempotencyKey)
     {

@@ -268,7 +268,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                 WHERE charge_id = @chargeId OR (payment_intent_id IS NOT NULL AND payment_intent_id = @paymentIntentId)
                 LIMIT 1 FOR UPDATE
                 """, new { chargeId, paymentIntentId = charge.PaymentIntentId }, tx, cancellationToken: ct))
-            ?? throw new InvalidOperationException($"No payment is recorded for charge {chargeId} yet; the refund waits for it.");
+            ?? throw new Billing.ServiceDefaults.Messaging.RetryLaterException($"No payment is recorded for charge {chargeId} yet; the refund waits for it.");
 
         var refunded = Math.Min(charge.AmountRefunded, payment.Amount);
         await c.ExecuteAsync(new CommandDefinition(

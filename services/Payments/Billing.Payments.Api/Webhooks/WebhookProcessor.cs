@@ -144,10 +144,11 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
     /// </summary>
     internal async Task RecordFailureAsync(string id, Exception error, CancellationToken ct)
     {
-        // Stripe down, timing out or rate limiting says nothing about the event: it waits at the longest back-off for as
-        // long as the outage lasts (ARCHITECTURE.md rule 5) instead of being parked for an admin. Only other failures use
-        // up the attempts. The exponent is capped: an outage of days must not overflow the interval.
-        var transient = error is StripeUnavailableException || StripeCalls.IsTransient(error);
+        // Stripe down, timing out or rate limiting says nothing about the event, and neither does an event that waits for
+        // another one (a refund whose payment is not recorded yet): it waits at the longest back-off for as long as that
+        // lasts (ARCHITECTURE.md rule 5) instead of being parked for an admin. Only other failures use up the attempts.
+        // The exponent is capped: an outage of days must not overflow the interval.
+        var transient = error is StripeUnavailableException or Billing.ServiceDefaults.Messaging.RetryLaterException || StripeCalls.IsTransient(error);
         await using var connection = await dataSource.OpenConnectionAsync(ct);
         var recorded = await connection.QuerySingleOrDefaultAsync<(int, int)?>(new CommandDefinition(
             """
@@ -171,7 +172,7 @@ public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore eve
         }
         else if (transient && attempts >= options.MaxAttempts)
         {
-            logger.LogError(error, "Stripe event {Id} could not reach Stripe in {Attempts} attempts; still retrying every {MaxBackoff} until Stripe answers",
+            logger.LogError(error, "Stripe event {Id} has waited {Attempts} attempts (Stripe unreachable, or an event it needs not applied yet); still retrying every {MaxBackoff}",
                 id, attempts, options.MaxBackoff);
         }
         else
