@@ -48,4 +48,33 @@ public class The_grace_period_running_out
 
         Assert.That((await SubscriptionsHost.LocalAsync(subscription.Id))!.SuspendedAt, Is.Not.Null);
     }
+
+    [Test]
+    public async Task Never_waits_for_a_subscription_the_lifecycle_consumer_is_changing_and_takes_it_at_the_next_tick()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "month");
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", subscription, sequence: 2, PastDueAndGraceOver);
+
+        await using (var consumer = new Npgsql.NpgsqlConnection(SubscriptionsHost.ConnectionString))
+        {
+            await consumer.OpenAsync();
+            await using var busy = await consumer.BeginTransactionAsync();
+            await using (var lockRow = new Npgsql.NpgsqlCommand("SELECT 1 FROM subscriptions WHERE subscription_id = @id FOR UPDATE", consumer, busy))
+            {
+                lockRow.Parameters.AddWithValue("id", subscription.Id);
+                await lockRow.ExecuteScalarAsync();
+            }
+            var watching = Watcher.SuspendExpiredAsync(CancellationToken.None);
+            Assert.That(await Task.WhenAny(watching, Task.Delay(TimeSpan.FromSeconds(10))), Is.SameAs(watching), "the watcher skips a locked row");
+            Assert.That(await watching, Is.Zero);
+            await using var read = new Npgsql.NpgsqlCommand("SELECT grace_until IS NOT NULL FROM subscriptions WHERE subscription_id = @id", consumer, busy);
+            read.Parameters.AddWithValue("id", subscription.Id);
+            Assert.That(await read.ExecuteScalarAsync(), Is.True, "left for the next tick");
+        }
+
+        await Watcher.SuspendExpiredAsync(CancellationToken.None); // Stripe says active: the grace is cleared, nothing suspended
+        var local = await SubscriptionsHost.LocalAsync(subscription.Id);
+        Assert.That((local!.StripeStatus, local.SuspendedAt), Is.EqualTo(("active", (DateTimeOffset?)null)));
+    }
 }
