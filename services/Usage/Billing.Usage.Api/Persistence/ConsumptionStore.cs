@@ -32,17 +32,17 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
     /// <summary>
     /// Records Wallet's answer once; returns the answer stored under the key (the first one), or null when the claim is
     /// still open but was made before <paramref name="claimedAfter"/>: it belongs to the claim sweeper, which gives back
-    /// whatever Wallet took (the request path passes its cutoff; the sweeper, holding the claim, passes none).
+    /// whatever Wallet took (the sweeper settles through <see cref="ClaimInHand"/>).
     /// </summary>
     public async Task<(int StatusCode, string Answer)?> SettleTokensAsync(string idempotencyKey, int statusCode, string answer,
-        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, DateTimeOffset? claimedAfter, CancellationToken cancellationToken)
+        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, DateTimeOffset claimedAfter, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         // The claim's row lock orders this with the sweeper, which holds it while Wallet gives the tokens back.
         var tooOld = await connection.QuerySingleOrDefaultAsync<bool>(new CommandDefinition(
             "SELECT status_code = 0 AND created_at <= @cutoff FROM consumptions WHERE idempotency_key = @idempotencyKey FOR UPDATE",
-            new { idempotencyKey, cutoff = (claimedAfter ?? DateTimeOffset.MinValue).ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
+            new { idempotencyKey, cutoff = claimedAfter.ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
         if (tooOld)
         {
             return null;

@@ -102,19 +102,23 @@ internal static class QuotaAnnouncements
         DateTimeOffset windowStart, DateTimeOffset windowEnd, long limit, long before, long after, DateTimeOffset now)
     {
         var recorded = 0;
-        foreach (var kind in (string[])[
-                     .. QuotaThresholds.CrossedLow(before, after, limit) ? ["low"] : Array.Empty<string>(),
-                     .. QuotaThresholds.Exhausted(before, after, limit) ? ["exhausted"] : Array.Empty<string>()])
+        if (QuotaThresholds.CrossedLow(before, after, limit))
         {
-            recorded += await connection.ExecuteAsync(new CommandDefinition(
-                """
-                INSERT INTO usage_announcements (user_id, meter, window_start, window_end, kind, quota_limit, used, occurred_at)
-                VALUES (@userId, @meter, @windowStart, @windowEnd, @kind, @limit, @after, @now)
-                ON CONFLICT DO NOTHING
-                """, new { userId, meter, windowStart = windowStart.ToUniversalTime(), windowEnd = windowEnd.ToUniversalTime(), kind, limit, after,
-                    now = now.ToUniversalTime() }, transaction));
+            recorded += await RecordAsync("low");
+        }
+        if (QuotaThresholds.Exhausted(before, after, limit))
+        {
+            recorded += await RecordAsync("exhausted");
         }
         return recorded > 0;
+
+        Task<int> RecordAsync(string kind) => connection.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO usage_announcements (user_id, meter, window_start, window_end, kind, quota_limit, used, occurred_at)
+            VALUES (@userId, @meter, @windowStart, @windowEnd, @kind, @limit, @after, @now)
+            ON CONFLICT DO NOTHING
+            """, new { userId, meter, windowStart = windowStart.ToUniversalTime(), windowEnd = windowEnd.ToUniversalTime(), kind, limit, after,
+                now = now.ToUniversalTime() }, transaction));
     }
 
     public static Task<bool> EnqueueLowAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
