@@ -9,25 +9,8 @@ namespace Billing.Payments.Tests;
 /// </summary>
 [TestFixture]
 [NonParallelizable]
-public class Invoice_events_read_the_invoice_again
+public class Invoice_events_read_the_invoice_again : WithFakeStripe
 {
-    private FakeStripe _stripe = null!;
-    private PaymentsHost _host = null!;
-
-    [OneTimeSetUp]
-    public void Start()
-    {
-        _stripe = new FakeStripe();
-        _host = new PaymentsHost(_stripe.Url);
-    }
-
-    [OneTimeTearDown]
-    public async Task StopAsync()
-    {
-        await _host.DisposeAsync();
-        _stripe.Dispose();
-    }
-
     [TestCase("paid", 0)]
     [TestCase("void", 0)]
     [TestCase("uncollectible", 0)]
@@ -37,7 +20,7 @@ public class Invoice_events_read_the_invoice_again
         var (subscriptionId, invoiceId) = NewSubscription();
         // The event's snapshot says open; Stripe's invoice is now in another state (a late or reordered delivery).
         var snapshot = Invoice(invoiceId, subscriptionId, "open");
-        _stripe.Object("/v1/invoices/" + invoiceId, Invoice(invoiceId, subscriptionId, statusNow));
+        FakeStripe.Object("/v1/invoices/" + invoiceId, Invoice(invoiceId, subscriptionId, statusNow));
 
         var eventId = await SendAsync("invoice.payment_failed", snapshot);
         await ProcessedAsync(eventId);
@@ -54,11 +37,11 @@ public class Invoice_events_read_the_invoice_again
         var (subscriptionId, invoiceId) = NewSubscription();
         var n = invoiceId[3..];
         var (canceled, paid) = ("pi_old" + n, "pi_new" + n);
-        _stripe.Object("/v1/payment_intents/" + canceled, PaymentIntent(canceled, "canceled", "ch_old" + n));
-        _stripe.Object("/v1/payment_intents/" + paid, PaymentIntent(paid, "succeeded", "ch_new" + n));
+        FakeStripe.Object("/v1/payment_intents/" + canceled, PaymentIntent(canceled, "canceled", "ch_old" + n));
+        FakeStripe.Object("/v1/payment_intents/" + paid, PaymentIntent(paid, "succeeded", "ch_new" + n));
         var payments = new JsonArray(InvoicePayment("inpay_1" + n, invoiceId, canceled, "canceled"), InvoicePayment("inpay_2" + n, invoiceId, paid, "paid"));
         var invoice = Invoice(invoiceId, subscriptionId, "paid", payments);
-        _stripe.Object("/v1/invoices/" + invoiceId, invoice);
+        FakeStripe.Object("/v1/invoices/" + invoiceId, invoice);
 
         await ProcessedAsync(await SendAsync("invoice.paid", invoice));
 
@@ -95,7 +78,7 @@ public class Invoice_events_read_the_invoice_again
     {
         var n = Guid.NewGuid().ToString("N")[..14];
         var subscriptionId = "sub_" + n;
-        _stripe.Subscription(FakeStripe.ActiveSubscription(subscriptionId, "u-" + n, "cus_" + n), StripeAnswer.Ok);
+        FakeStripe.Subscription(FakeStripe.ActiveSubscription(subscriptionId, "u-" + n, "cus_" + n), StripeAnswer.Ok);
         return (subscriptionId, "in_" + n);
     }
 
@@ -136,14 +119,14 @@ public class Invoice_events_read_the_invoice_again
             ["data"] = new JsonObject { ["object"] = invoice.DeepClone() }, ["livemode"] = false, ["pending_webhooks"] = 1,
             ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null }, ["type"] = type,
         }.ToJsonString();
-        var (status, answer, _) = await _host.SendWebhookAsync(body);
+        var (status, answer, _) = await Payments.SendWebhookAsync(body);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
         return eventId;
     }
 
     private async Task ProcessedAsync(string eventId)
     {
-        var done = await PaymentsHost.EventuallyAsync(() => _host.StoredEventAsync(eventId),
+        var done = await PaymentsHost.EventuallyAsync(() => Payments.StoredEventAsync(eventId),
             e => e?.GetProperty("status").GetString() is "processed" or "failed", "the event to be processed");
         Assert.That(done!.Value.GetProperty("status").GetString(), Is.EqualTo("processed"), done.Value.ToString());
     }

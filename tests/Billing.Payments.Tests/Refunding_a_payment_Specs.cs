@@ -12,25 +12,8 @@ namespace Billing.Payments.Tests;
 /// </summary>
 [TestFixture]
 [NonParallelizable]
-public class Refunding_a_payment_with_an_idempotency_key
+public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
 {
-    private FakeStripe _stripe = null!;
-    private PaymentsHost _host = null!;
-
-    [OneTimeSetUp]
-    public void Start()
-    {
-        _stripe = new FakeStripe();
-        _host = new PaymentsHost(_stripe.Url);
-    }
-
-    [OneTimeTearDown]
-    public async Task StopAsync()
-    {
-        await _host.DisposeAsync();
-        _stripe.Dispose();
-    }
-
     [Test]
     public async Task Should_refund_once_when_the_same_forced_partial_refund_is_retried_after_the_webhook_was_applied()
     {
@@ -47,7 +30,7 @@ public class Refunding_a_payment_with_an_idempotency_key
         Assert.That(retry.Status, Is.EqualTo(HttpStatusCode.OK), retry.Body);
         Assert.That(RefundId(retry.Body), Is.EqualTo(RefundId(first.Body)), "the retry answers with the refund made the first time");
         Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1), "Stripe refunded once");
-        Assert.That(_stripe.ObjectAt("/v1/charges/" + chargeId)["amount_refunded"]!.GetValue<long>(), Is.EqualTo(1000));
+        Assert.That(FakeStripe.ObjectAt("/v1/charges/" + chargeId)["amount_refunded"]!.GetValue<long>(), Is.EqualTo(1000));
         Assert.That(await PaymentsHost.ScalarAsync("SELECT amount_refunded FROM payments WHERE id = @id", new { id = paymentIntentId }), Is.EqualTo(1000));
     }
 
@@ -59,7 +42,7 @@ public class Refunding_a_payment_with_an_idempotency_key
         var first = await RefundAsync(paymentIntentId, 1000, key);
         Assert.That(first.Status, Is.EqualTo(HttpStatusCode.OK), first.Body);
 
-        _stripe.ForgetIdempotencyKeys(); // a day later
+        FakeStripe.ForgetIdempotencyKeys(); // a day later
         var retry = await RefundAsync(paymentIntentId, 1000, key);
         Assert.That(retry.Status, Is.EqualTo(HttpStatusCode.OK), retry.Body);
         Assert.That(RefundId(retry.Body), Is.EqualTo(RefundId(first.Body)));
@@ -71,7 +54,7 @@ public class Refunding_a_payment_with_an_idempotency_key
     {
         var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
         var key = "refund-" + Guid.NewGuid().ToString("N");
-        _stripe.LoseNextRefundAnswer();
+        FakeStripe.LoseNextRefundAnswer();
         var lost = await RefundAsync(paymentIntentId, 1000, key);
         Assert.That(lost.Status, Is.Not.EqualTo(HttpStatusCode.OK), lost.Body);
         Assert.That(RefundsOf(chargeId), Has.Count.EqualTo(1), "Stripe made it all the same");
@@ -126,7 +109,7 @@ public class Refunding_a_payment_with_an_idempotency_key
         var payment = await PaymentsHost.ScalarAsync(
             "WITH gone AS (DELETE FROM payments WHERE id = @id RETURNING 1) SELECT count(*) FROM gone", new { id = paymentIntentId });
         Assert.That(payment, Is.EqualTo(1), "as if the checkout's own event had not been applied yet");
-        var charge = _stripe.ObjectAt("/v1/charges/" + chargeId);
+        var charge = FakeStripe.ObjectAt("/v1/charges/" + chargeId);
         charge["amount_refunded"] = 5000L;
         charge["refunded"] = true;
 
@@ -147,7 +130,7 @@ public class Refunding_a_payment_with_an_idempotency_key
     {
         var n = Guid.NewGuid().ToString("N")[..14];
         var (paymentIntentId, chargeId) = ("pi_" + n, "ch_" + n);
-        _stripe.Object("/v1/charges/" + chargeId, new JsonObject
+        FakeStripe.Object("/v1/charges/" + chargeId, new JsonObject
         {
             ["id"] = chargeId, ["object"] = "charge", ["amount"] = amount, ["amount_captured"] = amount, ["amount_refunded"] = 0L,
             ["captured"] = true, ["created"] = DateTimeOffset.UtcNow.AddDays(-60).ToUnixTimeSeconds(), ["currency"] = "usd",
@@ -174,7 +157,7 @@ public class Refunding_a_payment_with_an_idempotency_key
         {
             request.Headers.TryAddWithoutValidation("Idempotency-Key", idempotencyKey);
         }
-        using var response = await _host.Admin.SendAsync(request);
+        using var response = await Payments.Admin.SendAsync(request);
         return (response.StatusCode, await response.Content.ReadAsStringAsync());
     }
 
@@ -185,11 +168,11 @@ public class Refunding_a_payment_with_an_idempotency_key
         {
             ["id"] = "evt_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "event", ["api_version"] = "2026-10-28.endive",
             ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            ["data"] = new JsonObject { ["object"] = _stripe.ObjectAt("/v1/charges/" + chargeId).DeepClone() },
+            ["data"] = new JsonObject { ["object"] = FakeStripe.ObjectAt("/v1/charges/" + chargeId).DeepClone() },
             ["livemode"] = false, ["pending_webhooks"] = 1, ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
             ["type"] = "charge.refunded",
         }.ToJsonString();
-        var (status, answer, _) = await _host.SendWebhookAsync(body);
+        var (status, answer, _) = await Payments.SendWebhookAsync(body);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
     }
 
@@ -197,7 +180,7 @@ public class Refunding_a_payment_with_an_idempotency_key
         PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync("SELECT amount_refunded FROM payments WHERE id = @id", new { id = paymentId }),
             refunded => refunded == expected, $"the payment's amount_refunded to be {expected}");
 
-    private List<JsonObject> RefundsOf(string chargeId) => _stripe.Refunds.Where(r => r["charge"]!.GetValue<string>() == chargeId).ToList();
+    private List<JsonObject> RefundsOf(string chargeId) => FakeStripe.Refunds.Where(r => r["charge"]!.GetValue<string>() == chargeId).ToList();
 
     private static string RefundId(string body) => JsonDocument.Parse(body).RootElement.GetProperty("refundId").GetString()!;
 }

@@ -11,6 +11,15 @@ public class A_late_payment_failure
 {
     private static SubscriptionsHost Host => Hosts.Subscriptions;
 
+    /// <summary>Pro monthly, started at <paramref name="start"/>, in its second period.</summary>
+    private static SubscriptionUpdated UpdatedEvent(string user, string subscriptionId, string customerId, DateTimeOffset start, string status,
+        long sequence, DateTimeOffset at) => new()
+    {
+        UserId = user, SubscriptionId = subscriptionId, CustomerId = customerId, PlanId = "pro", PriceId = "price_pro", Interval = "month",
+        IntervalCount = 1, Status = status, CurrentPeriodStart = start.AddDays(30), CurrentPeriodEnd = start.AddDays(60),
+        CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
+    };
+
     private static async Task PublishAndWaitAsync<T>(T message) where T : class
     {
         var id = Guid.NewGuid();
@@ -31,12 +40,7 @@ public class A_late_payment_failure
         var user = SubscriptionsHost.NewUser();
         var subscriptionId = "sub_late_" + Guid.NewGuid().ToString("N")[..12];
         var start = DateTimeOffset.UtcNow.AddDays(-40);
-        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => new()
-        {
-            UserId = user, SubscriptionId = subscriptionId, CustomerId = "cus_late", PlanId = "pro", PriceId = "price_pro", Interval = "month",
-            IntervalCount = 1, Status = status, CurrentPeriodStart = start.AddDays(30), CurrentPeriodEnd = start.AddDays(60),
-            CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
-        };
+        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => UpdatedEvent(user, subscriptionId, "cus_late", start, status, sequence, at);
         await PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
         await PublishAndWaitAsync(new InvoicePaymentFailed
         {
@@ -62,12 +66,7 @@ public class A_late_payment_failure
         var user = SubscriptionsHost.NewUser();
         var subscriptionId = "sub_again_" + Guid.NewGuid().ToString("N")[..12];
         var start = DateTimeOffset.UtcNow.AddDays(-40);
-        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => new()
-        {
-            UserId = user, SubscriptionId = subscriptionId, CustomerId = "cus_again", PlanId = "pro", PriceId = "price_pro", Interval = "month",
-            IntervalCount = 1, Status = status, CurrentPeriodStart = start.AddDays(30), CurrentPeriodEnd = start.AddDays(60),
-            CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
-        };
+        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => UpdatedEvent(user, subscriptionId, "cus_again", start, status, sequence, at);
         await PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
         await using (var connection = new NpgsqlConnection(SubscriptionsHost.ConnectionString))
         {
