@@ -130,10 +130,56 @@ public sealed class Subscription
     public long? EndedAt { get; set; }
     public string? CancellationReason { get; set; }
     public string? LatestInvoiceId { get; set; }
+    /// <summary>The subscription schedule managing it (<c>schedule</c>), while one is attached.</summary>
+    public string? ScheduleId { get; set; }
     public Dictionary<string, string> Metadata { get; set; } = new();
     public List<PendingProration> PendingProrations { get; } = [];
     public SubscriptionItem Item => Items[0];
     public bool IsEnded => Status is "canceled" or "incomplete_expired";
+}
+
+public sealed class SchedulePhaseItem
+{
+    public required string PriceId { get; init; }
+    public long Quantity { get; init; } = 1;
+    public Dictionary<string, string> Metadata { get; init; } = new();
+}
+
+/// <summary>One phase of a subscription schedule: what the subscription holds from <see cref="StartDate"/> to
+/// <see cref="EndDate"/>. Its <see cref="Metadata"/> is merged into the subscription's when the phase starts.</summary>
+public sealed class SchedulePhase
+{
+    public long StartDate { get; init; }
+    public long EndDate { get; init; }
+    public List<SchedulePhaseItem> Items { get; init; } = [];
+    public Dictionary<string, string> Metadata { get; init; } = new();
+    public string ProrationBehavior { get; init; } = "create_prorations";
+    /// <summary>null, <c>automatic</c> or <c>phase_start</c>.</summary>
+    public string? BillingCycleAnchor { get; init; }
+    public long? TrialEnd { get; init; }
+}
+
+public sealed class SubscriptionSchedule
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public required string CustomerId { get; init; }
+    /// <summary>The subscription it manages; null once released (then <see cref="ReleasedSubscriptionId"/>).</summary>
+    public string? SubscriptionId { get; set; }
+    /// <summary><c>not_started</c>, <c>active</c>, <c>completed</c>, <c>released</c> or <c>canceled</c>.</summary>
+    public string Status { get; set; } = "active";
+    /// <summary>Past, current and future phases, in order.</summary>
+    public List<SchedulePhase> Phases { get; set; } = [];
+    public int CurrentPhaseIndex { get; set; }
+    /// <summary><c>release</c> or <c>cancel</c>.</summary>
+    public string EndBehavior { get; set; } = "release";
+    public long? ReleasedAt { get; set; }
+    public string? ReleasedSubscriptionId { get; set; }
+    public long? CanceledAt { get; set; }
+    public long? CompletedAt { get; set; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+    public bool IsLive => Status is "not_started" or "active";
+    public SchedulePhase CurrentPhase => Phases[CurrentPhaseIndex];
 }
 
 public sealed class InvoiceLine

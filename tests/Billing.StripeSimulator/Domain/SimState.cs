@@ -21,6 +21,7 @@ public sealed class SimState
     public Dictionary<string, CheckoutSession> CheckoutSessions { get; } = new();
     public Dictionary<string, PortalSession> PortalSessions { get; } = new();
     public Dictionary<string, Subscription> Subscriptions { get; } = new();
+    public Dictionary<string, SubscriptionSchedule> SubscriptionSchedules { get; } = new();
     public Dictionary<string, Invoice> Invoices { get; } = new();
     public Dictionary<string, InvoicePayment> InvoicePayments { get; } = new();
     public Dictionary<string, PaymentIntent> PaymentIntents { get; } = new();
@@ -175,6 +176,7 @@ public sealed class SimState
         CheckoutSessions.Clear();
         PortalSessions.Clear();
         Subscriptions.Clear();
+        SubscriptionSchedules.Clear();
         Invoices.Clear();
         InvoicePayments.Clear();
         PaymentIntents.Clear();

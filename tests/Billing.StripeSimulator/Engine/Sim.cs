@@ -42,6 +42,9 @@ public sealed class Sim
     public Subscription Subscription(string id, string param = "id") =>
         State.Subscriptions.TryGetValue(id, out var s) ? s : throw StripeError.NotFound("subscription", id, param);
 
+    public SubscriptionSchedule SubscriptionSchedule(string id, string param = "schedule") =>
+        State.SubscriptionSchedules.TryGetValue(id, out var s) ? s : throw StripeError.NotFound("subscription schedule", id, param);
+
     public Invoice Invoice(string id, string param = "invoice") =>
         State.Invoices.TryGetValue(id, out var i) ? i : throw StripeError.NotFound("invoice", id, param);
 

@@ -30,6 +30,7 @@ public sealed class SavedState
     public List<CheckoutSession> CheckoutSessions { get; set; } = [];
     public List<PortalSession> PortalSessions { get; set; } = [];
     public List<Subscription> Subscriptions { get; set; } = [];
+    public List<SubscriptionSchedule> SubscriptionSchedules { get; set; } = [];
     public List<Invoice> Invoices { get; set; } = [];
     public List<InvoicePayment> InvoicePayments { get; set; } = [];
     public List<PaymentIntent> PaymentIntents { get; set; } = [];
@@ -63,6 +64,7 @@ public sealed class SavedState
         CheckoutSessions = [.. state.CheckoutSessions.Values],
         PortalSessions = [.. state.PortalSessions.Values],
         Subscriptions = [.. state.Subscriptions.Values],
+        SubscriptionSchedules = [.. state.SubscriptionSchedules.Values],
         Invoices = [.. state.Invoices.Values],
         InvoicePayments = [.. state.InvoicePayments.Values],
         PaymentIntents = [.. state.PaymentIntents.Values],
@@ -111,6 +113,7 @@ public sealed class SavedState
         Fill(state.CheckoutSessions, CheckoutSessions, x => x.Id);
         Fill(state.PortalSessions, PortalSessions, x => x.Id);
         Fill(state.Subscriptions, Subscriptions, x => x.Id);
+        Fill(state.SubscriptionSchedules, SubscriptionSchedules, x => x.Id);
         Fill(state.Invoices, Invoices, x => x.Id);
         Fill(state.InvoicePayments, InvoicePayments, x => x.Id);
         Fill(state.PaymentIntents, PaymentIntents, x => x.Id);
@@ -150,6 +153,22 @@ public sealed class SavedState
             {
                 throw new InvalidDataException($"subscription {sub.Id} names an item, price or customer the file does not hold");
             }
+        }
+        var subscriptions = Subscriptions.Select(s => s.Id).ToHashSet();
+        var schedules = SubscriptionSchedules.Select(s => s.Id).ToHashSet();
+        foreach (var schedule in SubscriptionSchedules)
+        {
+            if (!customers.Contains(schedule.CustomerId)
+                || schedule.SubscriptionId is { } subId && !subscriptions.Contains(subId)
+                || schedule.Phases.Count == 0 || schedule.CurrentPhaseIndex < 0 || schedule.CurrentPhaseIndex >= schedule.Phases.Count
+                || schedule.Phases.Any(p => p.Items.Count == 0 || p.Items.Any(i => !prices.Contains(i.PriceId))))
+            {
+                throw new InvalidDataException($"subscription schedule {schedule.Id} names a subscription, customer, phase or price the file does not hold");
+            }
+        }
+        if (Subscriptions.FirstOrDefault(s => s.ScheduleId is { } id && !schedules.Contains(id)) is { } scheduled)
+        {
+            throw new InvalidDataException($"subscription {scheduled.Id} names a subscription schedule the file does not hold");
         }
         if (Invoices.FirstOrDefault(i => !customers.Contains(i.CustomerId)) is { } invoice)
         {

@@ -64,8 +64,8 @@ public sealed class StateFileStore
                     _savedVersion = state.Version;
                 }
                 _logger.LogInformation(
-                    "Restored simulator state from {Path} (saved {SavedAt:u}): {Customers} customers, {Subscriptions} subscriptions, {Invoices} invoices, {Events} events, {Pending} webhook deliveries to resume, clock offset {Offset} s, config overrides {Config}",
-                    FilePath, DateTimeOffset.FromUnixTimeSeconds(saved.SavedAt), saved.Customers.Count, saved.Subscriptions.Count, saved.Invoices.Count,
+                    "Restored simulator state from {Path} (saved {SavedAt:u}): {Customers} customers, {Subscriptions} subscriptions, {Schedules} subscription schedules, {Invoices} invoices, {Events} events, {Pending} webhook deliveries to resume, clock offset {Offset} s, config overrides {Config}",
+                    FilePath, DateTimeOffset.FromUnixTimeSeconds(saved.SavedAt), saved.Customers.Count, saved.Subscriptions.Count, saved.SubscriptionSchedules.Count, saved.Invoices.Count,
                     saved.Events.Count, pending, saved.Counters.OffsetSeconds, saved.Config.ToJsonString());
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)

@@ -306,7 +306,7 @@ public sealed class StripeJson(SimState state)
         ["pending_invoice_item_interval"] = null,
         ["pending_setup_intent"] = null,
         ["pending_update"] = null,
-        ["schedule"] = null,
+        ["schedule"] = s.ScheduleId,
         ["start_date"] = s.StartDate,
         ["status"] = s.Status,
         ["test_clock"] = null,
@@ -314,6 +314,92 @@ public sealed class StripeJson(SimState state)
         ["trial_end"] = s.TrialEnd,
         ["trial_settings"] = new JsonObject { ["end_behavior"] = new JsonObject { ["missing_payment_method"] = "create_invoice" } },
         ["trial_start"] = s.TrialStart,
+    };
+
+    public JsonObject SubscriptionSchedule(SubscriptionSchedule s)
+    {
+        var subId = s.SubscriptionId ?? s.ReleasedSubscriptionId;
+        var currency = subId is not null && state.Subscriptions.TryGetValue(subId, out var sub)
+            ? sub.Currency
+            : state.Prices.GetValueOrDefault(s.Phases[0].Items[0].PriceId)?.Currency;
+        return new JsonObject
+        {
+            ["id"] = s.Id,
+            ["object"] = "subscription_schedule",
+            ["application"] = null,
+            ["billing_mode"] = new JsonObject { ["type"] = "flexible", ["flexible"] = new JsonObject { ["proration_discounts"] = "included" }, ["updated_at"] = s.Created },
+            ["canceled_at"] = s.CanceledAt,
+            ["completed_at"] = s.CompletedAt,
+            ["created"] = s.Created,
+            ["current_phase"] = s.Status == "active"
+                ? new JsonObject { ["end_date"] = s.CurrentPhase.EndDate, ["start_date"] = s.CurrentPhase.StartDate }
+                : null,
+            ["customer"] = s.CustomerId,
+            ["customer_account"] = null,
+            ["default_settings"] = new JsonObject
+            {
+                ["application_fee_percent"] = null,
+                ["automatic_tax"] = new JsonObject { ["disabled_reason"] = null, ["enabled"] = false, ["liability"] = null },
+                ["billing_cycle_anchor"] = "automatic",
+                ["billing_thresholds"] = null,
+                ["collection_method"] = "charge_automatically",
+                ["default_payment_method"] = null,
+                ["description"] = null,
+                ["invoice_settings"] = new JsonObject
+                {
+                    ["account_tax_ids"] = null,
+                    ["custom_fields"] = null,
+                    ["days_until_due"] = null,
+                    ["description"] = null,
+                    ["footer"] = null,
+                    ["issuer"] = new JsonObject { ["type"] = "self" },
+                },
+                ["on_behalf_of"] = null,
+                ["transfer_data"] = null,
+            },
+            ["end_behavior"] = s.EndBehavior,
+            ["livemode"] = false,
+            ["metadata"] = Map(s.Metadata),
+            ["phases"] = new JsonArray(s.Phases.Select(p => (JsonNode)SchedulePhase(p, currency)).ToArray()),
+            ["released_at"] = s.ReleasedAt,
+            ["released_subscription"] = s.ReleasedSubscriptionId,
+            ["status"] = s.Status,
+            ["subscription"] = s.SubscriptionId,
+            ["test_clock"] = null,
+        };
+    }
+
+    private static JsonObject SchedulePhase(SchedulePhase p, string? currency) => new()
+    {
+        ["add_invoice_items"] = new JsonArray(),
+        ["application_fee_percent"] = null,
+        ["automatic_tax"] = new JsonObject { ["disabled_reason"] = null, ["enabled"] = false, ["liability"] = null },
+        ["billing_cycle_anchor"] = p.BillingCycleAnchor,
+        ["billing_thresholds"] = null,
+        ["collection_method"] = null,
+        ["currency"] = currency,
+        ["default_payment_method"] = null,
+        ["default_tax_rates"] = new JsonArray(),
+        ["description"] = null,
+        ["discounts"] = new JsonArray(),
+        ["end_date"] = p.EndDate,
+        ["invoice_settings"] = null,
+        ["items"] = new JsonArray(p.Items.Select(i => (JsonNode)new JsonObject
+        {
+            ["billing_thresholds"] = null,
+            ["discounts"] = new JsonArray(),
+            ["metadata"] = Map(i.Metadata),
+            ["plan"] = i.PriceId,
+            ["price"] = i.PriceId,
+            ["quantity"] = i.Quantity,
+            ["tax_rates"] = new JsonArray(),
+        }).ToArray()),
+        ["metadata"] = Map(p.Metadata),
+        ["on_behalf_of"] = null,
+        ["proration_behavior"] = p.ProrationBehavior,
+        ["start_date"] = p.StartDate,
+        ["transfer_data"] = null,
+        ["trial_end"] = p.TrialEnd,
     };
 
     public JsonObject InvoiceLine(Invoice inv, InvoiceLine l)
@@ -669,6 +755,7 @@ public sealed class StripeJson(SimState state)
         if (state.Prices.TryGetValue(id, out var pr)) return Price(pr);
         if (state.CheckoutSessions.TryGetValue(id, out var cs)) return CheckoutSession(cs);
         if (state.Subscriptions.TryGetValue(id, out var s)) return Subscription(s);
+        if (state.SubscriptionSchedules.TryGetValue(id, out var ss)) return SubscriptionSchedule(ss);
         if (state.Invoices.TryGetValue(id, out var i)) return Invoice(i);
         if (state.PaymentIntents.TryGetValue(id, out var pi)) return PaymentIntent(pi);
         if (state.Charges.TryGetValue(id, out var ch)) return Charge(ch);
@@ -689,6 +776,15 @@ public sealed class StripeJson(SimState state)
 
     private void ExpandPath(JsonNode? node, string[] segments, int index)
     {
+        if (node is JsonArray array)
+        {
+            // A plain array (a schedule's phases, a phase's items): the path applies to each element.
+            foreach (var element in array)
+            {
+                ExpandPath(element, segments, index);
+            }
+            return;
+        }
         if (node is not JsonObject obj || index >= segments.Length)
         {
             return;
@@ -727,6 +823,11 @@ public sealed class StripeJson(SimState state)
         if (type == "checkout.session" && field == "line_items" && id is not null && state.CheckoutSessions.TryGetValue(id, out var session))
         {
             obj["line_items"] = List($"/v1/checkout/sessions/{id}/line_items", session.LineItems.Select(li => (JsonNode)CheckoutLineItem(session, li)));
+            return;
+        }
+        if (field == "plan" && obj[field] is JsonValue planValue && planValue.TryGetValue<string>(out var planId) && state.Prices.TryGetValue(planId, out var plan))
+        {
+            obj["plan"] = Plan(plan);
             return;
         }
         if (obj[field] is JsonValue value && value.TryGetValue<string>(out var refId))
