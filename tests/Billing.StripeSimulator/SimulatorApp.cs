@@ -71,6 +71,7 @@ public static class SimulatorApp
         app.MapCatalogApi();
         app.MapCheckoutApi();
         app.MapSubscriptionsApi();
+        app.MapSubscriptionSchedulesApi();
         app.MapInvoicesApi();
         app.MapPaymentsApi();
         app.MapEventsApi();

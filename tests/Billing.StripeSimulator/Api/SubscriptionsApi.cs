@@ -66,6 +66,10 @@ public static class SubscriptionsApi
             throw StripeError.Invalid("billing_cycle_anchor", "Invalid billing_cycle_anchor: must be one of now or unchanged");
         }
         var paymentBehavior = f.Str("payment_behavior") ?? "allow_incomplete";
+        if (f.Has("cancel_at_period_end") || f.Has("cancel_at"))
+        {
+            engine.RefuseCancelationChange(sub); // before anything else changes
+        }
 
         for (var i = 0; i < items.Count; i++)
         {
@@ -92,6 +96,7 @@ public static class SubscriptionsApi
         {
             engine.ChangePrice(sub, sub.Item, c.Sim.State.Prices[sub.Item.PriceId], sub.Item.Quantity, prorationBehavior, "now", paymentBehavior, null);
         }
+        engine.SyncCurrentPhase(sub);
         if (f.Bool("cancel_at_period_end") is { } cancel)
         {
             engine.SetCancelAtPeriodEnd(sub, cancel, before);

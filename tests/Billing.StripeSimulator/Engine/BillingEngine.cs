@@ -12,7 +12,7 @@ public sealed record ChargeOutcome(bool Succeeded, string? Code, string? Decline
 /// Stripe's billing behaviour: checkout completion, invoices and charges, renewals, retries, plan changes,
 /// cancellations and refunds, each emitting Stripe's events. Every method expects <see cref="SimState.Gate"/> held.
 /// </summary>
-public sealed class BillingEngine(SimState state, StripeJson json)
+public sealed partial class BillingEngine(SimState state, StripeJson json)
 {
     public const string CardSucceeds = "4242424242424242";
     public const string CardDeclined = "4000000000000002";
@@ -549,21 +549,26 @@ public sealed class BillingEngine(SimState state, StripeJson json)
         }
         foreach (var sub in state.Subscriptions.Values)
         {
-            if (sub.Status == "trialing" && sub.TrialEnd is { } trialEnd)
+            if (sub.Status == "trialing" && sub.TrialEnd is { } trialEnd && !sub.TrialWillEndSent)
             {
-                if (!sub.TrialWillEndSent)
+                Consider(Math.Max(trialEnd - 3 * 86400, sub.TrialStart ?? 0), 1, () =>
                 {
-                    Consider(Math.Max(trialEnd - 3 * 86400, sub.TrialStart ?? 0), 1, () =>
-                    {
-                        sub.TrialWillEndSent = true;
-                        state.Emit("customer.subscription.trial_will_end", json.Subscription(sub));
-                    });
-                }
-                Consider(trialEnd, 2, () => EndPeriod(sub));
+                    sub.TrialWillEndSent = true;
+                    state.Emit("customer.subscription.trial_will_end", json.Subscription(sub));
+                });
             }
-            else if (sub.Status is "active" or "past_due" or "unpaid")
+            if (RenewalAt(sub) is { } renewal)
             {
-                Consider(sub.Item.PeriodEnd, 3, () => EndPeriod(sub));
+                Consider(renewal, sub.Status == "trialing" ? 2 : 3, () => EndPeriod(sub));
+            }
+        }
+        foreach (var schedule in state.SubscriptionSchedules.Values)
+        {
+            // A phase that ends when its subscription renews changes over in EndPeriod, as part of the renewal.
+            if (schedule.Status == "active" && schedule.SubscriptionId is { } subId && state.Subscriptions.TryGetValue(subId, out var scheduled)
+                && !scheduled.IsEnded && RenewalAt(scheduled) != schedule.CurrentPhase.EndDate)
+            {
+                Consider(schedule.CurrentPhase.EndDate, 3, () => EndSchedulePhase(schedule));
             }
         }
         foreach (var invoice in state.Invoices.Values)
@@ -587,20 +592,52 @@ public sealed class BillingEngine(SimState state, StripeJson json)
         AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: true);
     }
 
-    /// <summary>A trial or billing period ends: cancel if asked to, otherwise start the next period and bill it.</summary>
+    /// <summary>When the subscription's trial or current period ends (and so renews), if it does.</summary>
+    private static long? RenewalAt(Subscription sub) => sub.Status switch
+    {
+        "trialing" => sub.TrialEnd,
+        "active" or "past_due" or "unpaid" => sub.Item.PeriodEnd,
+        _ => null,
+    };
+
+    /// <summary>A trial or billing period ends: cancel if asked to, otherwise start the next period and bill it. When the
+    /// subscription's schedule has a phase ending now, the next phase's items are billed instead, or the schedule ends.</summary>
     private void EndPeriod(Subscription sub)
     {
         var previous = json.Subscription(sub);
+        SubscriptionSchedule? advancing = null;
+        JsonObject? scheduleBefore = null;
+        if (ScheduleOf(sub) is { } schedule && schedule.CurrentPhase.EndDate == state.Now)
+        {
+            if (schedule.CurrentPhaseIndex + 1 < schedule.Phases.Count)
+            {
+                advancing = schedule;
+                scheduleBefore = json.SubscriptionSchedule(schedule);
+            }
+            else if (schedule.EndBehavior == "cancel")
+            {
+                CompleteSchedule(schedule, sub, previous);
+                return;
+            }
+            else
+            {
+                ReleaseSchedule(schedule, preserveCancelDate: false, emitSubscriptionUpdate: false); // the renewal's update carries it
+            }
+        }
         if (sub.CancelAtPeriodEnd || (sub.CancelAt is { } cancelAt && cancelAt <= state.Now))
         {
             EndSubscription(sub, sub.CancellationReason ?? "cancellation_requested", previous);
             return;
         }
         var item = sub.Item;
-        var price = state.Prices[item.PriceId];
         var oldStart = item.PeriodStart;
         var oldEnd = item.PeriodEnd;
         var wasTrial = sub.Status == "trialing";
+        if (advancing is not null)
+        {
+            EnterPhase(sub, advancing.Phases[advancing.CurrentPhaseIndex + 1], oldEnd);
+        }
+        var price = state.Prices[item.PriceId];
         item.PeriodStart = oldEnd;
         item.PeriodEnd = Calendar.NextBoundary(sub.BillingCycleAnchor, price.Interval!, price.IntervalCount, oldEnd);
         if (wasTrial)
@@ -625,6 +662,12 @@ public sealed class BillingEngine(SimState state, StripeJson json)
             sub.Status = "past_due";
         }
         state.Emit("customer.subscription.updated", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+        if (advancing is not null)
+        {
+            advancing.CurrentPhaseIndex++;
+            var scheduleAfter = json.SubscriptionSchedule(advancing);
+            state.Emit("subscription_schedule.updated", scheduleAfter, Diff(scheduleBefore!, scheduleAfter));
+        }
     }
 
     private void EndSubscription(Subscription sub, string reason, JsonObject previous)
@@ -639,6 +682,13 @@ public sealed class BillingEngine(SimState state, StripeJson json)
             open.NextPaymentAttempt = null;
         }
         state.Emit("customer.subscription.deleted", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+        if (ScheduleOf(sub) is { } schedule)
+        {
+            // A subscription that ends (canceled now, retries exhausted) takes its schedule with it.
+            schedule.Status = "canceled";
+            schedule.CanceledAt = now;
+            state.Emit("subscription_schedule.canceled", json.SubscriptionSchedule(schedule));
+        }
     }
 
     // ---------------------------------------------------------------- subscription changes
@@ -655,6 +705,7 @@ public sealed class BillingEngine(SimState state, StripeJson json)
 
     public void SetCancelAtPeriodEnd(Subscription sub, bool cancel, JsonObject previous)
     {
+        RefuseCancelationChange(sub);
         if (sub.CancelAtPeriodEnd == cancel)
         {
             return;
@@ -792,7 +843,20 @@ public sealed class BillingEngine(SimState state, StripeJson json)
         {
             return NewInvoice(sub, "subscription_update", prorations, now, now, preview: true);
         }
-        var nextEnd = Calendar.NextBoundary(sub.BillingCycleAnchor, price.Interval!, price.IntervalCount, item.PeriodEnd);
+        var renewalAnchor = sub.BillingCycleAnchor;
+        if (!changing && ScheduleOf(sub) is { } schedule && schedule.CurrentPhase.EndDate == item.PeriodEnd && schedule.CurrentPhaseIndex + 1 < schedule.Phases.Count)
+        {
+            // The renewal enters the schedule's next phase: its item, and periods counted from the phase start on a new interval.
+            var next = schedule.Phases[schedule.CurrentPhaseIndex + 1];
+            var nextPrice = state.Prices[next.Items[0].PriceId];
+            if (next.BillingCycleAnchor == "phase_start" || nextPrice.Interval != price.Interval || nextPrice.IntervalCount != price.IntervalCount)
+            {
+                renewalAnchor = item.PeriodEnd;
+            }
+            price = nextPrice;
+            qty = next.Items[0].Quantity;
+        }
+        var nextEnd = Calendar.NextBoundary(renewalAnchor, price.Interval!, price.IntervalCount, item.PeriodEnd);
         var upcoming = sub.PendingProrations
             .Select(p => NewLine(p.Amount, p.Description, p.PriceId, p.Quantity, p.PeriodStart, p.PeriodEnd, true, item.Id))
             .Concat(prorations)

@@ -227,6 +227,7 @@ public static class HostedPages
                         return PortalPage(sim, id, "Choose an active recurring price.");
                     }
                     sim.Engine.ChangePrice(sub, sub.Item, price, sub.Item.Quantity, "always_invoice", null, "allow_incomplete", null);
+                    sim.Engine.SyncCurrentPhase(sub);
                     break;
                 default:
                     return Html("<p>Unknown action.</p>", 404);
