@@ -42,6 +42,7 @@ public sealed class Matching_Stripe_fixture_shapes : SimulatorSpec
     [TestCase("billing_portal.session")]
     [TestCase("subscription")]
     [TestCase("subscription_item")]
+    [TestCase("subscription_schedule")]
     [TestCase("invoice")]
     [TestCase("line_item")]
     [TestCase("invoice_payment")]
@@ -127,6 +128,9 @@ public sealed class Matching_Stripe_fixture_shapes : SimulatorSpec
         objects["billing_portal.session"] = portal;
         var (_, meterEvent) = await PostForm("/v1/billing/meter_events", $"event_name=ai&payload[stripe_customer_id]={sub.CustomerId}&payload[value]=1");
         objects["billing.meter_event"] = meterEvent;
+        var (_, schedule) = await PostForm("/v1/subscription_schedules", $"from_subscription={sub.Id}");
+        // The fixture shows each phase item's plan expanded.
+        objects["subscription_schedule"] = await GetJson($"/v1/subscription_schedules/{schedule["id"]!.GetValue<string>()}?expand[]=phases.items.plan");
         objects["event"] = (await GetJson("/v1/events?limit=1"))["data"]![0]!.AsObject();
         return objects;
     }

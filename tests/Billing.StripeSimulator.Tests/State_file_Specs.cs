@@ -135,6 +135,48 @@ public sealed class Keeping_state_in_a_file
     }
 
     [Test]
+    public async Task Should_keep_subscription_schedules_across_a_restart()
+    {
+        JsonObject schedule, subscription;
+        string customerId;
+        await using (var first = await Simulator.StartAsync(_file, ""))
+        {
+            var yearly = (await first.Form("/v1/prices", "currency=usd&unit_amount=12000&recurring[interval]=year&product_data[name]=Pro"))["id"]!.GetValue<string>();
+            var monthly = (await first.Form("/v1/prices", "currency=usd&unit_amount=500&recurring[interval]=month&product_data[name]=Basic"))["id"]!.GetValue<string>();
+            customerId = (await first.Form("/v1/customers", "email=u42%40example.test"))["id"]!.GetValue<string>();
+            var sessionId = (await first.Form("/v1/checkout/sessions",
+                $"mode=subscription&customer={customerId}&line_items[0][price]={yearly}&line_items[0][quantity]=1&success_url=https%3A%2F%2Fapp.example%2Fok"))["id"]!.GetValue<string>();
+            using (var paid = await first.Pay(sessionId))
+            {
+                Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+            }
+            var subId = (await first.Get($"/v1/checkout/sessions/{sessionId}"))["subscription"]!.GetValue<string>();
+            var created = await first.Form("/v1/subscription_schedules", $"from_subscription={subId}");
+            var phase = created["phases"]![0]!;
+            await first.Form($"/v1/subscription_schedules/{created["id"]}",
+                $"end_behavior=release&proration_behavior=none&phases[0][items][0][price]={yearly}&phases[0][start_date]={phase["start_date"]}&phases[0][end_date]={phase["end_date"]}" +
+                $"&phases[1][items][0][price]={monthly}&phases[1][metadata][planId]=basic");
+            schedule = await first.Get($"/v1/subscription_schedules/{created["id"]}");
+            subscription = await first.Get($"/v1/subscriptions/{subId}");
+        }
+        Assert.That(JsonNode.Parse(await File.ReadAllTextAsync(_file))!["subscriptionSchedules"]!.AsArray(), Has.Count.EqualTo(1));
+
+        await using var second = await Simulator.StartAsync(_file, "");
+        var scheduleId = schedule["id"]!.GetValue<string>();
+        Assert.That((await second.Get($"/v1/subscription_schedules/{scheduleId}")).ToJsonString(), Is.EqualTo(schedule.ToJsonString()));
+        Assert.That((await second.Get($"/v1/subscriptions/{subscription["id"]}")).ToJsonString(), Is.EqualTo(subscription.ToJsonString()));
+        Assert.That((await second.Get($"/v1/subscription_schedules?customer={customerId}"))["data"]![0]!["id"]!.GetValue<string>(), Is.EqualTo(scheduleId));
+
+        var periodEnd = schedule["phases"]![0]!["end_date"]!.GetValue<long>();
+        var now = (await second.Get("/_sim/clock"))["now"]!.GetValue<long>();
+        await second.Json("/_sim/clock/advance", new JsonObject { ["seconds"] = periodEnd - now + 10 });
+        var switched = await second.Get($"/v1/subscriptions/{subscription["id"]}");
+        Assert.That(switched["items"]!["data"]![0]!["price"]!["id"]!.GetValue<string>(), Is.EqualTo(schedule["phases"]![1]!["items"]![0]!["price"]!.GetValue<string>()));
+        Assert.That(switched["metadata"]!["planId"]!.GetValue<string>(), Is.EqualTo("basic"));
+        Assert.That((await second.Get($"/v1/subscription_schedules/{scheduleId}"))["current_phase"]!["start_date"]!.GetValue<long>(), Is.EqualTo(periodEnd));
+    }
+
+    [Test]
     public async Task Should_resume_pending_webhook_deliveries_after_a_restart()
     {
         _failDeliveries = true;
