@@ -3,43 +3,159 @@ using Stripe;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
 
-/// <summary>Stripe resets the billing period when the interval changes, so a downgrade cannot wait for the period end then.</summary>
+/// <summary>
+/// Stripe resets the billing period when a price changes the interval, so a downgrade to another interval waits for the
+/// period end in a subscription schedule: nothing changes or is charged before, and the renewal bills the new price.
+/// </summary>
 [TestFixture]
 public class Downgrading_to_another_billing_interval
 {
     private static SubscriptionsHost Host => Hosts.Subscriptions;
 
-    [TestCase("pro", "year", "pro", "month")]
-    [TestCase("business", "month", "pro", "year")]
-    [TestCase("business", "year", "pro", "month")]
-    public async Task Is_refused_and_changes_nothing_in_Stripe(string fromPlan, string fromInterval, string toPlan, string toInterval)
+    private static Task<Subscription> StripeAsync(string subscriptionId) => new SubscriptionService(Host.Stripe).GetAsync(subscriptionId);
+
+    private static async Task<List<Invoice>> InvoicesAsync(string subscriptionId) =>
+        (await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = subscriptionId, Limit = 100 })).Data;
+
+    private static async Task<(string User, Subscription Before)> ScheduledAsync(string fromPlan, string fromInterval, string toPlan, string toInterval)
     {
         var user = SubscriptionsHost.NewUser();
         var subscription = await Host.SubscribeAsync(user, fromPlan, fromInterval);
-
         var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = toPlan, interval = toInterval });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("downgrade"));
+        Assert.That(body.GetProperty("effectiveAt").GetDateTimeOffset(),
+            Is.EqualTo(new DateTimeOffset(subscription.Items.Data[0].CurrentPeriodEnd, TimeSpan.Zero)));
+        return (user, subscription);
+    }
 
-        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
-        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("interval_change_downgrade"));
-        var after = await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id);
-        Assert.That(after.Items.Data[0].Price.Id, Is.EqualTo(subscription.Items.Data[0].Price.Id));
-        Assert.That(after.Items.Data[0].CurrentPeriodEnd, Is.EqualTo(subscription.Items.Data[0].CurrentPeriodEnd));
+    [TestCase("pro", "year", "pro", "month")]
+    [TestCase("business", "month", "pro", "year")]
+    [TestCase("business", "year", "pro", "month")]
+    public async Task Changes_and_charges_nothing_before_the_period_end(string fromPlan, string fromInterval, string toPlan, string toInterval)
+    {
+        var (_, before) = await ScheduledAsync(fromPlan, fromInterval, toPlan, toInterval);
+
+        var after = await StripeAsync(before.Id);
+        Assert.That(after.Items.Data[0].Price.Id, Is.EqualTo(before.Items.Data[0].Price.Id));
+        Assert.That(after.Items.Data[0].CurrentPeriodEnd, Is.EqualTo(before.Items.Data[0].CurrentPeriodEnd));
+        Assert.That(after.ScheduleId, Is.Not.Null.And.Not.Empty, "the change waits in a subscription schedule");
+        Assert.That((await InvoicesAsync(before.Id)).Count, Is.EqualTo(1), "only the first period's invoice");
     }
 
     [Test]
-    public async Task Its_preview_is_refused_the_same_way()
+    public async Task At_the_period_end_the_renewal_bills_the_new_price_for_a_period_of_the_new_interval()
+    {
+        var (_, before) = await ScheduledAsync("pro", "year", "pro", "month");
+        var periodEnd = before.Items.Data[0].CurrentPeriodEnd;
+
+        await Hosts.AdvanceSimulatorAsync(periodEnd);
+
+        var after = await StripeAsync(before.Id);
+        var item = after.Items.Data[0];
+        Assert.That(item.Price.LookupKey, Is.EqualTo("pro_month"));
+        Assert.That(item.CurrentPeriodStart, Is.EqualTo(periodEnd), "the new price starts where the paid year ends");
+        Assert.That(item.CurrentPeriodEnd, Is.EqualTo(periodEnd.AddMonths(1)));
+        var renewal = (await InvoicesAsync(before.Id)).Single(i => i.BillingReason == "subscription_cycle");
+        Assert.That((renewal.AmountPaid, renewal.Status), Is.EqualTo((500L, "paid")));
+    }
+
+    [Test]
+    public async Task Its_preview_costs_nothing_now_and_takes_effect_at_the_period_end()
     {
         var user = SubscriptionsHost.NewUser();
-        await Host.SubscribeAsync(user, "pro", "year");
+        var subscription = await Host.SubscribeAsync(user, "pro", "year");
 
         var (status, body) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=pro&interval=month");
 
-        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
-        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("interval_change_downgrade"));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((body.GetProperty("kind").GetString(), body.GetProperty("amountDueNow").GetInt64(), body.GetProperty("nextAmount").GetInt64()),
+            Is.EqualTo(("downgrade", 0L, 500L)));
+        Assert.That(body.GetProperty("effectiveAt").GetDateTimeOffset(),
+            Is.EqualTo(new DateTimeOffset(subscription.Items.Data[0].CurrentPeriodEnd, TimeSpan.Zero)));
     }
 
     [Test]
-    public async Task A_downgrade_that_keeps_the_interval_still_waits_for_the_period_end()
+    public async Task Asking_for_the_current_price_again_undoes_it_and_the_renewal_keeps_the_old_price()
+    {
+        var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");
+
+        var (previewStatus, preview) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=pro&interval=year");
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "year" });
+
+        Assert.That(previewStatus, Is.EqualTo(HttpStatusCode.OK), preview.ToString());
+        Assert.That((preview.GetProperty("kind").GetString(), preview.GetProperty("amountDueNow").GetInt64()), Is.EqualTo(("restore", 0L)));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("restore"));
+        Assert.That((await StripeAsync(before.Id)).ScheduleId, Is.Null.Or.Empty);
+
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+        var renewed = (await StripeAsync(before.Id)).Items.Data[0];
+        Assert.That(renewed.Price.LookupKey, Is.EqualTo("pro_year"));
+        Assert.That(renewed.CurrentPeriodEnd, Is.EqualTo(before.Items.Data[0].CurrentPeriodEnd.AddYears(1)));
+
+        var (again, againBody) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "year" });
+        Assert.That(again, Is.EqualTo(HttpStatusCode.Conflict), againBody.ToString());
+    }
+
+    [Test]
+    public async Task Another_downgrade_replaces_the_scheduled_one()
+    {
+        var (user, before) = await ScheduledAsync("business", "year", "business", "month");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+
+        Assert.That((await StripeAsync(before.Id)).Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"));
+    }
+
+    [Test]
+    public async Task An_upgrade_replaces_it_and_is_charged_at_once()
+    {
+        var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "year" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("upgrade"));
+        var after = await StripeAsync(before.Id);
+        Assert.That((after.Items.Data[0].Price.LookupKey, after.ScheduleId ?? ""), Is.EqualTo(("business_year", "")));
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+        Assert.That((await StripeAsync(before.Id)).Items.Data[0].Price.LookupKey, Is.EqualTo("business_year"), "no downgrade at the renewal");
+    }
+
+    [Test]
+    public async Task Cancelling_drops_it_and_the_subscription_ends_at_the_period_end()
+    {
+        var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/cancel");
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var after = await StripeAsync(before.Id);
+        Assert.That((after.CancelAtPeriodEnd, after.ScheduleId ?? ""), Is.EqualTo((true, "")));
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+        Assert.That((await StripeAsync(before.Id)).Status, Is.EqualTo("canceled"));
+    }
+
+    [Test]
+    public async Task Is_refused_while_a_cancellation_is_pending()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "year");
+        var (cancelled, cancelBody) = await Host.PostAsync(user, "/api/subscriptions/me/cancel");
+        Assert.That(cancelled, Is.EqualTo(HttpStatusCode.OK), cancelBody.ToString());
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("cancellation_pending"));
+        Assert.That((await StripeAsync(subscription.Id)).ScheduleId, Is.Null.Or.Empty);
+    }
+
+    [Test]
+    public async Task A_downgrade_that_keeps_the_interval_still_waits_for_the_period_end_without_a_schedule()
     {
         var user = SubscriptionsHost.NewUser();
         var subscription = await Host.SubscribeAsync(user, "business", "month");
@@ -48,8 +164,9 @@ public class Downgrading_to_another_billing_interval
 
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
         Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("downgrade"));
-        var after = await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id);
+        var after = await StripeAsync(subscription.Id);
         Assert.That(after.Items.Data[0].CurrentPeriodEnd, Is.EqualTo(subscription.Items.Data[0].CurrentPeriodEnd));
         Assert.That(after.Metadata["entitledPlanId"], Is.EqualTo("business"));
+        Assert.That(after.ScheduleId, Is.Null.Or.Empty);
     }
 }

@@ -4,6 +4,7 @@ using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
+using Billing.Subscriptions.Api.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
 using Stripe;
 using Plan = Billing.Catalog.Plan;
@@ -62,6 +63,13 @@ public static class LifecycleEndpoints
         // repeats for cancel → resume → cancel before Stripe's events arrive, and Stripe would replay the first cancel
         // instead of cancelling again. Setting the flag twice is harmless, so a double click needs no shared key.
         var idempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{Guid.NewGuid():N}";
+        // Stripe refuses cancellation changes on a subscription a schedule manages (a downgrade to another interval): the
+        // subscription leaves the schedule first, which drops that downgrade (a cancelled subscription has no next period).
+        var managed = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
+        if (await ScheduledDowngrades.ActiveAsync(managed, stripe, calls, ct) is { } schedule)
+        {
+            await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
+        }
         var updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
             new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
             new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
@@ -81,23 +89,64 @@ public static class LifecycleEndpoints
             return errorResult!;
         }
         var (current, plan, price, priceId, kind) = target.Value;
-        if (kind == PlanChangeKind.None)
-        {
-            return Problems.Problem(409, "no_change", "You are already on this plan and price.");
-        }
 
+        // One key per request, reused by this request's retries only: a key derived from the stored state would make Stripe
+        // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped below instead.
+        var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var item = subscription.Items.Data[0];
+        var schedule = await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct);
         if (item.Price.Id == priceId)
         {
+            if (ScheduledDowngrades.PendingPriceId(schedule, subscription) is not null)
+            {
+                // A downgrade to another interval waits in a schedule: keeping the price the user pays now undoes it.
+                await ScheduledDowngrades.ReleaseAsync(schedule!, idempotencyKey, stripe, calls, ct);
+                await store.RecordUserActionAsync(userId, current.SubscriptionId, "downgrade_undone",
+                    $"{current.PlanId} {price.Interval}×{price.IntervalCount} kept; the change scheduled for {item.CurrentPeriodEnd:u} is dropped", ct);
+                return TypedResults.Ok(new
+                {
+                    planId = plan.Id, interval = price.Interval, intervalCount = price.IntervalCount,
+                    kind = "restore", effectiveAt = DateTimeOffset.UtcNow,
+                });
+            }
             // Stripe already bills this price (a double click, or a change whose events have not reached us yet): nothing to do,
             // and nothing to charge a second time.
+            return Problems.Problem(409, "no_change", "You are already on this plan and price.");
+        }
+        if (kind == PlanChangeKind.None)
+        {
+            // Billing's record says this price, Stripe bills another one: a change whose events are on their way. Asking
+            // again once they have arrived is classified afresh.
             return Problems.Problem(409, "no_change", "You are already on this plan and price.");
         }
         if (kind == PlanChangeKind.Restore && !DowngradePending(subscription, plan.Id))
         {
             // The same plan on another price (e.g. one the catalog has since replaced) without a pending downgrade to undo.
             return Problems.Problem(409, "no_change", "You are already on this plan.");
+        }
+        if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(
+                item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount), price))
+        {
+            if (subscription.CancelAtPeriodEnd)
+            {
+                return Problems.Problem(409, "cancellation_pending", "Your subscription ends at the period end.",
+                    "Resume it first (POST /api/subscriptions/me/resume) to move to another plan at the renewal.");
+            }
+            // Stripe would start a new period and charge it now; a schedule makes the change at the renewal instead.
+            await ScheduledDowngrades.ScheduleAsync(subscription, schedule, priceId, plan.Id, idempotencyKey, stripe, calls, ct);
+            var at = new DateTimeOffset(item.CurrentPeriodEnd.ToUniversalTime(), TimeSpan.Zero);
+            await store.RecordUserActionAsync(userId, current.SubscriptionId, "downgrade_scheduled",
+                $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {at:u} (subscription schedule)", ct);
+            return TypedResults.Ok(new
+            {
+                planId = plan.Id, interval = price.Interval, intervalCount = price.IntervalCount, kind = "downgrade", effectiveAt = at,
+            });
+        }
+        if (schedule is not null)
+        {
+            // Any other change replaces a downgrade scheduled to another interval (Stripe would apply it at the period end).
+            await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
         var options = new SubscriptionUpdateOptions
         {
@@ -128,9 +177,6 @@ public static class LifecycleEndpoints
             options.Metadata[EntitledUntilKey] = item.CurrentPeriodEnd.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds.ToString("0", CultureInfo.InvariantCulture);
         }
 
-        // One key per request, reused by this request's retries only: a key derived from the stored state would make Stripe
-        // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped above instead.
-        var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         try
         {
             await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
@@ -176,11 +222,14 @@ public static class LifecycleEndpoints
             return errorResult!;
         }
         var (current, plan, price, priceId, kind) = target.Value;
-        if (kind == PlanChangeKind.Restore)
+        if (kind is PlanChangeKind.Restore or PlanChangeKind.None)
         {
-            // As the change itself decides: only a pending downgrade to this plan's entitlement can be undone.
+            // As the change itself decides: only a pending downgrade (to this plan's entitlement, or scheduled away from the
+            // price Stripe bills now) can be undone.
             var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
-            kind = DowngradePending(pending, plan.Id) ? PlanChangeKind.Restore : PlanChangeKind.None;
+            var undoesSchedule = pending.Items.Data[0].Price.Id == priceId
+                && ScheduledDowngrades.PendingPriceId(await ScheduledDowngrades.ActiveAsync(pending, stripe, calls, ct), pending) is not null;
+            kind = undoesSchedule || (kind == PlanChangeKind.Restore && DowngradePending(pending, plan.Id)) ? PlanChangeKind.Restore : PlanChangeKind.None;
         }
         if (kind != PlanChangeKind.Upgrade)
         {
@@ -237,14 +286,6 @@ public static class LifecycleEndpoints
             // The plan Billing shows (the entitled one while a downgrade is pending) on another price: asking for it undoes
             // the downgrade. Only the price decides "no change".
             kind = PlanChangeKind.Restore;
-        }
-        if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(current.Interval, current.IntervalCount, choice.Price))
-        {
-            // Stripe would reset the period and charge the lower price now, while the user paid the higher one until the period end.
-            return (null, Problems.Problem(409, "interval_change_downgrade", "A downgrade cannot change the billing interval.",
-                "Stripe would start a new billing period at once and charge it now. Downgrade within your current interval, or cancel at the "
-                + "period end (POST /api/subscriptions/me/cancel) and subscribe to the new plan and interval once it has ended.",
-                new Dictionary<string, object?> { ["interval"] = current.Interval, ["intervalCount"] = current.IntervalCount }));
         }
         return ((current, choice.Plan, choice.Price, priceId, kind), null);
     }

@@ -41,8 +41,8 @@ public static class PlanChangeRules
 
     /// <summary>
     /// True when the target price bills on another interval than the current one. Stripe then starts a new period at once
-    /// and charges the new price now (whatever <c>billing_cycle_anchor</c> says), so such a change cannot wait for the
-    /// period end: a downgrade that changes the interval is refused rather than charged early.
+    /// and charges the new price now (whatever <c>billing_cycle_anchor</c> says), so a downgrade that changes the interval
+    /// waits for the period end in a Stripe subscription schedule instead of a price change with the cycle kept.
     /// </summary>
     public static bool ChangesInterval(string currentInterval, int currentIntervalCount, Price targetPrice) =>
         currentInterval != targetPrice.Interval || currentIntervalCount != targetPrice.IntervalCount;
