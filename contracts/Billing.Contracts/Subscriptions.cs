@@ -30,6 +30,11 @@ public sealed record SubscriptionActivated
     /// <summary>When the subscription started; monthly quota windows are anchored on it.</summary>
     public required DateTimeOffset StartedAt { get; init; }
     /// <summary>
+    /// A change Stripe will make when the current period ends (a downgrade), or null when none is scheduled. Added later:
+    /// absent in older messages.
+    /// </summary>
+    public Values.ScheduledPlanChange? ScheduledChange { get; init; }
+    /// <summary>
     /// Per-subscription sequence assigned by Payments, increasing with every message about the subscription.
     /// Consumers apply a message only when its sequence is above the last one they applied, so RabbitMQ's
     /// redeliveries and reorderings cannot roll a subscription back.
@@ -74,6 +79,11 @@ public sealed record SubscriptionUpdated
     public string? PreviousStatus { get; init; }
     /// <summary>Plan before the change, when it changed.</summary>
     public string? PreviousPlanId { get; init; }
+    /// <summary>
+    /// A change Stripe will make when the current period ends (a downgrade), or null when none is scheduled. Added later:
+    /// absent in older messages.
+    /// </summary>
+    public Values.ScheduledPlanChange? ScheduledChange { get; init; }
     /// <summary>
     /// Per-subscription sequence assigned by Payments, increasing with every message about the subscription.
     /// Consumers apply a message only when its sequence is above the last one they applied, so RabbitMQ's

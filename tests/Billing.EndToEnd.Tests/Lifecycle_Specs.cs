@@ -44,6 +44,39 @@ public class Cancelling_and_resuming
     }
 
     [Test]
+    public async Task A_yearly_subscriber_moving_to_monthly_keeps_the_paid_year_and_is_billed_monthly_from_its_end()
+    {
+        var user = "e2e-yearly-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        await Paying_for_Pro.SubscribeAsync(api, "year");
+
+        var (status, change, _) = await api.PostAsync("/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), change.ToString());
+        Assert.That(change.GetProperty("kind").GetString(), Is.EqualTo("downgrade"));
+        var yearEnd = change.GetProperty("effectiveAt").GetDateTimeOffset();
+        var during = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("scheduledChange").ValueKind == JsonValueKind.Object, "the scheduled change to show");
+        var scheduled = during.GetProperty("scheduledChange");
+        Assert.That((scheduled.GetProperty("planId").GetString(), scheduled.GetProperty("interval").GetString(), scheduled.GetProperty("effectiveAt").GetDateTimeOffset()),
+            Is.EqualTo(("pro", "month", yearEnd)));
+        Assert.That((during.GetProperty("interval").GetString(), during.GetProperty("currentPeriodEnd").GetDateTimeOffset()), Is.EqualTo(("year", yearEnd)),
+            "the paid year is kept, nothing charged now");
+        Assert.That((await api.GetAsync("/api/payments/me")).Body.GetProperty("items").GetArrayLength(), Is.EqualTo(1));
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+
+        await Simulator.AdvanceAsync(yearEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
+        var after = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("interval").GetString() == "month", "the move to monthly at the year's end", TimeSpan.FromSeconds(30));
+        Assert.That((after.GetProperty("planId").GetString(), after.GetProperty("status").GetString()), Is.EqualTo(("pro", "active")));
+        Assert.That(after.GetProperty("currentPeriodEnd").GetDateTimeOffset(), Is.EqualTo(yearEnd.AddMonths(1)));
+        Assert.That(after.GetProperty("scheduledChange").ValueKind, Is.EqualTo(JsonValueKind.Null), "nothing waits any more");
+        var payments = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() >= 2, "the first monthly payment");
+        Assert.That(payments[0].GetProperty("amount").GetInt64(), Is.EqualTo(500));
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+    }
+
+    [Test]
     public async Task Concurrent_first_checkouts_create_one_Stripe_customer()
     {
         var user = "e2e-race-" + Guid.NewGuid().ToString("N")[..8];

@@ -96,6 +96,7 @@ public class Integration_event_contracts
                 : t == typeof(bool) ? true
                 : t == typeof(DateTimeOffset) ? When
                 : t == typeof(Guid) ? Guid.Parse("00000000-0000-0000-0000-000000000001")
+                : t.Namespace == "Billing.Contracts.Values" ? Sample(t)
                 : throw new NotSupportedException($"Add a sample value for {t.Name} ({type.Name}.{p.Name})");
             p.SetValue(instance, value);
         }

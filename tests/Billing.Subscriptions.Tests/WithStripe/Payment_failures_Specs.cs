@@ -1,6 +1,4 @@
 using Billing.Contracts;
-using MassTransit;
-using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
@@ -20,20 +18,6 @@ public class A_late_payment_failure
         CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
     };
 
-    private static async Task PublishAndWaitAsync<T>(T message) where T : class
-    {
-        var id = Guid.NewGuid();
-        await Host.Services.GetRequiredService<IBus>().Publish(message, c => c.MessageId = id);
-        await Wait.UntilAsync(async () =>
-        {
-            await using var connection = new NpgsqlConnection(SubscriptionsHost.ConnectionString);
-            await connection.OpenAsync();
-            await using var command = new NpgsqlCommand("SELECT count(*) FROM inbox WHERE message_id = @id", connection);
-            command.Parameters.AddWithValue("id", id);
-            return (long)(await command.ExecuteScalarAsync())! > 0;
-        }, TimeSpan.FromSeconds(20), TimeSpan.FromMilliseconds(50));
-    }
-
     [Test]
     public async Task Leaves_a_later_past_due_its_full_grace_period()
     {
@@ -41,8 +25,8 @@ public class A_late_payment_failure
         var subscriptionId = "sub_late_" + Guid.NewGuid().ToString("N")[..12];
         var start = DateTimeOffset.UtcNow.AddDays(-40);
         SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => UpdatedEvent(user, subscriptionId, "cus_late", start, status, sequence, at);
-        await PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
-        await PublishAndWaitAsync(new InvoicePaymentFailed
+        await Host.PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
+        await Host.PublishAndWaitAsync(new InvoicePaymentFailed
         {
             UserId = user, InvoiceId = "in_old", CustomerId = "cus_late", SubscriptionId = subscriptionId, AmountDue = 500, Currency = "usd",
             AttemptCount = 1, OccurredAt = DateTimeOffset.UtcNow.AddDays(-10),
@@ -51,7 +35,7 @@ public class A_late_payment_failure
         Assert.That((local!.PastDueSince, local.GraceUntil), Is.EqualTo(((DateTimeOffset?)null, (DateTimeOffset?)null)), "an active subscription has no grace period");
 
         var pastDueAt = DateTimeOffset.UtcNow;
-        await PublishAndWaitAsync(Updated("past_due", 2, pastDueAt));
+        await Host.PublishAndWaitAsync(Updated("past_due", 2, pastDueAt));
 
         local = await SubscriptionsHost.LocalAsync(subscriptionId);
         Assert.That(local!.GraceUntil, Is.EqualTo(pastDueAt.AddDays(1)).Within(TimeSpan.FromSeconds(1)));
@@ -67,7 +51,7 @@ public class A_late_payment_failure
         var subscriptionId = "sub_again_" + Guid.NewGuid().ToString("N")[..12];
         var start = DateTimeOffset.UtcNow.AddDays(-40);
         SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => UpdatedEvent(user, subscriptionId, "cus_again", start, status, sequence, at);
-        await PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
+        await Host.PublishAndWaitAsync(Updated("active", 1, start.AddDays(30)));
         await using (var connection = new NpgsqlConnection(SubscriptionsHost.ConnectionString))
         {
             await connection.OpenAsync();
@@ -80,7 +64,7 @@ public class A_late_payment_failure
         }
 
         var pastDueAt = DateTimeOffset.UtcNow;
-        await PublishAndWaitAsync(Updated("past_due", 2, pastDueAt));
+        await Host.PublishAndWaitAsync(Updated("past_due", 2, pastDueAt));
 
         var local = await SubscriptionsHost.LocalAsync(subscriptionId);
         Assert.That(local!.PastDueSince, Is.EqualTo(pastDueAt).Within(TimeSpan.FromSeconds(1)));

@@ -8,6 +8,7 @@ using System.Text.Json;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
+using MassTransit;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -58,6 +59,21 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
         builder.UseSetting("STRIPE_RETRIES", "1");
         builder.UseSetting("BILLING_PUBLIC_URL", "http://app.test");
         builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning));
+    }
+
+    /// <summary>Publishes <paramref name="message"/> on the bus and waits until the service's inbox has taken it.</summary>
+    public async Task PublishAndWaitAsync<T>(T message) where T : class
+    {
+        var id = Guid.NewGuid();
+        await Services.GetRequiredService<IBus>().Publish(message, c => c.MessageId = id);
+        await Wait.UntilAsync(async () =>
+        {
+            await using var connection = new NpgsqlConnection(ConnectionString);
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand("SELECT count(*) FROM inbox WHERE message_id = @id", connection);
+            command.Parameters.AddWithValue("id", id);
+            return (long)(await command.ExecuteScalarAsync())! > 0;
+        }, TimeSpan.FromSeconds(20), TimeSpan.FromMilliseconds(50));
     }
 
     public static string NewUser() => "u-" + Guid.NewGuid().ToString("N")[..12];

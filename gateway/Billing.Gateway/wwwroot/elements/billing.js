@@ -691,6 +691,12 @@ export class BillingAccount extends BillingElement {
     if (s.unlimited) rows.push(['Access', 'Unlimited']);
     if (s.trialEnd && s.status === 'trialing') rows.push(['Trial ends', esc(formatDate(s.trialEnd))]);
     if (live && s.currentPeriodEnd) rows.push([s.cancelAtPeriodEnd ? 'Ends on' : 'Renews on', `<span data-role="period-end">${esc(formatDate(s.currentPeriodEnd))}</span>`]);
+    const next = live && s.scheduledChange;
+    if (next) {
+      const nextPlan = plans.find((p) => p.id === next.planId);
+      const nextPrice = nextPlan?.prices?.find((p) => p.interval === next.interval && p.intervalCount === (next.intervalCount || 1));
+      rows.push(['Then', `<span data-role="scheduled-change">${esc(nextPlan?.name || next.planId)}${nextPrice ? ` · ${esc(formatMoney(nextPrice.amount, nextPrice.currency))} / ${esc(intervalLabel(nextPrice.interval, nextPrice.intervalCount))}` : ''} from ${esc(formatDate(next.effectiveAt))}</span>`]);
+    }
     const grace = s.status === 'past_due'
       ? `<div class="warning" part="grace-warning" role="alert">Your last payment failed. ${s.graceUntil ? `Update your payment method before ${esc(formatDate(s.graceUntil, true))} to keep access.` : 'Update your payment method to restore access.'}</div>` : '';
     const actions = [];

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Billing.Catalog;
 using Billing.Contracts;
+using Billing.Contracts.Values;
 using Billing.Payments.Core.Subscriptions;
 using Billing.Payments.Core.Webhooks;
 using Billing.ServiceDefaults.Messaging;
@@ -55,6 +56,14 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             case StripeEventTypes.ChargeRefunded:
                 await ChargeRefundedAsync(c, tx, id, e, ct);
                 break;
+            case StripeEventTypes.ScheduleCreated or StripeEventTypes.ScheduleUpdated or StripeEventTypes.ScheduleReleased
+                or StripeEventTypes.ScheduleCanceled or StripeEventTypes.ScheduleCompleted:
+                var schedule = await calls.RunAsync(t => new SubscriptionScheduleService(stripe).GetAsync(id, cancellationToken: t), ct);
+                if ((schedule.SubscriptionId ?? schedule.ReleasedSubscription) is { Length: > 0 } scheduled)
+                {
+                    await SyncSubscriptionAsync(c, tx, scheduled, e, ct);
+                }
+                break;
             default:
                 logger.LogDebug("Event {Id} of type {Type} needs nothing", e.Id, e.Type);
                 break;
@@ -85,8 +94,8 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                     UserId = snapshot.UserId, SubscriptionId = snapshot.SubscriptionId, CustomerId = snapshot.CustomerId, PlanId = snapshot.PlanId,
                     PriceId = snapshot.PriceId, Interval = snapshot.Interval, IntervalCount = snapshot.IntervalCount, Status = snapshot.Status,
                     CurrentPeriodStart = snapshot.CurrentPeriodStart, CurrentPeriodEnd = snapshot.CurrentPeriodEnd, TrialEnd = snapshot.TrialEnd,
-                    CancelAtPeriodEnd = snapshot.CancelAtPeriodEnd, StartedAt = snapshot.StartedAt, Sequence = sequence,
-                    OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                    CancelAtPeriodEnd = snapshot.CancelAtPeriodEnd, StartedAt = snapshot.StartedAt, ScheduledChange = snapshot.ScheduledChange,
+                    Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
                 },
                 SubscriptionMessage.Updated => new SubscriptionUpdated
                 {
@@ -95,7 +104,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                     CurrentPeriodStart = snapshot.CurrentPeriodStart, CurrentPeriodEnd = snapshot.CurrentPeriodEnd,
                     CancelAtPeriodEnd = snapshot.CancelAtPeriodEnd, TrialEnd = snapshot.TrialEnd, StartedAt = snapshot.StartedAt,
                     PreviousStatus = previous?.Snapshot.Status, PreviousPlanId = previous?.Snapshot.PlanId,
-                    Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                    ScheduledChange = snapshot.ScheduledChange, Sequence = sequence, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
                 },
                 _ => new SubscriptionEnded
                 {
@@ -294,13 +303,23 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             ?? s.Metadata?.GetValueOrDefault("planId")
             ?? price?.Metadata?.GetValueOrDefault("planId")
             ?? throw new InvalidOperationException($"Subscription {s.Id}: price {price?.Id} (lookup key {price?.LookupKey}) is in no catalog plan.");
+        ScheduledPlanChange? scheduled = null;
         // A downgrade is charged from the next period; until then the user keeps the plan they paid for
         // (Subscriptions records it in the subscription's metadata when it schedules the downgrade).
         if (s.Metadata?.GetValueOrDefault("entitledPlanId") is { Length: > 0 } entitled && catalog.FindPlan(entitled) is not null
             && long.TryParse(s.Metadata.GetValueOrDefault("entitledPlanUntil"), out var until)
             && Utc(item.CurrentPeriodStart) < DateTimeOffset.FromUnixTimeSeconds(until))
         {
+            scheduled = new ScheduledPlanChange
+            {
+                PlanId = planId, PriceId = price?.Id ?? "", Interval = price?.Recurring?.Interval ?? "month",
+                IntervalCount = (int)(price?.Recurring?.IntervalCount ?? 1), EffectiveAt = DateTimeOffset.FromUnixTimeSeconds(until),
+            };
             planId = entitled;
+        }
+        else if (!string.IsNullOrEmpty(s.ScheduleId) && s.Status is not ("canceled" or "incomplete_expired"))
+        {
+            scheduled = await ScheduledChangeAsync(s.ScheduleId, item, ct);
         }
         var userId = s.Metadata?.GetValueOrDefault("userId") ?? await UserOfCustomerAsync(s.CustomerId, ct);
         return new SubscriptionSnapshot
@@ -310,6 +329,33 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             CurrentPeriodStart = Utc(item.CurrentPeriodStart), CurrentPeriodEnd = Utc(item.CurrentPeriodEnd), CancelAtPeriodEnd = s.CancelAtPeriodEnd,
             TrialEnd = s.TrialEnd is { } trial ? Utc(trial) : null, StartedAt = Utc(s.StartDate),
             EndedAt = s.EndedAt is { } ended ? Utc(ended) : null, EndedReason = s.CancellationDetails?.Reason,
+            ScheduledChange = scheduled,
+        };
+    }
+
+    /// <summary>
+    /// The price a subscription schedule moves the subscription to when its current period ends (Subscriptions schedules a
+    /// downgrade to another billing interval this way), or null when the schedule changes nothing then.
+    /// </summary>
+    private async Task<ScheduledPlanChange?> ScheduledChangeAsync(string scheduleId, SubscriptionItem item, CancellationToken ct)
+    {
+        var schedule = await calls.RunAsync(t => new SubscriptionScheduleService(stripe).GetAsync(scheduleId, cancellationToken: t), ct);
+        if (schedule.Status is not ("active" or "not_started"))
+        {
+            return null;
+        }
+        var next = schedule.Phases?.Where(p => p.StartDate >= item.CurrentPeriodEnd).OrderBy(p => p.StartDate).FirstOrDefault();
+        var priceId = next?.Items?.FirstOrDefault()?.PriceId;
+        if (priceId is null || priceId == item.Price?.Id)
+        {
+            return null;
+        }
+        var price = await calls.RunAsync(t => new PriceService(stripe).GetAsync(priceId, cancellationToken: t), ct);
+        var planId = catalog.FindByLookupKey(price.LookupKey)?.Plan.Id ?? next!.Metadata?.GetValueOrDefault("planId") ?? price.Metadata?.GetValueOrDefault("planId");
+        return planId is null ? null : new ScheduledPlanChange
+        {
+            PlanId = planId, PriceId = price.Id, Interval = price.Recurring?.Interval ?? "month", IntervalCount = (int)(price.Recurring?.IntervalCount ?? 1),
+            EffectiveAt = Utc(next!.StartDate),
         };
     }
 

@@ -18,6 +18,8 @@ public sealed record SubscriptionSnapshot
     public required DateTimeOffset StartedAt { get; init; }
     public DateTimeOffset? EndedAt { get; init; }
     public string? EndedReason { get; init; }
+    /// <summary>The change Stripe makes when the current period ends (a downgrade), if one is scheduled.</summary>
+    public Billing.Contracts.Values.ScheduledPlanChange? ScheduledChange { get; init; }
 
     /// <summary>Stripe statuses after which the subscription is over.</summary>
     public bool IsOver => Status is "canceled" or "incomplete_expired";

@@ -15,12 +15,19 @@ public static class StripeEventTypes
     public const string InvoicePaid = "invoice.paid";
     public const string InvoicePaymentFailed = "invoice.payment_failed";
     public const string ChargeRefunded = "charge.refunded";
+    // A downgrade to another billing interval waits in a subscription schedule: its changes re-read the subscription.
+    public const string ScheduleCreated = "subscription_schedule.created";
+    public const string ScheduleUpdated = "subscription_schedule.updated";
+    public const string ScheduleReleased = "subscription_schedule.released";
+    public const string ScheduleCanceled = "subscription_schedule.canceled";
+    public const string ScheduleCompleted = "subscription_schedule.completed";
 
     public static readonly IReadOnlySet<string> Handled = new HashSet<string>(StringComparer.Ordinal)
     {
         CheckoutCompleted, CheckoutAsyncSucceeded, CheckoutAsyncFailed,
         SubscriptionCreated, SubscriptionUpdated, SubscriptionDeleted, SubscriptionTrialWillEnd, SubscriptionPaused, SubscriptionResumed,
         InvoicePaid, InvoicePaymentFailed, ChargeRefunded,
+        ScheduleCreated, ScheduleUpdated, ScheduleReleased, ScheduleCanceled, ScheduleCompleted,
     };
 }
 

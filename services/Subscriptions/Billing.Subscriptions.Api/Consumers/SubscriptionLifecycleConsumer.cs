@@ -25,7 +25,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
             SubscriptionId = m.SubscriptionId, UserId = m.UserId, CustomerId = m.CustomerId, PlanId = m.PlanId, PriceId = m.PriceId,
             Interval = m.Interval, IntervalCount = m.IntervalCount, StripeStatus = m.Status, CurrentPeriodStart = m.CurrentPeriodStart,
             CurrentPeriodEnd = m.CurrentPeriodEnd, CancelAtPeriodEnd = m.CancelAtPeriodEnd, TrialEnd = m.TrialEnd, StartedAt = m.StartedAt, Sequence = m.Sequence,
-        }, "activated", $"{m.PlanId} {m.Interval}×{m.IntervalCount}, {m.Status}", m.StripeEventId, m.OccurredAt, ct));
+        }.WithScheduledChange(m.ScheduledChange), "activated", $"{m.PlanId} {m.Interval}×{m.IntervalCount}, {m.Status}", m.StripeEventId, m.OccurredAt, ct));
     }
 
     public Task Consume(ConsumeContext<SubscriptionUpdated> context)
@@ -37,7 +37,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
             Interval = m.Interval, IntervalCount = m.IntervalCount, StripeStatus = m.Status, CurrentPeriodStart = m.CurrentPeriodStart,
             CurrentPeriodEnd = m.CurrentPeriodEnd, CancelAtPeriodEnd = m.CancelAtPeriodEnd, TrialEnd = m.TrialEnd, StartedAt = m.StartedAt,
             Sequence = m.Sequence,
-        }, "updated", Describe(m), m.StripeEventId, m.OccurredAt, ct));
+        }.WithScheduledChange(m.ScheduledChange), "updated", Describe(m), m.StripeEventId, m.OccurredAt, ct));
     }
 
     public Task Consume(ConsumeContext<SubscriptionEnded> context)
@@ -156,6 +156,10 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
         if (m.CancelAtPeriodEnd)
         {
             parts.Add($"cancels at {m.CurrentPeriodEnd:u}");
+        }
+        if (m.ScheduledChange is { } next)
+        {
+            parts.Add($"{next.PlanId} {next.Interval}×{next.IntervalCount} from {next.EffectiveAt:u}");
         }
         return string.Join(", ", parts);
     }

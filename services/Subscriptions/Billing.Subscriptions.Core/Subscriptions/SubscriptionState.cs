@@ -25,7 +25,23 @@ public sealed record SubscriptionRecord
     public DateTimeOffset? GraceUntil { get; init; }
     public DateTimeOffset? SuspendedAt { get; init; }
     public required long Sequence { get; init; }
+    /// <summary>The plan Stripe moves the subscription to when the current period ends (a downgrade), if any.</summary>
+    public string? ScheduledPlanId { get; init; }
+    public string? ScheduledPriceId { get; init; }
+    public string? ScheduledInterval { get; init; }
+    public int? ScheduledIntervalCount { get; init; }
+    public DateTimeOffset? ScheduledAt { get; init; }
+
+    /// <summary>This record with the scheduled change of a message (none when the message has none).</summary>
+    public SubscriptionRecord WithScheduledChange(Billing.Contracts.Values.ScheduledPlanChange? change) => this with
+    {
+        ScheduledPlanId = change?.PlanId, ScheduledPriceId = change?.PriceId, ScheduledInterval = change?.Interval,
+        ScheduledIntervalCount = change?.IntervalCount, ScheduledAt = change?.EffectiveAt,
+    };
 }
+
+/// <summary>A plan change that waits for the period end, as <c>GET /api/subscriptions/me</c> shows it.</summary>
+public sealed record ScheduledChangeView(string PlanId, string Interval, int IntervalCount, DateTimeOffset EffectiveAt);
 
 /// <summary>The answer of <c>GET /api/subscriptions/me</c> (API.md).</summary>
 public sealed record SubscriptionView(
@@ -37,7 +53,8 @@ public sealed record SubscriptionView(
     bool CancelAtPeriodEnd,
     DateTimeOffset? TrialEnd,
     DateTimeOffset? GraceUntil,
-    bool Unlimited);
+    bool Unlimited,
+    ScheduledChangeView? ScheduledChange = null);
 
 /// <summary>How Stripe's subscription states read to a Billing user.</summary>
 public static class SubscriptionStatus
@@ -89,6 +106,9 @@ public static class SubscriptionStatus
             !over && subscription.CancelAtPeriodEnd,
             subscription.TrialEnd,
             status == "past_due" ? subscription.GraceUntil : null,
-            unlimited);
+            unlimited,
+            !over && !subscription.CancelAtPeriodEnd && subscription is { ScheduledPlanId: { } plan, ScheduledInterval: { } interval, ScheduledAt: { } at }
+                ? new ScheduledChangeView(plan, interval, subscription.ScheduledIntervalCount ?? 1, at)
+                : null);
     }
 }
