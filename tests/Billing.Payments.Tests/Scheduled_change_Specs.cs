@@ -5,8 +5,8 @@ namespace Billing.Payments.Tests;
 
 /// <summary>
 /// A downgrade to another billing interval waits in a Stripe subscription schedule. Payments re-reads the subscription on
-/// the schedule's events too and publishes the change that waits (<c>scheduledChange</c>) with the subscription, and
-/// publishes it gone once the schedule is released. The real Payments API on PostgreSQL and RabbitMQ; Stripe is WireMock.
+/// the schedule's events too and publishes the change that waits (<c>scheduledChange</c>) with the subscription: the
+/// schedule's next price first, then a downgrade within the interval recorded in the metadata, then nothing. The real Payments API on PostgreSQL and RabbitMQ; Stripe is WireMock.
 /// </summary>
 [TestFixture]
 [NonParallelizable]
@@ -31,7 +31,7 @@ public class A_downgrade_waiting_in_a_subscription_schedule : WithFakeStripe
         PaymentsHost.ScalarAsync($"SELECT count(*) FROM outbox WHERE payload->>'subscriptionId' = @s AND {condition}", new { s = subscriptionId });
 
     [Test]
-    public async Task Is_published_with_the_subscription_and_published_gone_once_the_schedule_is_released()
+    public async Task Is_published_with_the_subscription_until_nothing_waits_any_more()
     {
         var n = Guid.NewGuid().ToString("N")[..14];
         var (subscriptionId, scheduleId) = ("sub_" + n, "sub_sched_" + n);
@@ -39,6 +39,9 @@ public class A_downgrade_waiting_in_a_subscription_schedule : WithFakeStripe
         var item = subscription["items"]!["data"]![0]!;
         var (start, end) = (item["current_period_start"]!.GetValue<long>(), item["current_period_end"]!.GetValue<long>());
         subscription["schedule"] = scheduleId;
+        // A downgrade within the interval was also made before (its record in the metadata): the schedule's change comes next.
+        subscription["metadata"]!["entitledPlanId"] = "pro";
+        subscription["metadata"]!["entitledPlanUntil"] = end.ToString(System.Globalization.CultureInfo.InvariantCulture);
         FakeStripe.Subscription(subscription, StripeAnswer.Ok);
         var schedule = new JsonObject
         {
@@ -68,8 +71,15 @@ public class A_downgrade_waiting_in_a_subscription_schedule : WithFakeStripe
         subscription["schedule"] = null;
         (status, answer, _) = await Payments.SendWebhookAsync(ScheduleEvent("evt_b" + n, "subscription_schedule.released", schedule));
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+        await PaymentsHost.EventuallyAsync(() => OutboxAsync(subscriptionId, "payload->'scheduledChange'->>'interval' = 'month'"),
+            count => count == 1, "an update with the downgrade within the interval, which still waits");
+
+        subscription["metadata"]!["entitledPlanId"] = "";
+        subscription["metadata"]!["entitledPlanUntil"] = "";
+        (status, answer, _) = await Payments.SendWebhookAsync(FakeStripe.UpdatedEvent("evt_c" + n, subscription));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
         await PaymentsHost.EventuallyAsync(() => OutboxAsync(subscriptionId, "coalesce(jsonb_typeof(payload->'scheduledChange'), 'null') = 'null'"),
             count => count == 1, "an update without a scheduled change");
-        Assert.That(await OutboxAsync(subscriptionId, "true"), Is.EqualTo(2));
+        Assert.That(await OutboxAsync(subscriptionId, "true"), Is.EqualTo(3));
     }
 }

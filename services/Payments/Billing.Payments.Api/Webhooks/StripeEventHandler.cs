@@ -303,23 +303,22 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             ?? s.Metadata?.GetValueOrDefault("planId")
             ?? price?.Metadata?.GetValueOrDefault("planId")
             ?? throw new InvalidOperationException($"Subscription {s.Id}: price {price?.Id} (lookup key {price?.LookupKey}) is in no catalog plan.");
-        ScheduledPlanChange? scheduled = null;
-        // A downgrade is charged from the next period; until then the user keeps the plan they paid for
-        // (Subscriptions records it in the subscription's metadata when it schedules the downgrade).
+        // A downgrade to another interval waits in a subscription schedule: what its next phase bills is what comes next.
+        var scheduled = !string.IsNullOrEmpty(s.ScheduleId) && s.Status is not ("canceled" or "incomplete_expired")
+            ? await ScheduledChangeAsync(s.ScheduleId, item, ct)
+            : null;
+        // A downgrade within the interval is charged from the next period; until then the user keeps the plan they paid
+        // for (Subscriptions records it in the subscription's metadata when it schedules the downgrade).
         if (s.Metadata?.GetValueOrDefault("entitledPlanId") is { Length: > 0 } entitled && catalog.FindPlan(entitled) is not null
             && long.TryParse(s.Metadata.GetValueOrDefault("entitledPlanUntil"), out var until)
             && Utc(item.CurrentPeriodStart) < DateTimeOffset.FromUnixTimeSeconds(until))
         {
-            scheduled = new ScheduledPlanChange
+            scheduled ??= new ScheduledPlanChange
             {
                 PlanId = planId, PriceId = price?.Id ?? "", Interval = price?.Recurring?.Interval ?? "month",
                 IntervalCount = (int)(price?.Recurring?.IntervalCount ?? 1), EffectiveAt = DateTimeOffset.FromUnixTimeSeconds(until),
             };
             planId = entitled;
-        }
-        else if (!string.IsNullOrEmpty(s.ScheduleId) && s.Status is not ("canceled" or "incomplete_expired"))
-        {
-            scheduled = await ScheduledChangeAsync(s.ScheduleId, item, ct);
         }
         var userId = s.Metadata?.GetValueOrDefault("userId") ?? await UserOfCustomerAsync(s.CustomerId, ct);
         return new SubscriptionSnapshot
