@@ -180,9 +180,19 @@ public static class SubscriptionSchedulesApi
                 throw StripeError.Invalid(p.Str("start_date") == "now" ? $"{param}[start_date]" : $"{param}[end_date]",
                     "`now` as a phase date is not supported by the simulator; pass a timestamp.", null);
             }
-            if (Given(p, "trial_end") || p.Bool("trial") == true)
+            // The current phase's trial, passed back as it is, is all the simulator models. Stripe replaces every phase setting
+            // that is not sent again, so leaving it out would end the trial now: the simulator refuses that instead of
+            // pretending the trial goes on, so that a caller that forgets it finds out here.
+            var currentTrial = phases.Count == 0 && current.TrialEnd is { } trialEnd && trialEnd > now ? current.TrialEnd : null;
+            if (p.Bool("trial") == true || Given(p, "trial_end") && (currentTrial is null || p.Long("trial_end") != currentTrial))
             {
-                throw StripeError.Invalid($"{param}[trial_end]", "Trials in schedule phases are not supported by the simulator.", null);
+                throw StripeError.Invalid($"{param}[trial_end]",
+                    "Trials in schedule phases are not supported by the simulator, except the current phase's trial_end passed back unchanged.", null);
+            }
+            if (currentTrial is not null && !Given(p, "trial_end") && !(p.Long("start_date") is { } given0 && given0 < current.StartDate))
+            {
+                throw StripeError.Invalid($"{param}[trial_end]",
+                    "The current phase is in a trial: without its trial_end Stripe would end the trial now (the simulator does not simulate that).", null);
             }
             var start = p.Long("start_date");
             if (phases.Count == 0)
