@@ -155,6 +155,76 @@ public class Downgrading_to_another_billing_interval
     }
 
     [Test]
+    public async Task A_declined_upgrade_keeps_it()
+    {
+        var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");
+        await Host.SetCardAsync(before.CustomerId, "4000000000000002");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "year" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired), body.ToString());
+        Assert.That((await StripeAsync(before.Id)).ScheduleId, Is.Not.Null.And.Not.Empty, "the downgrade waits again");
+        await Host.SetCardAsync(before.CustomerId, "4242424242424242");
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+        Assert.That((await StripeAsync(before.Id)).Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"), "monthly from the year's end, as asked");
+    }
+
+    [Test]
+    public async Task A_resume_with_nothing_to_resume_keeps_it()
+    {
+        var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/resume");
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((await StripeAsync(before.Id)).ScheduleId, Is.Not.Null.And.Not.Empty);
+    }
+
+    [Test]
+    public async Task A_double_click_schedules_it_once()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "year");
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ =>
+            Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" })));
+
+        Assert.That(answers.Select(a => a.Status), Is.All.EqualTo(HttpStatusCode.OK), string.Join(" | ", answers.Select(a => a.Body.ToString())));
+        var schedules = await new SubscriptionScheduleService(Host.Stripe).ListAsync(new SubscriptionScheduleListOptions { Customer = subscription.CustomerId });
+        Assert.That(schedules.Data, Has.Count.EqualTo(1));
+        await Hosts.AdvanceSimulatorAsync(subscription.Items.Data[0].CurrentPeriodEnd);
+        Assert.That((await StripeAsync(subscription.Id)).Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"));
+    }
+
+    [Test]
+    public async Task A_trial_goes_on_and_its_end_bills_the_new_price()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var (started, checkout) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "pro", interval = "year" });
+        Assert.That(started, Is.EqualTo(HttpStatusCode.OK), checkout.ToString());
+        var sessionId = checkout.GetProperty("checkoutSessionId").GetString()!;
+        using (var paid = await Host.PayAsync(sessionId))
+        {
+            Assert.That((int)paid.StatusCode, Is.EqualTo(303), await paid.Content.ReadAsStringAsync());
+        }
+        var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
+        var trialing = await StripeAsync(session.SubscriptionId);
+        Assert.That(trialing.Status, Is.EqualTo("trialing"));
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", trialing, sequence: 1);
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var after = await StripeAsync(trialing.Id);
+        Assert.That((after.Status, after.TrialEnd, after.Items.Data[0].Price.LookupKey), Is.EqualTo(("trialing", trialing.TrialEnd, "pro_year")));
+        await Hosts.AdvanceSimulatorAsync(trialing.TrialEnd!.Value);
+        var billed = await StripeAsync(trialing.Id);
+        Assert.That((billed.Status, billed.Items.Data[0].Price.LookupKey), Is.EqualTo(("active", "pro_month")));
+        var first = (await InvoicesAsync(trialing.Id)).Where(i => i.AmountPaid > 0).ToList();
+        Assert.That(first.Select(i => i.AmountPaid), Is.EqualTo(new[] { 500L }), "the first charge is a month of the new price");
+    }
+
+    [Test]
     public async Task A_downgrade_that_keeps_the_interval_still_waits_for_the_period_end_without_a_schedule()
     {
         var user = SubscriptionsHost.NewUser();

@@ -43,15 +43,15 @@ public static class LifecycleEndpoints
         long AmountDueNow, string Currency, long NextAmount);
 
     private static async Task<IResult> CancelAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
-        BillingCatalog catalog, CancellationToken ct) =>
-        await SetCancelAsync(user, store, stripe, calls, catalog, cancel: true, ct);
+        BillingCatalog catalog, CheckoutLocks locks, ILoggerFactory loggers, CancellationToken ct) =>
+        await SetCancelAsync(user, store, stripe, calls, catalog, locks, loggers, cancel: true, ct);
 
     private static async Task<IResult> ResumeAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
-        BillingCatalog catalog, CancellationToken ct) =>
-        await SetCancelAsync(user, store, stripe, calls, catalog, cancel: false, ct);
+        BillingCatalog catalog, CheckoutLocks locks, ILoggerFactory loggers, CancellationToken ct) =>
+        await SetCancelAsync(user, store, stripe, calls, catalog, locks, loggers, cancel: false, ct);
 
     private static async Task<IResult> SetCancelAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
-        BillingCatalog catalog, bool cancel, CancellationToken ct)
+        BillingCatalog catalog, CheckoutLocks locks, ILoggerFactory loggers, bool cancel, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var current = await store.CurrentAsync(userId, ct);
@@ -59,28 +59,50 @@ public static class LifecycleEndpoints
         {
             return NoSubscription();
         }
+        // One user's cancel, resume and change run one at a time, each on what Stripe says once the previous one is done.
+        await using var held = await locks.LockSubscriptionChangesAsync(userId, ct);
         // One key per request, reused by this request's retries only. A key derived from the stored state (its sequence)
         // repeats for cancel → resume → cancel before Stripe's events arrive, and Stripe would replay the first cancel
         // instead of cancelling again. Setting the flag twice is harmless, so a double click needs no shared key.
         var idempotencyKey = $"billing-{(cancel ? "cancel" : "resume")}-{current.SubscriptionId}-{Guid.NewGuid():N}";
+        var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
+        var schedule = await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct);
+        var unlimited = catalog.IsUnlimited(user.Groups());
+        if (!cancel && !subscription.CancelAtPeriodEnd && subscription.CancelAt is null && !ScheduledDowngrades.EndsSubscription(schedule))
+        {
+            // Nothing to resume (a retry, a stale screen): nothing changes, and a downgrade waiting in a schedule stays.
+            return TypedResults.Ok(SubscriptionStatus.View(current with { CancelAtPeriodEnd = false }, catalog, unlimited));
+        }
         // Stripe refuses cancellation changes on a subscription a schedule manages (a downgrade to another interval): the
         // subscription leaves the schedule first, which drops that downgrade (a cancelled subscription has no next period).
-        var managed = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
-        if (await ScheduledDowngrades.ActiveAsync(managed, stripe, calls, ct) is { } schedule)
+        // Should the cancellation then fail, the downgrade is scheduled again.
+        var pending = ScheduledDowngrades.Pending(schedule, subscription);
+        if (schedule is not null)
         {
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
-        var updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
-            new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
-            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        Subscription updated;
+        try
+        {
+            updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
+                new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+        }
+        catch
+        {
+            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
+            throw;
+        }
         await store.RecordUserActionAsync(userId, current.SubscriptionId, cancel ? "cancel_requested" : "resume_requested",
             cancel ? $"ends at {current.CurrentPeriodEnd:u}" : "pending cancellation undone", ct);
-        var view = SubscriptionStatus.View(current with { CancelAtPeriodEnd = updated.CancelAtPeriodEnd }, catalog, catalog.IsUnlimited(user.Groups()));
-        return TypedResults.Ok(view);
+        return TypedResults.Ok(SubscriptionStatus.View(current with { CancelAtPeriodEnd = updated.CancelAtPeriodEnd }, catalog, unlimited));
     }
 
+    private const string LoggerName = "Billing.Subscriptions.Lifecycle";
+
     private static async Task<IResult> ChangeAsync(ChangeRequest? request, ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe,
-        StripeCalls calls, BillingCatalog catalog, StripePrices prices, CancellationToken ct)
+        StripeCalls calls, BillingCatalog catalog, StripePrices prices, CheckoutLocks locks, ILoggerFactory loggers, TimeProvider clock,
+        CancellationToken ct)
     {
         var userId = user.UserId()!;
         var (target, errorResult) = await ResolveAsync(request?.PlanId, request?.Interval, request?.IntervalCount, user, store, catalog, prices, ct);
@@ -90,15 +112,19 @@ public static class LifecycleEndpoints
         }
         var (current, plan, price, priceId, kind) = target.Value;
 
+        // One user's cancel, resume and change run one at a time, each on what Stripe says once the previous one is done
+        // (two tabs: an upgrade and a downgrade at once must not undo each other; a double click finds the first's schedule).
+        await using var held = await locks.LockSubscriptionChangesAsync(userId, ct);
         // One key per request, reused by this request's retries only: a key derived from the stored state would make Stripe
         // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped below instead.
         var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var item = subscription.Items.Data[0];
         var schedule = await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct);
+        var pending = ScheduledDowngrades.Pending(schedule, subscription);
         if (item.Price.Id == priceId)
         {
-            if (ScheduledDowngrades.PendingPriceId(schedule, subscription) is not null)
+            if (pending is not null)
             {
                 // A downgrade to another interval waits in a schedule: keeping the price the user pays now undoes it.
                 await ScheduledDowngrades.ReleaseAsync(schedule!, idempotencyKey, stripe, calls, ct);
@@ -107,7 +133,7 @@ public static class LifecycleEndpoints
                 return TypedResults.Ok(new
                 {
                     planId = plan.Id, interval = price.Interval, intervalCount = price.IntervalCount,
-                    kind = "restore", effectiveAt = DateTimeOffset.UtcNow,
+                    kind = "restore", effectiveAt = clock.GetUtcNow(),
                 });
             }
             // Stripe already bills this price (a double click, or a change whose events have not reached us yet): nothing to do,
@@ -128,7 +154,7 @@ public static class LifecycleEndpoints
         if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(
                 item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount), price))
         {
-            if (subscription.CancelAtPeriodEnd)
+            if (subscription.CancelAtPeriodEnd || subscription.CancelAt is not null || ScheduledDowngrades.EndsSubscription(schedule))
             {
                 return Problems.Problem(409, "cancellation_pending", "Your subscription ends at the period end.",
                     "Resume it first (POST /api/subscriptions/me/resume) to move to another plan at the renewal.");
@@ -145,7 +171,8 @@ public static class LifecycleEndpoints
         }
         if (schedule is not null)
         {
-            // Any other change replaces a downgrade scheduled to another interval (Stripe would apply it at the period end).
+            // Any other change replaces a downgrade scheduled to another interval (Stripe would apply it at the period end);
+            // should the change fail, that downgrade is scheduled again.
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
         var options = new SubscriptionUpdateOptions
@@ -184,10 +211,16 @@ public static class LifecycleEndpoints
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
+            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
+        catch
+        {
+            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
+            throw;
+        }
 
-        var effectiveAt = kind == PlanChangeKind.Downgrade ? current.CurrentPeriodEnd : DateTimeOffset.UtcNow;
+        var effectiveAt = kind == PlanChangeKind.Downgrade ? current.CurrentPeriodEnd : clock.GetUtcNow();
         var change = kind switch
         {
             PlanChangeKind.Upgrade => "upgrade_requested",
@@ -228,7 +261,7 @@ public static class LifecycleEndpoints
             // price Stripe bills now) can be undone.
             var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
             var undoesSchedule = pending.Items.Data[0].Price.Id == priceId
-                && ScheduledDowngrades.PendingPriceId(await ScheduledDowngrades.ActiveAsync(pending, stripe, calls, ct), pending) is not null;
+                && ScheduledDowngrades.Pending(await ScheduledDowngrades.ActiveAsync(pending, stripe, calls, ct), pending) is not null;
             kind = undoesSchedule || (kind == PlanChangeKind.Restore && DowngradePending(pending, plan.Id)) ? PlanChangeKind.Restore : PlanChangeKind.None;
         }
         if (kind != PlanChangeKind.Upgrade)

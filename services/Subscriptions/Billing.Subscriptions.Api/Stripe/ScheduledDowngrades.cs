@@ -3,14 +3,18 @@ using Stripe;
 
 namespace Billing.Subscriptions.Api.Stripe;
 
+/// <summary>A price a subscription schedule moves the subscription to when its current period ends.</summary>
+public sealed record PendingDowngrade(string PriceId, string? PlanId);
+
 /// <summary>
 /// Downgrades that change the billing interval (e.g. Pro yearly → Pro monthly). Stripe starts a new period and charges it
 /// at once when a subscription's price changes its interval, whatever <c>billing_cycle_anchor</c> says, so such a downgrade
 /// is a Stripe subscription schedule instead: phase 1 is the current price until the period end, phase 2 the new price
 /// from then, and the schedule releases the subscription after it. Stripe makes the change at the renewal itself (its
 /// events then reach Billing like any renewal's). Releasing the schedule undoes the change; any other change of the
-/// subscription (cancel, resume, upgrade, another downgrade) releases it first, because Stripe refuses cancellation
-/// changes on a subscription a schedule manages and would otherwise apply the old downgrade at the period end.
+/// subscription (cancel, upgrade, another downgrade) releases it first, because Stripe refuses cancellation changes on a
+/// subscription a schedule manages and would otherwise apply the old downgrade at the period end — and if that change
+/// then fails, the downgrade is scheduled again (<see cref="RescheduleAsync"/>).
 /// </summary>
 public static class ScheduledDowngrades
 {
@@ -27,10 +31,10 @@ public static class ScheduledDowngrades
     }
 
     /// <summary>
-    /// The price <paramref name="schedule"/> moves the subscription to when its current period ends, or null when it
-    /// changes nothing then (no schedule, or one whose last change has already happened).
+    /// What <paramref name="schedule"/> moves the subscription to when its current period ends, or null when it changes
+    /// nothing then (no schedule, or one whose last change has already happened).
     /// </summary>
-    public static string? PendingPriceId(SubscriptionSchedule? schedule, Subscription subscription)
+    public static PendingDowngrade? Pending(SubscriptionSchedule? schedule, Subscription subscription)
     {
         if (schedule is null)
         {
@@ -39,11 +43,14 @@ public static class ScheduledDowngrades
         var item = subscription.Items.Data[0];
         var next = schedule.Phases?.Where(p => p.StartDate >= item.CurrentPeriodEnd).OrderBy(p => p.StartDate).FirstOrDefault();
         var priceId = next?.Items?.FirstOrDefault()?.PriceId;
-        return priceId is not null && priceId != item.Price.Id ? priceId : null;
+        return priceId is not null && priceId != item.Price.Id ? new PendingDowngrade(priceId, next!.Metadata?.GetValueOrDefault("planId")) : null;
     }
 
+    /// <summary>True when the schedule ends the subscription instead of releasing it (set up in the Dashboard, say).</summary>
+    public static bool EndsSubscription(SubscriptionSchedule? schedule) => schedule?.EndBehavior == "cancel";
+
     /// <summary>Schedules the move to <paramref name="priceId"/> at the current period's end (replacing a change already scheduled).</summary>
-    public static async Task ScheduleAsync(Subscription subscription, SubscriptionSchedule? existing, string priceId, string planId,
+    public static async Task ScheduleAsync(Subscription subscription, SubscriptionSchedule? existing, string priceId, string? planId,
         string idempotencyKey, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
     {
         var service = new SubscriptionScheduleService(stripe);
@@ -51,32 +58,39 @@ public static class ScheduledDowngrades
             new SubscriptionScheduleCreateOptions { FromSubscription = subscription.Id },
             new RequestOptions { IdempotencyKey = idempotencyKey + "-create" }, c), ct);
         var item = subscription.Items.Data[0];
-        // The phase in force keeps its start (Stripe refuses to move it) and ends with the period the user has paid for.
-        var currentStart = schedule.CurrentPhase?.StartDate
-            ?? schedule.Phases.Where(p => p.StartDate <= item.CurrentPeriodStart).Select(p => (DateTime?)p.StartDate).LastOrDefault()
-            ?? item.CurrentPeriodStart;
-        await calls.RunAsync(c => service.UpdateAsync(schedule.Id, new SubscriptionScheduleUpdateOptions
+        // The phase in force keeps its start (Stripe refuses to move it), what it had (Stripe replaces every setting that is
+        // not sent again: the trial would end now, a discount would go) and ends with the period the user has paid for.
+        var current = schedule.Phases?.Where(p => p.StartDate <= item.CurrentPeriodStart).OrderBy(p => p.StartDate).LastOrDefault();
+        var currentStart = schedule.CurrentPhase?.StartDate ?? current?.StartDate ?? item.CurrentPeriodStart;
+        var discounts = current?.Discounts?.Select(d => new SubscriptionSchedulePhaseDiscountOptions
         {
-            EndBehavior = "release",
+            Discount = d.DiscountId, Coupon = d.DiscountId is null ? d.CouponId : null, PromotionCode = d.DiscountId is null ? d.PromotionCodeId : null,
+        }).ToList();
+        var paid = new SubscriptionSchedulePhaseOptions
+        {
+            Items = [new SubscriptionSchedulePhaseItemOptions { Price = item.Price.Id, Quantity = item.Quantity }],
+            StartDate = currentStart,
+            EndDate = item.CurrentPeriodEnd,
+            Discounts = discounts is { Count: > 0 } ? discounts : null,
             ProrationBehavior = "none",
-            Phases =
-            [
-                new SubscriptionSchedulePhaseOptions
-                {
-                    Items = [new SubscriptionSchedulePhaseItemOptions { Price = item.Price.Id, Quantity = item.Quantity }],
-                    StartDate = currentStart,
-                    EndDate = item.CurrentPeriodEnd,
-                    ProrationBehavior = "none",
-                },
-                new SubscriptionSchedulePhaseOptions
-                {
-                    // No end: one billing period of the new price, after which the schedule releases the subscription.
-                    Items = [new SubscriptionSchedulePhaseItemOptions { Price = priceId, Quantity = 1 }],
-                    Metadata = new Dictionary<string, string> { ["planId"] = planId },
-                    ProrationBehavior = "none",
-                },
-            ],
-        }, new RequestOptions { IdempotencyKey = idempotencyKey + "-phases" }, c), ct);
+        };
+        if ((current?.TrialEnd ?? (subscription.Status == "trialing" ? subscription.TrialEnd : null)) is { } trialEnd)
+        {
+            paid.TrialEnd = trialEnd;
+        }
+        var next = new SubscriptionSchedulePhaseOptions
+        {
+            // No end: one billing period of the new price, after which the schedule releases the subscription. The new
+            // interval's periods count from the phase start (Stripe is told so, not left to infer it).
+            Items = [new SubscriptionSchedulePhaseItemOptions { Price = priceId, Quantity = 1 }],
+            BillingCycleAnchor = "phase_start",
+            Metadata = planId is null ? null : new Dictionary<string, string> { ["planId"] = planId },
+            Discounts = discounts is { Count: > 0 } ? discounts : null,
+            ProrationBehavior = "none",
+        };
+        await calls.RunAsync(c => service.UpdateAsync(schedule.Id,
+            new SubscriptionScheduleUpdateOptions { EndBehavior = "release", ProrationBehavior = "none", Phases = [paid, next] },
+            new RequestOptions { IdempotencyKey = idempotencyKey + "-phases" }, c), ct);
     }
 
     /// <summary>Releases <paramref name="schedule"/>: the subscription stays on its current price and nothing is scheduled.</summary>
@@ -84,4 +98,26 @@ public static class ScheduledDowngrades
         CancellationToken ct) =>
         calls.RunAsync(c => new SubscriptionScheduleService(stripe).ReleaseAsync(schedule.Id, new SubscriptionScheduleReleaseOptions(),
             new RequestOptions { IdempotencyKey = idempotencyKey + "-release" }, c), ct);
+
+    /// <summary>
+    /// Schedules <paramref name="pending"/> again after the change that released its schedule failed (the subscription is
+    /// as it was): best effort — a failure here is logged, and the user's answer is the original failure.
+    /// </summary>
+    public static async Task RescheduleAsync(Subscription subscription, PendingDowngrade? pending, string idempotencyKey, IStripeClient stripe,
+        StripeCalls calls, ILogger logger, CancellationToken ct)
+    {
+        if (pending is null)
+        {
+            return;
+        }
+        try
+        {
+            await ScheduleAsync(subscription, null, pending.PriceId, pending.PlanId, idempotencyKey + "-again", stripe, calls, CancellationToken.None);
+        }
+        catch (Exception ex)
+        {
+            logger.LogError(ex, "Subscription {Subscription}: the downgrade to {Price} at the period end could not be scheduled again after a failed change; "
+                + "the subscription renews at its current price unless the user asks for the downgrade again", subscription.Id, pending.PriceId);
+        }
+    }
 }
