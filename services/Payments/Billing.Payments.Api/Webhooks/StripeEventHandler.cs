@@ -338,18 +338,20 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     /// </summary>
     private async Task<ScheduledPlanChange?> ScheduledChangeAsync(string scheduleId, SubscriptionItem item, CancellationToken ct)
     {
-        var schedule = await calls.RunAsync(t => new SubscriptionScheduleService(stripe).GetAsync(scheduleId, cancellationToken: t), ct);
+        var schedule = await calls.RunAsync(t => new SubscriptionScheduleService(stripe).GetAsync(scheduleId,
+            new SubscriptionScheduleGetOptions { Expand = ["phases.items.price"] }, cancellationToken: t), ct);
         if (schedule.Status is not ("active" or "not_started"))
         {
             return null;
         }
         var next = schedule.Phases?.Where(p => p.StartDate >= item.CurrentPeriodEnd).OrderBy(p => p.StartDate).FirstOrDefault();
-        var priceId = next?.Items?.FirstOrDefault()?.PriceId;
+        var phaseItem = next?.Items?.FirstOrDefault();
+        var priceId = phaseItem?.PriceId;
         if (priceId is null || priceId == item.Price?.Id)
         {
             return null;
         }
-        var price = await calls.RunAsync(t => new PriceService(stripe).GetAsync(priceId, cancellationToken: t), ct);
+        var price = phaseItem!.Price ?? await calls.RunAsync(t => new PriceService(stripe).GetAsync(priceId, cancellationToken: t), ct);
         var planId = catalog.FindByLookupKey(price.LookupKey)?.Plan.Id ?? next!.Metadata?.GetValueOrDefault("planId") ?? price.Metadata?.GetValueOrDefault("planId");
         return planId is null ? null : new ScheduledPlanChange
         {
