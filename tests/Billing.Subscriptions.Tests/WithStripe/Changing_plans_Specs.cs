@@ -225,6 +225,61 @@ public class Downgrading_to_another_billing_interval
     }
 
     [Test]
+    public async Task Waits_for_another_change_of_the_same_user_and_answers_409_when_it_takes_too_long()
+    {
+        var user = SubscriptionsHost.NewUser();
+        await Host.SubscribeAsync(user, "pro", "year");
+        await using (var other = new Npgsql.NpgsqlConnection(SubscriptionsHost.ConnectionString))
+        {
+            // Another replica's change of this user, holding the lock.
+            await other.OpenAsync();
+            await using var tx = await other.BeginTransactionAsync();
+            await using var command = new Npgsql.NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", other, tx);
+            command.Parameters.AddWithValue("key", "subscription-changes:" + user);
+            await command.ExecuteNonQueryAsync();
+
+            var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+
+            Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+            Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("change_in_progress"));
+        }
+
+        var (after, afterBody) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(after, Is.EqualTo(HttpStatusCode.OK), afterBody.ToString());
+    }
+
+    [Test]
+    public async Task A_subscription_a_schedule_ends_is_not_changed_and_a_cancel_adds_nothing()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "year");
+        var schedules = new SubscriptionScheduleService(Host.Stripe);
+        var schedule = await schedules.CreateAsync(new SubscriptionScheduleCreateOptions { FromSubscription = subscription.Id });
+        await schedules.UpdateAsync(schedule.Id, new SubscriptionScheduleUpdateOptions
+        {
+            EndBehavior = "cancel", // ends with the year (made in the Dashboard, say)
+            Phases =
+            [
+                new SubscriptionSchedulePhaseOptions
+                {
+                    Items = [new SubscriptionSchedulePhaseItemOptions { Price = subscription.Items.Data[0].Price.Id, Quantity = 1 }],
+                    StartDate = schedule.Phases[0].StartDate, EndDate = schedule.Phases[0].EndDate,
+                },
+            ],
+        });
+
+        var (changed, changeBody) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "year" });
+        var (cancelled, cancelBody) = await Host.PostAsync(user, "/api/subscriptions/me/cancel");
+
+        Assert.That(changed, Is.EqualTo(HttpStatusCode.Conflict), changeBody.ToString());
+        Assert.That(changeBody.GetProperty("code").GetString(), Is.EqualTo("cancellation_pending"));
+        Assert.That(cancelled, Is.EqualTo(HttpStatusCode.OK), cancelBody.ToString());
+        Assert.That((await schedules.GetAsync(schedule.Id)).Status, Is.EqualTo("active"), "the schedule that ends it stays");
+        await Hosts.AdvanceSimulatorAsync(subscription.Items.Data[0].CurrentPeriodEnd);
+        Assert.That((await StripeAsync(subscription.Id)).Status, Is.EqualTo("canceled"));
+    }
+
+    [Test]
     public async Task A_downgrade_that_keeps_the_interval_still_waits_for_the_period_end_without_a_schedule()
     {
         var user = SubscriptionsHost.NewUser();

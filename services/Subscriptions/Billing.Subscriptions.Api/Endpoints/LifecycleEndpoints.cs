@@ -60,7 +60,12 @@ public static class LifecycleEndpoints
             return NoSubscription();
         }
         // One user's cancel, resume and change run one at a time, each on what Stripe says once the previous one is done.
-        await using var held = await locks.LockSubscriptionChangesAsync(userId, ct);
+        var (outcome, held) = await locks.LockSubscriptionChangesAsync(userId, ct);
+        await using var _ = held;
+        if (Refusal(outcome) is { } refused)
+        {
+            return refused;
+        }
         // One key per request, reused by this request's retries only. A key derived from the stored state (its sequence)
         // repeats for cancel → resume → cancel before Stripe's events arrive, and Stripe would replay the first cancel
         // instead of cancelling again. Setting the flag twice is harmless, so a double click needs no shared key.
@@ -68,15 +73,26 @@ public static class LifecycleEndpoints
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var schedule = await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct);
         var unlimited = catalog.IsUnlimited(user.Groups());
-        if (!cancel && !subscription.CancelAtPeriodEnd && subscription.CancelAt is null && !ScheduledDowngrades.EndsSubscription(schedule))
+        var ending = ScheduledDowngrades.EndsSubscription(schedule);
+        if (!cancel && !subscription.CancelAtPeriodEnd && subscription.CancelAt is null && !ending)
         {
             // Nothing to resume (a retry, a stale screen): nothing changes, and a downgrade waiting in a schedule stays.
             return TypedResults.Ok(SubscriptionStatus.View(current with { CancelAtPeriodEnd = false }, catalog, unlimited));
         }
+        if (cancel && ending)
+        {
+            // A schedule (set up in Stripe's Dashboard) already ends the subscription: nothing to add.
+            return TypedResults.Ok(SubscriptionStatus.View(current, catalog, unlimited));
+        }
         // Stripe refuses cancellation changes on a subscription a schedule manages (a downgrade to another interval): the
         // subscription leaves the schedule first, which drops that downgrade (a cancelled subscription has no next period).
         // Should the cancellation then fail, the downgrade is scheduled again.
-        var pending = ScheduledDowngrades.Pending(schedule, subscription);
+        var pending = ending ? null : ScheduledDowngrades.Pending(schedule, subscription);
+        var options = new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel };
+        if (!cancel && subscription.CancelAt is not null && !subscription.CancelAtPeriodEnd)
+        {
+            options.AddExtraParam("cancel_at", ""); // a dated cancellation (the Dashboard's) ends too
+        }
         if (schedule is not null)
         {
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
@@ -84,9 +100,9 @@ public static class LifecycleEndpoints
         Subscription updated;
         try
         {
-            updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId,
-                new SubscriptionUpdateOptions { CancelAtPeriodEnd = cancel },
-                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+            // Past the release the outcome must be known: a client that gives up does not cancel this call.
+            updated = await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), schedule is null ? ct : CancellationToken.None);
         }
         catch
         {
@@ -114,13 +130,23 @@ public static class LifecycleEndpoints
 
         // One user's cancel, resume and change run one at a time, each on what Stripe says once the previous one is done
         // (two tabs: an upgrade and a downgrade at once must not undo each other; a double click finds the first's schedule).
-        await using var held = await locks.LockSubscriptionChangesAsync(userId, ct);
+        var (outcome, held) = await locks.LockSubscriptionChangesAsync(userId, ct);
+        await using var _ = held;
+        if (Refusal(outcome) is { } refused)
+        {
+            return refused;
+        }
         // One key per request, reused by this request's retries only: a key derived from the stored state would make Stripe
         // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped below instead.
         var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var item = subscription.Items.Data[0];
         var schedule = await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct);
+        if (ScheduledDowngrades.EndsSubscription(schedule))
+        {
+            // A schedule (set up in Stripe's Dashboard) ends the subscription: changing it would drop that cancellation.
+            return CancellationPending();
+        }
         var pending = ScheduledDowngrades.Pending(schedule, subscription);
         if (item.Price.Id == priceId)
         {
@@ -154,10 +180,9 @@ public static class LifecycleEndpoints
         if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(
                 item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount), price))
         {
-            if (subscription.CancelAtPeriodEnd || subscription.CancelAt is not null || ScheduledDowngrades.EndsSubscription(schedule))
+            if (subscription.CancelAtPeriodEnd || subscription.CancelAt is not null)
             {
-                return Problems.Problem(409, "cancellation_pending", "Your subscription ends at the period end.",
-                    "Resume it first (POST /api/subscriptions/me/resume) to move to another plan at the renewal.");
+                return CancellationPending();
             }
             // Stripe would start a new period and charge it now; a schedule makes the change at the renewal instead.
             await ScheduledDowngrades.ScheduleAsync(subscription, schedule, priceId, plan.Id, idempotencyKey, stripe, calls, ct);
@@ -206,8 +231,9 @@ public static class LifecycleEndpoints
 
         try
         {
+            // Past a release the outcome must be known: a client that gives up does not cancel this call.
             await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
-                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), schedule is null ? ct : CancellationToken.None);
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
@@ -322,6 +348,18 @@ public static class LifecycleEndpoints
         }
         return ((current, choice.Plan, choice.Price, priceId, kind), null);
     }
+
+    private static IResult CancellationPending() =>
+        Problems.Problem(409, "cancellation_pending", "Your subscription ends at the period end.",
+            "Resume it first (POST /api/subscriptions/me/resume) to move to another plan at the renewal.");
+
+    private static IResult? Refusal(ChangeLock outcome) => outcome switch
+    {
+        ChangeLock.Busy => Problems.Problem(409, "change_in_progress", "Another change of your subscription is in progress.",
+            "Try again in a moment."),
+        ChangeLock.Unavailable => Problems.Problem(503, "busy", "Too many subscription changes at once.", "Try again in a moment."),
+        _ => null,
+    };
 
     private static IResult NoSubscription() =>
         Problems.Problem(404, "no_subscription", "You have no subscription.", "Start one with POST /api/subscriptions/checkout.");

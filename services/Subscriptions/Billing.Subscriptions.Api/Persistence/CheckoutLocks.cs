@@ -20,38 +20,91 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
 
     public ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken ct) => _dataSource.OpenConnectionAsync(ct);
 
+    /// <summary>How long a subscription change waits for another change of the same user before it answers 409.</summary>
+    public static readonly TimeSpan ChangeWait = TimeSpan.FromSeconds(5);
+
+    // One user's changes queue here first (per replica), so that a burst of one user's requests waits without a connection
+    // each: striped, so unrelated users rarely share a stripe and never for long.
+    private readonly SemaphoreSlim[] _stripes = Enumerable.Range(0, 64).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
+
     /// <summary>
-    /// Waits for, then holds, the lock on the user's subscription changes (cancel, resume, change) until the result is
-    /// disposed: one user's changes run one at a time, each on what Stripe says once the previous one is done.
+    /// Waits (up to <see cref="ChangeWait"/>) for, then holds, the lock on the user's subscription changes (cancel, resume,
+    /// change) until the result is disposed: one user's changes run one at a time, across replicas (a PostgreSQL advisory
+    /// lock), each on what Stripe says once the previous one is done. <see cref="ChangeLock.Busy"/> when another change of
+    /// the user is still running; <see cref="ChangeLock.Unavailable"/> when no connection of this pool came free in time.
     /// </summary>
-    public async Task<IAsyncDisposable> LockSubscriptionChangesAsync(string userId, CancellationToken ct)
+    public async Task<(ChangeLock Outcome, IAsyncDisposable? Held)> LockSubscriptionChangesAsync(string userId, CancellationToken ct)
     {
-        var connection = await _dataSource.OpenConnectionAsync(ct);
+        var stripe = _stripes[(uint)StringComparer.Ordinal.GetHashCode(userId) % (uint)_stripes.Length];
+        if (!await stripe.WaitAsync(ChangeWait, ct))
+        {
+            return (ChangeLock.Busy, null);
+        }
+        NpgsqlConnection? connection = null;
         try
         {
+            try
+            {
+                connection = await _dataSource.OpenConnectionAsync(ct);
+            }
+            catch (NpgsqlException ex) when (ex.InnerException is TimeoutException)
+            {
+                stripe.Release();
+                return (ChangeLock.Unavailable, null);
+            }
             var tx = await connection.BeginTransactionAsync(ct);
-            await using (var command = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", connection, tx))
+            await using (var command = new NpgsqlCommand(
+                $"SET LOCAL lock_timeout = '{(int)ChangeWait.TotalMilliseconds}ms'; SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", connection, tx))
             {
                 command.Parameters.AddWithValue("key", "subscription-changes:" + userId);
-                await command.ExecuteNonQueryAsync(ct);
+                try
+                {
+                    await command.ExecuteNonQueryAsync(ct);
+                }
+                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+                {
+                    await tx.DisposeAsync();
+                    await connection.DisposeAsync();
+                    stripe.Release();
+                    return (ChangeLock.Busy, null);
+                }
             }
-            return new Held(connection, tx);
+            return (ChangeLock.Held, new Held(connection, tx, stripe));
         }
         catch
         {
-            await connection.DisposeAsync();
+            if (connection is not null)
+            {
+                await connection.DisposeAsync();
+            }
+            stripe.Release();
             throw;
         }
     }
 
-    private sealed class Held(NpgsqlConnection connection, NpgsqlTransaction tx) : IAsyncDisposable
+    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+
+    private sealed class Held(NpgsqlConnection connection, NpgsqlTransaction tx, SemaphoreSlim stripe) : IAsyncDisposable
     {
         public async ValueTask DisposeAsync()
         {
-            await tx.DisposeAsync(); // rolls back: the lock goes with the transaction
-            await connection.DisposeAsync();
+            try
+            {
+                await tx.DisposeAsync(); // rolls back: the lock goes with the transaction
+                await connection.DisposeAsync();
+            }
+            finally
+            {
+                stripe.Release();
+            }
         }
     }
+}
 
-    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+/// <summary>What <see cref="CheckoutLocks.LockSubscriptionChangesAsync"/> got.</summary>
+public enum ChangeLock
+{
+    Held,
+    Busy,
+    Unavailable,
 }

@@ -112,7 +112,18 @@ public static class ScheduledDowngrades
         }
         try
         {
-            await ScheduleAsync(subscription, null, pending.PriceId, pending.PlanId, idempotencyKey + "-again", stripe, calls, CancellationToken.None);
+            // Only if the failed change really changed nothing: a timeout may hide an upgrade Stripe did apply, and scheduling
+            // the old downgrade on top of it would take the paid upgrade away at the renewal.
+            var now = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscription.Id, cancellationToken: c), CancellationToken.None);
+            var item = now.Items.Data[0];
+            if (item.Price.Id != subscription.Items.Data[0].Price.Id || !string.IsNullOrEmpty(now.ScheduleId) || now.CancelAtPeriodEnd
+                || now.CancelAt is not null || now.Status is "canceled" or "incomplete_expired")
+            {
+                logger.LogWarning("Subscription {Subscription} changed although the change failed (price {Price}, cancel at period end {Cancel}): "
+                    + "the downgrade to {Pending} is not scheduled again", now.Id, item.Price.Id, now.CancelAtPeriodEnd, pending.PriceId);
+                return;
+            }
+            await ScheduleAsync(now, null, pending.PriceId, pending.PlanId, idempotencyKey + "-again", stripe, calls, CancellationToken.None);
         }
         catch (Exception ex)
         {
