@@ -31,10 +31,14 @@ public sealed class PaymentsHost : WebApplicationFactory<Program>
 
     private const string Purpose = "payments_faults";
     private readonly string _stripeBase;
+    private readonly string _catalog;
 
-    public PaymentsHost(string stripeBase)
+    /// <param name="stripeBase">Where Stripe's API is (a fake).</param>
+    /// <param name="catalog">The catalog file under deploy/catalogs (default.json unless a test needs packs, say).</param>
+    public PaymentsHost(string stripeBase, string catalog = "default.json")
     {
         _stripeBase = stripeBase;
+        _catalog = catalog;
         Admin = CreateClient();
         Admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Admin());
     }
@@ -50,7 +54,7 @@ public sealed class PaymentsHost : WebApplicationFactory<Program>
         builder.UseSetting("RabbitMq:Port", TestEnvironment.RabbitPort.ToString(CultureInfo.InvariantCulture));
         builder.UseSetting("RabbitMq:QueuePrefix", $"{TestEnvironment.RunId}-{Purpose}-");
         builder.UseSetting("BILLING_JWT_SIGNING_KEY", TestEnvironment.JwtSigningKey);
-        builder.UseSetting("BILLING_CATALOG", Path.Combine(TestEnvironment.Repo, "deploy", "catalogs", "default.json"));
+        builder.UseSetting("BILLING_CATALOG", Path.Combine(TestEnvironment.Repo, "deploy", "catalogs", _catalog));
         builder.UseSetting("STRIPE_SECRET_KEY", "sk_test_x");
         builder.UseSetting("STRIPE_API_BASE", _stripeBase);
         builder.UseSetting("STRIPE_WEBHOOK_SECRET", TestEnvironment.WebhookSecret);

@@ -74,6 +74,7 @@ public sealed class Buying_a_pack
         Assert.That(session.Metadata, Does.ContainKey("userId").WithValue(user));
         Assert.That(session.Metadata, Does.ContainKey("kind").WithValue("token_pack"));
         Assert.That(session.Metadata, Does.ContainKey("packId").WithValue("booster"));
+        Assert.That(session.Metadata, Does.ContainKey("tokens").WithValue("500000"), "what this checkout sells, whatever the catalog says later");
         Assert.That(session.SuccessUrl, Is.EqualTo("http://app.test/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}"));
         Assert.That(session.CustomerEmail, Is.EqualTo($"{user}@example.test"));
 

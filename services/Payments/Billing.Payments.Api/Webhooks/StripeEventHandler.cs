@@ -239,8 +239,12 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         var userId = session.Metadata.GetValueOrDefault("userId") ?? session.ClientReferenceId
             ?? throw new InvalidOperationException($"Checkout session {sessionId} carries no userId.");
         var packId = session.Metadata.GetValueOrDefault("packId") ?? throw new InvalidOperationException($"Checkout session {sessionId} carries no packId.");
-        var tokens = catalog.FindPack(packId)?.Tokens
-            ?? (long.TryParse(session.Metadata.GetValueOrDefault("tokens"), out var t) ? t : throw new InvalidOperationException($"Unknown pack {packId}."));
+        // What the checkout sold (Wallet writes it into the session), not what the catalog says now: the pack may have
+        // changed or gone while the checkout was open or a bank payment settled. Older sessions: the catalog.
+        var tokens = long.TryParse(session.Metadata.GetValueOrDefault("tokens"), System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out var sold) && sold > 0
+            ? sold
+            : catalog.FindPack(packId)?.Tokens ?? throw new InvalidOperationException($"Unknown pack {packId} and no tokens on checkout {sessionId}.");
         var (chargeId, receiptUrl) = session.PaymentIntentId is { } pi ? await ChargeOfPaymentIntentAsync(pi, ct) : (null, null);
         var paymentId = session.PaymentIntentId ?? session.Id;
         var packName = catalog.FindPack(packId)?.Name ?? packId;

@@ -64,8 +64,14 @@ public static class WalletEndpoints
                 $"No active Stripe price has lookup key \"{pack.LookupKey}\": run 'deploy/billing catalog push'.");
         }
 
-        // Payments grants from these: metadata on the session, and the same on the payment intent for refunds.
-        var metadata = new Dictionary<string, string> { ["userId"] = userId, ["kind"] = "token_pack", ["packId"] = pack.Id };
+        // Payments grants from these: metadata on the session, and the same on the payment intent for refunds. The tokens
+        // are what this checkout sells: a catalog that changes (or drops the pack) before the payment completes changes
+        // nothing for a user who has already paid.
+        var metadata = new Dictionary<string, string>
+        {
+            ["userId"] = userId, ["kind"] = "token_pack", ["packId"] = pack.Id,
+            ["tokens"] = pack.Tokens.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        };
         var options = new global::Stripe.Checkout.SessionCreateOptions
         {
             Mode = "payment",
