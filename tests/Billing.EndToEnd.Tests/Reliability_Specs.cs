@@ -27,6 +27,21 @@ public class Missed_and_misordered_webhooks
         var (status, result, _) = await admin.PostAsync("/api/admin/reconcile");
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), result.ToString());
         Assert.That(result.GetProperty("recovered").GetInt32(), Is.GreaterThanOrEqualTo(3), "subscription created, invoice paid, checkout completed");
+        using (var stripe = new HttpClient { BaseAddress = TestEnvironment.SimulatorUrl })
+        {
+            // Only the types Billing handles are recovered: the account's other events (invoice.created, payment_intent.*,
+            // charge.succeeded, …) were never missed webhooks.
+            stripe.DefaultRequestHeaders.Authorization = new("Bearer", "sk_test_e2e");
+            var types = new List<string>();
+            foreach (var id in result.GetProperty("recoveredIds").EnumerateArray().Select(i => i.GetString()!))
+            {
+                types.Add((await stripe.GetFromJsonAsync<JsonElement>($"/v1/events/{id}")).GetProperty("type").GetString()!);
+            }
+            Assert.That(types, Is.SubsetOf(new[]
+            {
+                "checkout.session.completed", "customer.subscription.created", "customer.subscription.updated", "invoice.paid",
+            }), string.Join(", ", types));
+        }
 
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
             s => s.GetProperty("status").GetString() == "active", "the healed subscription");

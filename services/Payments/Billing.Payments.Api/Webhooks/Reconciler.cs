@@ -47,7 +47,13 @@ public sealed class Reconciler(IStripeClient stripe, StripeCalls calls, EventSto
             var since = (cursor ?? clock.GetUtcNow().AddDays(-options.FirstRunDays)).AddSeconds(-options.OverlapSeconds);
 
             var seen = new Dictionary<string, Event>(StringComparer.Ordinal);
-            await foreach (var e in ListAsync(new EventListOptions { Created = new DateRangeOptions { GreaterThanOrEqual = since.UtcDateTime }, Limit = 100 }, ct))
+            // Only the types Billing handles (the webhook endpoint's list): the account's other events are not missed
+            // webhooks, and storing them would bury the real misses in the report.
+            List<string> types = [.. StripeEventTypes.Handled.Order(StringComparer.Ordinal)];
+            await foreach (var e in ListAsync(new EventListOptions
+            {
+                Created = new DateRangeOptions { GreaterThanOrEqual = since.UtcDateTime }, Types = types, Limit = 100,
+            }, ct))
             {
                 seen.TryAdd(e.Id, e);
             }
@@ -55,6 +61,7 @@ public sealed class Reconciler(IStripeClient stripe, StripeCalls calls, EventSto
             {
                 DeliverySuccess = false,
                 Created = new DateRangeOptions { GreaterThanOrEqual = clock.GetUtcNow().AddDays(-options.FailedDeliveryDays).UtcDateTime },
+                Types = types,
                 Limit = 100,
             }, ct))
             {
@@ -71,7 +78,7 @@ public sealed class Reconciler(IStripeClient stripe, StripeCalls calls, EventSto
                     logger.LogWarning("Reconciliation skipped Stripe event {Id}: {Error}", e.Id, error);
                     continue;
                 }
-                if (await events.StoreAsync(envelope, raw!, "reconcile", ct))
+                if (await events.StoreAsync(envelope, raw!, "reconcile", ct) && StripeEventTypes.Handled.Contains(envelope.Type))
                 {
                     recovered.Add(envelope.Id);
                 }
