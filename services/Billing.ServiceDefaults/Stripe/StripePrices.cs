@@ -3,10 +3,13 @@ using Stripe;
 
 namespace Billing.ServiceDefaults.Stripe;
 
-/// <summary>Finds Stripe prices (plans and token packs) by the catalog's lookup keys (cached for a few minutes; nobody copies price ids).</summary>
+/// <summary>
+/// Finds Stripe prices (plans and token packs) by the catalog's lookup keys (cached for 30 s; nobody copies price ids). Short,
+/// because a catalog push that replaces a price archives the old one, and Stripe refuses an archived price in a checkout.
+/// </summary>
 public sealed class StripePrices(IStripeClient stripe, StripeCalls calls, TimeProvider clock)
 {
-    private static readonly TimeSpan Keep = TimeSpan.FromMinutes(5);
+    private static readonly TimeSpan Keep = TimeSpan.FromSeconds(30);
     private readonly ConcurrentDictionary<string, (string Id, DateTimeOffset At)> _cache = new(StringComparer.Ordinal);
 
     /// <summary>The active price id with this lookup key, or null when the catalog was not pushed to Stripe.</summary>
