@@ -54,4 +54,23 @@ public class The_operator_commands
         await StripeView.AssertBillingMatchesStripeAsync(api, user);
         await Eventually.GetAsync(() => BillingAsync("verify"), r => r.ExitCode == 0, "verify to find no difference after reconciling", TimeSpan.FromSeconds(60));
     }
+
+    [Test]
+    public async Task Verify_finds_a_subscription_Stripe_bills_that_Billing_never_heard_of()
+    {
+        var user = "e2e-ops-unknown-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        await Simulator.DeliverWebhooksAsync(false);
+        var (_, checkout, _) = await api.PostAsync("/api/subscriptions/checkout", new { planId = "pro", interval = "month" });
+        Assert.That((await Simulator.PayAsync(checkout.GetProperty("checkoutSessionId").GetString()!)).Status, Is.EqualTo(HttpStatusCode.SeeOther));
+
+        var (exit, output) = await BillingAsync("verify");
+        Assert.That(exit, Is.EqualTo(1), output);
+        Assert.That(output, Does.Contain(user).And.Contain("live"));
+
+        await Simulator.DeliverWebhooksAsync(true);
+        var (reconciled, report) = await BillingAsync("reconcile");
+        Assert.That(reconciled, Is.Zero, report);
+        await Eventually.GetAsync(() => BillingAsync("verify"), r => r.ExitCode == 0, "verify to find no difference after reconciling", TimeSpan.FromSeconds(60));
+    }
 }

@@ -31,20 +31,39 @@ public static class AdminEndpoints
                 FROM subscriptions WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
                 """, cancellationToken: ct))).ToList();
 
+        // Stripe's subscriptions that are not over, a page of 100 at a time (not one call per subscription: a few hundred
+        // subscriptions one by one outlast the gateway's timeout). Billing's live ones that are not among them are read
+        // one by one (they ended in Stripe, or are gone).
+        var theirs = new Dictionary<string, Subscription>(StringComparer.Ordinal);
+        string? after = null;
+        do
+        {
+            var page = await calls.RunAsync(c => new SubscriptionService(stripe).ListAsync(
+                new SubscriptionListOptions { Limit = 100, StartingAfter = after }, cancellationToken: c), ct);
+            foreach (var s in page.Data)
+            {
+                theirs[s.Id] = s;
+            }
+            after = page.HasMore && page.Data.Count > 0 ? page.Data[^1].Id : null;
+        }
+        while (after is not null);
+
         var differences = new List<Difference>();
         foreach (var s in live)
         {
-            Subscription theirs;
-            try
+            if (!theirs.TryGetValue(s.SubscriptionId, out var subscription))
             {
-                theirs = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(s.SubscriptionId, cancellationToken: c), ct);
+                try
+                {
+                    subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(s.SubscriptionId, cancellationToken: c), ct);
+                }
+                catch (StripeException ex) when (ex.StripeError?.Code == "resource_missing")
+                {
+                    differences.Add(new Difference(s.SubscriptionId, s.UserId, "exists", "yes", "no"));
+                    continue;
+                }
             }
-            catch (StripeException ex) when (ex.StripeError?.Code == "resource_missing")
-            {
-                differences.Add(new Difference(s.SubscriptionId, s.UserId, "exists", "yes", "no"));
-                continue;
-            }
-            var item = theirs.Items.Data[0];
+            var item = subscription.Items.Data[0];
             void Compare(string field, string? mine, string? stripeValue)
             {
                 if (!string.Equals(mine, stripeValue, StringComparison.Ordinal))
@@ -52,10 +71,21 @@ public static class AdminEndpoints
                     differences.Add(new Difference(s.SubscriptionId, s.UserId, field, mine, stripeValue));
                 }
             }
-            Compare("status", s.StripeStatus, theirs.Status);
+            Compare("status", s.StripeStatus, subscription.Status);
             Compare("price", s.PriceId, item.Price.Id);
             Compare("currentPeriodEnd", DateTime.SpecifyKind(s.PeriodEnd, DateTimeKind.Utc).ToString("O"), DateTime.SpecifyKind(item.CurrentPeriodEnd, DateTimeKind.Utc).ToString("O"));
-            Compare("cancelAtPeriodEnd", s.CancelAtPeriodEnd.ToString(), theirs.CancelAtPeriodEnd.ToString());
+            Compare("cancelAtPeriodEnd", s.CancelAtPeriodEnd.ToString(), subscription.CancelAtPeriodEnd.ToString());
+        }
+        // A subscription Stripe bills for one of Billing's users (its metadata names the user) that Billing has not recorded
+        // as live: its webhooks were lost, or Billing ended it while Stripe did not.
+        var mine = live.Select(s => s.SubscriptionId).ToHashSet(StringComparer.Ordinal);
+        foreach (var s in theirs.Values.Where(s => !mine.Contains(s.Id) && s.Status is "trialing" or "active" or "past_due" or "unpaid" or "paused")
+                     .OrderBy(s => s.Id, StringComparer.Ordinal))
+        {
+            if (s.Metadata?.GetValueOrDefault("userId") is { Length: > 0 } userId)
+            {
+                differences.Add(new Difference(s.Id, userId, "live", "no", "yes"));
+            }
         }
         return TypedResults.Ok(new { ok = differences.Count == 0, checkedCount = live.Count, differences });
     }
