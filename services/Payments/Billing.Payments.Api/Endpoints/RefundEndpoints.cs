@@ -29,7 +29,10 @@ public static partial class RefundEndpoints
         var admin = app.MapGroup("/api/admin").RequireAuthorization(BillingPolicies.Admin);
         admin.MapPost("/refunds", RefundAsync).WithName("RefundPayment")
             .WithSummary("Refunds a payment fully or partly through Stripe; outside the catalog's refund window only with force.");
-        admin.MapPost("/reconcile", async (Reconciler reconciler, CancellationToken ct) => TypedResults.Ok(await reconciler.RunAsync(ct)))
+        // Not cancelled when the caller gives up (a gateway timeout on a long first run): the run finishes and stores its
+        // cursor, and the next call reports from there. Service shutdown still stops it.
+        admin.MapPost("/reconcile", async (Reconciler reconciler, IHostApplicationLifetime lifetime) =>
+                TypedResults.Ok(await reconciler.RunAsync(lifetime.ApplicationStopping)))
             .WithName("Reconcile")
             .WithSummary("Reads Stripe's events since the last cursor and processes any the webhook never delivered.");
         return app;
