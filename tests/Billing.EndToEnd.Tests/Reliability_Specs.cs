@@ -37,7 +37,7 @@ public class Missed_and_misordered_webhooks
             {
                 types.Add((await stripe.GetFromJsonAsync<JsonElement>($"/v1/events/{id}")).GetProperty("type").GetString()!);
             }
-            Assert.That(types, Is.SubsetOf(new[]
+            Assert.That(types.Distinct(), Is.SubsetOf(new[]
             {
                 // The webhook endpoint's list (docs/PRODUCTION.md §4); other tests' undelivered events may be among them.
                 "checkout.session.completed", "checkout.session.async_payment_succeeded", "checkout.session.async_payment_failed",
