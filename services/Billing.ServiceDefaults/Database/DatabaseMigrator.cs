@@ -33,46 +33,41 @@ public static partial class DatabaseMigrator
     {
         await EnsureDatabaseAsync(connectionString, cancellationToken);
 
+        // One migrator at a time across replicas: a transaction-scoped lock held by an open transaction on a connection of
+        // its own (the scripts run on other connections). Transaction-scoped, so it also holds behind a pooler in
+        // transaction mode, where a session lock could stay on a server connection someone else gets next.
         await using var lockConnection = new NpgsqlConnection(connectionString);
         await lockConnection.OpenAsync(cancellationToken);
-        await using (var take = new NpgsqlCommand("SELECT pg_advisory_lock(@key)", lockConnection))
+        await using var lockTransaction = await lockConnection.BeginTransactionAsync(cancellationToken);
+        await using (var take = new NpgsqlCommand("SELECT pg_advisory_xact_lock(@key)", lockConnection, lockTransaction))
         {
             take.Parameters.AddWithValue("key", AdvisoryLockKey);
             await take.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        try
+        var platformAssembly = typeof(DatabaseMigrator).Assembly;
+        var scripts = Load(platformAssembly, runGroupOrder: 0).ToList();
+        if (serviceAssembly != platformAssembly)
         {
-            var platformAssembly = typeof(DatabaseMigrator).Assembly;
-            var scripts = Load(platformAssembly, runGroupOrder: 0).ToList();
-            if (serviceAssembly != platformAssembly)
-            {
-                scripts.AddRange(Load(serviceAssembly, runGroupOrder: 1));
-            }
-            var upgrader = DeployChanges.To.PostgresqlDatabase(connectionString)
-                .WithScripts(scripts)
-                .WithTransactionPerScript()
-                .JournalToPostgresqlTable("public", JournalTable)
-                .LogTo(new DbUpLog(logger))
-                .Build();
-
-            var result = upgrader.PerformUpgrade();
-            if (!result.Successful)
-            {
-                throw new InvalidOperationException(
-                    $"Migration {result.ErrorScript?.Name ?? "?"} failed: {result.Error?.Message}", result.Error);
-            }
-
-            var ran = result.Scripts.Select(s => s.Name).ToList();
-            logger.LogInformation("Database migrated: {Count} script(s) applied", ran.Count);
-            return ran;
+            scripts.AddRange(Load(serviceAssembly, runGroupOrder: 1));
         }
-        finally
+        var upgrader = DeployChanges.To.PostgresqlDatabase(connectionString)
+            .WithScripts(scripts)
+            .WithTransactionPerScript()
+            .JournalToPostgresqlTable("public", JournalTable)
+            .LogTo(new DbUpLog(logger))
+            .Build();
+
+        var result = upgrader.PerformUpgrade();
+        if (!result.Successful)
         {
-            await using var release = new NpgsqlCommand("SELECT pg_advisory_unlock(@key)", lockConnection);
-            release.Parameters.AddWithValue("key", AdvisoryLockKey);
-            await release.ExecuteNonQueryAsync(CancellationToken.None);
+            throw new InvalidOperationException(
+                $"Migration {result.ErrorScript?.Name ?? "?"} failed: {result.Error?.Message}", result.Error);
         }
+
+        var ran = result.Scripts.Select(s => s.Name).ToList();
+        logger.LogInformation("Database migrated: {Count} script(s) applied", ran.Count);
+        return ran; // the lock goes with the transaction when it is disposed (rolled back: it changed nothing)
     }
 
     private static IEnumerable<SqlScript> Load(Assembly assembly, int runGroupOrder)

@@ -36,72 +36,70 @@ public sealed class Reconciler(IStripeClient stripe, StripeCalls calls, EventSto
 
     public async Task<ReconcileResult> RunAsync(CancellationToken ct)
     {
+        // One run at a time: a transaction-scoped lock, held by this run's open transaction (which also moves the cursor at
+        // the end). Transaction-scoped, so it holds behind a pooler in transaction mode too, where a session lock could stay
+        // on a server connection another client gets next.
         await using var lockConnection = await dataSource.OpenConnectionAsync(ct);
-        if (!await lockConnection.ExecuteScalarAsync<bool>(new CommandDefinition("SELECT pg_try_advisory_lock(@key)", new { key = LockKey }, cancellationToken: ct)))
+        await using var run = await lockConnection.BeginTransactionAsync(ct);
+        if (!await lockConnection.ExecuteScalarAsync<bool>(new CommandDefinition("SELECT pg_try_advisory_xact_lock(@key)", new { key = LockKey }, run, cancellationToken: ct)))
         {
             return new ReconcileResult(false, 0, 0, null, []);
         }
-        try
+        var cursor = await lockConnection.ExecuteScalarAsync<DateTimeOffset?>(new CommandDefinition("SELECT cursor_at FROM reconcile_state WHERE id = 1", transaction: run, cancellationToken: ct));
+        var since = (cursor ?? clock.GetUtcNow().AddDays(-options.FirstRunDays)).AddSeconds(-options.OverlapSeconds);
+
+        var seen = new Dictionary<string, Event>(StringComparer.Ordinal);
+        // Only the types Billing handles (the webhook endpoint's list): the account's other events are not missed
+        // webhooks, and storing them would bury the real misses in the report.
+        List<string> types = [.. StripeEventTypes.Handled.Order(StringComparer.Ordinal)];
+        await foreach (var e in ListAsync(new EventListOptions
         {
-            var cursor = await lockConnection.ExecuteScalarAsync<DateTimeOffset?>(new CommandDefinition("SELECT cursor_at FROM reconcile_state WHERE id = 1", cancellationToken: ct));
-            var since = (cursor ?? clock.GetUtcNow().AddDays(-options.FirstRunDays)).AddSeconds(-options.OverlapSeconds);
-
-            var seen = new Dictionary<string, Event>(StringComparer.Ordinal);
-            // Only the types Billing handles (the webhook endpoint's list): the account's other events are not missed
-            // webhooks, and storing them would bury the real misses in the report.
-            List<string> types = [.. StripeEventTypes.Handled.Order(StringComparer.Ordinal)];
-            await foreach (var e in ListAsync(new EventListOptions
-            {
-                Created = new DateRangeOptions { GreaterThanOrEqual = since.UtcDateTime }, Types = types, Limit = 100,
-            }, ct))
-            {
-                seen.TryAdd(e.Id, e);
-            }
-            await foreach (var e in ListAsync(new EventListOptions
-            {
-                DeliverySuccess = false,
-                Created = new DateRangeOptions { GreaterThanOrEqual = clock.GetUtcNow().AddDays(-options.FailedDeliveryDays).UtcDateTime },
-                Types = types,
-                Limit = 100,
-            }, ct))
-            {
-                seen.TryAdd(e.Id, e);
-            }
-
-            var recovered = new List<string>();
-            foreach (var e in seen.Values.OrderBy(e => e.Created))
-            {
-                var raw = e.RawJsonElement?.GetRawText();
-                var (envelope, error) = raw is null ? (null, "no raw JSON") : EnvelopeReader.Read(raw);
-                if (envelope is null)
-                {
-                    logger.LogWarning("Reconciliation skipped Stripe event {Id}: {Error}", e.Id, error);
-                    continue;
-                }
-                if (await events.StoreAsync(envelope, raw!, "reconcile", ct) && StripeEventTypes.Handled.Contains(envelope.Type))
-                {
-                    recovered.Add(envelope.Id);
-                }
-            }
-
-            DateTimeOffset? newest = seen.Count == 0 ? cursor : new DateTimeOffset(DateTime.SpecifyKind(seen.Values.Max(e => e.Created), DateTimeKind.Utc));
-            if (cursor is { } c && newest < c)
-            {
-                newest = c;
-            }
-            await lockConnection.ExecuteAsync(new CommandDefinition(
-                "UPDATE reconcile_state SET cursor_at = @newest, last_run_at = now(), last_scanned = @scanned, last_found = @found WHERE id = 1",
-                new { newest, scanned = seen.Count, found = recovered.Count }, cancellationToken: ct));
-            if (recovered.Count > 0)
-            {
-                logger.LogWarning("Reconciliation recovered {Count} Stripe event(s) the webhook never delivered: {Ids}", recovered.Count, string.Join(", ", recovered.Take(20)));
-            }
-            return new ReconcileResult(true, seen.Count, recovered.Count, newest, recovered);
-        }
-        finally
+            Created = new DateRangeOptions { GreaterThanOrEqual = since.UtcDateTime }, Types = types, Limit = 100,
+        }, ct))
         {
-            await lockConnection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_unlock(@key)", new { key = LockKey }, cancellationToken: CancellationToken.None));
+            seen.TryAdd(e.Id, e);
         }
+        await foreach (var e in ListAsync(new EventListOptions
+        {
+            DeliverySuccess = false,
+            Created = new DateRangeOptions { GreaterThanOrEqual = clock.GetUtcNow().AddDays(-options.FailedDeliveryDays).UtcDateTime },
+            Types = types,
+            Limit = 100,
+        }, ct))
+        {
+            seen.TryAdd(e.Id, e);
+        }
+
+        var recovered = new List<string>();
+        foreach (var e in seen.Values.OrderBy(e => e.Created))
+        {
+            var raw = e.RawJsonElement?.GetRawText();
+            var (envelope, error) = raw is null ? (null, "no raw JSON") : EnvelopeReader.Read(raw);
+            if (envelope is null)
+            {
+                logger.LogWarning("Reconciliation skipped Stripe event {Id}: {Error}", e.Id, error);
+                continue;
+            }
+            if (await events.StoreAsync(envelope, raw!, "reconcile", ct) && StripeEventTypes.Handled.Contains(envelope.Type))
+            {
+                recovered.Add(envelope.Id);
+            }
+        }
+
+        DateTimeOffset? newest = seen.Count == 0 ? cursor : new DateTimeOffset(DateTime.SpecifyKind(seen.Values.Max(e => e.Created), DateTimeKind.Utc));
+        if (cursor is { } c && newest < c)
+        {
+            newest = c;
+        }
+        await lockConnection.ExecuteAsync(new CommandDefinition(
+            "UPDATE reconcile_state SET cursor_at = @newest, last_run_at = now(), last_scanned = @scanned, last_found = @found WHERE id = 1",
+            new { newest, scanned = seen.Count, found = recovered.Count }, run, cancellationToken: ct));
+        await run.CommitAsync(ct);
+        if (recovered.Count > 0)
+        {
+            logger.LogWarning("Reconciliation recovered {Count} Stripe event(s) the webhook never delivered: {Ids}", recovered.Count, string.Join(", ", recovered.Take(20)));
+        }
+        return new ReconcileResult(true, seen.Count, recovered.Count, newest, recovered);
     }
 
     private async IAsyncEnumerable<Event> ListAsync(EventListOptions options, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
