@@ -20,7 +20,8 @@ public sealed record StoredEvent(string Id, string Type, string OrderKey, string
 /// trusts the webhook's snapshot: it re-reads the object from Stripe, so a late, repeated or reordered event can only
 /// ever move Billing to Stripe's current state. Every message it enqueues has an id derived from what caused it.
 /// </summary>
-public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, ILogger<StripeEventHandler> logger)
+public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, TimeProvider clock,
+    ILogger<StripeEventHandler> logger)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -85,7 +86,10 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         var sequence = previous?.Sequence ?? 0;
         foreach (var message in messages)
         {
-            sequence++;
+            // Increasing per subscription, and past anything published before: at least the time of publishing in ms. After
+            // Payments' database is restored to an earlier point, its mirror's sequences go back, but what it publishes next
+            // still outranks what Subscriptions and Usage applied before the restore (with plain +1 they would ignore it).
+            sequence = Math.Max(sequence + 1, clock.GetUtcNow().ToUnixTimeMilliseconds());
             var messageId = Outbox.MessageId($"{subscriptionId}#{sequence}", message.ToString());
             object payload = message switch
             {
