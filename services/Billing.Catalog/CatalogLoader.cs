@@ -96,6 +96,8 @@ public static partial class CatalogLoader
                 var q = $"{p}.prices[{j}]";
                 Check(Intervals.Contains(price.Interval), $"{q}.interval", "one of day, week, month, year");
                 Check(price.IntervalCount is >= 1 and <= 12, $"{q}.intervalCount", "1 to 12");
+                // Stripe refuses a billing period longer than three years (3 years, 36 months, 156 weeks).
+                Check(price.Interval != "year" || price.IntervalCount <= 3, $"{q}.intervalCount", "at most 3 with interval year (Stripe bills at most every three years)");
                 Check(price.Amount > 0, $"{q}.amount", "a positive amount in the currency's minor unit");
                 Check(IsCurrency(price.Currency), $"{q}.currency", "a lowercase ISO currency");
                 Check(intervals.Add($"{price.Interval}/{price.IntervalCount}"), q, "two prices with the same interval");

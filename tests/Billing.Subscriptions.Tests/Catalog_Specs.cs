@@ -54,7 +54,8 @@ public class The_catalog
             {"freePlan":"gold","plans":[
               {"id":"Bad Id","name":"","trialDays":-1,"prices":[{"interval":"fortnight","amount":0}],
                "meters":[{"meter":"x","limit":-5,"window":"hour","overage":"bill"}]},
-              {"id":"p","name":"P","prices":[{"interval":"month","amount":100,"lookupKey":"k"},{"interval":"year","amount":900,"lookupKey":"k"}]}],
+              {"id":"p","name":"P","prices":[{"interval":"month","amount":100,"lookupKey":"k"},{"interval":"year","amount":900,"lookupKey":"k"},
+                                             {"interval":"year","intervalCount":5,"amount":4000}]}],
              "tokenPacks":[{"id":"t","name":"T","tokens":0,"amount":100}]}
             """))!;
         Assert.That(error.Errors, Is.SupersetOf(new[]
@@ -69,6 +70,7 @@ public class The_catalog
             "$.plans[0].meters[0].window: one of day, month, period",
             "$.plans[0].meters[0].stripeMeterEventName: required when overage is bill",
             "$.plans[1].prices[1].lookupKey: \"k\" is used twice",
+            "$.plans[1].prices[2].intervalCount: at most 3 with interval year (Stripe bills at most every three years)",
             "$.tokenPacks[0].tokens: a positive number of tokens",
         }));
     }
