@@ -75,6 +75,12 @@ public sealed record Plan
     public IReadOnlyList<string> Features { get; init; } = [];
     /// <summary>Numeric limits (null = unlimited), e.g. <c>projects</c>.</summary>
     public IReadOnlyDictionary<string, long?> Limits { get; init; } = new Dictionary<string, long?>();
+    /// <summary>
+    /// No longer offered: not sold in a new checkout or plan change, still the plan of those who have it (their
+    /// allowances, features and prices stay as they are). Removing a plan from the file instead would move its
+    /// subscribers to the free plan's allowance while Stripe goes on charging them.
+    /// </summary>
+    public bool Archived { get; init; }
 
     /// <summary>True for a plan anyone has without paying.</summary>
     public bool IsFree => Prices.Count == 0;

@@ -75,6 +75,7 @@ public static partial class CatalogLoader
         Check(IsCurrency(catalog.Currency), "$.currency", "a lowercase ISO currency such as \"usd\"");
         Check(catalog.Plans.Count > 0, "$.plans", "at least one plan");
         Check(catalog.FindPlan(catalog.FreePlan) is { IsFree: true }, "$.freePlan", $"must name a plan without prices (got \"{catalog.FreePlan}\")");
+        Check(catalog.FindPlan(catalog.FreePlan) is not { Archived: true }, "$.freePlan", "the free plan cannot be archived");
         Check(catalog.GracePeriodDays >= 0, "$.gracePeriodDays", "0 or more");
         Check(catalog.RefundWindowDays >= 0, "$.refundWindowDays", "0 or more");
         Check(catalog.SignUpGrantTokens >= 0, "$.signUpGrantTokens", "0 or more");

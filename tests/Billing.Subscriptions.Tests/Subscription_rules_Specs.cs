@@ -103,3 +103,40 @@ public class What_a_user_sees_of_a_subscription
         Assert.That((ok!.Price.Amount, ok.SuccessUrl), Is.EqualTo((5000L, "http://s")));
     }
 }
+
+/// <summary>An archived plan is no longer sold, and stays the plan of those who have it.</summary>
+[TestFixture]
+public class An_archived_plan
+{
+    private static readonly BillingCatalog Catalog = CatalogLoader.Parse("""
+        {"freePlan":"free","plans":[{"id":"free","name":"Free"},
+          {"id":"legacy","name":"Legacy","archived":true,"prices":[{"interval":"month","amount":900}],
+           "meters":[{"meter":"ai.generation","limit":100,"window":"month"}]},
+          {"id":"pro","name":"Pro","prices":[{"interval":"month","amount":500}]}]}
+        """);
+
+    [Test]
+    public void Is_refused_for_a_checkout_or_a_change_to_it()
+    {
+        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest("legacy", "month", null, null, null), Catalog, "http://s", "http://c");
+        Assert.That(choice, Is.Null);
+        Assert.That(errors["planId"], Has.Some.Contain("no longer offered"));
+        (choice, _) = CheckoutRules.Validate(new CheckoutRequest("legacy", "month", null, null, null), Catalog, "http://s", "http://c", currentPlanId: "pro");
+        Assert.That(choice, Is.Null);
+    }
+
+    [Test]
+    public void Is_accepted_back_by_those_who_have_it_and_keeps_its_allowance()
+    {
+        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest("legacy", "month", null, null, null), Catalog, "http://s", "http://c", currentPlanId: "legacy");
+        Assert.That(choice?.Plan.Id, Is.EqualTo("legacy"), string.Join("; ", errors.SelectMany(e => e.Value)));
+        Assert.That(Catalog.FindPlan("legacy")!.FindMeter("ai.generation")!.Limit, Is.EqualTo(100));
+    }
+
+    [Test]
+    public void Cannot_be_the_free_plan()
+    {
+        var error = Assert.Throws<CatalogException>(() => CatalogLoader.Parse("""{"freePlan":"free","plans":[{"id":"free","name":"Free","archived":true}]}"""))!;
+        Assert.That(error.Errors, Does.Contain("$.freePlan: the free plan cannot be archived"));
+    }
+}

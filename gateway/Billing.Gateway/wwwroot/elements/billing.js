@@ -274,7 +274,9 @@ export class BillingPricingTable extends BillingElement {
     return best;
   }
 
-  view({ plans, subscription }) {
+  view({ plans: all, subscription }) {
+    // Archived plans are no longer sold; the one the user has stays on the table (marked as theirs).
+    const plans = all.filter((p) => !p.archived || p.id === subscription?.planId);
     const intervals = this.intervals(plans);
     const wanted = this._interval || this.getAttribute('interval')
       || (subscription?.interval ? `${subscription.interval}:${subscription.intervalCount || 1}` : null);

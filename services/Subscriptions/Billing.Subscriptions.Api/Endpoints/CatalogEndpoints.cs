@@ -10,7 +10,7 @@ public static class CatalogEndpoints
         app.MapGet("/api/plans", (BillingCatalog catalog) => TypedResults.Ok(new PlansResponse(catalog.Plans.Select(ToDto).ToList())))
             .AllowAnonymous()
             .WithName("ListPlans")
-            .WithSummary("The plans of the catalog with their prices, meters, features and limits.");
+            .WithSummary("The plans of the catalog with their prices, meters, features and limits (archived ones are no longer sold).");
         return app;
     }
 
@@ -18,12 +18,12 @@ public static class CatalogEndpoints
         plan.Id, plan.Name, plan.Description, plan.TrialDays,
         plan.Prices.Select(p => new PriceDto(p.Interval, p.IntervalCount, p.Amount, p.Currency)).ToList(),
         plan.Meters.Select(m => new MeterDto(m.Meter, m.Limit, m.Window)).ToList(),
-        plan.Features, plan.Limits);
+        plan.Features, plan.Limits, plan.Archived);
 
     public sealed record PlansResponse(IReadOnlyList<PlanDto> Plans);
 
     public sealed record PlanDto(string Id, string Name, string Description, int TrialDays, IReadOnlyList<PriceDto> Prices,
-        IReadOnlyList<MeterDto> Meters, IReadOnlyList<string> Features, IReadOnlyDictionary<string, long?> Limits);
+        IReadOnlyList<MeterDto> Meters, IReadOnlyList<string> Features, IReadOnlyDictionary<string, long?> Limits, bool Archived);
 
     public sealed record PriceDto(string Interval, int IntervalCount, long Amount, string Currency);
 

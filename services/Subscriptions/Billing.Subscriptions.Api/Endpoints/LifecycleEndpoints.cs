@@ -315,7 +315,9 @@ public static class LifecycleEndpoints
         string? planId, string? interval, int? intervalCount, ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog,
         StripePrices prices, CancellationToken ct)
     {
-        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest(planId, interval, intervalCount, null, null), catalog, "http://x", "http://x");
+        var current = await store.CurrentAsync(user.UserId()!, ct);
+        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest(planId, interval, intervalCount, null, null), catalog, "http://x", "http://x",
+            current?.PlanId);
         if (choice is null)
         {
             if (catalog.FindPlan(planId) is { IsFree: true })
@@ -324,7 +326,6 @@ public static class LifecycleEndpoints
             }
             return (null, Problems.Validation(errors));
         }
-        var current = await store.CurrentAsync(user.UserId()!, ct);
         if (current is null || !SubscriptionStatus.Live.Contains(current.StripeStatus))
         {
             return (null, NoSubscription());

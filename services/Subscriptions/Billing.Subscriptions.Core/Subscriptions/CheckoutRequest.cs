@@ -11,9 +11,12 @@ public sealed record CheckoutChoice(Plan Plan, Price Price, string SuccessUrl, s
 /// <summary>Validates what a user asks to buy; every problem is named with its field.</summary>
 public static class CheckoutRules
 {
-    /// <summary>Returns the choice, or the field errors.</summary>
+    /// <summary>
+    /// Returns the choice, or the field errors. An archived plan is refused unless it is <paramref name="currentPlanId"/>
+    /// (the plan the user has: undoing a pending downgrade back to it is no sale).
+    /// </summary>
     public static (CheckoutChoice? Choice, Dictionary<string, string[]> Errors) Validate(
-        CheckoutRequest? request, BillingCatalog catalog, string defaultSuccessUrl, string defaultCancelUrl)
+        CheckoutRequest? request, BillingCatalog catalog, string defaultSuccessUrl, string defaultCancelUrl, string? currentPlanId = null)
     {
         var errors = new Dictionary<string, string[]>();
         if (request is null)
@@ -30,6 +33,10 @@ public static class CheckoutRules
         else if (plan.IsFree)
         {
             errors["planId"] = [$"\"{plan.Id}\" is free: there is nothing to buy"];
+        }
+        else if (plan.Archived && plan.Id != currentPlanId)
+        {
+            errors["planId"] = [$"plan \"{plan.Id}\" is no longer offered; see GET /api/plans"];
         }
 
         Price? price = null;
