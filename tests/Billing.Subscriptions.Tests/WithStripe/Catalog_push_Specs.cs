@@ -1,3 +1,5 @@
+using Billing.Subscriptions.Api.Stripe;
+using Microsoft.Extensions.Configuration;
 using Stripe;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
@@ -25,5 +27,23 @@ public class Pushing_a_catalog
             var prices = await new PriceService(Hosts.Subscriptions.Stripe).ListAsync(new PriceListOptions { LookupKeys = [$"{planId}_month"], Active = true });
             Assert.That(prices.Data.Single().UnitAmount, Is.EqualTo(amount));
         }
+    }
+
+    private static Task<int> DiffAsync(string path) =>
+        CatalogCommands.RunAsync(["diff", path], new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["STRIPE_SECRET_KEY"] = "sk_test_x", ["STRIPE_API_BASE"] = Hosts.SimulatorUrl }).Build());
+
+    [Test]
+    public async Task Diff_lists_a_price_the_file_changed_until_it_is_pushed()
+    {
+        var planId = "diff" + Guid.NewGuid().ToString("N")[..8];
+        Assert.That(await DiffAsync(CatalogWith(planId, 700)), Is.EqualTo(1), "not in Stripe yet");
+        Assert.That(await Hosts.PushCatalogAsync(CatalogWith(planId, 700)), Is.Zero);
+        Assert.That(await DiffAsync(CatalogWith(planId, 700)), Is.Zero, "Stripe bills what the file says");
+
+        var changed = CatalogWith(planId, 900);
+        Assert.That(await DiffAsync(changed), Is.EqualTo(1), "the file says 900, Stripe still 700");
+        Assert.That(await Hosts.PushCatalogAsync(changed), Is.Zero);
+        Assert.That(await DiffAsync(changed), Is.Zero);
     }
 }

@@ -4,8 +4,9 @@ using Stripe;
 namespace Billing.Subscriptions.Api.Stripe;
 
 /// <summary>
-/// <c>catalog check FILE</c> and <c>catalog push [FILE]</c> (run by <c>deploy/billing catalog …</c>): validates a catalog,
-/// and creates its products and prices in the configured Stripe account idempotently, by lookup key. Prices are
+/// <c>catalog check FILE</c>, <c>catalog push [FILE]</c> and <c>catalog diff [FILE]</c> (run by <c>deploy/billing catalog …</c>):
+/// validates a catalog, creates its products and prices in the configured Stripe account idempotently, by lookup key, and
+/// lists where Stripe's prices differ from the file. Prices are
 /// immutable in Stripe: a changed amount creates a new price that takes over the lookup key, and the old one is
 /// deactivated (existing subscriptions keep it).
 /// </summary>
@@ -15,9 +16,9 @@ public static class CatalogCommands
     {
         var verb = args.ElementAtOrDefault(0);
         var path = args.ElementAtOrDefault(1) ?? configuration["BILLING_CATALOG"];
-        if (verb is not ("check" or "push") || string.IsNullOrEmpty(path))
+        if (verb is not ("check" or "push" or "diff") || string.IsNullOrEmpty(path))
         {
-            await Console.Error.WriteLineAsync("usage: catalog check FILE | catalog push [FILE]  (FILE defaults to BILLING_CATALOG)");
+            await Console.Error.WriteLineAsync("usage: catalog check FILE | catalog push [FILE] | catalog diff [FILE]  (FILE defaults to BILLING_CATALOG)");
             return 2;
         }
 
@@ -48,6 +49,10 @@ public static class CatalogCommands
         {
             options.ApiBase = apiBase.TrimEnd('/');
         }
+        if (verb == "diff")
+        {
+            return await DiffAsync(catalog, new StripeClient(options));
+        }
         var pusher = new Pusher(new StripeClient(options));
         foreach (var plan in catalog.Plans.Where(p => !p.IsFree))
         {
@@ -66,6 +71,42 @@ public static class CatalogCommands
         }
         Console.WriteLine($"catalog push: {pusher.Created} created, {pusher.Replaced} replaced, {pusher.Unchanged} unchanged");
         return 0;
+    }
+
+    /// <summary>
+    /// <c>catalog diff</c>: whether Stripe's active price under each of the file's lookup keys bills what the file says
+    /// (amount, currency, interval). The price a user sees (<c>GET /api/plans</c>, from the file) and the one a checkout
+    /// charges (Stripe's, by lookup key) differ until a push: exit 1 lists where.
+    /// </summary>
+    private static async Task<int> DiffAsync(BillingCatalog catalog, IStripeClient stripe)
+    {
+        var wanted = catalog.Plans.SelectMany(plan => plan.Prices.Select(p => (p.LookupKey, p.Amount, p.Currency, Interval: (string?)p.Interval, p.IntervalCount)))
+            .Concat(catalog.TokenPacks.Select(pack => (pack.LookupKey, pack.Amount, pack.Currency, Interval: (string?)null, IntervalCount: 1)))
+            .ToList();
+        var differences = new List<string>();
+        foreach (var (lookupKey, amount, currency, interval, intervalCount) in wanted)
+        {
+            var price = (await new PriceService(stripe).ListAsync(new PriceListOptions { LookupKeys = [lookupKey], Active = true, Limit = 1 })).Data.FirstOrDefault();
+            var file = $"{amount} {currency}{(interval is null ? "" : $" every {intervalCount} {interval}")}";
+            if (price is null)
+            {
+                differences.Add($"{lookupKey}: {file} in the file, no active price in Stripe");
+                continue;
+            }
+            var theirs = $"{price.UnitAmount} {price.Currency}{(price.Recurring is null ? "" : $" every {price.Recurring.IntervalCount} {price.Recurring.Interval}")}";
+            if (theirs != file)
+            {
+                differences.Add($"{lookupKey}: {file} in the file, {theirs} in Stripe ({price.Id})");
+            }
+        }
+        foreach (var line in differences)
+        {
+            Console.WriteLine("  DIFF " + line);
+        }
+        Console.WriteLine(differences.Count == 0
+            ? $"catalog diff: Stripe bills every one of the {wanted.Count} prices as the file says"
+            : $"catalog diff: {differences.Count} of {wanted.Count} prices differ from Stripe; 'catalog push' makes Stripe follow the file");
+        return differences.Count == 0 ? 0 : 1;
     }
 
     private sealed class Pusher(IStripeClient stripe)
