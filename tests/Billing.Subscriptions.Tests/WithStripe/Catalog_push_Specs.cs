@@ -29,6 +29,25 @@ public class Pushing_a_catalog
         }
     }
 
+    [Test]
+    public async Task A_rerun_archives_the_price_an_interrupted_push_left_active()
+    {
+        var planId = "leftover" + Guid.NewGuid().ToString("N")[..8];
+        Assert.That(await Hosts.PushCatalogAsync(CatalogWith(planId, 700)), Is.Zero);
+        var prices = new PriceService(Hosts.Subscriptions.Stripe);
+        // What a push dying between "create the new price (it takes the lookup key over)" and "archive the old one" leaves.
+        var leftover = await prices.CreateAsync(new PriceCreateOptions
+        {
+            Product = $"billing_plan_{planId}", UnitAmount = 500, Currency = "usd", Recurring = new PriceRecurringOptions { Interval = "month" },
+        });
+
+        Assert.That(await Hosts.PushCatalogAsync(CatalogWith(planId, 700)), Is.Zero);
+
+        Assert.That((await prices.GetAsync(leftover.Id)).Active, Is.False);
+        var current = await prices.ListAsync(new PriceListOptions { LookupKeys = [$"{planId}_month"], Active = true });
+        Assert.That(current.Data.Single().UnitAmount, Is.EqualTo(700), "the lookup key's price stays");
+    }
+
     private static Task<int> DiffAsync(string path) =>
         CatalogCommands.RunAsync(["diff", path], new ConfigurationBuilder()
             .AddInMemoryCollection(new Dictionary<string, string?> { ["STRIPE_SECRET_KEY"] = "sk_test_x", ["STRIPE_API_BASE"] = Hosts.SimulatorUrl }).Build());

@@ -156,6 +156,7 @@ public static class CatalogCommands
             {
                 Unchanged++;
                 Console.WriteLine($"  unchanged {lookupKey} ({existing.Id})");
+                await ArchiveLeftoversAsync(prices, product, existing, interval, intervalCount);
                 return;
             }
 
@@ -186,6 +187,22 @@ public static class CatalogCommands
             {
                 Created++;
                 Console.WriteLine($"  created {lookupKey} ({created.Id})");
+            }
+        }
+
+        /// <summary>
+        /// Archives the active prices of <paramref name="product"/> for the same interval that hold no lookup key: a push
+        /// that died between creating a price (which took the key over) and archiving the one it replaced left that one
+        /// active, and a re-run found the key's price unchanged. Subscriptions on an archived price keep it.
+        /// </summary>
+        private static async Task ArchiveLeftoversAsync(PriceService prices, string product, global::Stripe.Price current, string? interval, int intervalCount)
+        {
+            var active = await prices.ListAsync(new PriceListOptions { Product = product, Active = true, Limit = 100 });
+            foreach (var leftover in active.Data.Where(p => p.Id != current.Id && string.IsNullOrEmpty(p.LookupKey)
+                         && p.Recurring?.Interval == interval && (interval is null || p.Recurring?.IntervalCount == intervalCount)))
+            {
+                await prices.UpdateAsync(leftover.Id, new PriceUpdateOptions { Active = false });
+                Console.WriteLine($"  archived {leftover.Id}, left active by an earlier push that replaced it with {current.Id}");
             }
         }
     }
