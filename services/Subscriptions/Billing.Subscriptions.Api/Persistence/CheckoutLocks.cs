@@ -40,7 +40,10 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
         {
             return (ChangeLock.Busy, null);
         }
+        // Whatever does not end in a held lock gives everything back here, once.
         NpgsqlConnection? connection = null;
+        NpgsqlTransaction? tx = null;
+        var held = false;
         try
         {
             try
@@ -49,36 +52,37 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
             }
             catch (NpgsqlException ex) when (ex.InnerException is TimeoutException)
             {
-                stripe.Release();
                 return (ChangeLock.Unavailable, null);
             }
-            var tx = await connection.BeginTransactionAsync(ct);
-            await using (var command = new NpgsqlCommand(
-                $"SET LOCAL lock_timeout = '{(int)ChangeWait.TotalMilliseconds}ms'; SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", connection, tx))
+            tx = await connection.BeginTransactionAsync(ct);
+            await using var command = new NpgsqlCommand(
+                $"SET LOCAL lock_timeout = '{(int)ChangeWait.TotalMilliseconds}ms'; SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", connection, tx);
+            command.Parameters.AddWithValue("key", "subscription-changes:" + userId);
+            try
             {
-                command.Parameters.AddWithValue("key", "subscription-changes:" + userId);
-                try
-                {
-                    await command.ExecuteNonQueryAsync(ct);
-                }
-                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
-                {
-                    await tx.DisposeAsync();
-                    await connection.DisposeAsync();
-                    stripe.Release();
-                    return (ChangeLock.Busy, null);
-                }
+                await command.ExecuteNonQueryAsync(ct);
             }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+            {
+                return (ChangeLock.Busy, null);
+            }
+            held = true;
             return (ChangeLock.Held, new Held(connection, tx, stripe));
         }
-        catch
+        finally
         {
-            if (connection is not null)
+            if (!held)
             {
-                await connection.DisposeAsync();
+                if (tx is not null)
+                {
+                    await tx.DisposeAsync();
+                }
+                if (connection is not null)
+                {
+                    await connection.DisposeAsync();
+                }
+                stripe.Release();
             }
-            stripe.Release();
-            throw;
         }
     }
 
