@@ -348,23 +348,17 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     {
         var schedule = await calls.RunAsync(t => new SubscriptionScheduleService(stripe).GetAsync(scheduleId,
             new SubscriptionScheduleGetOptions { Expand = ["phases.items.price"] }, cancellationToken: t), ct);
-        if (schedule.Status is not ("active" or "not_started"))
+        if (!SubscriptionSchedules.InForce(schedule) || SubscriptionSchedules.NextChange(schedule, item) is not { } next)
         {
             return null;
         }
-        var next = schedule.Phases?.Where(p => p.StartDate >= item.CurrentPeriodEnd).OrderBy(p => p.StartDate).FirstOrDefault();
-        var phaseItem = next?.Items?.FirstOrDefault();
-        var priceId = phaseItem?.PriceId;
-        if (priceId is null || priceId == item.Price?.Id)
-        {
-            return null;
-        }
-        var price = phaseItem!.Price ?? await calls.RunAsync(t => new PriceService(stripe).GetAsync(priceId, cancellationToken: t), ct);
-        var planId = catalog.FindByLookupKey(price.LookupKey)?.Plan.Id ?? next!.Metadata?.GetValueOrDefault("planId") ?? price.Metadata?.GetValueOrDefault("planId");
+        var phaseItem = next.Items[0];
+        var price = phaseItem.Price ?? await calls.RunAsync(t => new PriceService(stripe).GetAsync(phaseItem.PriceId, cancellationToken: t), ct);
+        var planId = catalog.FindByLookupKey(price.LookupKey)?.Plan.Id ?? next.Metadata?.GetValueOrDefault("planId") ?? price.Metadata?.GetValueOrDefault("planId");
         return planId is null ? null : new ScheduledPlanChange
         {
             PlanId = planId, PriceId = price.Id, Interval = price.Recurring?.Interval ?? "month", IntervalCount = (int)(price.Recurring?.IntervalCount ?? 1),
-            EffectiveAt = Utc(next!.StartDate),
+            EffectiveAt = Utc(next.StartDate),
         };
     }
 

@@ -27,7 +27,7 @@ public static class ScheduledDowngrades
             return null;
         }
         var schedule = await calls.RunAsync(c => new SubscriptionScheduleService(stripe).GetAsync(subscription.ScheduleId, cancellationToken: c), ct);
-        return schedule.Status is "active" or "not_started" ? schedule : null;
+        return SubscriptionSchedules.InForce(schedule) ? schedule : null;
     }
 
     /// <summary>
@@ -36,14 +36,9 @@ public static class ScheduledDowngrades
     /// </summary>
     public static PendingDowngrade? Pending(SubscriptionSchedule? schedule, Subscription subscription)
     {
-        if (schedule is null)
-        {
-            return null;
-        }
-        var item = subscription.Items.Data[0];
-        var next = schedule.Phases?.Where(p => p.StartDate >= item.CurrentPeriodEnd).OrderBy(p => p.StartDate).FirstOrDefault();
-        var priceId = next?.Items?.FirstOrDefault()?.PriceId;
-        return priceId is not null && priceId != item.Price.Id ? new PendingDowngrade(priceId, next!.Metadata?.GetValueOrDefault("planId")) : null;
+        return schedule is not null && SubscriptionSchedules.NextChange(schedule, subscription.Items.Data[0]) is { } next
+            ? new PendingDowngrade(next.Items[0].PriceId, next.Metadata?.GetValueOrDefault("planId"))
+            : null;
     }
 
     /// <summary>True when the schedule ends the subscription instead of releasing it (set up in the Dashboard, say).</summary>
