@@ -50,6 +50,7 @@ public sealed class Matching_Stripe_fixture_shapes : SimulatorSpec
     [TestCase("charge")]
     [TestCase("refund")]
     [TestCase("billing.meter_event")]
+    [TestCase("billing.meter")]
     [TestCase("event")]
     public async Task Should_match_the_fixture_of(string type)
     {
@@ -128,6 +129,8 @@ public sealed class Matching_Stripe_fixture_shapes : SimulatorSpec
         objects["billing_portal.session"] = portal;
         var (_, meterEvent) = await PostForm("/v1/billing/meter_events", $"event_name=ai&payload[stripe_customer_id]={sub.CustomerId}&payload[value]=1");
         objects["billing.meter_event"] = meterEvent;
+        var (_, meter) = await PostForm("/v1/billing/meters", "display_name=AI&event_name=ai&default_aggregation[formula]=sum");
+        objects["billing.meter"] = meter;
         var (_, schedule) = await PostForm("/v1/subscription_schedules", $"from_subscription={sub.Id}");
         // The fixture shows each phase item's plan expanded.
         objects["subscription_schedule"] = await GetJson($"/v1/subscription_schedules/{schedule["id"]!.GetValue<string>()}?expand[]=phases.items.plan");

@@ -177,6 +177,96 @@ public sealed class Keeping_state_in_a_file
     }
 
     [Test]
+    public async Task Should_keep_meters_and_metered_usage_across_a_restart()
+    {
+        JsonObject meter, overage, subscription;
+        await using (var first = await Simulator.StartAsync(_file, ""))
+        {
+            meter = await first.Form("/v1/billing/meters", "display_name=AI%20tokens&event_name=ai_tokens&default_aggregation[formula]=sum");
+            var plan = (await first.Form("/v1/prices", "currency=usd&unit_amount=500&recurring[interval]=month&product_data[name]=Pro"))["id"]!.GetValue<string>();
+            overage = await first.Form("/v1/prices",
+                $"currency=usd&unit_amount_decimal=0.5&recurring[interval]=month&recurring[usage_type]=metered&recurring[meter]={meter["id"]}&product_data[name]=AI%20overage");
+            var customerId = (await first.Form("/v1/customers", "email=u42%40example.test"))["id"]!.GetValue<string>();
+            var sessionId = (await first.Form("/v1/checkout/sessions",
+                $"mode=subscription&customer={customerId}&line_items[0][price]={plan}&line_items[0][quantity]=1&line_items[1][price]={overage["id"]}" +
+                "&success_url=https%3A%2F%2Fapp.example%2Fok"))["id"]!.GetValue<string>();
+            using (var paid = await first.Pay(sessionId))
+            {
+                Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+            }
+            var subId = (await first.Get($"/v1/checkout/sessions/{sessionId}"))["subscription"]!.GetValue<string>();
+            var now = (await first.Get("/_sim/clock"))["now"]!.GetValue<long>();
+            await first.Form("/v1/billing/meter_events", $"event_name=ai_tokens&payload[stripe_customer_id]={customerId}&payload[value]=5&timestamp={now}");
+            subscription = await first.Get($"/v1/subscriptions/{subId}");
+        }
+        Assert.That(JsonNode.Parse(await File.ReadAllTextAsync(_file))!["meters"]!.AsArray(), Has.Count.EqualTo(1));
+
+        await using var second = await Simulator.StartAsync(_file, "");
+        Assert.That((await second.Get($"/v1/billing/meters/{meter["id"]}")).ToJsonString(), Is.EqualTo(meter.ToJsonString()));
+        Assert.That((await second.Get($"/v1/prices/{overage["id"]}")).ToJsonString(), Is.EqualTo(overage.ToJsonString()));
+        Assert.That((await second.Get($"/v1/subscriptions/{subscription["id"]}")).ToJsonString(), Is.EqualTo(subscription.ToJsonString()));
+
+        var periodEnd = subscription["items"]!["data"]![0]!["current_period_end"]!.GetValue<long>();
+        var clock = (await second.Get("/_sim/clock"))["now"]!.GetValue<long>();
+        await second.Json("/_sim/clock/advance", new JsonObject { ["seconds"] = periodEnd - clock + 10 });
+        var renewal = await second.Get($"/v1/invoices/{(await second.Get($"/v1/subscriptions/{subscription["id"]}"))["latest_invoice"]}");
+        var usage = renewal["lines"]!["data"]!.AsArray().Single(l => l!["pricing"]!["price_details"]!["price"]!.GetValue<string>() == overage["id"]!.GetValue<string>())!;
+        Assert.That(usage["quantity"]!.GetValue<long>(), Is.EqualTo(5));
+        Assert.That(usage["amount"]!.GetValue<long>(), Is.EqualTo(3));
+    }
+
+    [Test]
+    public async Task Should_load_a_file_written_before_meters_and_metered_items_existed()
+    {
+        JsonObject subscription, invoice;
+        await using (var first = await Simulator.StartAsync(_file, ""))
+        {
+            var price = (await first.Form("/v1/prices", "currency=usd&unit_amount=500&recurring[interval]=month&product_data[name]=Pro"))["id"]!.GetValue<string>();
+            var customerId = (await first.Form("/v1/customers", "email=u42%40example.test"))["id"]!.GetValue<string>();
+            var sessionId = (await first.Form("/v1/checkout/sessions",
+                $"mode=subscription&customer={customerId}&line_items[0][price]={price}&line_items[0][quantity]=1&success_url=https%3A%2F%2Fapp.example%2Fok"))["id"]!.GetValue<string>();
+            using (var paid = await first.Pay(sessionId))
+            {
+                Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+            }
+            subscription = await first.Get($"/v1/subscriptions/{(await first.Get($"/v1/checkout/sessions/{sessionId}"))["subscription"]}");
+            invoice = await first.Get($"/v1/invoices/{subscription["latest_invoice"]}");
+        }
+        // What an older simulator wrote: none of the properties meters brought.
+        var saved = JsonNode.Parse(await File.ReadAllTextAsync(_file))!.AsObject();
+        saved.Remove("meters");
+        string[] added = ["usageType", "meterId", "unitAmountDecimal", "metered", "usageStart", "quantityDecimal"];
+        void Strip(JsonNode? node)
+        {
+            if (node is JsonObject obj)
+            {
+                foreach (var key in added)
+                {
+                    obj.Remove(key);
+                }
+                foreach (var (_, child) in obj.ToList())
+                {
+                    Strip(child);
+                }
+            }
+            else if (node is JsonArray array)
+            {
+                foreach (var child in array)
+                {
+                    Strip(child);
+                }
+            }
+        }
+        Strip(saved);
+        await File.WriteAllTextAsync(_file, saved.ToJsonString());
+
+        await using var second = await Simulator.StartAsync(_file, "");
+        Assert.That(Directory.GetFiles(_directory, "*.broken-*"), Is.Empty);
+        Assert.That((await second.Get($"/v1/subscriptions/{subscription["id"]}")).ToJsonString(), Is.EqualTo(subscription.ToJsonString()));
+        Assert.That((await second.Get($"/v1/invoices/{invoice["id"]}")).ToJsonString(), Is.EqualTo(invoice.ToJsonString()));
+    }
+
+    [Test]
     public async Task Should_resume_pending_webhook_deliveries_after_a_restart()
     {
         _failDeliveries = true;

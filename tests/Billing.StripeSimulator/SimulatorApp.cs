@@ -74,6 +74,7 @@ public static class SimulatorApp
         app.MapSubscriptionSchedulesApi();
         app.MapInvoicesApi();
         app.MapPaymentsApi();
+        app.MapMetersApi();
         app.MapEventsApi();
         app.MapSimControlApi();
         app.MapHostedPages();

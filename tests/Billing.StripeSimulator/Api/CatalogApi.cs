@@ -194,11 +194,7 @@ public static partial class CatalogApi
         var state = c.Sim.State;
         var form = c.Form;
         var currency = form.Required("currency").ToLowerInvariant();
-        var unitAmount = form.Long("unit_amount") ?? (long?)form.Decimal("unit_amount_decimal") ?? throw StripeError.Missing("unit_amount");
-        if (unitAmount < 0)
-        {
-            throw StripeError.Invalid("unit_amount", "Invalid non-negative integer", "parameter_invalid_integer");
-        }
+        var unitAmount = UnitAmount(form);
         string productId;
         if (form.Str("product") is { Length: > 0 } pid)
         {
@@ -217,6 +213,8 @@ public static partial class CatalogApi
         }
         string? interval = null;
         var intervalCount = 1;
+        var usageType = "licensed";
+        string? meterId = null;
         if (form.Has("recurring"))
         {
             interval = form.Required("recurring", "interval");
@@ -229,13 +227,17 @@ public static partial class CatalogApi
             {
                 throw StripeError.Invalid("recurring[interval_count]", "The maximum billing interval is three years.");
             }
+            (usageType, meterId) = UsageType(c);
         }
         var price = new Price
         {
             Id = state.NewId("price_"),
             Created = state.Now,
             ProductId = productId,
-            UnitAmount = unitAmount,
+            UnitAmount = decimal.Truncate(unitAmount) == unitAmount ? (long)unitAmount : 0,
+            UnitAmountDecimal = decimal.Truncate(unitAmount) == unitAmount ? null : unitAmount,
+            UsageType = usageType,
+            MeterId = meterId,
             Currency = currency,
             Interval = interval,
             IntervalCount = intervalCount,
@@ -247,6 +249,54 @@ public static partial class CatalogApi
         state.Prices[price.Id] = price;
         state.Emit("price.created", c.Sim.Json.Price(price));
         return c.Expand(c.Sim.Json.Price(price));
+    }
+
+    /// <summary><c>unit_amount</c> (whole minor units) or <c>unit_amount_decimal</c> (up to 12 decimal places), exactly one.</summary>
+    private static decimal UnitAmount(Form form)
+    {
+        var whole = form.Long("unit_amount");
+        var fractional = form.Decimal("unit_amount_decimal");
+        if (whole is not null && fractional is not null)
+        {
+            throw StripeError.Invalid("unit_amount", "You may only specify one of these parameters: unit_amount, unit_amount_decimal.");
+        }
+        if (whole < 0)
+        {
+            throw StripeError.Invalid("unit_amount", "Invalid non-negative integer", "parameter_invalid_integer");
+        }
+        if (fractional < 0 || fractional is { } d && decimal.Round(d, 12) != d)
+        {
+            throw StripeError.Invalid("unit_amount_decimal", "Invalid decimal: unit_amount_decimal must be a non-negative decimal with at most 12 decimal places.", "parameter_invalid_integer");
+        }
+        return whole ?? fractional ?? throw StripeError.Missing("unit_amount");
+    }
+
+    /// <summary><c>recurring[usage_type]</c> (<c>licensed</c> by default) and, for a metered price, its active meter
+    /// (<c>recurring[meter]</c>, required: usage-based prices are backed by billing meters).</summary>
+    private static (string UsageType, string? MeterId) UsageType(StripeCall c)
+    {
+        var usageType = c.Form.Str("recurring", "usage_type") is { Length: > 0 } given ? given : "licensed";
+        var meterId = c.Form.Str("recurring", "meter");
+        if (usageType is not ("licensed" or "metered"))
+        {
+            throw StripeError.Invalid("recurring[usage_type]", "Invalid recurring[usage_type]: must be one of licensed or metered");
+        }
+        if (usageType == "licensed")
+        {
+            return string.IsNullOrEmpty(meterId)
+                ? (usageType, null)
+                : throw StripeError.Invalid("recurring[meter]", "`recurring[meter]` can only be set when `recurring[usage_type]` is `metered`.");
+        }
+        if (string.IsNullOrEmpty(meterId))
+        {
+            throw StripeError.Invalid("recurring[meter]", "A price with `recurring[usage_type]=metered` must be backed by a billing meter: pass `recurring[meter]`.");
+        }
+        var meter = c.Sim.Meter(meterId, "recurring[meter]");
+        if (!meter.IsActive)
+        {
+            throw StripeError.Invalid("recurring[meter]", $"The billing meter `{meter.Id}` is inactive: a metered price needs an active meter.");
+        }
+        return (usageType, meter.Id);
     }
 
     private static void SetLookupKey(StripeCall c, Price price, string? lookupKey, bool transfer)
@@ -309,6 +359,8 @@ public static partial class CatalogApi
         var type = f.Str("type");
         var currency = f.Str("currency");
         var interval = f.Str("recurring", "interval");
+        var usageType = f.Str("recurring", "usage_type");
+        var meter = f.Str("recurring", "meter");
         var items = c.Sim.State.Prices.Values
             .Where(p => lookupKeys.Count == 0 || (p.LookupKey is not null && lookupKeys.Contains(p.LookupKey)))
             .Where(p => active is null || p.Active == active)
@@ -316,6 +368,8 @@ public static partial class CatalogApi
             .Where(p => type is null || (type == "recurring") == p.IsRecurring)
             .Where(p => currency is null || p.Currency == currency)
             .Where(p => interval is null || p.Interval == interval)
+            .Where(p => usageType is null || (p.IsRecurring && p.UsageType == usageType))
+            .Where(p => meter is null || p.MeterId == meter)
             .OrderByDescending(p => c.Sim.State.Order(p.Id));
         return c.Sim.Page(items, p => p.Id, c.Sim.Json.Price, f, "/v1/prices");
     }

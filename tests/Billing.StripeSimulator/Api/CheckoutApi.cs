@@ -53,16 +53,20 @@ public static class CheckoutApi
             {
                 throw StripeError.Invalid(param, "You must provide at least one recurring price in `subscription` mode when using prices.");
             }
-            var quantity = items[i].Long("quantity") ?? 1;
+            var quantity = items[i].Long("quantity");
+            if (price.IsMetered && quantity is not null)
+            {
+                throw Engine.BillingEngine.QuantityOnMetered($"line_items[{i}]");
+            }
             if (quantity < 1)
             {
                 throw StripeError.Invalid($"line_items[{i}][quantity]", "Quantity must be at least 1.");
             }
-            lineItems.Add(new LineItem { Id = state.NewId("li_"), PriceId = price.Id, Quantity = quantity });
+            lineItems.Add(new LineItem { Id = state.NewId("li_"), PriceId = price.Id, Quantity = price.IsMetered ? 0 : quantity ?? 1 });
         }
-        if (mode == "subscription" && lineItems.Count > 1)
+        if (mode == "subscription")
         {
-            throw StripeError.Invalid("line_items", "The simulator supports one line item per subscription checkout.");
+            Engine.BillingEngine.ValidateItemSet([.. lineItems.Select(li => state.Prices[li.PriceId])], "line_items");
         }
         var currencies = lineItems.Select(li => state.Prices[li.PriceId].Currency).Distinct().ToList();
         if (currencies.Count > 1)
@@ -97,7 +101,7 @@ public static class CheckoutApi
             PaymentIntentMetadata = f.Map("payment_intent_data", "metadata") ?? new(),
             AllowPromotionCodes = f.Bool("allow_promotion_codes"),
             ExpiresAt = expiresAt,
-            AmountTotal = lineItems.Sum(li => state.Prices[li.PriceId].UnitAmount * li.Quantity),
+            AmountTotal = lineItems.Sum(li => state.Prices[li.PriceId].AmountFor(li.Quantity)),
             Currency = currencies[0],
         };
         session.Url = $"{state.Options.PublicUrl.TrimEnd('/')}/checkout/{session.Id}";

@@ -78,21 +78,9 @@ public static class InvoicesApi
             throw StripeError.Invalid("subscription", $"No upcoming invoices for subscription: {sub.Id}", "invoice_upcoming_none");
         }
         var details = f.Sub("subscription_details") ?? Form.Empty;
-        var items = details.Items("items");
-        string? itemId = null;
-        Price? price = null;
-        long? quantity = null;
-        if (items.Count > 0)
-        {
-            itemId = items[0].Str("id");
-            if (items[0].Str("price") is { Length: > 0 } priceId)
-            {
-                price = c.Sim.Price(priceId, "subscription_details[items][0][price]");
-            }
-            quantity = items[0].Long("quantity");
-        }
+        var updates = SubscriptionsApi.ItemChanges(c, sub, details.Items("items"), "subscription_details[items]");
         var behavior = details.Str("proration_behavior") ?? "create_prorations";
-        var invoice = c.Sim.Engine.Preview(sub, itemId, price, quantity, behavior, details.Str("billing_cycle_anchor") ?? details.Str("billing_cycle_anchor", "type"), details.Long("proration_date"));
+        var invoice = c.Sim.Engine.Preview(sub, updates, behavior, details.Str("billing_cycle_anchor") ?? details.Str("billing_cycle_anchor", "type"), details.Long("proration_date"));
         return c.Expand(c.Sim.Json.Invoice(invoice));
     }
 

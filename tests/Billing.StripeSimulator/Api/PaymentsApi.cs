@@ -4,7 +4,7 @@ using Billing.StripeSimulator.Infrastructure;
 
 namespace Billing.StripeSimulator.Api;
 
-/// <summary>Payment intents, charges, refunds and billing meter events.</summary>
+/// <summary>Payment intents, charges and refunds.</summary>
 public static class PaymentsApi
 {
     public static void MapPaymentsApi(this IEndpointRouteBuilder app)
@@ -39,7 +39,6 @@ public static class PaymentsApi
             return c.Sim.Page(items, r => r.Id, c.Sim.Json.Refund, c.Form, "/v1/refunds");
         });
         app.MapStripe("GET", "/v1/refunds/{id}", c => c.Expand(c.Sim.Json.Refund(c.Sim.Refund(c.Route("id")))));
-        app.MapStripe("POST", "/v1/billing/meter_events", CreateMeterEvent);
     }
 
     private static JsonObject CreateRefund(StripeCall c)
@@ -65,39 +64,5 @@ public static class PaymentsApi
         }
         var refund = c.Sim.Engine.CreateRefund(charge, f.Long("amount"), f.Str("reason"), f.Map("metadata"));
         return c.Expand(c.Sim.Json.Refund(refund));
-    }
-
-    private static JsonObject CreateMeterEvent(StripeCall c)
-    {
-        var f = c.Form;
-        var state = c.Sim.State;
-        var eventName = f.Required("event_name");
-        var payload = f.Map("payload") ?? throw StripeError.Missing("payload");
-        if (!payload.TryGetValue("stripe_customer_id", out var customerId) || customerId.Length == 0)
-        {
-            throw StripeError.Missing("payload[stripe_customer_id]");
-        }
-        if (!payload.TryGetValue("value", out var value) || !decimal.TryParse(value, System.Globalization.NumberStyles.Number, System.Globalization.CultureInfo.InvariantCulture, out _))
-        {
-            throw StripeError.Invalid("payload[value]", "The `value` in the payload must be a number.");
-        }
-        var identifier = f.Str("identifier") is { Length: > 0 } given ? given : Guid.NewGuid().ToString();
-        if (state.MeterEvents.Any(m => m.Identifier == identifier))
-        {
-            throw StripeError.Invalid("identifier", $"An event already exists with identifier {identifier}.", null);
-        }
-        var timestamp = f.Long("timestamp") ?? state.Now;
-        var meterEvent = new MeterEvent
-        {
-            Identifier = identifier,
-            EventName = eventName,
-            CustomerId = customerId,
-            Value = value,
-            Timestamp = timestamp,
-            Created = state.Now,
-            Payload = payload,
-        };
-        state.MeterEvents.Add(meterEvent);
-        return c.Sim.Json.MeterEvent(meterEvent);
     }
 }

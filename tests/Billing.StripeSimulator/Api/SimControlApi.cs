@@ -8,7 +8,7 @@ using Billing.StripeSimulator.Webhooks;
 namespace Billing.StripeSimulator.Api;
 
 /// <summary>The simulator's own controls under <c>/_sim</c>: clock, config, reset, events and deliveries, settling
-/// delayed payments, changing a customer's card, meter events.</summary>
+/// delayed payments, changing a customer's card, meters and meter events.</summary>
 public static class SimControlApi
 {
     public static void MapSimControlApi(this IEndpointRouteBuilder app)
@@ -103,6 +103,19 @@ public static class SimControlApi
                 return s.Json.Customer(customer);
             }));
         });
+        sim.MapGet("/meters", (Sim s) => Json(s.Locked(() => new JsonObject
+        {
+            // Each meter with its events' count and what it aggregates per customer over all time.
+            ["data"] = new JsonArray(s.State.Meters.Values.OrderByDescending(m => s.State.Order(m.Id)).Select(m =>
+            {
+                var meter = s.Json.Meter(m);
+                var events = s.State.MeterEvents.Where(e => e.EventName == m.EventName).ToList();
+                meter["event_count"] = events.Count;
+                meter["usage_by_customer"] = new JsonObject(events.Select(e => e.CustomerId).Distinct().Select(customer =>
+                    KeyValuePair.Create(customer, (JsonNode?)Rendering.StripeJson.DecimalString(s.Engine.UsageOfMeter(m, customer, long.MinValue, long.MaxValue)))));
+                return (JsonNode)meter;
+            }).ToArray()),
+        })));
         sim.MapGet("/meter_events", (Sim s) => Json(s.Locked(() => new JsonObject
         {
             ["data"] = new JsonArray(s.State.MeterEvents.AsEnumerable().Reverse().Select(m => (JsonNode)new JsonObject

@@ -139,8 +139,8 @@ public static class SubscriptionSchedulesApi
     private static JsonObject CancelSchedule(StripeCall c)
     {
         var schedule = c.Sim.SubscriptionSchedule(c.Route("id"), "schedule");
-        // invoice_now and prorate are accepted; the simulator ends the subscription without a final invoice, as DELETE does.
-        c.Sim.Engine.CancelSchedule(schedule);
+        // invoice_now (default true): a final invoice bills the metered usage not billed yet; prorate is accepted and ignored.
+        c.Sim.Engine.CancelSchedule(schedule, c.Form.Bool("invoice_now") ?? true);
         return c.Expand(c.Sim.Json.SubscriptionSchedule(schedule));
     }
 
@@ -153,6 +153,48 @@ public static class SubscriptionSchedulesApi
         "create_prorations" or "always_invoice" or "none" => value,
         _ => throw StripeError.Invalid(param, "Invalid proration_behavior: must be one of always_invoice, create_prorations, or none"),
     };
+
+    /// <summary>A phase's items: one licensed price with a quantity (default 1), any number of metered ones without.</summary>
+    private static List<SchedulePhaseItem> ParsePhaseItems(StripeCall c, Subscription sub, Form phase, string param)
+    {
+        var forms = phase.Items("items");
+        if (forms.Count == 0)
+        {
+            throw StripeError.Missing($"{param}[items]");
+        }
+        var items = new List<SchedulePhaseItem>();
+        for (var j = 0; j < forms.Count; j++)
+        {
+            var itemForm = forms[j];
+            var itemParam = $"{param}[items][{j}]";
+            if (Given(itemForm, "price_data"))
+            {
+                throw StripeError.Invalid($"{itemParam}[price_data]", "`price_data` in schedule phases is not supported by the simulator; pass `price`.", null);
+            }
+            var priceId = itemForm.Str("price") is { Length: > 0 } id ? id : itemForm.Str("plan") is { Length: > 0 } plan ? plan : throw StripeError.Missing($"{itemParam}[price]");
+            var price = c.Sim.Price(priceId, $"{itemParam}[price]");
+            if (!price.IsRecurring || !price.Active)
+            {
+                throw StripeError.Invalid($"{itemParam}[price]", "The price specified must be an active recurring price.");
+            }
+            if (price.Currency != sub.Currency || phase.Str("currency") is { Length: > 0 } currency && currency != sub.Currency)
+            {
+                throw StripeError.Invalid($"{itemParam}[price]", $"The price specified must be in the subscription's currency ({sub.Currency}).");
+            }
+            var quantity = itemForm.Long("quantity");
+            if (price.IsMetered && quantity is not null)
+            {
+                throw BillingEngine.QuantityOnMetered(itemParam);
+            }
+            if (quantity < 0)
+            {
+                throw StripeError.Invalid($"{itemParam}[quantity]", "Invalid quantity: must be a non-negative integer.");
+            }
+            items.Add(new SchedulePhaseItem { PriceId = price.Id, Quantity = price.IsMetered ? 0 : quantity ?? 1, Metadata = itemForm.Map("metadata") ?? new() });
+        }
+        BillingEngine.ValidateItemSet([.. items.Select(i => c.Sim.State.Prices[i.PriceId])], $"{param}[items]");
+        return items;
+    }
 
     /// <summary>
     /// The new current and future phases. Past phases may be omitted (given ones are left as they were); the first
@@ -217,36 +259,8 @@ public static class SubscriptionSchedulesApi
                 }
             }
 
-            var items = p.Items("items");
-            if (items.Count == 0)
-            {
-                throw StripeError.Missing($"{param}[items]");
-            }
-            if (items.Count > 1)
-            {
-                throw StripeError.Invalid($"{param}[items]", "Schedule phases with more than one item are not supported by the simulator.", null);
-            }
-            var itemForm = items[0];
-            var priceParam = $"{param}[items][0][price]";
-            if (Given(itemForm, "price_data"))
-            {
-                throw StripeError.Invalid($"{param}[items][0][price_data]", "`price_data` in schedule phases is not supported by the simulator; pass `price`.", null);
-            }
-            var priceId = itemForm.Str("price") is { Length: > 0 } id ? id : itemForm.Str("plan") is { Length: > 0 } plan ? plan : throw StripeError.Missing(priceParam);
-            var price = c.Sim.Price(priceId, priceParam);
-            if (!price.IsRecurring || !price.Active)
-            {
-                throw StripeError.Invalid(priceParam, "The price specified must be an active recurring price.");
-            }
-            if (price.Currency != sub.Currency || p.Str("currency") is { Length: > 0 } currency && currency != sub.Currency)
-            {
-                throw StripeError.Invalid(priceParam, $"The price specified must be in the subscription's currency ({sub.Currency}).");
-            }
-            var quantity = itemForm.Long("quantity") ?? 1;
-            if (quantity < 0)
-            {
-                throw StripeError.Invalid($"{param}[items][0][quantity]", "Invalid quantity: must be a non-negative integer.");
-            }
+            var items = ParsePhaseItems(c, sub, p, param);
+            var planPrice = c.Sim.State.Prices[items.First(i => !c.Sim.State.Prices[i.PriceId].IsMetered).PriceId];
 
             var end = p.Long("end_date");
             var duration = p.Sub("duration");
@@ -274,7 +288,7 @@ public static class SubscriptionSchedulesApi
                 {
                     throw StripeError.Missing($"{param}[end_date]");
                 }
-                end = Calendar.Add(start.Value, price.Interval!, price.IntervalCount, 1); // one billing period
+                end = Calendar.Add(start.Value, planPrice.Interval!, planPrice.IntervalCount, 1); // one billing period of the licensed price
             }
             if (end <= start)
             {
@@ -293,7 +307,7 @@ public static class SubscriptionSchedulesApi
             {
                 StartDate = start.Value,
                 EndDate = end.Value,
-                Items = [new SchedulePhaseItem { PriceId = price.Id, Quantity = quantity, Metadata = itemForm.Map("metadata") ?? new() }],
+                Items = items,
                 Metadata = p.Map("metadata") ?? new(),
                 ProrationBehavior = ProrationBehavior(p.Str("proration_behavior"), $"{param}[proration_behavior]"),
                 BillingCycleAnchor = anchor is { Length: > 0 } ? anchor : null,

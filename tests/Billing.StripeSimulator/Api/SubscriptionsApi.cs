@@ -71,30 +71,10 @@ public static class SubscriptionsApi
             engine.RefuseCancelationChange(sub); // before anything else changes
         }
 
-        for (var i = 0; i < items.Count; i++)
+        var updates = ItemChanges(c, sub, items, "items");
+        if (updates.Count > 0 || (anchor == "now" && items.Count == 0))
         {
-            var itemForm = items[i];
-            var item = itemForm.Str("id") is { Length: > 0 } itemId
-                ? sub.Items.FirstOrDefault(x => x.Id == itemId) ?? throw StripeError.NotFound("subscription item", itemId, $"items[{i}][id]")
-                : sub.Items.Count == 1 ? sub.Item : throw StripeError.Missing($"items[{i}][id]");
-            var price = itemForm.Str("price") is { Length: > 0 } priceId ? c.Sim.Price(priceId, $"items[{i}][price]") : c.Sim.State.Prices[item.PriceId];
-            if (!price.IsRecurring || !price.Active)
-            {
-                throw StripeError.Invalid($"items[{i}][price]", "The price specified must be an active recurring price.");
-            }
-            if (price.Currency != sub.Currency)
-            {
-                throw StripeError.Invalid($"items[{i}][price]", "The price specified must be in the subscription's currency.");
-            }
-            var quantity = itemForm.Long("quantity") ?? item.Quantity;
-            if (price.Id != item.PriceId || quantity != item.Quantity)
-            {
-                engine.ChangePrice(sub, item, price, quantity, prorationBehavior, anchor, paymentBehavior, f.Long("proration_date"));
-            }
-        }
-        if (anchor == "now" && items.Count == 0)
-        {
-            engine.ChangePrice(sub, sub.Item, c.Sim.State.Prices[sub.Item.PriceId], sub.Item.Quantity, prorationBehavior, "now", paymentBehavior, null);
+            engine.ChangeItems(sub, updates, prorationBehavior, anchor, paymentBehavior, f.Long("proration_date"));
         }
         engine.SyncCurrentPhase(sub);
         if (f.Bool("cancel_at_period_end") is { } cancel)
@@ -115,10 +95,30 @@ public static class SubscriptionsApi
         return c.Expand(after);
     }
 
+    /// <summary>
+    /// <c>items[n]</c> of an update or a preview (<paramref name="param"/> names the list): <c>id</c> with <c>price</c> and/or
+    /// <c>quantity</c> changes an item, <c>id</c> with <c>deleted=true</c> removes one, <c>price</c> alone adds one.
+    /// </summary>
+    public static List<ItemUpdate> ItemChanges(StripeCall c, Subscription sub, List<Form> items, string param)
+    {
+        var requests = new List<ItemRequest>();
+        for (var i = 0; i < items.Count; i++)
+        {
+            var itemForm = items[i];
+            var itemParam = $"{param}[{i}]";
+            var item = itemForm.Str("id") is { Length: > 0 } itemId
+                ? sub.Items.FirstOrDefault(x => x.Id == itemId) ?? throw StripeError.NotFound("subscription item", itemId, $"{itemParam}[id]")
+                : null;
+            var price = itemForm.Str("price") is { Length: > 0 } priceId ? c.Sim.Price(priceId, $"{itemParam}[price]") : null;
+            requests.Add(new ItemRequest(itemParam, item, price, itemForm.Long("quantity"), itemForm.Bool("deleted") == true));
+        }
+        return c.Sim.Engine.ResolveItemChanges(sub, requests, param);
+    }
+
     private static JsonObject CancelSubscription(StripeCall c)
     {
         var sub = c.Sim.Subscription(c.Route("id"));
-        c.Sim.Engine.CancelNow(sub);
+        c.Sim.Engine.CancelNow(sub, c.Form.Bool("invoice_now") ?? false);
         return c.Expand(c.Sim.Json.Subscription(sub));
     }
 

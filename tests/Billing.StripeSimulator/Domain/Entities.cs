@@ -32,7 +32,10 @@ public sealed class Price
     public required string Id { get; init; }
     public long Created { get; init; }
     public required string ProductId { get; init; }
+    /// <summary>The unit amount in minor units when it is whole (<c>unit_amount</c>); see <see cref="UnitAmountDecimal"/>.</summary>
     public long UnitAmount { get; init; }
+    /// <summary>Set only for a fractional unit amount (<c>unit_amount_decimal</c> such as <c>0.5</c>); null = <see cref="UnitAmount"/>.</summary>
+    public decimal? UnitAmountDecimal { get; init; }
     public required string Currency { get; init; }
     public string? Interval { get; init; }
     public int IntervalCount { get; init; } = 1;
@@ -40,13 +43,46 @@ public sealed class Price
     public string? Nickname { get; set; }
     public bool Active { get; set; } = true;
     public Dictionary<string, string> Metadata { get; set; } = new();
+    /// <summary><c>licensed</c> (billed ahead, per quantity) or <c>metered</c> (billed in arrears, per the usage its meter aggregates).</summary>
+    public string UsageType { get; init; } = "licensed";
+    /// <summary>The billing meter of a metered price (<c>recurring.meter</c>).</summary>
+    public string? MeterId { get; init; }
     public bool IsRecurring => Interval is not null;
+    public bool IsMetered => UsageType == "metered";
+    /// <summary>The unit amount in minor units, fractional or not.</summary>
+    public decimal UnitPrice => UnitAmountDecimal ?? UnitAmount;
+
+    /// <summary>What <paramref name="quantity"/> units cost, rounded to the nearest minor unit (half away from zero).</summary>
+    public long AmountFor(decimal quantity) => (long)Math.Round(UnitPrice * quantity, MidpointRounding.AwayFromZero);
+}
+
+/// <summary>A billing meter (<c>billing.meter</c>): it sums (or counts, or takes the last of) the meter events named
+/// <see cref="EventName"/> per customer; a metered price bills that aggregate.</summary>
+public sealed class Meter
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public long Updated { get; set; }
+    public required string DisplayName { get; set; }
+    public required string EventName { get; init; }
+    /// <summary><c>sum</c>, <c>count</c> or <c>last</c>.</summary>
+    public string Formula { get; init; } = "sum";
+    /// <summary>The payload key that holds the customer id (<c>customer_mapping.event_payload_key</c>).</summary>
+    public string CustomerPayloadKey { get; init; } = "stripe_customer_id";
+    /// <summary>The payload key that holds the value (<c>value_settings.event_payload_key</c>).</summary>
+    public string ValuePayloadKey { get; init; } = "value";
+    public string? EventTimeWindow { get; init; }
+    /// <summary><c>active</c> or <c>inactive</c>.</summary>
+    public string Status { get; set; } = "active";
+    public long? DeactivatedAt { get; set; }
+    public bool IsActive => Status == "active";
 }
 
 public sealed class LineItem
 {
     public required string Id { get; init; }
     public required string PriceId { get; init; }
+    /// <summary>0 for a metered price, which has no quantity.</summary>
     public long Quantity { get; init; } = 1;
 }
 
@@ -94,12 +130,19 @@ public sealed class SubscriptionItem
     public required string Id { get; init; }
     public long Created { get; init; }
     public required string PriceId { get; set; }
+    /// <summary>0 for a metered item, which has no quantity.</summary>
     public long Quantity { get; set; } = 1;
+    /// <summary>A metered item (its price is metered; an item never changes between licensed and metered).</summary>
+    public bool Metered { get; init; }
+    /// <summary>Metered items: usage before this moment is billed (or was dropped); the next bill counts from here.</summary>
+    public long UsageStart { get; set; }
     public long PeriodStart { get; set; }
     public long PeriodEnd { get; set; }
     public Dictionary<string, string> Metadata { get; set; } = new();
 }
 
+/// <summary>A pending invoice item of a subscription, billed on its next invoice: a proration, or the usage of a metered
+/// item removed with <c>create_prorations</c>.</summary>
 public sealed class PendingProration
 {
     public required string Description { get; init; }
@@ -108,6 +151,12 @@ public sealed class PendingProration
     public long Quantity { get; init; }
     public long PeriodStart { get; init; }
     public long PeriodEnd { get; init; }
+    /// <summary>false for metered usage.</summary>
+    public bool Proration { get; init; } = true;
+    /// <summary>The item it belongs to; null = the subscription's licensed item.</summary>
+    public string? SubscriptionItemId { get; init; }
+    public decimal? QuantityDecimal { get; init; }
+    public decimal? UnitAmountDecimal { get; init; }
 }
 
 public sealed class Subscription
@@ -134,13 +183,15 @@ public sealed class Subscription
     public string? ScheduleId { get; set; }
     public Dictionary<string, string> Metadata { get; set; } = new();
     public List<PendingProration> PendingProrations { get; } = [];
-    public SubscriptionItem Item => Items[0];
+    /// <summary>The licensed item: the plan's price, whose period is the subscription's (every item shares it).</summary>
+    public SubscriptionItem Item => Items.First(i => !i.Metered);
     public bool IsEnded => Status is "canceled" or "incomplete_expired";
 }
 
 public sealed class SchedulePhaseItem
 {
     public required string PriceId { get; init; }
+    /// <summary>0 for a metered price, which has no quantity.</summary>
     public long Quantity { get; init; } = 1;
     public Dictionary<string, string> Metadata { get; init; } = new();
 }
@@ -193,6 +244,10 @@ public sealed class InvoiceLine
     public long PeriodEnd { get; init; }
     public bool Proration { get; init; }
     public string? SubscriptionItemId { get; init; }
+    /// <summary>Metered usage: the aggregated quantity (it may be fractional); null = <see cref="Quantity"/>.</summary>
+    public decimal? QuantityDecimal { get; init; }
+    /// <summary>Metered usage: the price's unit amount; null = <see cref="Amount"/> / <see cref="Quantity"/>.</summary>
+    public decimal? UnitAmountDecimal { get; init; }
 }
 
 public sealed class Invoice

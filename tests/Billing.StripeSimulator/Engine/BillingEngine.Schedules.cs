@@ -71,14 +71,13 @@ public sealed partial class BillingEngine
     }
 
     /// <summary>Replaces the current and future phases (<paramref name="fromCurrent"/> starts with the current one); when the
-    /// current phase's item changes, the subscription changes now like <c>POST /v1/subscriptions/{id}</c> would.</summary>
+    /// current phase's items change, the subscription changes now like <c>POST /v1/subscriptions/{id}</c> would.</summary>
     public void ReplacePhases(SubscriptionSchedule schedule, Subscription sub, List<SchedulePhase> fromCurrent, string prorationBehavior)
     {
-        var item = sub.Item;
-        var wanted = fromCurrent[0].Items[0];
-        if (wanted.PriceId != item.PriceId || wanted.Quantity != item.Quantity)
+        var updates = UpdatesToward(sub, fromCurrent[0].Items);
+        if (updates.Count > 0)
         {
-            ChangePrice(sub, item, state.Prices[wanted.PriceId], wanted.Quantity, prorationBehavior, null, "allow_incomplete", null);
+            ChangeItems(sub, updates, prorationBehavior, null, "allow_incomplete", null);
         }
         schedule.Phases = [.. schedule.Phases.Take(schedule.CurrentPhaseIndex), .. fromCurrent];
     }
@@ -156,8 +155,9 @@ public sealed partial class BillingEngine
         }
     }
 
-    /// <summary><c>POST /v1/subscription_schedules/{id}/cancel</c>: the schedule and its subscription end now.</summary>
-    public void CancelSchedule(SubscriptionSchedule schedule)
+    /// <summary><c>POST /v1/subscription_schedules/{id}/cancel</c>: the schedule and its subscription end now (with
+    /// <paramref name="invoiceNow"/>, Stripe's default, a final invoice bills the metered usage not billed yet, if any).</summary>
+    public void CancelSchedule(SubscriptionSchedule schedule, bool invoiceNow)
     {
         if (!schedule.IsLive)
         {
@@ -166,7 +166,7 @@ public sealed partial class BillingEngine
         }
         if (schedule.SubscriptionId is { } subId && state.Subscriptions[subId] is { IsEnded: false } sub)
         {
-            CancelNow(sub); // ends the subscription, which cancels the schedule (EndSubscription)
+            CancelNow(sub, invoiceNow); // ends the subscription, which cancels the schedule (EndSubscription)
             return;
         }
         schedule.Status = "canceled";
@@ -179,30 +179,29 @@ public sealed partial class BillingEngine
     {
         schedule.Status = "completed";
         schedule.CompletedAt = state.Now;
+        BillFinalUsage(sub, "subscription_cycle");
         EndSubscription(sub, sub.CancellationReason ?? "cancellation_requested", previous);
         state.Emit("subscription_schedule.completed", json.SubscriptionSchedule(schedule));
     }
 
-    /// <summary>The subscription takes on <paramref name="phase"/> at <paramref name="at"/> (its start): the phase's price and
-    /// quantity, its metadata merged into the subscription's (an empty value unsets a key). A new interval, or
-    /// <c>billing_cycle_anchor=phase_start</c>, counts periods from the phase start.</summary>
+    /// <summary>The subscription takes on <paramref name="phase"/> at <paramref name="at"/> (its start, a renewal that has
+    /// billed the ended period's usage): the phase's items (metered items whose price stays keep counting, new ones count
+    /// from <paramref name="at"/>), its metadata merged into the subscription's (an empty value unsets a key). A new
+    /// interval, or <c>billing_cycle_anchor=phase_start</c>, counts periods from the phase start.</summary>
     private void EnterPhase(Subscription sub, SchedulePhase phase, long at)
     {
-        var item = sub.Item;
-        var oldPrice = state.Prices[item.PriceId];
-        var wanted = phase.Items[0];
-        var newPrice = state.Prices[wanted.PriceId];
-        item.PriceId = newPrice.Id;
-        item.Quantity = wanted.Quantity;
-        MergeMetadata(item.Metadata, wanted.Metadata);
+        var oldPrice = state.Prices[sub.Item.PriceId];
+        ApplyItemUpdates(sub, UpdatesToward(sub, phase.Items), at);
+        MergeItemMetadata(sub, phase.Items);
         MergeMetadata(sub.Metadata, phase.Metadata);
-        if (phase.BillingCycleAnchor == "phase_start" || oldPrice.Interval != newPrice.Interval || oldPrice.IntervalCount != newPrice.IntervalCount)
+        var newPrice = state.Prices[sub.Item.PriceId];
+        if (phase.BillingCycleAnchor == "phase_start" || !SameInterval(oldPrice, newPrice))
         {
             sub.BillingCycleAnchor = at;
         }
     }
 
-    /// <summary>A phase ends at a moment that is not a renewal of its subscription: the next phase's item applies now with
+    /// <summary>A phase ends at a moment that is not a renewal of its subscription: the next phase's items apply now with
     /// that phase's proration behaviour (as a plan change would), or, after the last phase, the schedule releases or cancels.</summary>
     private void EndSchedulePhase(SubscriptionSchedule schedule)
     {
@@ -222,19 +221,30 @@ public sealed partial class BillingEngine
         }
         var scheduleBefore = json.SubscriptionSchedule(schedule);
         var next = schedule.Phases[schedule.CurrentPhaseIndex + 1];
-        var wanted = next.Items[0];
-        var item = sub.Item;
+        var updates = UpdatesToward(sub, next.Items);
         var resetAnchor = next.BillingCycleAnchor == "phase_start";
-        if (wanted.PriceId != item.PriceId || wanted.Quantity != item.Quantity || resetAnchor)
+        if (updates.Count > 0 || resetAnchor)
         {
-            ChangePrice(sub, item, state.Prices[wanted.PriceId], wanted.Quantity, next.ProrationBehavior, resetAnchor ? "now" : null, "allow_incomplete", null);
+            ChangeItems(sub, updates, next.ProrationBehavior, resetAnchor ? "now" : null, "allow_incomplete", null);
         }
-        MergeMetadata(item.Metadata, wanted.Metadata);
+        MergeItemMetadata(sub, next.Items);
         MergeMetadata(sub.Metadata, next.Metadata);
         schedule.CurrentPhaseIndex++;
         EmitSubscriptionUpdated(sub, previous);
         var scheduleAfter = json.SubscriptionSchedule(schedule);
         state.Emit("subscription_schedule.updated", scheduleAfter, Diff(scheduleBefore, scheduleAfter));
+    }
+
+    /// <summary>Each phase item's metadata merged into the subscription item with its price.</summary>
+    private static void MergeItemMetadata(Subscription sub, IEnumerable<SchedulePhaseItem> wanted)
+    {
+        foreach (var phaseItem in wanted)
+        {
+            if (sub.Items.FirstOrDefault(i => i.PriceId == phaseItem.PriceId) is { } item)
+            {
+                MergeMetadata(item.Metadata, phaseItem.Metadata);
+            }
+        }
     }
 
     private static void MergeMetadata(Dictionary<string, string> target, Dictionary<string, string> changes)

@@ -144,10 +144,10 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
 
     private void CompleteSubscriptionCheckout(CheckoutSession session, Customer customer, string card, bool bankDebit)
     {
-        var line = session.LineItems[0];
-        var price = state.Prices[line.PriceId];
+        var price = state.Prices[session.LineItems.First(li => !state.Prices[li.PriceId].IsMetered).PriceId];
         var now = state.Now;
         var trialEnd = session.TrialPeriodDays is > 0 ? now + session.TrialPeriodDays.Value * 86400 : (long?)null;
+        var periodEnd = trialEnd ?? Calendar.NextBoundary(now, price.Interval!, price.IntervalCount, now);
         var sub = new Subscription
         {
             Id = state.NewId("sub_"),
@@ -161,22 +161,30 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
             Status = trialEnd is not null ? "trialing" : bankDebit ? "incomplete" : "active",
             Metadata = new Dictionary<string, string>(session.SubscriptionMetadata),
         };
-        sub.Items.Add(new SubscriptionItem
+        foreach (var line in session.LineItems)
         {
-            Id = state.NewId("si_", 14),
-            Created = now,
-            PriceId = price.Id,
-            Quantity = line.Quantity,
-            PeriodStart = now,
-            PeriodEnd = trialEnd ?? Calendar.NextBoundary(now, price.Interval!, price.IntervalCount, now),
-        });
+            sub.Items.Add(new SubscriptionItem
+            {
+                Id = state.NewId("si_", 14),
+                Created = now,
+                PriceId = line.PriceId,
+                Quantity = line.Quantity,
+                Metered = state.Prices[line.PriceId].IsMetered,
+                UsageStart = now,
+                PeriodStart = now,
+                PeriodEnd = periodEnd,
+            });
+        }
         state.Subscriptions[sub.Id] = sub;
 
-        var product = state.Products[price.ProductId];
-        var invoiceLine = trialEnd is not null
-            ? NewLine(0, $"Trial period for {product.Name}", price.Id, line.Quantity, now, trialEnd.Value, false, sub.Item.Id)
-            : NewLine(price.UnitAmount * line.Quantity, LineDescription(price, line.Quantity), price.Id, line.Quantity, sub.Item.PeriodStart, sub.Item.PeriodEnd, false, sub.Item.Id);
-        var invoice = NewInvoice(sub, "subscription_create", [invoiceLine], now, now);
+        // The licensed item is billed for its first period (or trial); a metered one bills in arrears: a $0 line for now.
+        var invoiceLines = sub.Items.Select(item => item.Metered
+                ? UsageLine(item, state.Prices[item.PriceId], 0, now, periodEnd)
+                : trialEnd is not null
+                    ? NewLine(0, $"Trial period for {state.Products[price.ProductId].Name}", price.Id, item.Quantity, now, trialEnd.Value, false, item.Id)
+                    : NewLine(price.AmountFor(item.Quantity), LineDescription(price, item.Quantity), price.Id, item.Quantity, now, periodEnd, false, item.Id))
+            .ToList();
+        var invoice = NewInvoice(sub, "subscription_create", invoiceLines, now, now);
         sub.LatestInvoiceId = invoice.Id;
 
         session.SubscriptionId = sub.Id;
@@ -314,15 +322,20 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
 
     // ---------------------------------------------------------------- invoices and payments
 
-    public static string LineDescription(Price price, long quantity, string? productName = null) =>
-        $"{quantity} × {productName ?? "Subscription"} (at {FormatAmount(price.UnitAmount, price.Currency)} / {IntervalText(price)})";
+    public static string LineDescription(Price price, decimal quantity, string? productName = null) =>
+        $"{StripeJson.DecimalString(quantity)} × {productName ?? "Subscription"} (at {FormatAmount(price.UnitPrice, price.Currency)} / {IntervalText(price)})";
 
-    public static string FormatAmount(long amount, string currency) =>
-        currency == "usd" ? "$" + (amount / 100m).ToString("0.00", CultureInfo.InvariantCulture) : (amount / 100m).ToString("0.00", CultureInfo.InvariantCulture) + " " + currency.ToUpperInvariant();
+    /// <summary>An amount in minor units for people: <c>$5.00</c>, or <c>$0.005</c> for a fractional unit amount.</summary>
+    public static string FormatAmount(decimal amount, string currency)
+    {
+        var major = (amount / 100m).ToString("0.00##########", CultureInfo.InvariantCulture);
+        return currency == "usd" ? "$" + major : major + " " + currency.ToUpperInvariant();
+    }
 
     public static string IntervalText(Price price) => price.IntervalCount == 1 ? price.Interval ?? "once" : $"every {price.IntervalCount} {price.Interval}s";
 
-    public InvoiceLine NewLine(long amount, string description, string? priceId, long quantity, long start, long end, bool proration, string? itemId) => new()
+    public InvoiceLine NewLine(long amount, string description, string? priceId, long quantity, long start, long end, bool proration, string? itemId,
+        decimal? quantityDecimal = null, decimal? unitAmountDecimal = null) => new()
     {
         Id = state.NewId("il_"),
         Amount = amount,
@@ -333,9 +346,11 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         PeriodEnd = end,
         Proration = proration,
         SubscriptionItemId = itemId,
+        QuantityDecimal = quantityDecimal,
+        UnitAmountDecimal = unitAmountDecimal,
     };
 
-    private string LineDescriptionFor(Price price, long quantity) => LineDescription(price, quantity, state.Products[price.ProductId].Name);
+    private string LineDescriptionFor(Price price, decimal quantity) => LineDescription(price, quantity, state.Products[price.ProductId].Name);
 
     private Invoice NewInvoice(Subscription sub, string reason, List<InvoiceLine> lines, long periodStart, long periodEnd, bool preview = false)
     {
@@ -626,6 +641,7 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         }
         if (sub.CancelAtPeriodEnd || (sub.CancelAt is { } cancelAt && cancelAt <= state.Now))
         {
+            BillFinalUsage(sub, "subscription_cycle");
             EndSubscription(sub, sub.CancellationReason ?? "cancellation_requested", previous);
             return;
         }
@@ -633,6 +649,9 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         var oldStart = item.PeriodStart;
         var oldEnd = item.PeriodEnd;
         var wasTrial = sub.Status == "trialing";
+        // Metered items bill the period that just ended at the prices they had in it (before a phase changes them);
+        // usage during a trial is not billed.
+        var usage = TakeUsage(sub, oldEnd, bill: !wasTrial, includeZero: true);
         if (advancing is not null)
         {
             EnterPhase(sub, advancing.Phases[advancing.CurrentPhaseIndex + 1], oldEnd);
@@ -640,18 +659,16 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         var price = state.Prices[item.PriceId];
         item.PeriodStart = oldEnd;
         item.PeriodEnd = Calendar.NextBoundary(sub.BillingCycleAnchor, price.Interval!, price.IntervalCount, oldEnd);
+        SyncPeriods(sub);
         if (wasTrial)
         {
             sub.Status = "active";
         }
 
-        var lines = new List<InvoiceLine>();
-        foreach (var pending in sub.PendingProrations)
-        {
-            lines.Add(NewLine(pending.Amount, pending.Description, pending.PriceId, pending.Quantity, pending.PeriodStart, pending.PeriodEnd, true, item.Id));
-        }
+        var lines = sub.PendingProrations.Select(pending => PendingLine(sub, pending)).ToList();
         sub.PendingProrations.Clear();
-        lines.Add(NewLine(price.UnitAmount * item.Quantity, LineDescriptionFor(price, item.Quantity), price.Id, item.Quantity, item.PeriodStart, item.PeriodEnd, false, item.Id));
+        lines.AddRange(usage);
+        lines.Add(NewLine(price.AmountFor(item.Quantity), LineDescriptionFor(price, item.Quantity), price.Id, item.Quantity, item.PeriodStart, item.PeriodEnd, false, item.Id));
         // Stripe quirk kept on purpose: a cycle invoice's own period_start/end look back one period; the lines carry the new one.
         var invoice = NewInvoice(sub, "subscription_cycle", lines, oldStart, oldEnd);
         sub.LatestInvoiceId = invoice.Id;
@@ -693,14 +710,21 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
 
     // ---------------------------------------------------------------- subscription changes
 
-    public void CancelNow(Subscription sub)
+    /// <summary><c>DELETE /v1/subscriptions/{id}</c>: the subscription ends now; with <c>invoice_now</c> a final invoice bills
+    /// the metered usage not billed yet (if any).</summary>
+    public void CancelNow(Subscription sub, bool invoiceNow = false)
     {
         if (sub.IsEnded)
         {
             throw StripeError.Invalid(null, $"A canceled subscription can only update its cancellation_details and metadata.", "subscription_canceled");
         }
         sub.CancellationReason = "cancellation_requested";
-        EndSubscription(sub, "cancellation_requested", json.Subscription(sub));
+        var previous = json.Subscription(sub);
+        if (invoiceNow)
+        {
+            BillFinalUsage(sub, "subscription_update");
+        }
+        EndSubscription(sub, "cancellation_requested", previous);
     }
 
     public void SetCancelAtPeriodEnd(Subscription sub, bool cancel, JsonObject previous)
@@ -728,141 +752,13 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
             return [];
         }
         var date = DateTimeOffset.FromUnixTimeSeconds(at).ToString("d MMM yyyy", CultureInfo.InvariantCulture);
-        var credit = -(long)Math.Round((decimal)oldPrice.UnitAmount * item.Quantity * remaining / length, MidpointRounding.AwayFromZero);
-        var debit = (long)Math.Round((decimal)newPrice.UnitAmount * newQuantity * remaining / length, MidpointRounding.AwayFromZero);
+        var credit = -(long)Math.Round(oldPrice.UnitPrice * item.Quantity * remaining / length, MidpointRounding.AwayFromZero);
+        var debit = (long)Math.Round(newPrice.UnitPrice * newQuantity * remaining / length, MidpointRounding.AwayFromZero);
         return
         [
             NewLine(credit, $"Unused time on {item.Quantity} × {state.Products[oldPrice.ProductId].Name} after {date}", oldPrice.Id, item.Quantity, at, item.PeriodEnd, true, item.Id),
             NewLine(debit, $"Remaining time on {newQuantity} × {state.Products[newPrice.ProductId].Name} after {date}", newPrice.Id, newQuantity, at, item.PeriodEnd, true, item.Id),
         ];
-    }
-
-    /// <summary>Changes the price of a subscription's item the way <c>POST /v1/subscriptions/{id}</c> does.</summary>
-    public void ChangePrice(Subscription sub, SubscriptionItem item, Price newPrice, long quantity, string prorationBehavior, string? anchor, string paymentBehavior, long? prorationDate)
-    {
-        var now = state.Now;
-        var at = prorationDate ?? now;
-        var oldPrice = state.Prices[item.PriceId];
-        var resetAnchor = anchor == "now" || oldPrice.Interval != newPrice.Interval || oldPrice.IntervalCount != newPrice.IntervalCount;
-        var prorations = prorationBehavior == "none" ? [] : Prorations(sub, item, newPrice, quantity, at);
-
-        if (resetAnchor && sub.Status != "trialing")
-        {
-            var credit = prorations.Where(l => l.Amount < 0).ToList();
-            var start = now;
-            var end = Calendar.NextBoundary(now, newPrice.Interval!, newPrice.IntervalCount, now);
-            var lines = new List<InvoiceLine>(credit)
-            {
-                NewLine(newPrice.UnitAmount * quantity, LineDescriptionFor(newPrice, quantity), newPrice.Id, quantity, start, end, false, item.Id),
-            };
-            var invoice = NewInvoice(sub, "subscription_update", lines, now, now);
-            if (!ChargeNow(sub, invoice, paymentBehavior))
-            {
-                return;
-            }
-            item.PriceId = newPrice.Id;
-            item.Quantity = quantity;
-            item.PeriodStart = start;
-            item.PeriodEnd = end;
-            sub.BillingCycleAnchor = now;
-            sub.LatestInvoiceId = invoice.Id;
-            return;
-        }
-
-        if (prorationBehavior == "always_invoice" && prorations.Count > 0)
-        {
-            var invoice = NewInvoice(sub, "subscription_update", prorations, now, now);
-            if (!ChargeNow(sub, invoice, paymentBehavior))
-            {
-                return;
-            }
-            sub.LatestInvoiceId = invoice.Id;
-        }
-        else if (prorationBehavior == "create_prorations")
-        {
-            foreach (var line in prorations)
-            {
-                sub.PendingProrations.Add(new PendingProration
-                {
-                    Description = line.Description,
-                    Amount = line.Amount,
-                    PriceId = line.PriceId!,
-                    Quantity = line.Quantity,
-                    PeriodStart = line.PeriodStart,
-                    PeriodEnd = line.PeriodEnd,
-                });
-            }
-        }
-        item.PriceId = newPrice.Id;
-        item.Quantity = quantity;
-    }
-
-    /// <summary>Finalizes and pays an update invoice at once; with <c>error_if_incomplete</c> a decline undoes everything.</summary>
-    private bool ChargeNow(Subscription sub, Invoice invoice, string paymentBehavior)
-    {
-        if (paymentBehavior == "error_if_incomplete" && invoice.AmountDue > 0)
-        {
-            var customer = state.Customers[sub.CustomerId];
-            var outcome = Decide(customer.Card, offSession: true);
-            if (!outcome.Succeeded)
-            {
-                state.Invoices.Remove(invoice.Id);
-                throw StripeError.Card(outcome.Code!, outcome.Message!, outcome.DeclineCode);
-            }
-        }
-        EmitInvoiceCreatedAndFinalized(invoice);
-        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false);
-        if (!paid)
-        {
-            sub.Status = "past_due";
-        }
-        return true;
-    }
-
-    /// <summary>The invoice a change would produce (or the next renewal), for <c>POST /v1/invoices/create_preview</c>.</summary>
-    public Invoice Preview(Subscription sub, string? itemId, Price? newPrice, long? quantity, string prorationBehavior, string? anchor, long? prorationDate)
-    {
-        var now = state.Now;
-        var at = prorationDate ?? now;
-        var item = itemId is null ? sub.Item : sub.Items.FirstOrDefault(i => i.Id == itemId) ?? throw StripeError.NotFound("subscription item", itemId, "subscription_details[items][0][id]");
-        var oldPrice = state.Prices[item.PriceId];
-        var price = newPrice ?? oldPrice;
-        var qty = quantity ?? item.Quantity;
-        var changing = price.Id != oldPrice.Id || qty != item.Quantity;
-        var prorations = changing && prorationBehavior != "none" ? Prorations(sub, item, price, qty, at) : [];
-        var resetAnchor = changing && (anchor == "now" || oldPrice.Interval != price.Interval || oldPrice.IntervalCount != price.IntervalCount);
-
-        if (resetAnchor)
-        {
-            var end = Calendar.NextBoundary(now, price.Interval!, price.IntervalCount, now);
-            var lines = prorations.Where(l => l.Amount < 0).ToList();
-            lines.Add(NewLine(price.UnitAmount * qty, LineDescriptionFor(price, qty), price.Id, qty, now, end, false, item.Id));
-            return NewInvoice(sub, "subscription_update", lines, now, now, preview: true);
-        }
-        if (changing && prorationBehavior == "always_invoice")
-        {
-            return NewInvoice(sub, "subscription_update", prorations, now, now, preview: true);
-        }
-        var renewalAnchor = sub.BillingCycleAnchor;
-        if (!changing && ScheduleOf(sub) is { } schedule && schedule.CurrentPhase.EndDate == item.PeriodEnd && schedule.CurrentPhaseIndex + 1 < schedule.Phases.Count)
-        {
-            // The renewal enters the schedule's next phase: its item, and periods counted from the phase start on a new interval.
-            var next = schedule.Phases[schedule.CurrentPhaseIndex + 1];
-            var nextPrice = state.Prices[next.Items[0].PriceId];
-            if (next.BillingCycleAnchor == "phase_start" || nextPrice.Interval != price.Interval || nextPrice.IntervalCount != price.IntervalCount)
-            {
-                renewalAnchor = item.PeriodEnd;
-            }
-            price = nextPrice;
-            qty = next.Items[0].Quantity;
-        }
-        var nextEnd = Calendar.NextBoundary(renewalAnchor, price.Interval!, price.IntervalCount, item.PeriodEnd);
-        var upcoming = sub.PendingProrations
-            .Select(p => NewLine(p.Amount, p.Description, p.PriceId, p.Quantity, p.PeriodStart, p.PeriodEnd, true, item.Id))
-            .Concat(prorations)
-            .Append(NewLine(price.UnitAmount * qty, LineDescriptionFor(price, qty), price.Id, qty, item.PeriodEnd, nextEnd, false, item.Id))
-            .ToList();
-        return NewInvoice(sub, "upcoming", upcoming, item.PeriodStart, item.PeriodEnd, preview: true);
     }
 
     // ---------------------------------------------------------------- refunds

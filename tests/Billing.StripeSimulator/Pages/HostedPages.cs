@@ -120,7 +120,8 @@ public static class HostedPages
             var price = sim.State.Prices[li.PriceId];
             var product = sim.State.Products[price.ProductId];
             var every = price.IsRecurring ? " / " + BillingEngine.IntervalText(price) : "";
-            sb.Append($"<tr><td class=\"product\">{E(product.Name)}</td><td>{li.Quantity} ×</td><td class=\"price\">{E(BillingEngine.FormatAmount(price.UnitAmount, price.Currency))}{E(every)}</td></tr>");
+            var quantity = price.IsMetered ? "metered, per unit" : $"{li.Quantity} ×";
+            sb.Append($"<tr><td class=\"product\">{E(product.Name)}</td><td>{E(quantity)}</td><td class=\"price\">{E(BillingEngine.FormatAmount(price.UnitPrice, price.Currency))}{E(every)}</td></tr>");
         }
         sb.Append("</table>");
         if (session.TrialPeriodDays is > 0)
@@ -170,20 +171,20 @@ public static class HostedPages
         {
             sb.Append("<p>No active subscription.</p>");
         }
-        var recurring = sim.State.Prices.Values.Where(p => p.Active && p.IsRecurring).OrderBy(p => sim.State.Order(p.Id)).ToList();
+        var recurring = sim.State.Prices.Values.Where(p => p.Active && p.IsRecurring && !p.IsMetered).OrderBy(p => sim.State.Order(p.Id)).ToList();
         foreach (var sub in subs)
         {
             var price = sim.State.Prices[sub.Item.PriceId];
             var product = sim.State.Products[price.ProductId];
             var periodEnd = DateTimeOffset.FromUnixTimeSeconds(sub.Item.PeriodEnd).ToString("yyyy-MM-dd HH:mm 'UTC'");
             sb.Append($"<div class=\"subscription\" id=\"{E(sub.Id)}\"><h2>{E(product.Name)}</h2>");
-            sb.Append($"<p>{E(BillingEngine.FormatAmount(price.UnitAmount, price.Currency))} / {E(BillingEngine.IntervalText(price))} · status <b>{E(sub.Status)}</b></p>");
+            sb.Append($"<p>{E(BillingEngine.FormatAmount(price.UnitPrice, price.Currency))} / {E(BillingEngine.IntervalText(price))} · status <b>{E(sub.Status)}</b></p>");
             sb.Append(sub.CancelAtPeriodEnd ? $"<p>Cancels on {E(periodEnd)}</p>" : $"<p>Renews on {E(periodEnd)}</p>");
             sb.Append(sub.CancelAtPeriodEnd
                 ? PortalButton(id, "resume", sub.Id, "Don't cancel (resume)")
                 : PortalButton(id, "cancel", sub.Id, "Cancel at period end"));
             var options = string.Concat(recurring.Where(p => p.Id != price.Id && p.Currency == sub.Currency).Select(p =>
-                $"<option value=\"{E(p.Id)}\">{E(sim.State.Products[p.ProductId].Name)} — {E(BillingEngine.FormatAmount(p.UnitAmount, p.Currency))} / {E(BillingEngine.IntervalText(p))}{(p.LookupKey is null ? "" : " (" + E(p.LookupKey) + ")")}</option>"));
+                $"<option value=\"{E(p.Id)}\">{E(sim.State.Products[p.ProductId].Name)} — {E(BillingEngine.FormatAmount(p.UnitPrice, p.Currency))} / {E(BillingEngine.IntervalText(p))}{(p.LookupKey is null ? "" : " (" + E(p.LookupKey) + ")")}</option>"));
             if (options.Length > 0)
             {
                 sb.Append($"<form method=\"post\" action=\"/portal/{E(id)}/switch\"><input type=\"hidden\" name=\"subscription\" value=\"{E(sub.Id)}\"><select name=\"price\">{options}</select><button type=\"submit\">Switch plan</button></form>");
@@ -222,11 +223,12 @@ public static class HostedPages
                     sim.Engine.SetCancelAtPeriodEnd(sub, false, before);
                     break;
                 case "switch":
-                    if (!sim.State.Prices.TryGetValue(priceId, out var price) || !price.Active || !price.IsRecurring)
+                    if (!sim.State.Prices.TryGetValue(priceId, out var price) || !price.Active || !price.IsRecurring || price.IsMetered)
                     {
                         return PortalPage(sim, id, "Choose an active recurring price.");
                     }
-                    sim.Engine.ChangePrice(sub, sub.Item, price, sub.Item.Quantity, "always_invoice", null, "allow_incomplete", null);
+                    var updates = sim.Engine.ResolveItemChanges(sub, [new ItemRequest("items[0]", sub.Item, price, null, false)], "items");
+                    sim.Engine.ChangeItems(sub, updates, "always_invoice", null, "allow_incomplete", null);
                     sim.Engine.SyncCurrentPhase(sub);
                     break;
                 default:

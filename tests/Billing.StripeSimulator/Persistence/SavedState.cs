@@ -36,6 +36,8 @@ public sealed class SavedState
     public List<PaymentIntent> PaymentIntents { get; set; } = [];
     public List<Charge> Charges { get; set; } = [];
     public List<Refund> Refunds { get; set; } = [];
+    /// <summary>Billing meters (absent in files written before meters existed).</summary>
+    public List<Meter> Meters { get; set; } = [];
     public List<MeterEvent> MeterEvents { get; set; } = [];
     /// <summary>In creation order; each with its delivery attempts and whether it was delivered or dropped.</summary>
     public List<SimEvent> Events { get; set; } = [];
@@ -70,6 +72,7 @@ public sealed class SavedState
         PaymentIntents = [.. state.PaymentIntents.Values],
         Charges = [.. state.Charges.Values],
         Refunds = [.. state.Refunds.Values],
+        Meters = [.. state.Meters.Values],
         MeterEvents = state.MeterEvents,
         Events = state.Events,
         IdempotencyKeys = [.. state.Idempotency.Responses.ToArray().Select(kv => new SavedIdempotencyKey(kv.Key, kv.Value.Fingerprint, kv.Value.Status, kv.Value.Body))],
@@ -119,6 +122,7 @@ public sealed class SavedState
         Fill(state.PaymentIntents, PaymentIntents, x => x.Id);
         Fill(state.Charges, Charges, x => x.Id);
         Fill(state.Refunds, Refunds, x => x.Id);
+        Fill(state.Meters, Meters, x => x.Id);
         state.MeterEvents.AddRange(MeterEvents);
         foreach (var evt in Events.OrderBy(e => e.Sequence))
         {
@@ -145,13 +149,18 @@ public sealed class SavedState
         {
             throw new InvalidDataException("\"config\" has a setting of the wrong type");
         }
+        var meters = Meters.Select(m => m.Id).ToHashSet();
+        if (Prices.FirstOrDefault(p => p.IsMetered && (p.MeterId is null || !meters.Contains(p.MeterId))) is { } metered)
+        {
+            throw new InvalidDataException($"price {metered.Id} names a meter the file does not hold");
+        }
         var prices = Prices.Select(p => p.Id).ToHashSet();
         var customers = Customers.Select(c => c.Id).ToHashSet();
         foreach (var sub in Subscriptions)
         {
-            if (sub.Items.Count == 0 || sub.Items.Any(i => !prices.Contains(i.PriceId)) || !customers.Contains(sub.CustomerId))
+            if (sub.Items.Count(i => !i.Metered) != 1 || sub.Items.Any(i => !prices.Contains(i.PriceId)) || !customers.Contains(sub.CustomerId))
             {
-                throw new InvalidDataException($"subscription {sub.Id} names an item, price or customer the file does not hold");
+                throw new InvalidDataException($"subscription {sub.Id} names an item, price or customer the file does not hold, or has no licensed item");
             }
         }
         var subscriptions = Subscriptions.Select(s => s.Id).ToHashSet();

@@ -30,6 +30,12 @@ public sealed class StripeJson(SimState state)
         return obj;
     }
 
+    /// <summary>A decimal the way Stripe writes its <c>*_decimal</c> fields: invariant, no trailing zeros (at most 12 places).</summary>
+    public static string DecimalString(decimal value) => value.ToString("0.############", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>A whole decimal as an integer, a fractional one as null (Stripe's <c>unit_amount</c> beside <c>unit_amount_decimal</c>).</summary>
+    private static long? WholeOrNull(decimal value) => value == decimal.Truncate(value) ? (long)value : null;
+
     public static JsonObject List(string url, IEnumerable<JsonNode> data, bool hasMore = false) => new()
     {
         ["object"] = "list",
@@ -112,17 +118,17 @@ public sealed class StripeJson(SimState state)
             {
                 ["interval"] = p.Interval,
                 ["interval_count"] = p.IntervalCount,
-                ["meter"] = null,
+                ["meter"] = p.MeterId,
                 ["trial_period_days"] = null,
-                ["usage_type"] = "licensed",
+                ["usage_type"] = p.UsageType,
             }
             : null,
         ["tax_behavior"] = "unspecified",
         ["tiers_mode"] = null,
         ["transform_quantity"] = null,
         ["type"] = p.IsRecurring ? "recurring" : "one_time",
-        ["unit_amount"] = p.UnitAmount,
-        ["unit_amount_decimal"] = p.UnitAmount.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["unit_amount"] = WholeOrNull(p.UnitPrice),
+        ["unit_amount_decimal"] = DecimalString(p.UnitPrice),
     };
 
     public JsonObject Plan(Price p) => new()
@@ -130,8 +136,8 @@ public sealed class StripeJson(SimState state)
         ["id"] = p.Id,
         ["object"] = "plan",
         ["active"] = p.Active,
-        ["amount"] = p.UnitAmount,
-        ["amount_decimal"] = p.UnitAmount.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["amount"] = WholeOrNull(p.UnitPrice),
+        ["amount_decimal"] = DecimalString(p.UnitPrice),
         ["billing_scheme"] = "per_unit",
         ["created"] = p.Created,
         ["currency"] = p.Currency,
@@ -139,20 +145,37 @@ public sealed class StripeJson(SimState state)
         ["interval_count"] = p.IntervalCount,
         ["livemode"] = false,
         ["metadata"] = Map(p.Metadata),
-        ["meter"] = null,
+        ["meter"] = p.MeterId,
         ["nickname"] = p.Nickname,
         ["product"] = p.ProductId,
         ["tiers_mode"] = null,
         ["transform_usage"] = null,
         ["trial_period_days"] = null,
-        ["usage_type"] = "licensed",
+        ["usage_type"] = p.UsageType,
+    };
+
+    public JsonObject Meter(Meter m) => new()
+    {
+        ["id"] = m.Id,
+        ["object"] = "billing.meter",
+        ["created"] = m.Created,
+        ["customer_mapping"] = new JsonObject { ["event_payload_key"] = m.CustomerPayloadKey, ["type"] = "by_id" },
+        ["default_aggregation"] = new JsonObject { ["formula"] = m.Formula },
+        ["display_name"] = m.DisplayName,
+        ["event_name"] = m.EventName,
+        ["event_time_window"] = m.EventTimeWindow,
+        ["livemode"] = false,
+        ["status"] = m.Status,
+        ["status_transitions"] = new JsonObject { ["deactivated_at"] = m.DeactivatedAt },
+        ["updated"] = m.Updated,
+        ["value_settings"] = new JsonObject { ["event_payload_key"] = m.ValuePayloadKey },
     };
 
     public JsonObject CheckoutLineItem(CheckoutSession s, LineItem li)
     {
         var price = state.Prices[li.PriceId];
         var product = state.Products[price.ProductId];
-        var amount = price.UnitAmount * li.Quantity;
+        var amount = price.AmountFor(li.Quantity);
         return new JsonObject
         {
             ["id"] = li.Id,
@@ -166,7 +189,7 @@ public sealed class StripeJson(SimState state)
             ["description"] = product.Name,
             ["metadata"] = new JsonObject(),
             ["price"] = Price(price),
-            ["quantity"] = li.Quantity,
+            ["quantity"] = price.IsMetered ? null : li.Quantity,
         };
     }
 
@@ -250,7 +273,7 @@ public sealed class StripeJson(SimState state)
     public JsonObject SubscriptionItem(Subscription s, SubscriptionItem i)
     {
         var price = state.Prices[i.PriceId];
-        return new JsonObject
+        var item = new JsonObject
         {
             ["id"] = i.Id,
             ["object"] = "subscription_item",
@@ -266,6 +289,11 @@ public sealed class StripeJson(SimState state)
             ["subscription"] = s.Id,
             ["tax_rates"] = new JsonArray(),
         };
+        if (i.Metered)
+        {
+            item.Remove("quantity"); // Stripe leaves it out for a metered item
+        }
+        return item;
     }
 
     public JsonObject Subscription(Subscription s) => new()
@@ -369,7 +397,7 @@ public sealed class StripeJson(SimState state)
         };
     }
 
-    private static JsonObject SchedulePhase(SchedulePhase p, string? currency) => new()
+    private JsonObject SchedulePhase(SchedulePhase p, string? currency) => new()
     {
         ["add_invoice_items"] = new JsonArray(),
         ["application_fee_percent"] = null,
@@ -384,16 +412,7 @@ public sealed class StripeJson(SimState state)
         ["discounts"] = new JsonArray(),
         ["end_date"] = p.EndDate,
         ["invoice_settings"] = null,
-        ["items"] = new JsonArray(p.Items.Select(i => (JsonNode)new JsonObject
-        {
-            ["billing_thresholds"] = null,
-            ["discounts"] = new JsonArray(),
-            ["metadata"] = Map(i.Metadata),
-            ["plan"] = i.PriceId,
-            ["price"] = i.PriceId,
-            ["quantity"] = i.Quantity,
-            ["tax_rates"] = new JsonArray(),
-        }).ToArray()),
+        ["items"] = new JsonArray(p.Items.Select(i => (JsonNode)SchedulePhaseItem(i)).ToArray()),
         ["metadata"] = Map(p.Metadata),
         ["on_behalf_of"] = null,
         ["proration_behavior"] = p.ProrationBehavior,
@@ -402,8 +421,28 @@ public sealed class StripeJson(SimState state)
         ["trial_end"] = p.TrialEnd,
     };
 
+    private JsonObject SchedulePhaseItem(SchedulePhaseItem i)
+    {
+        var item = new JsonObject
+        {
+            ["billing_thresholds"] = null,
+            ["discounts"] = new JsonArray(),
+            ["metadata"] = Map(i.Metadata),
+            ["plan"] = i.PriceId,
+            ["price"] = i.PriceId,
+            ["quantity"] = i.Quantity,
+            ["tax_rates"] = new JsonArray(),
+        };
+        if (state.Prices.TryGetValue(i.PriceId, out var price) && price.IsMetered)
+        {
+            item.Remove("quantity");
+        }
+        return item;
+    }
+
     public JsonObject InvoiceLine(Invoice inv, InvoiceLine l)
     {
+        var quantity = l.QuantityDecimal ?? l.Quantity;
         var subscriptionParent = inv.SubscriptionId is not null && l.SubscriptionItemId is not null;
         return new JsonObject
         {
@@ -441,9 +480,12 @@ public sealed class StripeJson(SimState state)
                 {
                     ["type"] = "price_details",
                     ["price_details"] = new JsonObject { ["price"] = l.PriceId, ["product"] = state.Prices.TryGetValue(l.PriceId, out var p) ? p.ProductId : null },
-                    ["unit_amount_decimal"] = (l.Quantity == 0 ? l.Amount : l.Amount / l.Quantity).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    ["unit_amount_decimal"] = l.UnitAmountDecimal is { } unit
+                        ? DecimalString(unit)
+                        : (l.Quantity == 0 ? l.Amount : l.Amount / l.Quantity).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 },
-            ["quantity"] = l.Quantity,
+            ["quantity"] = WholeOrNull(quantity),
+            ["quantity_decimal"] = DecimalString(quantity),
             ["subtotal"] = l.Amount,
             ["taxes"] = new JsonArray(),
         };
@@ -760,6 +802,7 @@ public sealed class StripeJson(SimState state)
         if (state.PaymentIntents.TryGetValue(id, out var pi)) return PaymentIntent(pi);
         if (state.Charges.TryGetValue(id, out var ch)) return Charge(ch);
         if (state.Refunds.TryGetValue(id, out var r)) return Refund(r);
+        if (state.Meters.TryGetValue(id, out var m)) return Meter(m);
         if (state.InvoicePayments.TryGetValue(id, out var ip)) return InvoicePayment(ip);
         return null;
     }
