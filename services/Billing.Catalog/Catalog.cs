@@ -53,6 +53,23 @@ public sealed record BillingCatalog
     /// <summary>True when a member of any of <paramref name="groups"/> has unlimited access.</summary>
     public bool IsUnlimited(IEnumerable<string> groups) => groups.Any(g => UnlimitedGroups.Contains(g, StringComparer.Ordinal));
 
+    /// <summary>
+    /// The metered prices a subscription to <paramref name="plan"/> at <paramref name="price"/> carries beside its plan price,
+    /// one per <c>bill</c> meter event name (empty when the plan bills no overage).
+    /// </summary>
+    public static IReadOnlyList<OveragePrice> OveragePrices(Plan plan, Price price) =>
+        plan.Meters
+            .Where(m => m.Overage == "bill" && !string.IsNullOrWhiteSpace(m.StripeMeterEventName))
+            .Select(m => new OveragePrice(
+                $"overage_{m.StripeMeterEventName}_{price.Interval}{(price.IntervalCount == 1 ? "" : price.IntervalCount.ToString(System.Globalization.CultureInfo.InvariantCulture))}_{price.Currency}",
+                m.StripeMeterEventName!, m.Meter, m.OverageUnitAmount ?? 0, price.Currency, price.Interval, price.IntervalCount))
+            .DistinctBy(o => o.LookupKey)
+            .ToList();
+
+    /// <summary>Every metered overage price the catalog's plans need in Stripe.</summary>
+    public IReadOnlyList<OveragePrice> AllOveragePrices() =>
+        Plans.SelectMany(plan => plan.Prices.SelectMany(price => OveragePrices(plan, price))).DistinctBy(o => o.LookupKey).ToList();
+
     /// <summary>Position of a plan in the catalog (higher = more expensive tier).</summary>
     public int Rank(string planId) => Plans.Select((p, i) => (p, i)).FirstOrDefault(x => x.p.Id == planId).i;
 }
@@ -122,6 +139,21 @@ public sealed record MeterAllowance
     public long TokensPerUnit { get; init; } = 1;
     /// <summary>Stripe billing meter event name for <c>bill</c> overage.</summary>
     public string? StripeMeterEventName { get; init; }
+    /// <summary>
+    /// What one unit past the allowance costs when <see cref="Overage"/> is <c>bill</c>, in the price's minor unit; fractions
+    /// are allowed (<c>0.5</c> = half a cent). Stripe invoices the period's sum at the renewal.
+    /// </summary>
+    public decimal? OverageUnitAmount { get; init; }
+}
+
+/// <summary>
+/// A metered Stripe price that bills <c>bill</c> overage: one per meter event name, currency and billing interval, added to
+/// every subscription whose plan bills overage of that meter (all prices on a Stripe subscription share one interval).
+/// </summary>
+public sealed record OveragePrice(string LookupKey, string EventName, string Meter, decimal UnitAmount, string Currency, string Interval, int IntervalCount)
+{
+    /// <summary>Stripe product of the metered prices of one meter event name.</summary>
+    public string ProductId => $"billing_overage_{EventName}";
 }
 
 /// <summary>A one-time pack of purchased tokens.</summary>

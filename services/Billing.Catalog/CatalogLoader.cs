@@ -117,6 +117,18 @@ public static partial class CatalogLoader
                 Check(meter.TokensPerUnit >= 1, $"{q}.tokensPerUnit", "1 or more");
                 Check(meter.Overage != "bill" || !string.IsNullOrWhiteSpace(meter.StripeMeterEventName), $"{q}.stripeMeterEventName", "required when overage is bill");
                 Check(meter.Window != "period" || !plan.IsFree, $"{q}.window", "a free plan has no billing period: use day or month");
+                if (meter.Overage == "bill")
+                {
+                    Check(!plan.IsFree, $"{q}.overage", "a free plan has no subscription to bill overage on: use block or tokens");
+                    Check(meter.StripeMeterEventName is null || EventNamePattern().IsMatch(meter.StripeMeterEventName), $"{q}.stripeMeterEventName",
+                        "letters, digits, '_', '-' or '.', at most 100");
+                    Check(meter.OverageUnitAmount is > 0 && decimal.Round(meter.OverageUnitAmount.Value, 12) == meter.OverageUnitAmount.Value,
+                        $"{q}.overageUnitAmount", "required when overage is bill: the price of one unit in the minor unit, above 0, at most 12 decimals (0.5 = half a cent)");
+                }
+                else
+                {
+                    Check(meter.OverageUnitAmount is null, $"{q}.overageUnitAmount", "only with overage bill");
+                }
             }
             for (var j = 0; j < plan.Features.Count; j++)
             {
@@ -126,6 +138,18 @@ public static partial class CatalogLoader
             {
                 Check(value is null or >= 0, $"{p}.limits.{name}", "null (unlimited) or 0 or more");
             }
+        }
+
+        // One metered price per event name, interval and currency is added to every subscription that bills that meter:
+        // plans sharing an event name share its price (different prices per plan need different event names).
+        foreach (var group in catalog.Plans.SelectMany(plan => plan.Prices.SelectMany(price => BillingCatalog.OveragePrices(plan, price)
+                     .Select(o => (Plan: plan.Id, Overage: o)))).GroupBy(x => x.Overage.LookupKey))
+        {
+            var first = group.First().Overage;
+            Check(group.All(x => x.Overage.UnitAmount == first.UnitAmount), "$.plans",
+                $"plans {string.Join(", ", group.Select(x => x.Plan).Distinct())} bill overage of \"{first.EventName}\" at different overageUnitAmounts: "
+                + "plans sharing a stripeMeterEventName share its price; give the others their own event name");
+            Check(!lookupKeys.Contains(first.LookupKey), "$.plans", $"the overage price's lookup key \"{first.LookupKey}\" is also a price's lookupKey");
         }
 
         var packIds = new HashSet<string>(StringComparer.Ordinal);
@@ -171,6 +195,9 @@ public static partial class CatalogLoader
     private static bool IsId(string? id) => id is not null && IdPattern().IsMatch(id);
 
     private static bool IsCurrency(string? currency) => currency is not null && CurrencyPattern().IsMatch(currency);
+
+    [GeneratedRegex("^[A-Za-z0-9_.-]{1,100}$")]
+    private static partial Regex EventNamePattern();
 
     [GeneratedRegex("^[a-z0-9][a-z0-9_-]{0,63}$")]
     private static partial Regex IdPattern();

@@ -56,6 +56,38 @@ public class The_chatbots_daily_message_limit
     }
 
     [Test]
+    public async Task Bills_Pro_messages_past_the_daily_allowance_on_the_renewal_invoice()
+    {
+        var user = Seed.NewUser("chatbot");
+        using var api = Api.Gateway(Tokens.User(user));
+        using var service = Api.Gateway(Tokens.Service());
+        await Paying_for_Pro.SubscribeAsync(api, "pro", "month");
+        await Seed.MeterAsync(api, "chat.message", m => m.GetProperty("limit").GetInt64() == 500);
+        var stripe = await StripeView.SubscriptionOfAsync(user);
+        var items = stripe.GetProperty("items").GetProperty("data").EnumerateArray().ToList();
+        Assert.That(items.Select(i => i.GetProperty("price").GetProperty("lookup_key").GetString()),
+            Is.EquivalentTo(new[] { "pro_month", "overage_chat_messages_overage_month_usd" }), "the plan's price and the metered overage price");
+
+        Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 500))).Status, Is.EqualTo(HttpStatusCode.OK));
+        for (var i = 0; i < 3; i++)
+        {
+            var (status, body, _) = await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 1));
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), "past the allowance, a bill meter allows the spend: " + body);
+        }
+        var customer = await StripeView.CustomerOfAsync(user);
+        await Eventually.GetAsync(() => StripeView.MeterEventValuesAsync(customer), v => v.Sum() == 3, "Usage to report 3 messages of overage to Stripe");
+
+        var periodEnd = DateTimeOffset.FromUnixTimeSeconds(items[0].GetProperty("current_period_end").GetInt64());
+        await Simulator.AdvanceAsync(periodEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
+        var payments = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            p => p.GetArrayLength() == 2, "the renewal's payment");
+        // $15 for the new month and 3 messages at half a cent for the one that ended (1.5 cents, rounded to 2).
+        Assert.That(payments[0].GetProperty("amount").GetInt64(), Is.EqualTo(1500 + 2));
+        Assert.That(payments[1].GetProperty("amount").GetInt64(), Is.EqualTo(1500));
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+    }
+
+    [Test]
     public async Task Shows_the_agent_limit_of_the_plan_in_the_entitlements()
     {
         using var api = Api.Gateway(Tokens.User(Seed.NewUser("chatbot")));

@@ -22,6 +22,15 @@ public static class StripeView
         return list.GetProperty("data")[0];
     }
 
+    /// <summary>The values of the meter events Stripe received for a customer.</summary>
+    public static async Task<IReadOnlyList<long>> MeterEventValuesAsync(string customer)
+    {
+        var events = await Http.GetFromJsonAsync<JsonElement>("/_sim/meter_events");
+        return events.GetProperty("data").EnumerateArray().Where(e => e.GetProperty("customer").GetString() == customer)
+            .Select(e => e.GetProperty("value") is { ValueKind: JsonValueKind.String } text ? long.Parse(text.GetString()!, System.Globalization.CultureInfo.InvariantCulture)
+                : e.GetProperty("value").GetInt64()).ToList();
+    }
+
     /// <summary>Changes the card on file, e.g. to fix a failing one before the next retry.</summary>
     public static async Task SetCardAsync(string userId, string card)
     {
@@ -57,7 +66,8 @@ public static class StripeView
         {
             return true;
         }
-        var item = stripe.GetProperty("items").GetProperty("data")[0];
+        var item = stripe.GetProperty("items").GetProperty("data").EnumerateArray()
+            .First(i => i.GetProperty("price").GetProperty("recurring").GetProperty("usage_type").GetString() != "metered");
         var periodEnd = DateTimeOffset.FromUnixTimeSeconds(item.GetProperty("current_period_end").GetInt64());
         return mine.GetProperty("currentPeriodEnd").GetDateTimeOffset() == periodEnd
             && mine.GetProperty("cancelAtPeriodEnd").GetBoolean() == stripe.GetProperty("cancel_at_period_end").GetBoolean();

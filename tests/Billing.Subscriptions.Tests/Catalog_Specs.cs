@@ -76,6 +76,47 @@ public class The_catalog
     }
 
     [Test]
+    public void Billed_overage_gets_one_metered_price_per_event_name_interval_and_currency()
+    {
+        var catalog = CatalogLoader.Load(Path.Combine(TestEnvironment.Repo, "deploy", "catalogs", "chatbot.json"));
+        var pro = catalog.FindPlan("pro")!;
+        var business = catalog.FindPlan("business")!;
+        var proPrices = BillingCatalog.OveragePrices(pro, pro.Prices[0]);
+        Assert.That(proPrices, Is.EqualTo(new[]
+        {
+            new OveragePrice("overage_chat_messages_overage_month_usd", "chat_messages_overage", "chat.message", 0.5m, "usd", "month", 1),
+        }));
+        Assert.That(BillingCatalog.OveragePrices(business, business.Prices[0]), Is.EqualTo(proPrices), "plans sharing an event name share its price");
+        Assert.That(BillingCatalog.OveragePrices(catalog.Free, new Price { Interval = "month", Amount = 1 }), Is.Empty);
+        Assert.That(catalog.AllOveragePrices(), Is.EqualTo(proPrices));
+        Assert.That(proPrices[0].ProductId, Is.EqualTo("billing_overage_chat_messages_overage"));
+    }
+
+    [Test]
+    public void Billed_overage_needs_a_price_a_paid_plan_and_one_price_per_event_name()
+    {
+        var error = Assert.Throws<CatalogException>(() => CatalogLoader.Parse("""
+            {"freePlan":"free","plans":[
+              {"id":"free","name":"Free","meters":[{"meter":"m","limit":1,"window":"day","overage":"bill","stripeMeterEventName":"m_over","overageUnitAmount":1}]},
+              {"id":"a","name":"A","prices":[{"interval":"month","amount":100}],
+               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m_over"},
+                         {"meter":"n","limit":1,"overage":"block","overageUnitAmount":2}]},
+              {"id":"b","name":"B","prices":[{"interval":"month","amount":200}],
+               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m_over","overageUnitAmount":0.25}]},
+              {"id":"c","name":"C","prices":[{"interval":"month","amount":300}],
+               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m over!","overageUnitAmount":0.5}]}]}
+            """))!;
+        Assert.That(error.Errors, Is.SupersetOf(new[]
+        {
+            "$.plans[0].meters[0].overage: a free plan has no subscription to bill overage on: use block or tokens",
+            "$.plans[1].meters[0].overageUnitAmount: required when overage is bill: the price of one unit in the minor unit, above 0, at most 12 decimals (0.5 = half a cent)",
+            "$.plans[1].meters[1].overageUnitAmount: only with overage bill",
+            "$.plans[3].meters[0].stripeMeterEventName: letters, digits, '_', '-' or '.', at most 100",
+            "$.plans: plans a, b bill overage of \"m_over\" at different overageUnitAmounts: plans sharing a stripeMeterEventName share its price; give the others their own event name",
+        }));
+    }
+
+    [Test]
     public void Unknown_members_and_bad_json_are_named()
     {
         var unknown = Assert.Throws<CatalogException>(() => CatalogLoader.Parse("""{"freePlan":"free","plans":[{"id":"free","name":"F","colour":"red"}]}"""))!;

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Http;
 using Stripe;
 
 namespace Billing.ServiceDefaults.Stripe;
@@ -29,4 +30,9 @@ public sealed class StripePrices(IStripeClient stripe, StripeCalls calls, TimePr
         _cache[lookupKey] = (price.Id, now);
         return price.Id;
     }
+
+    /// <summary>503 <c>price_not_in_stripe</c>: the catalog has <paramref name="lookupKey"/>, Stripe has no active price under it.</summary>
+    public static IResult NotInStripe(string lookupKey, string what = "price") =>
+        Problems.Problem(503, "price_not_in_stripe", $"This {what} is not set up in Stripe yet.",
+            $"No active Stripe price has lookup key \"{lookupKey}\": run 'deploy/billing catalog push'.");
 }

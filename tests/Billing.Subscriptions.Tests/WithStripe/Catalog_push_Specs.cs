@@ -1,6 +1,7 @@
 using Billing.Subscriptions.Api.Stripe;
 using Microsoft.Extensions.Configuration;
 using Stripe;
+using Stripe.Billing;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
 
@@ -46,6 +47,52 @@ public class Pushing_a_catalog
         Assert.That((await prices.GetAsync(leftover.Id)).Active, Is.False);
         var current = await prices.ListAsync(new PriceListOptions { LookupKeys = [$"{planId}_month"], Active = true });
         Assert.That(current.Data.Single().UnitAmount, Is.EqualTo(700), "the lookup key's price stays");
+    }
+
+    private static string OverageCatalog(string planId, string eventName, decimal unitAmount)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"catalog-{planId}-{Guid.NewGuid():N}.json");
+        System.IO.File.WriteAllText(path, $$"""
+            {"freePlan":"free","plans":[{"id":"free","name":"Free"},
+              {"id":"{{planId}}","name":"Metered","prices":[{"interval":"month","amount":1500},{"interval":"year","amount":15000}],
+               "meters":[{"meter":"chat.message","limit":10,"window":"day","overage":"bill","stripeMeterEventName":"{{eventName}}",
+                          "overageUnitAmount":{{unitAmount.ToString(System.Globalization.CultureInfo.InvariantCulture)}}}]}]}
+            """);
+        return path;
+    }
+
+    [Test]
+    public async Task Billed_overage_gets_a_meter_and_a_metered_price_per_interval_and_a_changed_unit_price_replaces_it()
+    {
+        var planId = "metered" + Guid.NewGuid().ToString("N")[..8];
+        var eventName = planId + "_overage";
+        Assert.That(await DiffAsync(OverageCatalog(planId, eventName, 0.5m)), Is.EqualTo(1), "no meter, no metered price yet");
+        Assert.That(await Hosts.PushCatalogAsync(OverageCatalog(planId, eventName, 0.5m)), Is.Zero);
+        Assert.That(await Hosts.PushCatalogAsync(OverageCatalog(planId, eventName, 0.5m)), Is.Zero, "a re-run changes nothing");
+        Assert.That(await DiffAsync(OverageCatalog(planId, eventName, 0.5m)), Is.Zero);
+
+        var meters = new List<Meter>();
+        await foreach (var m in new MeterService(Hosts.Subscriptions.Stripe).ListAutoPagingAsync(new MeterListOptions()))
+        {
+            meters.Add(m);
+        }
+        var meter = meters.Single(m => m.EventName == eventName);
+        Assert.That((meter.Status, meter.DefaultAggregation.Formula, meter.CustomerMapping.EventPayloadKey, meter.ValueSettings.EventPayloadKey),
+            Is.EqualTo(("active", "sum", "stripe_customer_id", "value")), "what Usage's meter events carry");
+        var prices = new PriceService(Hosts.Subscriptions.Stripe);
+        foreach (var (key, interval) in new[] { ($"overage_{eventName}_month_usd", "month"), ($"overage_{eventName}_year_usd", "year") })
+        {
+            var price = (await prices.ListAsync(new PriceListOptions { LookupKeys = [key], Active = true })).Data.Single();
+            Assert.That((price.UnitAmountDecimal, price.Recurring.UsageType, price.Recurring.Meter, price.Recurring.Interval),
+                Is.EqualTo(((decimal?)0.5m, "metered", meter.Id, interval)));
+        }
+
+        var cheaper = OverageCatalog(planId, eventName, 0.25m);
+        Assert.That(await DiffAsync(cheaper), Is.EqualTo(1), "the file says 0.25, Stripe 0.5");
+        Assert.That(await Hosts.PushCatalogAsync(cheaper), Is.Zero);
+        Assert.That(await DiffAsync(cheaper), Is.Zero);
+        var replaced = (await prices.ListAsync(new PriceListOptions { LookupKeys = [$"overage_{eventName}_month_usd"], Active = true })).Data.Single();
+        Assert.That((replaced.UnitAmountDecimal, replaced.Recurring.Meter), Is.EqualTo(((decimal?)0.25m, meter.Id)), "same meter, new price");
     }
 
     private static Task<int> DiffAsync(string path) =>

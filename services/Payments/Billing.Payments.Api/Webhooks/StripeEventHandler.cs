@@ -159,7 +159,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         }
         var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
         var (paymentIntentId, chargeId, receiptUrl) = await PaymentOfInvoiceAsync(invoice, ct);
-        var line = invoice.Lines?.Data?.FirstOrDefault();
+        // A renewal invoice bills the new period (the plan's line) and the overage of the period that just ended (metered
+        // lines): the period the invoice pays for is the one that ends last.
+        var line = invoice.Lines?.Data?.OrderByDescending(l => l.Period?.End ?? DateTime.MinValue).FirstOrDefault();
         var periodStart = Utc(line?.Period?.Start ?? invoice.PeriodStart);
         var periodEnd = Utc(line?.Period?.End ?? invoice.PeriodEnd);
         var paidAt = invoice.StatusTransitions?.PaidAt is { } p ? Utc(p) : e.StripeCreated;
@@ -305,7 +307,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
 
     private async Task<SubscriptionSnapshot> SnapshotAsync(Subscription s, CancellationToken ct)
     {
-        var item = s.Items?.Data?.FirstOrDefault() ?? throw new InvalidOperationException($"Subscription {s.Id} has no item.");
+        var item = s.PlanItem();
         var price = item.Price;
         var planId = catalog.FindByLookupKey(price?.LookupKey)?.Plan.Id
             ?? s.Metadata?.GetValueOrDefault("planId")

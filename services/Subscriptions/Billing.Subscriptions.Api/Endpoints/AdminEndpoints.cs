@@ -1,3 +1,4 @@
+using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
@@ -21,7 +22,7 @@ public static class AdminEndpoints
         return app;
     }
 
-    private static async Task<IResult> VerifyAsync(NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
+    private static async Task<IResult> VerifyAsync(NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, CancellationToken ct)
     {
         await using var connection = await db.OpenConnectionAsync(ct);
         var live = (await connection.QueryAsync<(string SubscriptionId, string UserId, string PriceId, string StripeStatus, DateTime PeriodEnd, bool CancelAtPeriodEnd)>(
@@ -63,7 +64,7 @@ public static class AdminEndpoints
                     continue;
                 }
             }
-            var item = subscription.Items.Data[0];
+            var item = subscription.PlanItem();
             void Compare(string field, string? mine, string? stripeValue)
             {
                 if (!string.Equals(mine, stripeValue, StringComparison.Ordinal))
@@ -75,6 +76,13 @@ public static class AdminEndpoints
             Compare("price", s.PriceId, item.Price.Id);
             Compare("currentPeriodEnd", DateTime.SpecifyKind(s.PeriodEnd, DateTimeKind.Utc).ToString("O"), DateTime.SpecifyKind(item.CurrentPeriodEnd, DateTimeKind.Utc).ToString("O"));
             Compare("cancelAtPeriodEnd", s.CancelAtPeriodEnd.ToString(), subscription.CancelAtPeriodEnd.ToString());
+            if (catalog.FindByLookupKey(item.Price.LookupKey) is var (plan, price))
+            {
+                // The metered items that bill the plan's overage (a subscription made before its plan billed overage lacks them:
+                // Usage reports that overage to Stripe, and no invoice carries it).
+                Compare("overagePrices", string.Join(",", BillingCatalog.OveragePrices(plan, price).Select(o => o.LookupKey).Order(StringComparer.Ordinal)),
+                    string.Join(",", subscription.MeteredItems().Select(m => m.Price.LookupKey ?? m.Price.Id).Order(StringComparer.Ordinal)));
+            }
         }
         // A subscription Stripe bills for one of Billing's users (its metadata names the user) that Billing has not recorded
         // as live: its webhooks were lost, or Billing ended it while Stripe did not.

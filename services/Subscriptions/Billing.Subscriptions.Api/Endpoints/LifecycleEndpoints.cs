@@ -126,7 +126,7 @@ public static class LifecycleEndpoints
         {
             return errorResult!;
         }
-        var (current, plan, price, priceId, kind) = target.Value;
+        var (current, plan, price, priceId, overagePriceIds, kind) = target;
 
         // One user's cancel, resume and change run one at a time, each on what Stripe says once the previous one is done
         // (two tabs: an upgrade and a downgrade at once must not undo each other; a double click finds the first's schedule).
@@ -140,7 +140,7 @@ public static class LifecycleEndpoints
         // replay a declined upgrade's 402 for a day after the card is fixed. A repeated request is stopped below instead.
         var idempotencyKey = $"billing-change-{current.SubscriptionId}-{price.LookupKey}-{Guid.NewGuid():N}";
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
-        var item = subscription.Items.Data[0];
+        var item = subscription.PlanItem();
         var schedule = await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct);
         if (ScheduledDowngrades.EndsSubscription(schedule))
         {
@@ -177,15 +177,18 @@ public static class LifecycleEndpoints
             // The same plan on another price (e.g. one the catalog has since replaced) without a pending downgrade to undo.
             return Problems.Problem(409, "no_change", "You are already on this plan.");
         }
-        if (kind == PlanChangeKind.Downgrade && PlanChangeRules.ChangesInterval(
-                item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount), price))
+        if (kind == PlanChangeKind.Downgrade && (PlanChangeRules.ChangesInterval(
+                item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount), price)
+            || !OverageItems.Match(subscription, overagePriceIds)))
         {
             if (subscription.CancelAtPeriodEnd || subscription.CancelAt is not null)
             {
                 return CancellationPending();
             }
-            // Stripe would start a new period and charge it now; a schedule makes the change at the renewal instead.
-            await ScheduledDowngrades.ScheduleAsync(subscription, schedule, priceId, plan.Id, idempotencyKey, stripe, calls, ct);
+            // Stripe would start a new period and charge it now (or, swapping metered overage items without proration, drop
+            // the overage used so far); a schedule makes the change at the renewal instead.
+            await ScheduledDowngrades.ScheduleAsync(subscription, schedule, new PendingDowngrade(priceId, overagePriceIds, plan.Id),
+                idempotencyKey, stripe, calls, ct);
             var at = new DateTimeOffset(item.CurrentPeriodEnd.ToUniversalTime(), TimeSpan.Zero);
             await store.RecordUserActionAsync(userId, current.SubscriptionId, "downgrade_scheduled",
                 $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {at:u} (subscription schedule)", ct);
@@ -200,9 +203,12 @@ public static class LifecycleEndpoints
             // should the change fail, that downgrade is scheduled again.
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
+        // An upgrade also swaps the metered overage items to the new plan's (Stripe bills a removed one's usage so far on the
+        // upgrade's invoice); other changes here keep them: a downgrade that changes them went through a schedule above.
+        var changes = kind == PlanChangeKind.Upgrade ? OverageItems.Changes(subscription, priceId, overagePriceIds) : [new ItemChange(item.Id, priceId)];
         var options = new SubscriptionUpdateOptions
         {
-            Items = [new SubscriptionItemOptions { Id = item.Id, Price = priceId }],
+            Items = changes.Select(c => new SubscriptionItemOptions { Id = c.Id, Price = c.Price, Deleted = c.Delete ? true : null }).ToList(),
             Metadata = new Dictionary<string, string> { ["planId"] = plan.Id },
         };
         if (kind == PlanChangeKind.Upgrade)
@@ -270,7 +276,7 @@ public static class LifecycleEndpoints
     private static bool DowngradePending(Subscription subscription, string planId) =>
         subscription.Metadata.GetValueOrDefault(EntitledPlanKey) == planId
         && long.TryParse(subscription.Metadata.GetValueOrDefault(EntitledUntilKey), NumberStyles.Integer, CultureInfo.InvariantCulture, out var until)
-        && subscription.Items.Data[0].CurrentPeriodStart.ToUniversalTime() < DateTime.UnixEpoch.AddSeconds(until);
+        && subscription.PlanItem().CurrentPeriodStart.ToUniversalTime() < DateTime.UnixEpoch.AddSeconds(until);
 
     private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
         SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock, CancellationToken ct)
@@ -280,13 +286,13 @@ public static class LifecycleEndpoints
         {
             return errorResult!;
         }
-        var (current, plan, price, priceId, kind) = target.Value;
+        var (current, plan, price, priceId, overagePriceIds, kind) = target;
         if (kind is PlanChangeKind.Restore or PlanChangeKind.None)
         {
             // As the change itself decides: only a pending downgrade (to this plan's entitlement, or scheduled away from the
             // price Stripe bills now) can be undone.
             var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
-            var undoesSchedule = pending.Items.Data[0].Price.Id == priceId
+            var undoesSchedule = pending.PlanItem().Price.Id == priceId
                 && ScheduledDowngrades.Pending(await ScheduledDowngrades.ActiveAsync(pending, stripe, calls, ct), pending) is not null;
             kind = undoesSchedule || (kind == PlanChangeKind.Restore && DowngradePending(pending, plan.Id)) ? PlanChangeKind.Restore : PlanChangeKind.None;
         }
@@ -303,7 +309,8 @@ public static class LifecycleEndpoints
             Subscription = current.SubscriptionId,
             SubscriptionDetails = new InvoiceSubscriptionDetailsOptions
             {
-                Items = [new InvoiceSubscriptionDetailsItemOptions { Id = subscription.Items.Data[0].Id, Price = priceId }],
+                Items = OverageItems.Changes(subscription, priceId, overagePriceIds)
+                    .Select(c => new InvoiceSubscriptionDetailsItemOptions { Id = c.Id, Price = c.Price, Deleted = c.Delete ? true : null }).ToList(),
                 ProrationBehavior = "always_invoice",
                 ProrationDate = now.UtcDateTime,
             },
@@ -311,7 +318,11 @@ public static class LifecycleEndpoints
         return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, preview.AmountDue, preview.Currency, price.Amount));
     }
 
-    private static async Task<((SubscriptionRecord Current, Plan Plan, Price Price, string PriceId, PlanChangeKind Kind)? Target, IResult? Error)> ResolveAsync(
+    /// <summary>Where a change goes: the plan, its price (and Stripe's id of it), the metered overage prices that go with it.</summary>
+    private sealed record ChangeTarget(SubscriptionRecord Current, Plan Plan, Price Price, string PriceId, IReadOnlyList<string> OveragePriceIds,
+        PlanChangeKind Kind);
+
+    private static async Task<(ChangeTarget? Target, IResult? Error)> ResolveAsync(
         string? planId, string? interval, int? intervalCount, ClaimsPrincipal user, SubscriptionStore store, BillingCatalog catalog,
         StripePrices prices, CancellationToken ct)
     {
@@ -333,8 +344,12 @@ public static class LifecycleEndpoints
         var priceId = await prices.FindAsync(choice.Price.LookupKey, ct);
         if (priceId is null)
         {
-            return (null, Problems.Problem(503, "price_not_in_stripe", "This price is not set up in Stripe yet.",
-                $"No active Stripe price has lookup key \"{choice.Price.LookupKey}\": run 'deploy/billing catalog push'."));
+            return (null, StripePrices.NotInStripe(choice.Price.LookupKey));
+        }
+        var (overagePriceIds, missing) = await OverageItems.FindAsync(choice.Plan, choice.Price, prices, ct);
+        if (missing is not null)
+        {
+            return (null, StripePrices.NotInStripe(missing));
         }
         var kind = PlanChangeRules.Classify(catalog, current.PlanId, current.Interval, current.IntervalCount, choice.Plan, choice.Price);
         if (current.PriceId == priceId)
@@ -347,7 +362,7 @@ public static class LifecycleEndpoints
             // the downgrade. Only the price decides "no change".
             kind = PlanChangeKind.Restore;
         }
-        return ((current, choice.Plan, choice.Price, priceId, kind), null);
+        return (new ChangeTarget(current, choice.Plan, choice.Price, priceId, overagePriceIds, kind), null);
     }
 
     private static IResult CancellationPending() =>

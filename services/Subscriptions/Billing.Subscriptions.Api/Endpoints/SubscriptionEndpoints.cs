@@ -80,8 +80,12 @@ public static class SubscriptionEndpoints
         var priceId = await prices.FindAsync(choice.Price.LookupKey, ct);
         if (priceId is null)
         {
-            return Problems.Problem(503, "price_not_in_stripe", "This price is not set up in Stripe yet.",
-                $"No active Stripe price has lookup key \"{choice.Price.LookupKey}\": run 'deploy/billing catalog push'.");
+            return StripePrices.NotInStripe(choice.Price.LookupKey);
+        }
+        var (overagePriceIds, missing) = await OverageItems.FindAsync(choice.Plan, choice.Price, prices, ct);
+        if (missing is not null)
+        {
+            return StripePrices.NotInStripe(missing);
         }
 
         var customerId = await customers.GetOrCreateAsync(userId, user.FindFirst("email")?.Value, ct);
@@ -91,7 +95,9 @@ public static class SubscriptionEndpoints
             Mode = "subscription",
             Customer = customerId,
             ClientReferenceId = userId,
-            LineItems = [new global::Stripe.Checkout.SessionLineItemOptions { Price = priceId, Quantity = 1 }],
+            // The plan's price, and a metered price (no quantity) per meter whose overage the plan bills.
+            LineItems = [new global::Stripe.Checkout.SessionLineItemOptions { Price = priceId, Quantity = 1 },
+                ..overagePriceIds.Select(id => new global::Stripe.Checkout.SessionLineItemOptions { Price = id })],
             SuccessUrl = choice.SuccessUrl,
             CancelUrl = choice.CancelUrl,
             Metadata = metadata,

@@ -1,5 +1,7 @@
+using System.Globalization;
 using Billing.Catalog;
 using Stripe;
+using Stripe.Billing;
 
 namespace Billing.Subscriptions.Api.Stripe;
 
@@ -8,7 +10,9 @@ namespace Billing.Subscriptions.Api.Stripe;
 /// validates a catalog, creates its products and prices in the configured Stripe account idempotently, by lookup key, and
 /// lists where Stripe's prices differ from the file. Prices are
 /// immutable in Stripe: a changed amount creates a new price that takes over the lookup key, and the old one is
-/// deactivated (existing subscriptions keep it).
+/// deactivated (existing subscriptions keep it). Overage the plans bill (<c>overage: "bill"</c>) gets a Stripe Billing Meter
+/// per event name (summing the <c>value</c> of the meter events Usage sends, customer in <c>stripe_customer_id</c>) and a
+/// metered price per event name, currency and interval (<see cref="BillingCatalog.AllOveragePrices"/>).
 /// </summary>
 public static class CatalogCommands
 {
@@ -54,20 +58,36 @@ public static class CatalogCommands
             return await DiffAsync(catalog, new StripeClient(options));
         }
         var pusher = new Pusher(new StripeClient(options));
-        foreach (var plan in catalog.Plans.Where(p => !p.IsFree))
+        try
         {
-            var product = await pusher.EnsureProductAsync($"billing_plan_{plan.Id}", plan.Name, plan.Description, "plan", plan.Id);
-            foreach (var price in plan.Prices)
+            foreach (var plan in catalog.Plans.Where(p => !p.IsFree))
             {
-                await pusher.EnsurePriceAsync(product, price.LookupKey, price.Amount, price.Currency, price.Interval, price.IntervalCount,
-                    new Dictionary<string, string> { ["planId"] = plan.Id });
+                await pusher.EnsureProductAsync($"billing_plan_{plan.Id}", plan.Name, plan.Description, "plan", plan.Id);
+            }
+            foreach (var pack in catalog.TokenPacks)
+            {
+                await pusher.EnsureProductAsync($"billing_pack_{pack.Id}", pack.Name, $"{pack.Tokens:N0} tokens", "token_pack", pack.Id);
+            }
+            foreach (var spec in PlanSpecs(catalog).Concat(PackSpecs(catalog)))
+            {
+                await pusher.EnsurePriceAsync(spec);
+            }
+            var meterIds = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var overage in catalog.AllOveragePrices())
+            {
+                if (!meterIds.TryGetValue(overage.EventName, out var meterId))
+                {
+                    meterIds[overage.EventName] = meterId = await pusher.EnsureMeterAsync(overage.EventName, overage.Meter);
+                }
+                await pusher.EnsureProductAsync(overage.ProductId, $"Overage: {overage.Meter}", $"{overage.Meter} past the plan's allowance", "overage",
+                    overage.EventName);
+                await pusher.EnsurePriceAsync(OverageSpec(overage, meterId));
             }
         }
-        foreach (var pack in catalog.TokenPacks)
+        catch (InvalidOperationException ex)
         {
-            var product = await pusher.EnsureProductAsync($"billing_pack_{pack.Id}", pack.Name, $"{pack.Tokens:N0} tokens", "token_pack", pack.Id);
-            await pusher.EnsurePriceAsync(product, pack.LookupKey, pack.Amount, pack.Currency, null, 1,
-                new Dictionary<string, string> { ["packId"] = pack.Id, ["tokens"] = pack.Tokens.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            await Console.Error.WriteLineAsync("catalog push: " + ex.Message);
+            return 1;
         }
         Console.WriteLine($"catalog push: {pusher.Created} created, {pusher.Replaced} replaced, {pusher.Unchanged} unchanged");
         return 0;
@@ -75,28 +95,33 @@ public static class CatalogCommands
 
     /// <summary>
     /// <c>catalog diff</c>: whether Stripe's active price under each of the file's lookup keys bills what the file says
-    /// (amount, currency, interval). The price a user sees (<c>GET /api/plans</c>, from the file) and the one a checkout
-    /// charges (Stripe's, by lookup key) differ until a push: exit 1 lists where.
+    /// (amount, currency, interval, and for overage the meter). The price a user sees (<c>GET /api/plans</c>, from the file) and
+    /// the one a checkout charges (Stripe's, by lookup key) differ until a push: exit 1 lists where.
     /// </summary>
     private static async Task<int> DiffAsync(BillingCatalog catalog, IStripeClient stripe)
     {
-        var wanted = catalog.Plans.SelectMany(plan => plan.Prices.Select(p => (p.LookupKey, p.Amount, p.Currency, Interval: (string?)p.Interval, p.IntervalCount)))
-            .Concat(catalog.TokenPacks.Select(pack => (pack.LookupKey, pack.Amount, pack.Currency, Interval: (string?)null, IntervalCount: 1)))
+        var meterIds = new Dictionary<string, string>(StringComparer.Ordinal);
+        await foreach (var meter in new MeterService(stripe).ListAutoPagingAsync(new MeterListOptions { Status = "active", Limit = 100 }))
+        {
+            meterIds[meter.EventName] = meter.Id;
+        }
+        var wanted = PlanSpecs(catalog).Concat(PackSpecs(catalog))
+            .Concat(catalog.AllOveragePrices().Select(o => OverageSpec(o, meterIds.GetValueOrDefault(o.EventName) ?? $"(no active meter for {o.EventName})")))
             .ToList();
         var differences = new List<string>();
-        foreach (var (lookupKey, amount, currency, interval, intervalCount) in wanted)
+        foreach (var spec in wanted)
         {
-            var price = (await new PriceService(stripe).ListAsync(new PriceListOptions { LookupKeys = [lookupKey], Active = true, Limit = 1 })).Data.FirstOrDefault();
-            var file = $"{amount} {currency}{(interval is null ? "" : $" every {intervalCount} {interval}")}";
+            var price = (await new PriceService(stripe).ListAsync(new PriceListOptions { LookupKeys = [spec.LookupKey], Active = true, Limit = 1 })).Data.FirstOrDefault();
+            var file = spec.Describe();
             if (price is null)
             {
-                differences.Add($"{lookupKey}: {file} in the file, no active price in Stripe");
+                differences.Add($"{spec.LookupKey}: {file} in the file, no active price in Stripe");
                 continue;
             }
-            var theirs = $"{price.UnitAmount} {price.Currency}{(price.Recurring is null ? "" : $" every {price.Recurring.IntervalCount} {price.Recurring.Interval}")}";
+            var theirs = PriceSpec.Describe(price);
             if (theirs != file)
             {
-                differences.Add($"{lookupKey}: {file} in the file, {theirs} in Stripe ({price.Id})");
+                differences.Add($"{spec.LookupKey}: {file} in the file, {theirs} in Stripe ({price.Id})");
             }
         }
         foreach (var line in differences)
@@ -107,6 +132,44 @@ public static class CatalogCommands
             ? $"catalog diff: Stripe bills every one of the {wanted.Count} prices as the file says"
             : $"catalog diff: {differences.Count} of {wanted.Count} prices differ from Stripe; 'catalog push' makes Stripe follow the file");
         return differences.Count == 0 ? 0 : 1;
+    }
+
+    private static IEnumerable<PriceSpec> PlanSpecs(BillingCatalog catalog) =>
+        catalog.Plans.Where(p => !p.IsFree).SelectMany(plan => plan.Prices.Select(price => new PriceSpec($"billing_plan_{plan.Id}", price.LookupKey,
+            price.Amount, price.Currency, price.Interval, price.IntervalCount, new Dictionary<string, string> { ["planId"] = plan.Id })));
+
+    private static IEnumerable<PriceSpec> PackSpecs(BillingCatalog catalog) =>
+        catalog.TokenPacks.Select(pack => new PriceSpec($"billing_pack_{pack.Id}", pack.LookupKey, pack.Amount, pack.Currency, null, 1,
+            new Dictionary<string, string> { ["packId"] = pack.Id, ["tokens"] = pack.Tokens.ToString(CultureInfo.InvariantCulture) }));
+
+    private static PriceSpec OverageSpec(OveragePrice overage, string meterId) =>
+        new(overage.ProductId, overage.LookupKey, overage.UnitAmount, overage.Currency, overage.Interval, overage.IntervalCount,
+            new Dictionary<string, string> { ["meter"] = overage.Meter, ["eventName"] = overage.EventName }, meterId);
+
+    /// <summary>Where Usage's meter events put the Stripe customer and the quantity (<c>OverageReporter</c>).</summary>
+    private const string MeterCustomerKey = "stripe_customer_id";
+    private const string MeterValueKey = "value";
+
+    /// <summary>
+    /// A price as the file wants it: licensed (<see cref="MeterId"/> null; <see cref="Amount"/> whole) or metered on a Billing
+    /// Meter (<see cref="Amount"/> per unit, fractions allowed); one-time when <see cref="Interval"/> is null.
+    /// </summary>
+    private sealed record PriceSpec(string Product, string LookupKey, decimal Amount, string Currency, string? Interval, int IntervalCount,
+        Dictionary<string, string> Metadata, string? MeterId = null)
+    {
+        public bool Matches(global::Stripe.Price p) => p.ProductId == Product && Describe(p) == Describe();
+
+        /// <summary>What the file bills, e.g. <c>500 usd every 1 month</c> or <c>0.5 usd per unit on mtr_… every 1 month</c>.</summary>
+        public string Describe() => Text(Amount, MeterId, Currency, Interval, IntervalCount);
+
+        /// <summary>What Stripe's price bills, in the same words.</summary>
+        public static string Describe(global::Stripe.Price p) => p.Recurring?.UsageType == "metered"
+            ? Text(p.UnitAmountDecimal ?? p.UnitAmount ?? 0, p.Recurring.Meter ?? "(no meter)", p.Currency, p.Recurring.Interval, (int)p.Recurring.IntervalCount)
+            : Text(p.UnitAmount ?? 0, null, p.Currency, p.Recurring?.Interval, (int)(p.Recurring?.IntervalCount ?? 1));
+
+        private static string Text(decimal amount, string? meterId, string currency, string? interval, int intervalCount) =>
+            $"{amount.ToString("0.############", CultureInfo.InvariantCulture)} {currency}{(meterId is null ? "" : $" per unit on {meterId}")}"
+            + (interval is null ? "" : $" every {intervalCount} {interval}");
     }
 
     private sealed class Pusher(IStripeClient stripe)
@@ -146,47 +209,105 @@ public static class CatalogCommands
             }
         }
 
-        public async Task EnsurePriceAsync(string product, string lookupKey, long amount, string currency, string? interval, int intervalCount,
-            Dictionary<string, string> metadata)
+        /// <summary>
+        /// The active Billing Meter of <paramref name="eventName"/>: found (reactivated if it was deactivated) or created. A meter
+        /// Billing did not make must read the customer and the value where Usage puts them, or its events would count for nobody.
+        /// </summary>
+        public async Task<string> EnsureMeterAsync(string eventName, string meterName)
         {
-            var prices = new PriceService(stripe);
-            var existing = (await prices.ListAsync(new PriceListOptions { LookupKeys = [lookupKey], Limit = 1 })).Data.FirstOrDefault();
-            if (existing is not null && existing.Active && existing.UnitAmount == amount && existing.Currency == currency && existing.ProductId == product
-                && existing.Recurring?.Interval == interval && (interval is null || existing.Recurring?.IntervalCount == intervalCount))
+            var meters = new MeterService(stripe);
+            Meter? existing = null;
+            await foreach (var meter in meters.ListAutoPagingAsync(new MeterListOptions { Limit = 100 }))
+            {
+                if (meter.EventName == eventName && (existing is null || meter.Status == "active"))
+                {
+                    existing = meter;
+                }
+            }
+            if (existing is null)
+            {
+                var created = await meters.CreateAsync(new MeterCreateOptions
+                {
+                    DisplayName = $"Billing overage: {meterName}",
+                    EventName = eventName,
+                    DefaultAggregation = new MeterDefaultAggregationOptions { Formula = "sum" },
+                    CustomerMapping = new MeterCustomerMappingOptions { Type = "by_id", EventPayloadKey = MeterCustomerKey },
+                    ValueSettings = new MeterValueSettingsOptions { EventPayloadKey = MeterValueKey },
+                }, new RequestOptions { IdempotencyKey = "billing-meter-" + eventName });
+                Created++;
+                Console.WriteLine($"  created meter {eventName} ({created.Id})");
+                return created.Id;
+            }
+            if (existing.CustomerMapping?.EventPayloadKey != MeterCustomerKey || (existing.ValueSettings?.EventPayloadKey ?? MeterValueKey) != MeterValueKey
+                || existing.DefaultAggregation?.Formula != "sum")
+            {
+                throw new InvalidOperationException($"Stripe's meter {existing.Id} for \"{eventName}\" reads the customer from \"{existing.CustomerMapping?.EventPayloadKey}\" "
+                    + $"and the value from \"{existing.ValueSettings?.EventPayloadKey}\" with formula {existing.DefaultAggregation?.Formula}; Billing sends "
+                    + $"\"{MeterCustomerKey}\" and \"{MeterValueKey}\" to be summed. Use another stripeMeterEventName, or deactivate that meter.");
+            }
+            if (existing.Status != "active")
+            {
+                await meters.ReactivateAsync(existing.Id);
+                Console.WriteLine($"  reactivated meter {eventName} ({existing.Id})");
+            }
+            else
             {
                 Unchanged++;
-                Console.WriteLine($"  unchanged {lookupKey} ({existing.Id})");
-                await ArchiveLeftoversAsync(prices, product, existing, interval, intervalCount);
+                Console.WriteLine($"  unchanged meter {eventName} ({existing.Id})");
+            }
+            return existing.Id;
+        }
+
+        public async Task EnsurePriceAsync(PriceSpec spec)
+        {
+            var prices = new PriceService(stripe);
+            var existing = (await prices.ListAsync(new PriceListOptions { LookupKeys = [spec.LookupKey], Limit = 1 })).Data.FirstOrDefault();
+            if (existing is not null && existing.Active && spec.Matches(existing))
+            {
+                Unchanged++;
+                Console.WriteLine($"  unchanged {spec.LookupKey} ({existing.Id})");
+                await ArchiveLeftoversAsync(prices, spec, existing);
                 return;
             }
 
             var options = new PriceCreateOptions
             {
-                Product = product,
-                UnitAmount = amount,
-                Currency = currency,
-                LookupKey = lookupKey,
+                Product = spec.Product,
+                Currency = spec.Currency,
+                LookupKey = spec.LookupKey,
                 TransferLookupKey = existing is not null,
-                Metadata = metadata,
+                Metadata = spec.Metadata,
             };
-            if (interval is not null)
+            if (spec.MeterId is null)
             {
-                options.Recurring = new PriceRecurringOptions { Interval = interval, IntervalCount = intervalCount };
+                options.UnitAmount = (long)spec.Amount;
+            }
+            else
+            {
+                options.UnitAmountDecimal = spec.Amount;
+            }
+            if (spec.Interval is not null)
+            {
+                options.Recurring = new PriceRecurringOptions
+                {
+                    Interval = spec.Interval, IntervalCount = spec.IntervalCount,
+                    UsageType = spec.MeterId is null ? null : "metered", Meter = spec.MeterId,
+                };
             }
             // The price being replaced is part of the key: reverting an amount (A → B → A) within Stripe's 24 h must create a
             // new price, not replay the first one (whose request had another transfer_lookup_key, an idempotency error).
-            var idempotency = $"billing-price-{lookupKey}-{product}-{amount}-{currency}-{interval}-{intervalCount}-{existing?.Id ?? "new"}";
+            var idempotency = $"billing-price-{spec.LookupKey}-{spec.Product}-{spec.Amount.ToString(CultureInfo.InvariantCulture)}-{spec.Currency}-{spec.Interval}-{spec.IntervalCount}-{spec.MeterId}-{existing?.Id ?? "new"}";
             var created = await prices.CreateAsync(options, new RequestOptions { IdempotencyKey = idempotency });
             if (existing is not null && existing.Id != created.Id)
             {
                 await prices.UpdateAsync(existing.Id, new PriceUpdateOptions { Active = false });
                 Replaced++;
-                Console.WriteLine($"  replaced {lookupKey}: {existing.Id} -> {created.Id}");
+                Console.WriteLine($"  replaced {spec.LookupKey}: {existing.Id} -> {created.Id}");
             }
             else
             {
                 Created++;
-                Console.WriteLine($"  created {lookupKey} ({created.Id})");
+                Console.WriteLine($"  created {spec.LookupKey} ({created.Id})");
             }
         }
 
@@ -195,11 +316,11 @@ public static class CatalogCommands
         /// that died between creating a price (which took the key over) and archiving the one it replaced left that one
         /// active, and a re-run found the key's price unchanged. Subscriptions on an archived price keep it.
         /// </summary>
-        private static async Task ArchiveLeftoversAsync(PriceService prices, string product, global::Stripe.Price current, string? interval, int intervalCount)
+        private static async Task ArchiveLeftoversAsync(PriceService prices, PriceSpec spec, global::Stripe.Price current)
         {
-            var active = await prices.ListAsync(new PriceListOptions { Product = product, Active = true, Limit = 100 });
-            foreach (var leftover in active.Data.Where(p => p.Id != current.Id && string.IsNullOrEmpty(p.LookupKey)
-                         && p.Recurring?.Interval == interval && (interval is null || p.Recurring?.IntervalCount == intervalCount)))
+            var active = await prices.ListAsync(new PriceListOptions { Product = spec.Product, Active = true, Limit = 100 });
+            foreach (var leftover in active.Data.Where(p => p.Id != current.Id && string.IsNullOrEmpty(p.LookupKey) && p.Recurring?.Interval == spec.Interval
+                         && (spec.Interval is null || p.Recurring?.IntervalCount == spec.IntervalCount) && p.Currency == spec.Currency))
             {
                 await prices.UpdateAsync(leftover.Id, new PriceUpdateOptions { Active = false });
                 Console.WriteLine($"  archived {leftover.Id}, left active by an earlier push that replaced it with {current.Id}");

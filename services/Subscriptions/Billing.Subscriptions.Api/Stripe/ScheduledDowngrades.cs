@@ -3,8 +3,11 @@ using Stripe;
 
 namespace Billing.Subscriptions.Api.Stripe;
 
-/// <summary>A price a subscription schedule moves the subscription to when its current period ends.</summary>
-public sealed record PendingDowngrade(string PriceId, string? PlanId);
+/// <summary>
+/// The prices a subscription schedule moves the subscription to when its current period ends: the plan's price and the
+/// metered overage prices that go with it.
+/// </summary>
+public sealed record PendingDowngrade(string PriceId, IReadOnlyList<string> OveragePriceIds, string? PlanId);
 
 /// <summary>
 /// Downgrades that change the billing interval (e.g. Pro yearly → Pro monthly). Stripe starts a new period and charges it
@@ -36,23 +39,24 @@ public static class ScheduledDowngrades
     /// </summary>
     public static PendingDowngrade? Pending(SubscriptionSchedule? schedule, Subscription subscription)
     {
-        return schedule is not null && SubscriptionSchedules.NextChange(schedule, subscription.Items.Data[0]) is { } next
-            ? new PendingDowngrade(next.Items[0].PriceId, next.Metadata?.GetValueOrDefault("planId"))
+        // Billing writes the plan's price first in a phase, the metered ones after it.
+        return schedule is not null && SubscriptionSchedules.NextChange(schedule, subscription.PlanItem()) is { } next
+            ? new PendingDowngrade(next.Items[0].PriceId, next.Items.Skip(1).Select(i => i.PriceId).ToList(), next.Metadata?.GetValueOrDefault("planId"))
             : null;
     }
 
     /// <summary>True when the schedule ends the subscription instead of releasing it (set up in the Dashboard, say).</summary>
     public static bool EndsSubscription(SubscriptionSchedule? schedule) => schedule?.EndBehavior == "cancel";
 
-    /// <summary>Schedules the move to <paramref name="priceId"/> at the current period's end (replacing a change already scheduled).</summary>
-    public static async Task ScheduleAsync(Subscription subscription, SubscriptionSchedule? existing, string priceId, string? planId,
+    /// <summary>Schedules the move to <paramref name="change"/> at the current period's end (replacing a change already scheduled).</summary>
+    public static async Task ScheduleAsync(Subscription subscription, SubscriptionSchedule? existing, PendingDowngrade change,
         string idempotencyKey, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
     {
         var service = new SubscriptionScheduleService(stripe);
         var schedule = existing ?? await calls.RunAsync(c => service.CreateAsync(
             new SubscriptionScheduleCreateOptions { FromSubscription = subscription.Id },
             new RequestOptions { IdempotencyKey = idempotencyKey + "-create" }, c), ct);
-        var item = subscription.Items.Data[0];
+        var item = subscription.PlanItem();
         // The phase in force keeps its start (Stripe refuses to move it), what it had (Stripe replaces every setting that is
         // not sent again: the trial would end now, a discount would go) and ends with the period the user has paid for.
         var current = schedule.Phases?.Where(p => p.StartDate <= item.CurrentPeriodStart).OrderBy(p => p.StartDate).LastOrDefault();
@@ -63,7 +67,9 @@ public static class ScheduledDowngrades
         }).ToList();
         var paid = new SubscriptionSchedulePhaseOptions
         {
-            Items = [new SubscriptionSchedulePhaseItemOptions { Price = item.Price.Id, Quantity = item.Quantity }],
+            // Every item as it is: the plan's price (first) and its metered overage items, whose usage the renewal then bills.
+            Items = [new SubscriptionSchedulePhaseItemOptions { Price = item.Price.Id, Quantity = item.Quantity },
+                ..subscription.MeteredItems().Select(m => new SubscriptionSchedulePhaseItemOptions { Price = m.Price.Id })],
             StartDate = currentStart,
             EndDate = item.CurrentPeriodEnd,
             Discounts = discounts is { Count: > 0 } ? discounts : null,
@@ -77,9 +83,10 @@ public static class ScheduledDowngrades
         {
             // No end: one billing period of the new price, after which the schedule releases the subscription. The new
             // interval's periods count from the phase start (Stripe is told so, not left to infer it).
-            Items = [new SubscriptionSchedulePhaseItemOptions { Price = priceId, Quantity = 1 }],
+            Items = [new SubscriptionSchedulePhaseItemOptions { Price = change.PriceId, Quantity = 1 },
+                ..change.OveragePriceIds.Select(id => new SubscriptionSchedulePhaseItemOptions { Price = id })],
             BillingCycleAnchor = "phase_start",
-            Metadata = planId is null ? null : new Dictionary<string, string> { ["planId"] = planId },
+            Metadata = change.PlanId is null ? null : new Dictionary<string, string> { ["planId"] = change.PlanId },
             Discounts = discounts is { Count: > 0 } ? discounts : null,
             ProrationBehavior = "none",
         };
@@ -110,15 +117,15 @@ public static class ScheduledDowngrades
             // Only if the failed change really changed nothing: a timeout may hide an upgrade Stripe did apply, and scheduling
             // the old downgrade on top of it would take the paid upgrade away at the renewal.
             var now = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscription.Id, cancellationToken: c), CancellationToken.None);
-            var item = now.Items.Data[0];
-            if (item.Price.Id != subscription.Items.Data[0].Price.Id || !string.IsNullOrEmpty(now.ScheduleId) || now.CancelAtPeriodEnd
+            var item = now.PlanItem();
+            if (item.Price.Id != subscription.PlanItem().Price.Id || !string.IsNullOrEmpty(now.ScheduleId) || now.CancelAtPeriodEnd
                 || now.CancelAt is not null || now.Status is "canceled" or "incomplete_expired")
             {
                 logger.LogWarning("Subscription {Subscription} changed although the change failed (price {Price}, cancel at period end {Cancel}): "
                     + "the downgrade to {Pending} is not scheduled again", now.Id, item.Price.Id, now.CancelAtPeriodEnd, pending.PriceId);
                 return;
             }
-            await ScheduleAsync(now, null, pending.PriceId, pending.PlanId, idempotencyKey + "-again", stripe, calls, CancellationToken.None);
+            await ScheduleAsync(now, null, pending, idempotencyKey + "-again", stripe, calls, CancellationToken.None);
         }
         catch (Exception ex)
         {

@@ -60,8 +60,7 @@ public static class WalletEndpoints
         var priceId = await prices.FindAsync(pack.LookupKey, ct);
         if (priceId is null)
         {
-            return Problems.Problem(503, "price_not_in_stripe", "This token pack is not set up in Stripe yet.",
-                $"No active Stripe price has lookup key \"{pack.LookupKey}\": run 'deploy/billing catalog push'.");
+            return StripePrices.NotInStripe(pack.LookupKey, "token pack");
         }
 
         // Payments grants from these: metadata on the session, and the same on the payment intent for refunds. The tokens

@@ -1,0 +1,150 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using Billing.ServiceDefaults.Stripe;
+using Stripe;
+using Stripe.Billing;
+
+namespace Billing.Subscriptions.Tests.WithStripe;
+
+/// <summary>
+/// A plan whose meter bills overage (<c>overage: "bill"</c>) carries a metered Stripe price beside its plan price, so that
+/// the meter events Usage reports end up on an invoice; plan changes keep that overage billed exactly once.
+/// </summary>
+[TestFixture]
+public class Billing_overage
+{
+    private const string MaxOverageMonth = "overage_max_generations_month_usd";
+    private const string MaxOverageYear = "overage_max_generations_year_usd";
+
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    private static Task<Subscription> StripeAsync(string subscriptionId) => new SubscriptionService(Host.Stripe).GetAsync(subscriptionId);
+
+    private static string[] LookupKeys(Subscription s) => s.Items.Data.Select(i => i.Price.LookupKey).Order(StringComparer.Ordinal).ToArray();
+
+    private static async Task<List<Invoice>> InvoicesAsync(string subscriptionId) =>
+        (await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = subscriptionId, Limit = 100 })).Data;
+
+    /// <summary>Subscribes through Billing's own checkout and the hosted page; returns Stripe's subscription.</summary>
+    private static async Task<Subscription> CheckoutAsync(string user, string planId, string interval)
+    {
+        var (started, checkout) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId, interval });
+        Assert.That(started, Is.EqualTo(HttpStatusCode.OK), checkout.ToString());
+        var sessionId = checkout.GetProperty("checkoutSessionId").GetString()!;
+        using (var paid = await Host.PayAsync(sessionId))
+        {
+            Assert.That((int)paid.StatusCode, Is.EqualTo(303), await paid.Content.ReadAsStringAsync());
+        }
+        var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
+        var subscription = await StripeAsync(session.SubscriptionId);
+        await SubscriptionsHost.SaveLocalAsync(user, planId, subscription, sequence: 1);
+        return subscription;
+    }
+
+    /// <summary>What Usage's OverageReporter sends for overage of the Max plan's meter.</summary>
+    private static Task ReportOverageAsync(Subscription s, long quantity) =>
+        new MeterEventService(Host.Stripe).CreateAsync(new MeterEventCreateOptions
+        {
+            EventName = "max_generations",
+            Identifier = Guid.NewGuid().ToString(),
+            Payload = new Dictionary<string, string> { ["stripe_customer_id"] = s.CustomerId, ["value"] = quantity.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+        });
+
+    private static async Task<JsonElement> ChangeAsync(string user, string planId, string interval, string kind)
+    {
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId, interval });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo(kind));
+        return body;
+    }
+
+    [Test]
+    public async Task Checkout_adds_the_metered_price_and_the_first_invoice_bills_only_the_plan()
+    {
+        var subscription = await CheckoutAsync(SubscriptionsHost.NewUser(), "max", "month");
+
+        Assert.That(LookupKeys(subscription), Is.EqualTo(new[] { "max_month", MaxOverageMonth }));
+        Assert.That(subscription.PlanItem().Price.LookupKey, Is.EqualTo("max_month"));
+        Assert.That(subscription.MeteredItems().Single().Price.Recurring.Meter, Is.Not.Null.And.Not.Empty);
+        Assert.That((await InvoicesAsync(subscription.Id)).Single().AmountPaid, Is.EqualTo(5000));
+    }
+
+    [Test]
+    public async Task The_renewal_bills_the_periods_overage_once()
+    {
+        var subscription = await CheckoutAsync(SubscriptionsHost.NewUser(), "max", "month");
+        await ReportOverageAsync(subscription, 7);
+
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodEnd);
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodEnd.AddMonths(1));
+
+        var renewals = (await InvoicesAsync(subscription.Id)).Where(i => i.BillingReason == "subscription_cycle").OrderBy(i => i.Created).ToList();
+        Assert.That(renewals.Select(i => i.AmountPaid), Is.EqualTo(new[] { 5000L + 7 * 2, 5000L }), "7 units at 2 cents, on the first renewal only");
+    }
+
+    [Test]
+    public async Task An_upgrade_adds_the_metered_price_of_the_new_plan()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await CheckoutAsync(user, "business", "month");
+        Assert.That(LookupKeys(subscription), Is.EqualTo(new[] { "business_month" }));
+
+        await ChangeAsync(user, "max", "month", "upgrade");
+
+        Assert.That(LookupKeys(await StripeAsync(subscription.Id)), Is.EqualTo(new[] { "max_month", MaxOverageMonth }));
+    }
+
+    [Test]
+    public async Task An_upgrade_to_another_interval_bills_the_overage_so_far_and_swaps_the_metered_price()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await CheckoutAsync(user, "max", "month");
+        await ReportOverageAsync(subscription, 5);
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodStart.AddDays(3));
+
+        await ChangeAsync(user, "max", "year", "upgrade");
+
+        Assert.That(LookupKeys(await StripeAsync(subscription.Id)), Is.EqualTo(new[] { "max_year", MaxOverageYear }));
+        var upgrade = (await InvoicesAsync(subscription.Id)).Where(i => i.BillingReason != "subscription_create").ToList();
+        Assert.That(upgrade.SelectMany(i => i.Lines.Data).Where(l => l.Quantity == 5).Sum(l => l.Amount), Is.EqualTo(10),
+            "the 5 units used under the monthly metered price, billed with the upgrade");
+    }
+
+    [Test]
+    public async Task A_downgrade_to_a_plan_without_overage_waits_for_the_renewal_which_bills_the_last_periods_overage()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await CheckoutAsync(user, "max", "month");
+
+        var body = await ChangeAsync(user, "business", "month", "downgrade");
+        Assert.That(body.GetProperty("effectiveAt").GetDateTimeOffset(), Is.EqualTo(new DateTimeOffset(subscription.PlanItem().CurrentPeriodEnd, TimeSpan.Zero)));
+        var waiting = await StripeAsync(subscription.Id);
+        Assert.That(LookupKeys(waiting), Is.EqualTo(new[] { "max_month", MaxOverageMonth }), "nothing changes before the renewal");
+        Assert.That(waiting.ScheduleId, Is.Not.Null.And.Not.Empty, "dropping the metered price now would drop the overage used so far");
+        await ReportOverageAsync(subscription, 4);
+
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodEnd);
+
+        Assert.That(LookupKeys(await StripeAsync(subscription.Id)), Is.EqualTo(new[] { "business_month" }));
+        var renewal = (await InvoicesAsync(subscription.Id)).Single(i => i.BillingReason == "subscription_cycle");
+        Assert.That(renewal.AmountPaid, Is.EqualTo(2000 + 4 * 2), "a month of Business and the Max month's 4 units of overage");
+    }
+
+    [Test]
+    public async Task Verify_lists_a_subscription_that_lacks_its_plans_metered_price()
+    {
+        var user = SubscriptionsHost.NewUser();
+        // Made as before plans billed overage: the plan's price only.
+        var subscription = await Host.SubscribeAsync(user, "max", "month");
+
+        using var admin = Host.CreateClient();
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Admin());
+        using var response = await admin.GetAsync("/api/admin/subscriptions/verify");
+        var report = await SubscriptionsHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), report.ToString());
+        var mine = report.GetProperty("differences").EnumerateArray().Where(d => d.GetProperty("subscriptionId").GetString() == subscription.Id).ToList();
+        Assert.That(mine.Select(d => (d.GetProperty("field").GetString(), d.GetProperty("billing").GetString(), d.GetProperty("stripe").GetString())),
+            Is.EqualTo(new[] { ("overagePrices", MaxOverageMonth, "") }));
+    }
+}
