@@ -61,6 +61,10 @@ public class The_chatbots_daily_message_limit
         var user = Seed.NewUser("chatbot");
         using var api = Api.Gateway(Tokens.User(user));
         using var service = Api.Gateway(Tokens.Service());
+        var plans = (await api.GetAsync("/api/plans")).Body.GetProperty("plans").EnumerateArray().ToList();
+        var proMeter = plans.Single(p => p.GetProperty("id").GetString() == "pro").GetProperty("meters")[0];
+        Assert.That((proMeter.GetProperty("overage").GetString(), proMeter.GetProperty("overageUnitAmount").GetDecimal()), Is.EqualTo(("bill", 0.5m)),
+            "the pricing page can say what a message past the allowance costs");
         await Paying_for_Pro.SubscribeAsync(api, "pro", "month");
         await Seed.MeterAsync(api, "chat.message", m => m.GetProperty("limit").GetInt64() == 500);
         var stripe = await StripeView.SubscriptionOfAsync(user);

@@ -12,7 +12,9 @@ const plans = {
       meters: [{ meter: 'ai.generation', limit: 0, window: 'month' }], features: ['quizzes'], limits: { projects: null } },
     { id: 'pro', name: 'Pro', description: '250 AI quiz generations a month.', trialDays: 0,
       prices: [{ interval: 'month', intervalCount: 1, amount: 500, currency: 'usd' }, { interval: 'year', intervalCount: 1, amount: 5000, currency: 'usd' }],
-      meters: [{ meter: 'ai.generation', limit: 250, window: 'month' }], features: ['quizzes', 'ai_access'], limits: { projects: null } },
+      meters: [{ meter: 'ai.generation', limit: 250, window: 'month', overage: 'block', tokensPerUnit: null, overageUnitAmount: null },
+        { meter: 'chat.message', limit: 500, window: 'day', overage: 'bill', tokensPerUnit: null, overageUnitAmount: 0.5 }],
+      features: ['quizzes', 'ai_access'], limits: { projects: null } },
   ],
 };
 
@@ -43,6 +45,12 @@ test('monthly and yearly prices with the yearly saving; the current plan is mark
   await waitForText(table.locator('li[data-plan=pro] [part=price]'), /\$50\.00\s*\/ year/);
   assert.equal(await table.locator('[aria-current=true]').count(), 0, 'the monthly plan is not current on the yearly tab');
   await shot(page, '11-pricing-yearly');
+});
+
+test('a meter billed past its allowance says what one more costs', async () => {
+  const pro = page.locator('billing-pricing-table li[data-plan=pro]');
+  await waitForText(pro.locator('[part=features] li', { hasText: 'messages' }), /^500 messages a day, then \$0\.005 each$/);
+  await waitForText(pro.locator('[part=features] li', { hasText: 'generations' }), /^250 generations a month$/);
 });
 
 test('the interval switch works from the keyboard', async () => {

@@ -38,6 +38,14 @@ export function formatMoney(amount, currency) {
   return format.format(amount / 10 ** digits);
 }
 
+/** A unit price in the minor unit, fractions kept ("$0.005" for half a cent). */
+export function formatUnitPrice(amount, currency) {
+  const code = (currency || 'usd').toUpperCase();
+  const digits = new Intl.NumberFormat(undefined, { style: 'currency', currency: code }).resolvedOptions().maximumFractionDigits;
+  return new Intl.NumberFormat(undefined, { style: 'currency', currency: code, minimumFractionDigits: digits, maximumFractionDigits: digits + 12 })
+    .format(amount / 10 ** digits);
+}
+
 const formatNumber = (n) => new Intl.NumberFormat().format(n);
 const formatDate = (iso, withTime = false) => iso
   ? new Intl.DateTimeFormat(undefined, withTime ? { dateStyle: 'medium', timeStyle: 'short' } : { dateStyle: 'medium' }).format(new Date(iso))
@@ -299,7 +307,10 @@ export class BillingPricingTable extends BillingElement {
       const current = subscription && subscription.planId === plan.id
         && (free ? !subscribed : subscribed && subscription.interval === price?.interval && (subscription.intervalCount || 1) === price?.intervalCount);
       const currentPlanOtherInterval = subscribed && subscription.planId === plan.id && !current;
-      const meters = (plan.meters || []).map((m) => `<li>${m.limit === null ? 'Unlimited' : formatNumber(m.limit)} ${esc(this.getAttribute('unit') || unitOf(m.meter, m.limit))} a ${esc(m.window === 'period' ? 'billing period' : m.window)}</li>`);
+      // Billed overage says what one more costs past the allowance ("500 messages a day, then $0.005 each").
+      const overage = (m) => m.overage === 'bill' && m.overageUnitAmount > 0 && m.limit !== null
+        ? `, then ${formatUnitPrice(m.overageUnitAmount, price?.currency || plan.prices?.[0]?.currency)} each` : '';
+      const meters = (plan.meters || []).map((m) => `<li>${m.limit === null ? 'Unlimited' : formatNumber(m.limit)} ${esc(this.getAttribute('unit') || unitOf(m.meter, m.limit))} a ${esc(m.window === 'period' ? 'billing period' : m.window)}${esc(overage(m))}</li>`);
       const features = (plan.features || []).map((f) => `<li>${esc(f.replace(/_/g, ' '))}</li>`);
       const trial = plan.trialDays > 0 && !subscribed ? `<div class="muted">${plan.trialDays}-day free trial</div>` : '';
       let action = '';

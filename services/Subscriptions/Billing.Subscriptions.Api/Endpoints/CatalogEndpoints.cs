@@ -17,7 +17,8 @@ public static class CatalogEndpoints
     private static PlanDto ToDto(Plan plan) => new(
         plan.Id, plan.Name, plan.Description, plan.TrialDays,
         plan.Prices.Select(p => new PriceDto(p.Interval, p.IntervalCount, p.Amount, p.Currency)).ToList(),
-        plan.Meters.Select(m => new MeterDto(m.Meter, m.Limit, m.Window)).ToList(),
+        plan.Meters.Select(m => new MeterDto(m.Meter, m.Limit, m.Window, m.Overage,
+            m.Overage == "tokens" ? m.TokensPerUnit : null, m.Overage == "bill" ? m.OverageUnitAmount : null)).ToList(),
         plan.Features, plan.Limits, plan.Archived);
 
     public sealed record PlansResponse(IReadOnlyList<PlanDto> Plans);
@@ -27,5 +28,10 @@ public static class CatalogEndpoints
 
     public sealed record PriceDto(string Interval, int IntervalCount, long Amount, string Currency);
 
-    public sealed record MeterDto(string Meter, long? Limit, string Window);
+    /// <summary>
+    /// A meter's allowance and what happens past it (additive to API.md): <c>overage</c> is <c>block</c>, <c>tokens</c> (purchased
+    /// tokens pay, <c>tokensPerUnit</c> each) or <c>bill</c> (invoiced at the renewal, <c>overageUnitAmount</c> each, in the
+    /// price's minor unit, fractions allowed).
+    /// </summary>
+    public sealed record MeterDto(string Meter, long? Limit, string Window, string Overage, long? TokensPerUnit, decimal? OverageUnitAmount);
 }
