@@ -16,6 +16,7 @@ internal static class GatewaySecurity
         ["checkout"] = new(Burst: 20, PerMinute: 20),
         ["portal"] = new(Burst: 20, PerMinute: 20),
         ["plan-change"] = new(Burst: 10, PerMinute: 10),
+        ["stripe-preview"] = new(Burst: 30, PerMinute: 30), // change preview and upcoming invoice: each asks Stripe
         ["refunds"] = new(Burst: 60, PerMinute: 60),
     };
 

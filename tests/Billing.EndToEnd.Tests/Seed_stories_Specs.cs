@@ -81,6 +81,8 @@ public class The_chatbots_daily_message_limit
         var customer = await StripeView.CustomerOfAsync(user);
         await Eventually.GetAsync(() => StripeView.MeterEventValuesAsync(customer), v => v.Sum() == 3, "Usage to report 3 messages of overage to Stripe");
 
+        var (previewed, upcoming, _) = await api.GetAsync("/api/subscriptions/me/upcoming-invoice");
+        Assert.That((previewed, upcoming.GetProperty("amountDue").GetInt64()), Is.EqualTo((HttpStatusCode.OK, 1500L + 2)), "what the renewal will charge, as of now");
         var periodEnd = DateTimeOffset.FromUnixTimeSeconds(items[0].GetProperty("current_period_end").GetInt64());
         await Simulator.AdvanceAsync(periodEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
         var payments = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),

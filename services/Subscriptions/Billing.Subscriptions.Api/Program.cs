@@ -34,6 +34,7 @@ app.MapDefaultEndpoints();
 app.MapCatalogApi();
 app.MapSubscriptionApi();
 app.MapLifecycleApi();
+app.MapUpcomingInvoiceApi();
 app.MapSubscriptionAdminApi();
 
 await app.RunAsync();

@@ -84,6 +84,26 @@ public class Billing_overage
     }
 
     [Test]
+    public async Task The_upcoming_invoice_shows_the_next_period_and_the_overage_so_far()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var (none, problem) = await Host.GetAsync(user, "/api/subscriptions/me/upcoming-invoice");
+        Assert.That((none, problem.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.NotFound, "no_subscription")));
+        var subscription = await CheckoutAsync(user, "max", "month");
+        await ReportOverageAsync(subscription, 7);
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodStart.AddDays(2));
+
+        var (status, upcoming) = await Host.GetAsync(user, "/api/subscriptions/me/upcoming-invoice");
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), upcoming.ToString());
+        Assert.That((upcoming.GetProperty("amountDue").GetInt64(), upcoming.GetProperty("currency").GetString()), Is.EqualTo((5000L + 14, "usd")));
+        Assert.That(upcoming.GetProperty("billedAt").GetDateTimeOffset(), Is.EqualTo(new DateTimeOffset(subscription.PlanItem().CurrentPeriodEnd, TimeSpan.Zero)));
+        var lines = upcoming.GetProperty("lines").EnumerateArray()
+            .Select(l => (l.GetProperty("kind").GetString(), l.GetProperty("amount").GetInt64(), l.GetProperty("quantity").GetDecimal())).ToList();
+        Assert.That(lines, Is.EquivalentTo(new[] { ("plan", 5000L, 1m), ("overage", 14L, 7m) }));
+    }
+
+    [Test]
     public async Task An_upgrade_adds_the_metered_price_of_the_new_plan()
     {
         var user = SubscriptionsHost.NewUser();

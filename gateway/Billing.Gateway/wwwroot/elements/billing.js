@@ -680,7 +680,11 @@ export class BillingAccount extends BillingElement {
       this.api('/api/payments/me').catch(() => ({ items: [] })),
       this.api('/api/wallet/me/transactions?limit=10').catch(() => ({ items: [] })),
     ]);
-    return { subscription, plans: catalog.plans, payments: payments.items || [], transactions: transactions.items || [] };
+    // A plan that bills overage: what the next invoice holds so far (Stripe's preview; one call, so only for those plans).
+    const plan = catalog.plans.find((p) => p.id === subscription.planId);
+    const upcoming = ['active', 'trialing', 'past_due'].includes(subscription.status) && (plan?.meters || []).some((m) => m.overage === 'bill')
+      ? await this.api('/api/subscriptions/me/upcoming-invoice').catch(() => null) : null;
+    return { subscription, plans: catalog.plans, payments: payments.items || [], transactions: transactions.items || [], upcoming };
   }
 
   get css() {
@@ -692,7 +696,7 @@ export class BillingAccount extends BillingElement {
     .error-text { color: var(--_danger); }`;
   }
 
-  view({ subscription: s, plans, payments, transactions }) {
+  view({ subscription: s, plans, payments, transactions, upcoming }) {
     const plan = plans.find((p) => p.id === s.planId);
     const live = ['active', 'trialing', 'past_due'].includes(s.status);
     const statusText = { none: 'Free', trialing: 'Trial', active: 'Active', past_due: 'Payment past due', canceled: 'Canceled', expired: 'Expired' }[s.status] || s.status;
@@ -709,6 +713,10 @@ export class BillingAccount extends BillingElement {
       const nextPlan = plans.find((p) => p.id === next.planId);
       const nextPrice = nextPlan?.prices?.find((p) => p.interval === next.interval && p.intervalCount === (next.intervalCount || 1));
       rows.push(['Then', `<span data-role="scheduled-change">${esc(nextPlan?.name || next.planId)}${nextPrice ? ` · ${esc(formatMoney(nextPrice.amount, nextPrice.currency))} / ${esc(intervalLabel(nextPrice.interval, nextPrice.intervalCount))}` : ''} from ${esc(formatDate(next.effectiveAt))}</span>`]);
+    }
+    if (upcoming) {
+      const overage = (upcoming.lines || []).filter((l) => l.kind === 'overage').reduce((sum, l) => sum + l.amount, 0);
+      rows.push(['Next invoice', `<span data-role="upcoming-invoice">${esc(formatMoney(upcoming.amountDue, upcoming.currency))}${upcoming.billedAt ? ` on ${esc(formatDate(upcoming.billedAt))}` : ''}${overage > 0 ? ` (includes ${esc(formatMoney(overage, upcoming.currency))} overage so far)` : ''}</span>`]);
     }
     const grace = s.status === 'past_due'
       ? `<div class="warning" part="grace-warning" role="alert">Your last payment failed. ${s.graceUntil ? `Update your payment method before ${esc(formatDate(s.graceUntil, true))} to keep access.` : 'Update your payment method to restore access.'}</div>` : '';
