@@ -44,6 +44,30 @@ public class Overage_policy
     }
 
     [Test]
+    public void Billed_overage_blocks_during_a_trial()
+    {
+        var catalog = new BillingCatalog
+        {
+            FreePlan = "free",
+            Plans =
+            [
+                new Plan { Id = "free", Name = "Free" },
+                new Plan
+                {
+                    Id = "pro", Name = "Pro", TrialDays = 14, Prices = [new Price { Interval = "month", Amount = 1500 }],
+                    Meters = [new MeterAllowance { Meter = "chat.message", Limit = 5, Window = "day", Overage = "bill", StripeMeterEventName = "ev" }],
+                },
+            ],
+        };
+        var paying = SubscriberState.New("u", catalog) with { PlanId = "pro", SubscriptionId = "sub_1", Status = "active", Access = SubscriberAccess.Full };
+        ExhaustedAction After(SubscriberState state) =>
+            ConsumePolicy.WhenExhausted(((ConsumeDecision.Spend)ConsumePolicy.Decide(catalog, state, "chat.message", [], DateTimeOffset.UtcNow)).Allowance);
+
+        Assert.That(After(paying), Is.EqualTo(ExhaustedAction.Bill));
+        Assert.That(After(paying with { Status = "trialing" }), Is.EqualTo(ExhaustedAction.Block), "no invoice to bill a trial's overage on");
+    }
+
+    [Test]
     public void A_reservation_lives_300_seconds_unless_asked_and_at_most_an_hour()
     {
         var now = new DateTimeOffset(2026, 1, 31, 23, 59, 0, TimeSpan.Zero);
