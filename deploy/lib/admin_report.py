@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints what deploy/billing reconcile and verify got from the admin endpoints; exits 1 on a difference."""
+"""Prints what deploy/billing reconcile, verify and overage-items got from the admin endpoints; exits 1 on a difference."""
 import json
 import sys
 
@@ -54,6 +54,24 @@ def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "") -> int
     return 1 if bad else 0
 
 
+def overage_items(answer: str) -> int:
+    r = json.loads(answer)
+    if "applied" not in r:
+        print(answer)
+        return 2
+    print(f"overage items: {r['checkedCount']} live subscription(s) checked")
+    for s in r["subscriptions"]:
+        print(f"  {s['outcome']}: {s['subscriptionId']} (user {s['userId']}) {', '.join(s['add'])}")
+    pending = sum(1 for s in r["subscriptions"] if s["outcome"] == "would add")
+    if pending:
+        print(f"{pending} subscription(s) lack the metered prices of their plan's billed overage; 'deploy/billing overage-items --apply' adds them")
+    return 1 if pending else 0
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    sys.exit(reconcile(sys.argv[2]) if mode == "reconcile" else verify(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else ""))
+    if mode == "reconcile":
+        sys.exit(reconcile(sys.argv[2]))
+    if mode == "overage-items":
+        sys.exit(overage_items(sys.argv[2]))
+    sys.exit(verify(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else ""))

@@ -55,20 +55,18 @@ public sealed record BillingCatalog
 
     /// <summary>
     /// The metered prices a subscription to <paramref name="plan"/> at <paramref name="price"/> carries beside its plan price,
-    /// one per <c>bill</c> meter event name (empty when the plan bills no overage).
+    /// one per <c>bill</c> meter (empty when the plan bills no overage); lookup key <c>{price}_overage_{event}</c>.
     /// </summary>
     public static IReadOnlyList<OveragePrice> OveragePrices(Plan plan, Price price) =>
         plan.Meters
             .Where(m => m.Overage == "bill" && !string.IsNullOrWhiteSpace(m.StripeMeterEventName))
-            .Select(m => new OveragePrice(
-                $"overage_{m.StripeMeterEventName}_{price.Interval}{(price.IntervalCount == 1 ? "" : price.IntervalCount.ToString(System.Globalization.CultureInfo.InvariantCulture))}_{price.Currency}",
+            .Select(m => new OveragePrice($"{price.LookupKey}_overage_{m.StripeMeterEventName}",
                 m.StripeMeterEventName!, m.Meter, m.OverageUnitAmount ?? 0, price.Currency, price.Interval, price.IntervalCount))
-            .DistinctBy(o => o.LookupKey)
             .ToList();
 
     /// <summary>Every metered overage price the catalog's plans need in Stripe.</summary>
     public IReadOnlyList<OveragePrice> AllOveragePrices() =>
-        Plans.SelectMany(plan => plan.Prices.SelectMany(price => OveragePrices(plan, price))).DistinctBy(o => o.LookupKey).ToList();
+        Plans.SelectMany(plan => plan.Prices.SelectMany(price => OveragePrices(plan, price))).ToList();
 
     /// <summary>Position of a plan in the catalog (higher = more expensive tier).</summary>
     public int Rank(string planId) => Plans.Select((p, i) => (p, i)).FirstOrDefault(x => x.p.Id == planId).i;
@@ -147,8 +145,10 @@ public sealed record MeterAllowance
 }
 
 /// <summary>
-/// A metered Stripe price that bills <c>bill</c> overage: one per meter event name, currency and billing interval, added to
-/// every subscription whose plan bills overage of that meter (all prices on a Stripe subscription share one interval).
+/// A metered Stripe price that bills <c>bill</c> overage: the companion of one plan price for one meter, on the Stripe
+/// Billing Meter of <see cref="EventName"/> (one per catalog meter, whatever the plan), at the plan's
+/// <see cref="UnitAmount"/>. Every plan reports a meter's overage to the same Stripe meter, so whichever of these prices a
+/// subscription holds when the usage happens bills it — also while Usage has not yet heard of a plan change.
 /// </summary>
 public sealed record OveragePrice(string LookupKey, string EventName, string Meter, decimal UnitAmount, string Currency, string Interval, int IntervalCount)
 {

@@ -140,18 +140,6 @@ public static partial class CatalogLoader
             }
         }
 
-        // One metered price per event name, interval and currency is added to every subscription that bills that meter:
-        // plans sharing an event name share its price (different prices per plan need different event names).
-        foreach (var group in catalog.Plans.SelectMany(plan => plan.Prices.SelectMany(price => BillingCatalog.OveragePrices(plan, price)
-                     .Select(o => (Plan: plan.Id, Overage: o)))).GroupBy(x => x.Overage.LookupKey))
-        {
-            var first = group.First().Overage;
-            Check(group.All(x => x.Overage.UnitAmount == first.UnitAmount), "$.plans",
-                $"plans {string.Join(", ", group.Select(x => x.Plan).Distinct())} bill overage of \"{first.EventName}\" at different overageUnitAmounts: "
-                + "plans sharing a stripeMeterEventName share its price; give the others their own event name");
-            Check(!lookupKeys.Contains(first.LookupKey), "$.plans", $"the overage price's lookup key \"{first.LookupKey}\" is also a price's lookupKey");
-        }
-
         var packIds = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < catalog.TokenPacks.Count; i++)
         {
@@ -165,6 +153,25 @@ public static partial class CatalogLoader
             Check(IsCurrency(pack.Currency), $"{p}.currency", "a lowercase ISO currency");
             Check(pack.ExpiresAfterDays is null or > 0, $"{p}.expiresAfterDays", "null (never) or 1 or more");
             Check(lookupKeys.Add(pack.LookupKey), $"{p}.lookupKey", $"\"{pack.LookupKey}\" is used twice");
+        }
+
+        // One Stripe meter per catalog meter: every plan reports a meter's overage under the same event name (a plan change
+        // Usage has not heard of yet then still bills on whichever metered price the subscription holds), and an event name
+        // belongs to one meter. Each plan price's overage price has its own lookup key.
+        var billed = catalog.Plans.SelectMany(plan => plan.Meters.Where(m => m.Overage == "bill" && !string.IsNullOrWhiteSpace(m.StripeMeterEventName))
+            .Select(m => (Plan: plan.Id, m.Meter, Event: m.StripeMeterEventName!))).ToList();
+        foreach (var meter in billed.GroupBy(b => b.Meter).Where(g => g.Select(b => b.Event).Distinct().Count() > 1))
+        {
+            Check(false, "$.plans", $"meter \"{meter.Key}\" is billed under several stripeMeterEventNames ({string.Join(", ", meter.Select(b => $"{b.Plan}: {b.Event}").Distinct())}): "
+                + "use one per meter; each plan's overageUnitAmount may differ");
+        }
+        foreach (var name in billed.GroupBy(b => b.Event).Where(g => g.Select(b => b.Meter).Distinct().Count() > 1))
+        {
+            Check(false, "$.plans", $"stripeMeterEventName \"{name.Key}\" is used by several meters ({string.Join(", ", name.Select(b => b.Meter).Distinct())}): one event name per meter");
+        }
+        foreach (var overage in catalog.AllOveragePrices())
+        {
+            Check(lookupKeys.Add(overage.LookupKey), "$.plans", $"the overage price's lookup key \"{overage.LookupKey}\" is also another price's lookupKey");
         }
         return errors;
     }

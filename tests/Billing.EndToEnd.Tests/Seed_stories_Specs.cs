@@ -70,7 +70,7 @@ public class The_chatbots_daily_message_limit
         var stripe = await StripeView.SubscriptionOfAsync(user);
         var items = stripe.GetProperty("items").GetProperty("data").EnumerateArray().ToList();
         Assert.That(items.Select(i => i.GetProperty("price").GetProperty("lookup_key").GetString()),
-            Is.EquivalentTo(new[] { "pro_month", "overage_chat_messages_overage_month_usd" }), "the plan's price and the metered overage price");
+            Is.EquivalentTo(new[] { "pro_month", "pro_month_overage_chat_messages_overage" }), "the plan's price and the metered overage price");
 
         Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 500))).Status, Is.EqualTo(HttpStatusCode.OK));
         for (var i = 0; i < 3; i++)
@@ -83,7 +83,8 @@ public class The_chatbots_daily_message_limit
 
         var (previewed, upcoming, _) = await api.GetAsync("/api/subscriptions/me/upcoming-invoice");
         Assert.That((previewed, upcoming.GetProperty("amountDue").GetInt64()), Is.EqualTo((HttpStatusCode.OK, 1500L + 2)), "what the renewal will charge, as of now");
-        var periodEnd = DateTimeOffset.FromUnixTimeSeconds(items[0].GetProperty("current_period_end").GetInt64());
+        var planItem = items.Single(i => i.GetProperty("price").GetProperty("recurring").GetProperty("usage_type").GetString() != "metered");
+        var periodEnd = DateTimeOffset.FromUnixTimeSeconds(planItem.GetProperty("current_period_end").GetInt64());
         await Simulator.AdvanceAsync(periodEnd - await Simulator.NowAsync() + TimeSpan.FromHours(1));
         var payments = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
             p => p.GetArrayLength() == 2, "the renewal's payment");

@@ -76,24 +76,23 @@ public class The_catalog
     }
 
     [Test]
-    public void Billed_overage_gets_one_metered_price_per_event_name_interval_and_currency()
+    public void Billed_overage_gets_a_metered_price_per_plan_price_on_one_stripe_meter_per_meter()
     {
         var catalog = CatalogLoader.Load(Path.Combine(TestEnvironment.Repo, "deploy", "catalogs", "chatbot.json"));
         var pro = catalog.FindPlan("pro")!;
         var business = catalog.FindPlan("business")!;
-        var proPrices = BillingCatalog.OveragePrices(pro, pro.Prices[0]);
-        Assert.That(proPrices, Is.EqualTo(new[]
+        Assert.That(BillingCatalog.OveragePrices(pro, pro.Prices[0]), Is.EqualTo(new[]
         {
-            new OveragePrice("overage_chat_messages_overage_month_usd", "chat_messages_overage", "chat.message", 0.5m, "usd", "month", 1),
+            new OveragePrice("pro_month_overage_chat_messages_overage", "chat_messages_overage", "chat.message", 0.5m, "usd", "month", 1),
         }));
-        Assert.That(BillingCatalog.OveragePrices(business, business.Prices[0]), Is.EqualTo(proPrices), "plans sharing an event name share its price");
+        Assert.That(BillingCatalog.OveragePrices(business, business.Prices[0]).Single().LookupKey, Is.EqualTo("business_month_overage_chat_messages_overage"));
         Assert.That(BillingCatalog.OveragePrices(catalog.Free, new Price { Interval = "month", Amount = 1 }), Is.Empty);
-        Assert.That(catalog.AllOveragePrices(), Is.EqualTo(proPrices));
-        Assert.That(proPrices[0].ProductId, Is.EqualTo("billing_overage_chat_messages_overage"));
+        Assert.That(catalog.AllOveragePrices().Select(o => o.EventName).Distinct(), Is.EqualTo(new[] { "chat_messages_overage" }), "one Stripe meter");
+        Assert.That(catalog.AllOveragePrices()[0].ProductId, Is.EqualTo("billing_overage_chat_messages_overage"));
     }
 
     [Test]
-    public void Billed_overage_needs_a_price_a_paid_plan_and_one_price_per_event_name()
+    public void Billed_overage_needs_a_price_a_paid_plan_and_one_event_name_per_meter()
     {
         var error = Assert.Throws<CatalogException>(() => CatalogLoader.Parse("""
             {"freePlan":"free","plans":[
@@ -102,9 +101,10 @@ public class The_catalog
                "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m_over"},
                          {"meter":"n","limit":1,"overage":"block","overageUnitAmount":2}]},
               {"id":"b","name":"B","prices":[{"interval":"month","amount":200}],
-               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m_over","overageUnitAmount":0.25}]},
+               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m_other","overageUnitAmount":0.25},
+                         {"meter":"k","limit":1,"overage":"bill","stripeMeterEventName":"m_over","overageUnitAmount":0.25}]},
               {"id":"c","name":"C","prices":[{"interval":"month","amount":300}],
-               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m over!","overageUnitAmount":0.5}]}]}
+               "meters":[{"meter":"x","limit":1,"overage":"bill","stripeMeterEventName":"x over!","overageUnitAmount":0.5}]}]}
             """))!;
         Assert.That(error.Errors, Is.SupersetOf(new[]
         {
@@ -112,8 +112,23 @@ public class The_catalog
             "$.plans[1].meters[0].overageUnitAmount: required when overage is bill: the price of one unit in the minor unit, above 0, at most 12 decimals (0.5 = half a cent)",
             "$.plans[1].meters[1].overageUnitAmount: only with overage bill",
             "$.plans[3].meters[0].stripeMeterEventName: letters, digits, '_', '-' or '.', at most 100",
-            "$.plans: plans a, b bill overage of \"m_over\" at different overageUnitAmounts: plans sharing a stripeMeterEventName share its price; give the others their own event name",
+            "$.plans: meter \"m\" is billed under several stripeMeterEventNames (free: m_over, a: m_over, b: m_other): use one per meter; each plan's overageUnitAmount may differ",
+            "$.plans: stripeMeterEventName \"m_over\" is used by several meters (m, k): one event name per meter",
         }));
+    }
+
+    [Test]
+    public void Plans_may_bill_one_meters_overage_at_different_prices()
+    {
+        var catalog = CatalogLoader.Parse("""
+            {"freePlan":"free","plans":[{"id":"free","name":"Free"},
+              {"id":"a","name":"A","prices":[{"interval":"month","amount":100}],
+               "meters":[{"meter":"m","limit":1,"overage":"bill","stripeMeterEventName":"m_over","overageUnitAmount":1}]},
+              {"id":"b","name":"B","prices":[{"interval":"month","amount":200}],
+               "meters":[{"meter":"m","limit":5,"overage":"bill","stripeMeterEventName":"m_over","overageUnitAmount":0.5}]}]}
+            """);
+        Assert.That(catalog.AllOveragePrices().Select(o => (o.LookupKey, o.UnitAmount)),
+            Is.EqualTo(new[] { ("a_month_overage_m_over", 1m), ("b_month_overage_m_over", 0.5m) }));
     }
 
     [Test]

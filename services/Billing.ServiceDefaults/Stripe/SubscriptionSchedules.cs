@@ -3,8 +3,9 @@ using Stripe;
 namespace Billing.ServiceDefaults.Stripe;
 
 /// <summary>
-/// How Billing reads a Stripe subscription schedule (Subscriptions writes one for a downgrade to another billing interval;
-/// Payments publishes what it will change). One rule for both, so that what a user is told comes next is what happens.
+/// How Billing reads a Stripe subscription schedule (Subscriptions writes one for a downgrade to another billing interval
+/// or to other metered overage items; Payments publishes what it will change). A phase lists the plan's price first, its
+/// metered prices after it (as Billing writes phases and as Stripe copies a subscription's items, plan item first). One rule for both, so that what a user is told comes next is what happens.
 /// </summary>
 public static class SubscriptionSchedules
 {

@@ -14,8 +14,8 @@ namespace Billing.Subscriptions.Tests.WithStripe;
 [TestFixture]
 public class Billing_overage
 {
-    private const string MaxOverageMonth = "overage_max_generations_month_usd";
-    private const string MaxOverageYear = "overage_max_generations_year_usd";
+    private const string MaxOverageMonth = "max_month_overage_max_generations";
+    private const string MaxOverageYear = "max_year_overage_max_generations";
 
     private static SubscriptionsHost Host => Hosts.Subscriptions;
 
@@ -77,7 +77,7 @@ public class Billing_overage
         await ReportOverageAsync(subscription, 7);
 
         await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodEnd);
-        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodEnd.AddMonths(1));
+        await Hosts.AdvanceSimulatorAsync((await StripeAsync(subscription.Id)).PlanItem().CurrentPeriodEnd);
 
         var renewals = (await InvoicesAsync(subscription.Id)).Where(i => i.BillingReason == "subscription_cycle").OrderBy(i => i.Created).ToList();
         Assert.That(renewals.Select(i => i.AmountPaid), Is.EqualTo(new[] { 5000L + 7 * 2, 5000L }), "7 units at 2 cents, on the first renewal only");
@@ -151,20 +151,48 @@ public class Billing_overage
         Assert.That(renewal.AmountPaid, Is.EqualTo(2000 + 4 * 2), "a month of Business and the Max month's 4 units of overage");
     }
 
+    private static async Task<JsonElement> AdminAsync(HttpMethod method, string path)
+    {
+        using var admin = Host.CreateClient();
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Admin());
+        using var response = await admin.SendAsync(new HttpRequestMessage(method, path));
+        var body = await SubscriptionsHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        return body;
+    }
+
+    private static async Task<List<(string?, string?, string?)>> VerifyDifferencesAsync(string subscriptionId) =>
+        (await AdminAsync(HttpMethod.Get, "/api/admin/subscriptions/verify")).GetProperty("differences").EnumerateArray()
+            .Where(d => d.GetProperty("subscriptionId").GetString() == subscriptionId)
+            .Select(d => (d.GetProperty("field").GetString(), d.GetProperty("billing").GetString(), d.GetProperty("stripe").GetString())).ToList();
+
     [Test]
-    public async Task Verify_lists_a_subscription_that_lacks_its_plans_metered_price()
+    public async Task A_subscription_made_before_its_plan_billed_overage_is_found_and_given_its_metered_price_without_back_billing()
     {
         var user = SubscriptionsHost.NewUser();
         // Made as before plans billed overage: the plan's price only.
         var subscription = await Host.SubscribeAsync(user, "max", "month");
+        Assert.That(await VerifyDifferencesAsync(subscription.Id), Is.EqualTo(new[] { ("overageMeters", "max_generations", "") }));
+        await ReportOverageAsync(subscription, 3); // before the fix: no item bills it
 
-        using var admin = Host.CreateClient();
-        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Admin());
-        using var response = await admin.GetAsync("/api/admin/subscriptions/verify");
-        var report = await SubscriptionsHost.BodyAsync(response);
-        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), report.ToString());
-        var mine = report.GetProperty("differences").EnumerateArray().Where(d => d.GetProperty("subscriptionId").GetString() == subscription.Id).ToList();
-        Assert.That(mine.Select(d => (d.GetProperty("field").GetString(), d.GetProperty("billing").GetString(), d.GetProperty("stripe").GetString())),
-            Is.EqualTo(new[] { ("overagePrices", MaxOverageMonth, "") }));
+        var dryRun = await AdminAsync(HttpMethod.Post, "/api/admin/subscriptions/overage-items");
+        var listed = dryRun.GetProperty("subscriptions").EnumerateArray().Single(f => f.GetProperty("subscriptionId").GetString() == subscription.Id);
+        Assert.That((listed.GetProperty("outcome").GetString(), listed.GetProperty("add")[0].GetString()), Is.EqualTo(("would add", MaxOverageMonth)));
+        Assert.That(LookupKeys(await StripeAsync(subscription.Id)), Is.EqualTo(new[] { "max_month" }), "a dry run changes nothing");
+
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodStart.AddDays(1));
+        var applied = await AdminAsync(HttpMethod.Post, "/api/admin/subscriptions/overage-items?apply=true");
+        Assert.That(applied.GetProperty("subscriptions").EnumerateArray().Single(f => f.GetProperty("subscriptionId").GetString() == subscription.Id)
+            .GetProperty("outcome").GetString(), Is.EqualTo("added"));
+        Assert.That(LookupKeys(await StripeAsync(subscription.Id)), Is.EqualTo(new[] { "max_month", MaxOverageMonth }));
+        Assert.That(await VerifyDifferencesAsync(subscription.Id), Is.Empty);
+        var again = await AdminAsync(HttpMethod.Post, "/api/admin/subscriptions/overage-items?apply=true");
+        Assert.That(again.GetProperty("subscriptions").EnumerateArray().Any(f => f.GetProperty("subscriptionId").GetString() == subscription.Id), Is.False,
+            "a second run finds nothing to add");
+
+        await ReportOverageAsync(subscription, 5);
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodEnd);
+        var renewal = (await InvoicesAsync(subscription.Id)).Single(i => i.BillingReason == "subscription_cycle");
+        Assert.That(renewal.AmountPaid, Is.EqualTo(5000 + 5 * 2), "the 5 units since the item was added; the 3 before it are not billed in arrears");
     }
 }

@@ -80,7 +80,7 @@ public class Pushing_a_catalog
         Assert.That((meter.Status, meter.DefaultAggregation.Formula, meter.CustomerMapping.EventPayloadKey, meter.ValueSettings.EventPayloadKey),
             Is.EqualTo(("active", "sum", "stripe_customer_id", "value")), "what Usage's meter events carry");
         var prices = new PriceService(Hosts.Subscriptions.Stripe);
-        foreach (var (key, interval) in new[] { ($"overage_{eventName}_month_usd", "month"), ($"overage_{eventName}_year_usd", "year") })
+        foreach (var (key, interval) in new[] { ($"{planId}_month_overage_{eventName}", "month"), ($"{planId}_year_overage_{eventName}", "year") })
         {
             var price = (await prices.ListAsync(new PriceListOptions { LookupKeys = [key], Active = true })).Data.Single();
             Assert.That((price.UnitAmountDecimal, price.Recurring.UsageType, price.Recurring.Meter, price.Recurring.Interval),
@@ -91,7 +91,7 @@ public class Pushing_a_catalog
         Assert.That(await DiffAsync(cheaper), Is.EqualTo(1), "the file says 0.25, Stripe 0.5");
         Assert.That(await Hosts.PushCatalogAsync(cheaper), Is.Zero);
         Assert.That(await DiffAsync(cheaper), Is.Zero);
-        var replaced = (await prices.ListAsync(new PriceListOptions { LookupKeys = [$"overage_{eventName}_month_usd"], Active = true })).Data.Single();
+        var replaced = (await prices.ListAsync(new PriceListOptions { LookupKeys = [$"{planId}_month_overage_{eventName}"], Active = true })).Data.Single();
         Assert.That((replaced.UnitAmountDecimal, replaced.Recurring.Meter), Is.EqualTo(((decimal?)0.25m, meter.Id)), "same meter, new price");
     }
 

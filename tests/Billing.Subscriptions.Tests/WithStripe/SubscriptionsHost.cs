@@ -5,6 +5,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
@@ -151,7 +152,7 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
     public static async Task<SubscriptionRecord> SaveLocalAsync(string userId, string planId, Subscription s, long sequence,
         Func<SubscriptionRecord, SubscriptionRecord>? change = null)
     {
-        var item = s.Items.Data[0];
+        var item = s.PlanItem();
         var record = new SubscriptionRecord
         {
             SubscriptionId = s.Id, UserId = userId, CustomerId = s.CustomerId, PlanId = planId, PriceId = item.Price.Id,

@@ -354,7 +354,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         {
             return null;
         }
-        var phaseItem = next.Items[0];
+        var phaseItem = next.Items.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price)) ?? next.Items[0];
         var price = phaseItem.Price ?? await calls.RunAsync(t => new PriceService(stripe).GetAsync(phaseItem.PriceId, cancellationToken: t), ct);
         var planId = catalog.FindByLookupKey(price.LookupKey)?.Plan.Id ?? next.Metadata?.GetValueOrDefault("planId") ?? price.Metadata?.GetValueOrDefault("planId");
         return planId is null ? null : new ScheduledPlanChange

@@ -1,6 +1,7 @@
 using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Stripe;
+using Billing.Subscriptions.Api.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
 using Dapper;
 using Npgsql;
@@ -19,22 +20,19 @@ public static class AdminEndpoints
             .RequireAuthorization(BillingPolicies.Admin)
             .WithName("VerifySubscriptions")
             .WithSummary("Compares each live subscription with Stripe's object and lists every difference.");
+        app.MapPost("/api/admin/subscriptions/overage-items", AddOverageItemsAsync)
+            .RequireAuthorization(BillingPolicies.Admin)
+            .WithName("AddOverageItems")
+            .WithSummary("Adds the metered overage prices their plan bills to live subscriptions that lack them (apply=true; else a dry run).");
         return app;
     }
 
-    private static async Task<IResult> VerifyAsync(NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, CancellationToken ct)
+    /// <summary>
+    /// Stripe's subscriptions that are not over, a page of 100 at a time (not one call per subscription: a few hundred
+    /// subscriptions one by one outlast the gateway's timeout).
+    /// </summary>
+    private static async Task<Dictionary<string, Subscription>> StripeSubscriptionsAsync(IStripeClient stripe, StripeCalls calls, CancellationToken ct)
     {
-        await using var connection = await db.OpenConnectionAsync(ct);
-        var live = (await connection.QueryAsync<(string SubscriptionId, string UserId, string PriceId, string StripeStatus, DateTime PeriodEnd, bool CancelAtPeriodEnd)>(
-            new CommandDefinition(
-                """
-                SELECT subscription_id, user_id, price_id, stripe_status, current_period_end, cancel_at_period_end
-                FROM subscriptions WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
-                """, cancellationToken: ct))).ToList();
-
-        // Stripe's subscriptions that are not over, a page of 100 at a time (not one call per subscription: a few hundred
-        // subscriptions one by one outlast the gateway's timeout). Billing's live ones that are not among them are read
-        // one by one (they ended in Stripe, or are gone).
         var theirs = new Dictionary<string, Subscription>(StringComparer.Ordinal);
         string? after = null;
         do
@@ -48,8 +46,84 @@ public static class AdminEndpoints
             after = page.HasMore && page.Data.Count > 0 ? page.Data[^1].Id : null;
         }
         while (after is not null);
+        return theirs;
+    }
 
+    public sealed record OverageFix(string SubscriptionId, string UserId, IReadOnlyList<string> Add, string Outcome);
+
+    /// <summary>
+    /// <c>POST /api/admin/subscriptions/overage-items?apply=true</c>: a live subscription whose plan bills a meter's overage but
+    /// holds no metered item on that meter (made before its plan billed overage, or before this release) gets the plan
+    /// price's overage price, without proration — Stripe bills only usage from then on, nothing in arrears. Without
+    /// <c>apply</c> it lists what it would add. Subscriptions a schedule manages are left for their next change.
+    /// </summary>
+    private static async Task<IResult> AddOverageItemsAsync(bool? apply, NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog,
+        StripePrices prices, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var live = (await connection.QueryAsync<(string SubscriptionId, string UserId)>(new CommandDefinition(
+            """
+            SELECT subscription_id, user_id FROM subscriptions
+            WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
+            """, cancellationToken: ct))).ToList();
+        await connection.CloseAsync();
+        Dictionary<string, string>? meterEventNames = null;
+        var fixes = new List<OverageFix>();
+        var theirs = await StripeSubscriptionsAsync(stripe, calls, ct);
+        foreach (var (subscriptionId, userId) in live)
+        {
+            // Live in Billing but over (or gone) in Stripe: verify reports those; nothing to add to them.
+            if (!theirs.TryGetValue(subscriptionId, out var subscription) || OverageItems.PlanOf(subscription, catalog) is not var (plan, price))
+            {
+                continue;
+            }
+            meterEventNames ??= await OverageItems.MeterEventNamesAsync(stripe, ct);
+            var held = OverageItems.HeldEventNames(subscription, meterEventNames);
+            var missing = BillingCatalog.OveragePrices(plan, price).Where(o => !held.Contains(o.EventName)).ToList();
+            if (missing.Count == 0)
+            {
+                continue;
+            }
+            var keys = missing.Select(o => o.LookupKey).ToList();
+            if (!string.IsNullOrEmpty(subscription.ScheduleId))
+            {
+                fixes.Add(new OverageFix(subscriptionId, userId, keys, "skipped: a subscription schedule manages it"));
+                continue;
+            }
+            if (apply != true)
+            {
+                fixes.Add(new OverageFix(subscriptionId, userId, keys, "would add"));
+                continue;
+            }
+            var ids = new List<string>();
+            foreach (var key in keys)
+            {
+                ids.Add(await prices.FindAsync(key, ct) ?? throw new InvalidOperationException($"No active Stripe price has lookup key \"{key}\": run 'deploy/billing catalog push'."));
+            }
+            await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscriptionId, new SubscriptionUpdateOptions
+            {
+                Items = ids.Select(id => new SubscriptionItemOptions { Price = id }).ToList(),
+                ProrationBehavior = "none",
+            }, new RequestOptions { IdempotencyKey = $"billing-overage-items-{subscriptionId}-{string.Join("+", ids)}" }, c), ct);
+            fixes.Add(new OverageFix(subscriptionId, userId, keys, "added"));
+        }
+        return TypedResults.Ok(new { applied = apply == true, checkedCount = live.Count, subscriptions = fixes });
+    }
+
+    private static async Task<IResult> VerifyAsync(NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, CancellationToken ct)
+    {
+        await using var connection = await db.OpenConnectionAsync(ct);
+        var live = (await connection.QueryAsync<(string SubscriptionId, string UserId, string PriceId, string StripeStatus, DateTime PeriodEnd, bool CancelAtPeriodEnd)>(
+            new CommandDefinition(
+                """
+                SELECT subscription_id, user_id, price_id, stripe_status, current_period_end, cancel_at_period_end
+                FROM subscriptions WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
+                """, cancellationToken: ct))).ToList();
+
+        // Billing's live ones that are not among Stripe's are read one by one (they ended in Stripe, or are gone).
+        var theirs = await StripeSubscriptionsAsync(stripe, calls, ct);
         var differences = new List<Difference>();
+        Dictionary<string, string>? meterEventNames = null;
         foreach (var s in live)
         {
             if (!theirs.TryGetValue(s.SubscriptionId, out var subscription))
@@ -64,7 +138,12 @@ public static class AdminEndpoints
                     continue;
                 }
             }
-            var item = subscription.PlanItem();
+            var item = subscription.Items?.Data?.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price));
+            if (item is null)
+            {
+                differences.Add(new Difference(s.SubscriptionId, s.UserId, "price", s.PriceId, "(no licensed item)"));
+                continue;
+            }
             void Compare(string field, string? mine, string? stripeValue)
             {
                 if (!string.Equals(mine, stripeValue, StringComparison.Ordinal))
@@ -76,12 +155,13 @@ public static class AdminEndpoints
             Compare("price", s.PriceId, item.Price.Id);
             Compare("currentPeriodEnd", DateTime.SpecifyKind(s.PeriodEnd, DateTimeKind.Utc).ToString("O"), DateTime.SpecifyKind(item.CurrentPeriodEnd, DateTimeKind.Utc).ToString("O"));
             Compare("cancelAtPeriodEnd", s.CancelAtPeriodEnd.ToString(), subscription.CancelAtPeriodEnd.ToString());
-            if (catalog.FindByLookupKey(item.Price.LookupKey) is var (plan, price))
+            if (OverageItems.PlanOf(subscription, catalog) is var (plan, price))
             {
-                // The metered items that bill the plan's overage (a subscription made before its plan billed overage lacks them:
-                // Usage reports that overage to Stripe, and no invoice carries it).
-                Compare("overagePrices", string.Join(",", BillingCatalog.OveragePrices(plan, price).Select(o => o.LookupKey).Order(StringComparer.Ordinal)),
-                    string.Join(",", subscription.MeteredItems().Select(m => m.Price.LookupKey ?? m.Price.Id).Order(StringComparer.Ordinal)));
+                // One metered item per meter whose overage the plan bills: without it (a subscription made before its plan
+                // billed overage) Usage reports the overage and no invoice carries it; with two on one meter it is billed twice.
+                meterEventNames ??= await OverageItems.MeterEventNamesAsync(stripe, ct);
+                Compare("overageMeters", string.Join(",", BillingCatalog.OveragePrices(plan, price).Select(o => o.EventName).Order(StringComparer.Ordinal)),
+                    string.Join(",", OverageItems.HeldEventNames(subscription, meterEventNames)));
             }
         }
         // A subscription Stripe bills for one of Billing's users (its metadata names the user) that Billing has not recorded

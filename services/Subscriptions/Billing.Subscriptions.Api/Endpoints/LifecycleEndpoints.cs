@@ -152,7 +152,7 @@ public static class LifecycleEndpoints
         {
             if (pending is not null)
             {
-                // A downgrade to another interval waits in a schedule: keeping the price the user pays now undoes it.
+                // A downgrade waits in a schedule (another interval, other metered items): keeping the price the user pays now undoes it.
                 await ScheduledDowngrades.ReleaseAsync(schedule!, idempotencyKey, stripe, calls, ct);
                 await store.RecordUserActionAsync(userId, current.SubscriptionId, "downgrade_undone",
                     $"{current.PlanId} {price.Interval}×{price.IntervalCount} kept; the change scheduled for {item.CurrentPeriodEnd:u} is dropped", ct);
@@ -199,8 +199,8 @@ public static class LifecycleEndpoints
         }
         if (schedule is not null)
         {
-            // Any other change replaces a downgrade scheduled to another interval (Stripe would apply it at the period end);
-            // should the change fail, that downgrade is scheduled again.
+            // Any other change replaces a downgrade waiting in a schedule (Stripe would apply it at the period end); should the
+            // change fail, that downgrade is scheduled again.
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
         // An upgrade also swaps the metered overage items to the new plan's (Stripe bills a removed one's usage so far on the
@@ -208,7 +208,7 @@ public static class LifecycleEndpoints
         var changes = kind == PlanChangeKind.Upgrade ? OverageItems.Changes(subscription, priceId, overagePriceIds) : [new ItemChange(item.Id, priceId)];
         var options = new SubscriptionUpdateOptions
         {
-            Items = changes.Select(c => new SubscriptionItemOptions { Id = c.Id, Price = c.Price, Deleted = c.Delete ? true : null }).ToList(),
+            Items = OverageItems.ToUpdate(changes),
             Metadata = new Dictionary<string, string> { ["planId"] = plan.Id },
         };
         if (kind == PlanChangeKind.Upgrade)
@@ -309,8 +309,7 @@ public static class LifecycleEndpoints
             Subscription = current.SubscriptionId,
             SubscriptionDetails = new InvoiceSubscriptionDetailsOptions
             {
-                Items = OverageItems.Changes(subscription, priceId, overagePriceIds)
-                    .Select(c => new InvoiceSubscriptionDetailsItemOptions { Id = c.Id, Price = c.Price, Deleted = c.Delete ? true : null }).ToList(),
+                Items = OverageItems.ToPreview(OverageItems.Changes(subscription, priceId, overagePriceIds)),
                 ProrationBehavior = "always_invoice",
                 ProrationDate = now.UtcDateTime,
             },
@@ -346,11 +345,6 @@ public static class LifecycleEndpoints
         {
             return (null, StripePrices.NotInStripe(choice.Price.LookupKey));
         }
-        var (overagePriceIds, missing) = await OverageItems.FindAsync(choice.Plan, choice.Price, prices, ct);
-        if (missing is not null)
-        {
-            return (null, StripePrices.NotInStripe(missing));
-        }
         var kind = PlanChangeRules.Classify(catalog, current.PlanId, current.Interval, current.IntervalCount, choice.Plan, choice.Price);
         if (current.PriceId == priceId)
         {
@@ -361,6 +355,16 @@ public static class LifecycleEndpoints
             // The plan Billing shows (the entitled one while a downgrade is pending) on another price: asking for it undoes
             // the downgrade. Only the price decides "no change".
             kind = PlanChangeKind.Restore;
+        }
+        // Only a move to another plan price takes that price's metered overage prices (undoing a downgrade keeps the items).
+        IReadOnlyList<string> overagePriceIds = [];
+        if (kind is PlanChangeKind.Upgrade or PlanChangeKind.Downgrade)
+        {
+            (overagePriceIds, var missing) = await OverageItems.FindAsync(choice.Plan, choice.Price, prices, ct);
+            if (missing is not null)
+            {
+                return (null, StripePrices.NotInStripe(missing));
+            }
         }
         return (new ChangeTarget(current, choice.Plan, choice.Price, priceId, overagePriceIds, kind), null);
     }

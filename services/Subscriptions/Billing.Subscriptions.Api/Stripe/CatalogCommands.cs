@@ -60,6 +60,12 @@ public static class CatalogCommands
         var pusher = new Pusher(new StripeClient(options));
         try
         {
+            // Meters first: one that cannot be used stops the push before any price has changed.
+            var meterIds = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var overage in catalog.AllOveragePrices().DistinctBy(o => o.EventName))
+            {
+                meterIds[overage.EventName] = await pusher.EnsureMeterAsync(overage.EventName, overage.Meter);
+            }
             foreach (var plan in catalog.Plans.Where(p => !p.IsFree))
             {
                 await pusher.EnsureProductAsync($"billing_plan_{plan.Id}", plan.Name, plan.Description, "plan", plan.Id);
@@ -68,23 +74,18 @@ public static class CatalogCommands
             {
                 await pusher.EnsureProductAsync($"billing_pack_{pack.Id}", pack.Name, $"{pack.Tokens:N0} tokens", "token_pack", pack.Id);
             }
-            foreach (var spec in PlanSpecs(catalog).Concat(PackSpecs(catalog)))
+            foreach (var overage in catalog.AllOveragePrices().DistinctBy(o => o.ProductId))
+            {
+                await pusher.EnsureProductAsync(overage.ProductId, $"Overage: {overage.Meter}", $"{overage.Meter} past the plan's allowance", "overage",
+                    overage.EventName);
+            }
+            foreach (var spec in PlanSpecs(catalog).Concat(PackSpecs(catalog))
+                         .Concat(catalog.AllOveragePrices().Select(o => OverageSpec(o, meterIds[o.EventName]))))
             {
                 await pusher.EnsurePriceAsync(spec);
             }
-            var meterIds = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var overage in catalog.AllOveragePrices())
-            {
-                if (!meterIds.TryGetValue(overage.EventName, out var meterId))
-                {
-                    meterIds[overage.EventName] = meterId = await pusher.EnsureMeterAsync(overage.EventName, overage.Meter);
-                }
-                await pusher.EnsureProductAsync(overage.ProductId, $"Overage: {overage.Meter}", $"{overage.Meter} past the plan's allowance", "overage",
-                    overage.EventName);
-                await pusher.EnsurePriceAsync(OverageSpec(overage, meterId));
-            }
         }
-        catch (InvalidOperationException ex)
+        catch (CatalogPushException ex)
         {
             await Console.Error.WriteLineAsync("catalog push: " + ex.Message);
             return 1;
@@ -145,6 +146,9 @@ public static class CatalogCommands
     private static PriceSpec OverageSpec(OveragePrice overage, string meterId) =>
         new(overage.ProductId, overage.LookupKey, overage.UnitAmount, overage.Currency, overage.Interval, overage.IntervalCount,
             new Dictionary<string, string> { ["meter"] = overage.Meter, ["eventName"] = overage.EventName }, meterId);
+
+    /// <summary>What stops a push before it changes a price, with a message for the operator.</summary>
+    private sealed class CatalogPushException(string message) : Exception(message);
 
     /// <summary>Where Usage's meter events put the Stripe customer and the quantity (<c>OverageReporter</c>).</summary>
     private const string MeterCustomerKey = "stripe_customer_id";
@@ -216,46 +220,45 @@ public static class CatalogCommands
         public async Task<string> EnsureMeterAsync(string eventName, string meterName)
         {
             var meters = new MeterService(stripe);
-            Meter? existing = null;
+            var found = new List<Meter>();
             await foreach (var meter in meters.ListAutoPagingAsync(new MeterListOptions { Limit = 100 }))
             {
-                if (meter.EventName == eventName && (existing is null || meter.Status == "active"))
+                if (meter.EventName == eventName)
                 {
-                    existing = meter;
+                    found.Add(meter);
                 }
             }
-            if (existing is null)
+            bool ReadsWhatUsageSends(Meter m) => m.CustomerMapping?.EventPayloadKey == MeterCustomerKey
+                && (m.ValueSettings?.EventPayloadKey ?? MeterValueKey) == MeterValueKey && m.DefaultAggregation?.Formula == "sum";
+            if (found.FirstOrDefault(m => m.Status == "active") is { } active)
             {
-                var created = await meters.CreateAsync(new MeterCreateOptions
+                if (!ReadsWhatUsageSends(active))
                 {
-                    DisplayName = $"Billing overage: {meterName}",
-                    EventName = eventName,
-                    DefaultAggregation = new MeterDefaultAggregationOptions { Formula = "sum" },
-                    CustomerMapping = new MeterCustomerMappingOptions { Type = "by_id", EventPayloadKey = MeterCustomerKey },
-                    ValueSettings = new MeterValueSettingsOptions { EventPayloadKey = MeterValueKey },
-                }, new RequestOptions { IdempotencyKey = "billing-meter-" + eventName });
-                Created++;
-                Console.WriteLine($"  created meter {eventName} ({created.Id})");
-                return created.Id;
-            }
-            if (existing.CustomerMapping?.EventPayloadKey != MeterCustomerKey || (existing.ValueSettings?.EventPayloadKey ?? MeterValueKey) != MeterValueKey
-                || existing.DefaultAggregation?.Formula != "sum")
-            {
-                throw new InvalidOperationException($"Stripe's meter {existing.Id} for \"{eventName}\" reads the customer from \"{existing.CustomerMapping?.EventPayloadKey}\" "
-                    + $"and the value from \"{existing.ValueSettings?.EventPayloadKey}\" with formula {existing.DefaultAggregation?.Formula}; Billing sends "
-                    + $"\"{MeterCustomerKey}\" and \"{MeterValueKey}\" to be summed. Use another stripeMeterEventName, or deactivate that meter.");
-            }
-            if (existing.Status != "active")
-            {
-                await meters.ReactivateAsync(existing.Id);
-                Console.WriteLine($"  reactivated meter {eventName} ({existing.Id})");
-            }
-            else
-            {
+                    throw new CatalogPushException($"Stripe's meter {active.Id} for \"{eventName}\" reads the customer from \"{active.CustomerMapping?.EventPayloadKey}\" "
+                        + $"and the value from \"{active.ValueSettings?.EventPayloadKey}\" with formula {active.DefaultAggregation?.Formula}; Usage sends "
+                        + $"\"{MeterCustomerKey}\" and \"{MeterValueKey}\" to be summed. Use another stripeMeterEventName, or deactivate that meter.");
+                }
                 Unchanged++;
-                Console.WriteLine($"  unchanged meter {eventName} ({existing.Id})");
+                Console.WriteLine($"  unchanged meter {eventName} ({active.Id})");
+                return active.Id;
             }
-            return existing.Id;
+            if (found.FirstOrDefault(ReadsWhatUsageSends) is { } inactive)
+            {
+                await meters.ReactivateAsync(inactive.Id);
+                Console.WriteLine($"  reactivated meter {eventName} ({inactive.Id})");
+                return inactive.Id;
+            }
+            var created = await meters.CreateAsync(new MeterCreateOptions
+            {
+                DisplayName = $"Billing overage: {meterName}",
+                EventName = eventName,
+                DefaultAggregation = new MeterDefaultAggregationOptions { Formula = "sum" },
+                CustomerMapping = new MeterCustomerMappingOptions { Type = "by_id", EventPayloadKey = MeterCustomerKey },
+                ValueSettings = new MeterValueSettingsOptions { EventPayloadKey = MeterValueKey },
+            }, new RequestOptions { IdempotencyKey = $"billing-meter-{eventName}-{found.Count}" });
+            Created++;
+            Console.WriteLine($"  created meter {eventName} ({created.Id})");
+            return created.Id;
         }
 
         public async Task EnsurePriceAsync(PriceSpec spec)

@@ -9,7 +9,7 @@ public sealed record ItemChange(string? Id, string? Price, bool Delete = false);
 
 /// <summary>
 /// The metered items that bill a plan's <c>bill</c> overage: a subscription to a plan with such meters carries, beside the
-/// plan's price, the catalog's metered price of each meter event name (<see cref="BillingCatalog.OveragePrices"/>); Stripe
+/// plan's price, that price's metered overage price of each such meter (<see cref="BillingCatalog.OveragePrices"/>); Stripe
 /// adds up the meter events Usage reports and invoices them at the renewal.
 /// </summary>
 public static class OverageItems
@@ -29,14 +29,60 @@ public static class OverageItems
         return (ids, null);
     }
 
+    /// <summary>
+    /// The catalog plan and price a Stripe subscription bills: by its plan item's lookup key, else (a price a later push
+    /// replaced has lost its key) by its <c>planId</c> metadata and the item's interval; null when neither is in the catalog.
+    /// </summary>
+    public static (Billing.Catalog.Plan Plan, Billing.Catalog.Price Price)? PlanOf(Subscription subscription, BillingCatalog catalog)
+    {
+        var item = subscription.Items?.Data?.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price));
+        if (item is null)
+        {
+            return null;
+        }
+        if (catalog.FindByLookupKey(item.Price.LookupKey) is { } found)
+        {
+            return found;
+        }
+        var plan = catalog.FindPlan(subscription.Metadata?.GetValueOrDefault("planId"));
+        var price = plan?.FindPrice(item.Price.Recurring?.Interval ?? "", (int)(item.Price.Recurring?.IntervalCount ?? 1));
+        return plan is null || price is null ? null : (plan, price);
+    }
+
+    /// <summary>Stripe's Billing Meters (active or not), meter id → event name.</summary>
+    public static async Task<Dictionary<string, string>> MeterEventNamesAsync(IStripeClient stripe, CancellationToken ct)
+    {
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        await foreach (var meter in new global::Stripe.Billing.MeterService(stripe).ListAutoPagingAsync(new global::Stripe.Billing.MeterListOptions { Limit = 100 },
+                           cancellationToken: ct))
+        {
+            names[meter.Id] = meter.EventName;
+        }
+        return names;
+    }
+
+    /// <summary>The meter event names whose overage the subscription's metered items bill (one per item, so a meter billed twice shows twice).</summary>
+    public static List<string> HeldEventNames(Subscription subscription, IReadOnlyDictionary<string, string> meterEventNames) =>
+        subscription.MeteredItems().Select(i => i.Price.Recurring?.Meter is { } meter ? meterEventNames.GetValueOrDefault(meter, meter) : "(no meter)")
+            .Order(StringComparer.Ordinal).ToList();
+
     /// <summary>True when the subscription's metered items are exactly <paramref name="wanted"/>.</summary>
     public static bool Match(Subscription subscription, IReadOnlyList<string> wanted) =>
         subscription.MeteredItems().Select(i => i.Price.Id).Order(StringComparer.Ordinal).SequenceEqual(wanted.Order(StringComparer.Ordinal));
 
+    /// <summary><paramref name="changes"/> as a subscription update's items.</summary>
+    public static List<SubscriptionItemOptions> ToUpdate(IEnumerable<ItemChange> changes) =>
+        changes.Select(c => new SubscriptionItemOptions { Id = c.Id, Price = c.Price, Deleted = c.Delete ? true : null }).ToList();
+
+    /// <summary><paramref name="changes"/> as an invoice preview's subscription items.</summary>
+    public static List<InvoiceSubscriptionDetailsItemOptions> ToPreview(IEnumerable<ItemChange> changes) =>
+        changes.Select(c => new InvoiceSubscriptionDetailsItemOptions { Id = c.Id, Price = c.Price, Deleted = c.Delete ? true : null }).ToList();
+
     /// <summary>
     /// The item changes that move <paramref name="subscription"/> to <paramref name="priceId"/> with the metered items
     /// <paramref name="wanted"/>: the plan item changes its price, metered items no longer wanted are deleted (Stripe bills
-    /// their usage so far unless the change's proration is <c>none</c>), missing ones are added; ones kept are left alone.
+    /// their usage so far unless the change's proration is <c>none</c> — in flexible billing mode, the default of
+    /// subscriptions Billing creates), missing ones are added; ones kept are left alone.
     /// </summary>
     public static List<ItemChange> Changes(Subscription subscription, string priceId, IReadOnlyList<string> wanted)
     {

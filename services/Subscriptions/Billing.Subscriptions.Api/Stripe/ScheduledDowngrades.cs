@@ -10,10 +10,12 @@ namespace Billing.Subscriptions.Api.Stripe;
 public sealed record PendingDowngrade(string PriceId, IReadOnlyList<string> OveragePriceIds, string? PlanId);
 
 /// <summary>
-/// Downgrades that change the billing interval (e.g. Pro yearly → Pro monthly). Stripe starts a new period and charges it
-/// at once when a subscription's price changes its interval, whatever <c>billing_cycle_anchor</c> says, so such a downgrade
-/// is a Stripe subscription schedule instead: phase 1 is the current price until the period end, phase 2 the new price
-/// from then, and the schedule releases the subscription after it. Stripe makes the change at the renewal itself (its
+/// Downgrades that change the billing interval (e.g. Pro yearly → Pro monthly) or the metered overage items. Stripe starts
+/// a new period and charges it at once when a subscription's price changes its interval, whatever
+/// <c>billing_cycle_anchor</c> says, and removing a metered price at once without proration drops the overage it has
+/// counted so far; so such a downgrade is a Stripe subscription schedule instead: phase 1 is the current items until the
+/// period end, phase 2 the new price (and its metered prices) from then, and the schedule releases the subscription after
+/// it; the renewal at the phase change bills the ended period's overage on the old metered prices. Stripe makes the change at the renewal itself (its
 /// events then reach Billing like any renewal's). Releasing the schedule undoes the change; any other change of the
 /// subscription (cancel, upgrade, another downgrade) releases it first, because Stripe refuses cancellation changes on a
 /// subscription a schedule manages and would otherwise apply the old downgrade at the period end — and if that change
