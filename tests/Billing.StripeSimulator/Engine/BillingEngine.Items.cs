@@ -398,7 +398,8 @@ public sealed partial class BillingEngine
         {
             var meteredPrice = state.Prices[metered.PriceId];
             var from = UsageFrom(metered);
-            upcoming.Add(UsageLine(metered, meteredPrice, Usage(sub.CustomerId, meteredPrice, from, now), from, item.PeriodEnd));
+            // Up to and including this second: an event reported just now is part of "so far".
+            upcoming.Add(UsageLine(metered, meteredPrice, Usage(sub.CustomerId, meteredPrice, from, now + 1), from, item.PeriodEnd));
         }
         upcoming.Add(NewLine(price.AmountFor(qty), LineDescriptionFor(price, qty), price.Id, qty, item.PeriodEnd, nextEnd, false, item.Id));
         return NewInvoice(sub, "upcoming", upcoming, item.PeriodStart, item.PeriodEnd, preview: true);
