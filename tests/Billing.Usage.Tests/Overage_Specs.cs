@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using WireMock.RequestBuilders;
@@ -216,6 +217,37 @@ public class Billing_overage_through_Stripe_meter_events
         Assert.That(sent[0]["payload[value]"], Is.EqualTo("3"), "2 + 4 against 3: three units past the limit");
         await UsageHost.EventuallyAsync(async () =>
             await Host.ScalarAsync("SELECT count(*) FROM usage_overage WHERE user_id = @user AND reported_at IS NOT NULL", new { user }) == 1);
+    }
+
+    [Test]
+    public async Task Overage_reported_after_its_periods_invoice_was_finalized_goes_on_the_next_invoice()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meter_events").UsingPost())
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBody("""{"object":"billing.meter_event","event_name":"chat_messages_overage","identifier":"x","payload":{},"timestamp":1,"created":1,"livemode":false}"""));
+        // The period started two hours ago; one spend from before it (its invoice final by now) and one from within it were
+        // not reported yet (Stripe was unreachable).
+        var periodStart = Host.Clock.GetUtcNow().AddHours(-2);
+        await Host.ScalarAsync("UPDATE usage_subjects SET period_start = @periodStart WHERE user_id = @user", new { periodStart, user });
+        var (late, current) = (Guid.NewGuid(), Guid.NewGuid());
+        var (lateAt, currentAt) = (periodStart.AddHours(-1), periodStart.AddHours(1));
+        foreach (var (id, at) in new[] { (late, lateAt), (current, currentAt) })
+        {
+            await Host.ScalarAsync("""
+                INSERT INTO usage_overage (consumption_id, user_id, meter, event_name, quantity, occurred_at, next_attempt_at)
+                VALUES (@id, @user, 'chat.message', 'chat_messages_overage', 2, @at, @at)
+                """, new { id, user, at });
+        }
+
+        await UsageHost.EventuallyAsync(() => Task.FromResult(MeterEventsFor(activated.CustomerId).Count() == 2), TimeSpan.FromSeconds(10));
+
+        var sent = MeterEventsFor(activated.CustomerId).ToDictionary(e => e["identifier"], e => long.Parse(e["timestamp"], CultureInfo.InvariantCulture));
+        Assert.That(sent[current.ToString()], Is.EqualTo(currentAt.ToUnixTimeSeconds()), "within the current period: its own time");
+        Assert.That(sent[late.ToString()], Is.GreaterThanOrEqualTo(Host.Clock.GetUtcNow().AddMinutes(-1).ToUnixTimeSeconds()),
+            "from a period whose invoice is final: now, so the next invoice bills it");
     }
 
     [Test]

@@ -12,7 +12,9 @@ namespace Billing.Usage.Api.Overage;
 /// takes up to 100 pending rows at a time, oldest first, sends them a few at once through <see cref="StripeCalls"/>
 /// (Polly retries), and backs a failing row off for at most a minute: overage near a period's end is therefore
 /// reported within seconds, well inside the hour Stripe leaves between a period's end and finalizing its invoice, and
-/// each event carries the time of the spend, so it lands in the period it belongs to.
+/// each event carries the time of the spend, so it lands in the period it belongs to. Overage that could not be reported
+/// in that hour (Stripe or this service down) would land in a period whose invoice is final and be billed nowhere: it is
+/// reported with the current time instead, so the next invoice carries it (<c>Usage:OverageLateAfterMinutes</c>, 50).
 /// </summary>
 public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient stripe, StripeCalls calls, TimeProvider clock,
     IConfiguration configuration, ILogger<OverageReporter> logger) : BackgroundService
@@ -55,7 +57,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
             due = (await connection.QueryAsync<PendingOverage>(new CommandDefinition(
                 """
                 SELECT o.consumption_id AS ConsumptionId, o.user_id AS UserId, o.event_name AS EventName, o.quantity AS Quantity,
-                       o.occurred_at AS OccurredAt, o.attempts AS Attempts, s.stripe_customer_id AS CustomerId
+                       o.occurred_at AS OccurredAt, o.attempts AS Attempts, s.stripe_customer_id AS CustomerId, s.period_start AS PeriodStart
                 FROM usage_overage o LEFT JOIN usage_subjects s ON s.user_id = o.user_id
                 WHERE o.reported_at IS NULL AND o.next_attempt_at <= @now
                 ORDER BY o.next_attempt_at
@@ -80,6 +82,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
             else
             {
                 var identifier = row.ConsumptionId.ToString();
+                var timestamp = TimestampOf(row, clock.GetUtcNow().UtcDateTime);
                 await calls.RunAsync(ct => new MeterEventService(stripe).CreateAsync(new MeterEventCreateOptions
                 {
                     EventName = row.EventName,
@@ -89,7 +92,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
                         ["stripe_customer_id"] = customer,
                         ["value"] = row.Quantity.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     },
-                    Timestamp = DateTime.SpecifyKind(row.OccurredAt, DateTimeKind.Utc),
+                    Timestamp = timestamp,
                 }, new RequestOptions { IdempotencyKey = "usage-overage-" + identifier }, ct), cancellationToken);
                 error = null;
             }
@@ -128,5 +131,26 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
         public DateTime OccurredAt { get; set; }
         public int Attempts { get; set; }
         public string? CustomerId { get; set; }
+        public DateTime? PeriodStart { get; set; }
+    }
+
+    private TimeSpan LateAfter => TimeSpan.FromMinutes(Math.Clamp(configuration.GetValue("Usage:OverageLateAfterMinutes", 50), 1, 24 * 60));
+
+    /// <summary>
+    /// The time the meter event carries: the spend's, unless the spend belongs to a billing period that ended more than
+    /// <see cref="LateAfter"/> ago (Stripe finalizes that period's invoice about an hour after it ends): then now, so it
+    /// is billed on the next invoice rather than on none.
+    /// </summary>
+    private DateTime TimestampOf(PendingOverage row, DateTime now)
+    {
+        var occurred = DateTime.SpecifyKind(row.OccurredAt, DateTimeKind.Utc);
+        if (row.PeriodStart is { } start && occurred < DateTime.SpecifyKind(start, DateTimeKind.Utc)
+            && now >= DateTime.SpecifyKind(start, DateTimeKind.Utc) + LateAfter)
+        {
+            logger.LogWarning("Overage {Id} of {UserId} from {OccurredAt:u} is reported after its period's invoice was finalized: it goes on the next invoice",
+                row.ConsumptionId, row.UserId, occurred);
+            return now;
+        }
+        return occurred;
     }
 }
