@@ -90,6 +90,7 @@ public class The_chatbots_daily_message_limit
             p => p.GetArrayLength() == 2, "the renewal's payment");
         // $15 for the new month and 3 messages at half a cent for the one that ended (1.5 cents, rounded to 2).
         Assert.That(payments[0].GetProperty("amount").GetInt64(), Is.EqualTo(1500 + 2));
+        Assert.That(payments[0].GetProperty("description").GetString(), Is.EqualTo("Pro (monthly), with $0.02 overage"));
         Assert.That(payments[1].GetProperty("amount").GetInt64(), Is.EqualTo(1500));
         await StripeView.AssertBillingMatchesStripeAsync(api, user);
     }
