@@ -401,6 +401,15 @@ public sealed partial class BillingEngine
             // Up to and including this second: an event reported just now is part of "so far".
             upcoming.Add(UsageLine(metered, meteredPrice, Usage(sub.CustomerId, meteredPrice, from, now + 1), from, item.PeriodEnd));
         }
+        if (updates.Count == 0 && (sub.CancelAtPeriodEnd || sub.CancelAt is { } cancelAt && cancelAt <= item.PeriodEnd))
+        {
+            // Nothing renews: what is left is the final invoice of the usage so far (and pending prorations), if any.
+            if (upcoming.All(l => l.Amount == 0))
+            {
+                throw StripeError.Invalid("subscription", $"No upcoming invoices for subscription: {sub.Id}", "invoice_upcoming_none");
+            }
+            return NewInvoice(sub, "upcoming", upcoming, item.PeriodStart, item.PeriodEnd, preview: true);
+        }
         upcoming.Add(NewLine(price.AmountFor(qty), LineDescriptionFor(price, qty), price.Id, qty, item.PeriodEnd, nextEnd, false, item.Id));
         return NewInvoice(sub, "upcoming", upcoming, item.PeriodStart, item.PeriodEnd, preview: true);
     }

@@ -104,6 +104,26 @@ public class Billing_overage
     }
 
     [Test]
+    public async Task A_subscription_that_ends_at_the_period_end_has_only_its_overage_left_to_pay()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await CheckoutAsync(user, "max", "month");
+        var (cancelled, _) = await Host.PostAsync(user, "/api/subscriptions/me/cancel");
+        Assert.That(cancelled, Is.EqualTo(HttpStatusCode.OK));
+        await SubscriptionsHost.SaveLocalAsync(user, "max", await StripeAsync(subscription.Id), sequence: 2);
+
+        var (nothing, problem) = await Host.GetAsync(user, "/api/subscriptions/me/upcoming-invoice");
+        Assert.That((nothing, problem.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.NotFound, "no_upcoming_invoice")), "no renewal, no overage yet");
+
+        await ReportOverageAsync(subscription, 3);
+        await Hosts.AdvanceSimulatorAsync(subscription.PlanItem().CurrentPeriodStart.AddDays(1));
+        var (status, upcoming) = await Host.GetAsync(user, "/api/subscriptions/me/upcoming-invoice");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), upcoming.ToString());
+        Assert.That(upcoming.GetProperty("amountDue").GetInt64(), Is.EqualTo(3 * 2), "the final invoice: the overage, no new period");
+        Assert.That(upcoming.GetProperty("lines").EnumerateArray().Select(l => l.GetProperty("kind").GetString()), Is.EqualTo(new[] { "overage" }));
+    }
+
+    [Test]
     public async Task An_upgrade_adds_the_metered_price_of_the_new_plan()
     {
         var user = SubscriptionsHost.NewUser();
