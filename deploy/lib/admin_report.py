@@ -62,9 +62,10 @@ def overage_items(answer: str) -> int:
     print(f"overage items: {r['checkedCount']} live subscription(s) checked")
     for s in r["subscriptions"]:
         print(f"  {s['outcome']}: {s['subscriptionId']} (user {s['userId']}) {', '.join(s['add'])}")
-    pending = sum(1 for s in r["subscriptions"] if s["outcome"] == "would add")
+    pending = sum(1 for s in r["subscriptions"] if s["outcome"] == "would add" or s["outcome"].startswith(("skipped", "failed")))
     if pending:
-        print(f"{pending} subscription(s) lack the metered prices of their plan's billed overage; 'deploy/billing overage-items --apply' adds them")
+        print(f"{pending} subscription(s) lack the metered prices of their plan's billed overage"
+              + ("; 'deploy/billing overage-items --apply' adds them" if not r["applied"] else " (see above)"))
     return 1 if pending else 0
 
 

@@ -248,6 +248,8 @@ public class Billing_overage_through_Stripe_meter_events
         Assert.That(sent[current.ToString()], Is.EqualTo(currentAt.ToUnixTimeSeconds()), "within the current period: its own time");
         Assert.That(sent[late.ToString()], Is.GreaterThanOrEqualTo(Host.Clock.GetUtcNow().AddMinutes(-1).ToUnixTimeSeconds()),
             "from a period whose invoice is final: now, so the next invoice bills it");
+        Assert.That(await Host.ScalarAsync("SELECT extract(epoch FROM report_at)::bigint FROM usage_overage WHERE consumption_id = @late", new { late }),
+            Is.EqualTo(sent[late.ToString()]), "the time is kept on the row: a retry sends the same event under the same idempotency key");
     }
 
     [Test]

@@ -173,7 +173,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             var description = plan is null
                 ? invoice.Description ?? "Subscription payment"
                 : $"{plan.Name} ({Cadence(subscription!.Interval, subscription.IntervalCount)}){(invoice.BillingReason == "subscription_update" ? ", plan change" : "")}"
-                  + (ArrearsAmount(invoice, line) is > 0 and var overage ? $", with {Money(overage, invoice.Currency)} overage" : "");
+                  + (InvoiceLines.OverageAmount(invoice) is > 0 and var overage ? $", with {Money(overage, invoice.Currency)} overage" : "");
             await c.ExecuteAsync(new CommandDefinition(
                 """
                 INSERT INTO payments (id, user_id, kind, amount, currency, status, description, invoice_id, payment_intent_id, charge_id,
@@ -409,21 +409,19 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     private static string? SubscriptionIdOf(Invoice invoice) =>
         invoice.Parent?.Type == "subscription_details" ? invoice.Parent.SubscriptionDetails?.SubscriptionId : null;
 
-    /// <summary>
-    /// What the invoice bills in arrears — the metered overage of a period that ended before the period it pays for
-    /// (<paramref name="paidFor"/>, the line that ends last): lines that end by the time that one starts.
-    /// </summary>
-    private static long ArrearsAmount(Invoice invoice, InvoiceLineItem? paidFor) =>
-        paidFor?.Period is null ? 0 : (invoice.Lines?.Data ?? []).Where(l => l != paidFor && l.Period is not null && l.Period.End <= paidFor.Period.Start).Sum(l => l.Amount);
+    /// <summary>Stripe's zero- and three-decimal currencies; every other one has two decimals.</summary>
+    private static readonly Dictionary<string, int> Decimals = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["bif"] = 0, ["clp"] = 0, ["djf"] = 0, ["gnf"] = 0, ["jpy"] = 0, ["kmf"] = 0, ["krw"] = 0, ["mga"] = 0, ["pyg"] = 0, ["rwf"] = 0,
+        ["ugx"] = 0, ["vnd"] = 0, ["vuv"] = 0, ["xaf"] = 0, ["xof"] = 0, ["xpf"] = 0,
+        ["bhd"] = 3, ["jod"] = 3, ["kwd"] = 3, ["omr"] = 3, ["tnd"] = 3,
+    };
 
-    /// <summary>Stripe's zero-decimal currencies: the minor unit is the unit.</summary>
-    private static readonly HashSet<string> ZeroDecimal = new(StringComparer.OrdinalIgnoreCase)
-        { "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf" };
-
-    /// <summary>An amount given in the currency's minor unit, e.g. <c>$0.02</c>, <c>0.02 EUR</c> or <c>3 JPY</c>.</summary>
+    /// <summary>An amount given in the currency's minor unit, e.g. <c>$0.02</c>, <c>0.02 EUR</c>, <c>3 JPY</c> or <c>0.250 KWD</c>.</summary>
     private static string Money(long amount, string currency)
     {
-        var units = ZeroDecimal.Contains(currency) ? amount.ToString(CultureInfo.InvariantCulture) : (amount / 100m).ToString("0.00", CultureInfo.InvariantCulture);
+        var decimals = Decimals.GetValueOrDefault(currency, 2);
+        var units = (amount / (decimal)Math.Pow(10, decimals)).ToString("F" + decimals, CultureInfo.InvariantCulture);
         return string.Equals(currency, "usd", StringComparison.OrdinalIgnoreCase) ? "$" + units : $"{units} {currency.ToUpperInvariant()}";
     }
 

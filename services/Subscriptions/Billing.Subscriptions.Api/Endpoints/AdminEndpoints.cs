@@ -1,6 +1,7 @@
 using Billing.Catalog;
 using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Stripe;
+using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
 using Billing.Subscriptions.Core.Subscriptions;
 using Dapper;
@@ -52,14 +53,18 @@ public static class AdminEndpoints
     public sealed record OverageFix(string SubscriptionId, string UserId, IReadOnlyList<string> Add, string Outcome);
 
     /// <summary>
-    /// <c>POST /api/admin/subscriptions/overage-items?apply=true</c>: a live subscription whose plan bills a meter's overage but
-    /// holds no metered item on that meter (made before its plan billed overage, or before this release) gets the plan
-    /// price's overage price, without proration — Stripe bills only usage from then on, nothing in arrears. Without
-    /// <c>apply</c> it lists what it would add. Subscriptions a schedule manages are left for their next change.
+    /// <c>POST /api/admin/subscriptions/overage-items?apply=true&amp;limit=</c>: a live subscription whose plan bills a meter's
+    /// overage but holds no metered item on that meter (made before its plan billed overage, or before this release) gets
+    /// the plan price's overage price, without proration — Stripe bills only usage from then on, nothing in arrears. Each
+    /// one is changed under the user's subscription-change lock and re-read from Stripe inside it, so a plan change made
+    /// meanwhile is never doubled. Without <c>apply</c> it lists what it would add. At most <c>limit</c> (50) are changed
+    /// per call (<c>more</c> says whether to call again); subscriptions a schedule manages are left for their next change;
+    /// a subscription that fails is reported and the rest go on.
     /// </summary>
-    private static async Task<IResult> AddOverageItemsAsync(bool? apply, NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog,
-        StripePrices prices, CancellationToken ct)
+    private static async Task<IResult> AddOverageItemsAsync(bool? apply, int? limit, NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls,
+        BillingCatalog catalog, StripePrices prices, CheckoutLocks locks, CancellationToken ct)
     {
+        var max = Math.Clamp(limit ?? 50, 1, 500);
         await using var connection = await db.OpenConnectionAsync(ct);
         var live = (await connection.QueryAsync<(string SubscriptionId, string UserId)>(new CommandDefinition(
             """
@@ -67,25 +72,25 @@ public static class AdminEndpoints
             WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
             """, cancellationToken: ct))).ToList();
         await connection.CloseAsync();
-        Dictionary<string, string>? meterEventNames = null;
-        var fixes = new List<OverageFix>();
+        var meterEventNames = await OverageItems.MeterEventNamesAsync(stripe, ct);
+        List<OveragePrice> Missing(Subscription subscription) =>
+            OverageItems.PlanOf(subscription, catalog) is var (plan, price)
+                ? BillingCatalog.OveragePrices(plan, price).Where(o => !OverageItems.HeldEventNames(subscription, meterEventNames).Contains(o.EventName)).ToList()
+                : [];
+
         var theirs = await StripeSubscriptionsAsync(stripe, calls, ct);
+        var fixes = new List<OverageFix>();
+        var changed = 0;
+        var more = false;
         foreach (var (subscriptionId, userId) in live)
         {
             // Live in Billing but over (or gone) in Stripe: verify reports those; nothing to add to them.
-            if (!theirs.TryGetValue(subscriptionId, out var subscription) || OverageItems.PlanOf(subscription, catalog) is not var (plan, price))
-            {
-                continue;
-            }
-            meterEventNames ??= await OverageItems.MeterEventNamesAsync(stripe, ct);
-            var held = OverageItems.HeldEventNames(subscription, meterEventNames);
-            var missing = BillingCatalog.OveragePrices(plan, price).Where(o => !held.Contains(o.EventName)).ToList();
-            if (missing.Count == 0)
+            if (!theirs.TryGetValue(subscriptionId, out var listed) || Missing(listed) is not { Count: > 0 } missing)
             {
                 continue;
             }
             var keys = missing.Select(o => o.LookupKey).ToList();
-            if (!string.IsNullOrEmpty(subscription.ScheduleId))
+            if (!string.IsNullOrEmpty(listed.ScheduleId))
             {
                 fixes.Add(new OverageFix(subscriptionId, userId, keys, "skipped: a subscription schedule manages it"));
                 continue;
@@ -95,19 +100,50 @@ public static class AdminEndpoints
                 fixes.Add(new OverageFix(subscriptionId, userId, keys, "would add"));
                 continue;
             }
-            var ids = new List<string>();
-            foreach (var key in keys)
+            if (changed == max)
             {
-                ids.Add(await prices.FindAsync(key, ct) ?? throw new InvalidOperationException($"No active Stripe price has lookup key \"{key}\": run 'deploy/billing catalog push'."));
+                more = true;
+                break;
             }
-            await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscriptionId, new SubscriptionUpdateOptions
-            {
-                Items = ids.Select(id => new SubscriptionItemOptions { Price = id }).ToList(),
-                ProrationBehavior = "none",
-            }, new RequestOptions { IdempotencyKey = $"billing-overage-items-{subscriptionId}-{string.Join("+", ids)}" }, c), ct);
-            fixes.Add(new OverageFix(subscriptionId, userId, keys, "added"));
+            changed++;
+            fixes.Add(await AddAsync(subscriptionId, userId, keys));
         }
-        return TypedResults.Ok(new { applied = apply == true, checkedCount = live.Count, subscriptions = fixes });
+        return TypedResults.Ok(new { applied = apply == true, checkedCount = live.Count, more, subscriptions = fixes });
+
+        async Task<OverageFix> AddAsync(string subscriptionId, string userId, List<string> keys)
+        {
+            var (outcome, held) = await locks.LockSubscriptionChangesAsync(userId, ct);
+            await using var _ = held;
+            if (outcome != ChangeLock.Held)
+            {
+                return new OverageFix(subscriptionId, userId, keys, "failed: another change of this subscription is in progress; run again");
+            }
+            try
+            {
+                var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: c), ct);
+                var missing = Missing(subscription);
+                if (missing.Count == 0 || !string.IsNullOrEmpty(subscription.ScheduleId) || subscription.Status is "canceled" or "incomplete_expired")
+                {
+                    return new OverageFix(subscriptionId, userId, keys, "unchanged: changed meanwhile");
+                }
+                var ids = new List<string>();
+                foreach (var overage in missing)
+                {
+                    ids.Add(await prices.FindAsync(overage.LookupKey, ct)
+                        ?? throw new InvalidOperationException($"No active Stripe price has lookup key \"{overage.LookupKey}\": run 'deploy/billing catalog push'."));
+                }
+                await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscriptionId, new SubscriptionUpdateOptions
+                {
+                    Items = ids.Select(id => new SubscriptionItemOptions { Price = id }).ToList(),
+                    ProrationBehavior = "none",
+                }, new RequestOptions { IdempotencyKey = $"billing-overage-items-{subscriptionId}-{Guid.NewGuid():N}" }, c), ct);
+                return new OverageFix(subscriptionId, userId, missing.Select(o => o.LookupKey).ToList(), "added");
+            }
+            catch (Exception ex) when (ex is StripeException or StripeUnavailableException or InvalidOperationException && !ct.IsCancellationRequested)
+            {
+                return new OverageFix(subscriptionId, userId, keys, "failed: " + ex.Message);
+            }
+        }
     }
 
     private static async Task<IResult> VerifyAsync(NpgsqlDataSource db, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, CancellationToken ct)

@@ -47,15 +47,15 @@ public static class UpcomingInvoiceEndpoints
             return Problems.Problem(404, "no_upcoming_invoice", "Nothing more will be charged.",
                 "The subscription ends at the period end and has nothing left to bill.");
         }
-        var metered = subscription.MeteredItems().Select(i => i.Price.Id).ToHashSet(StringComparer.Ordinal);
         var lines = (preview.Lines?.Data ?? []).Select(l => new UpcomingLine(
-            l.Parent?.SubscriptionItemDetails?.Proration == true ? "proration"
-                : l.Pricing?.PriceDetails?.PriceId is { } price && metered.Contains(price) ? "overage" : "plan",
+            InvoiceLines.IsProration(l) ? "proration" : InvoiceLines.IsOverage(l) ? "overage" : "plan",
             l.Description ?? "", l.Amount, l.QuantityDecimal ?? l.Quantity,
             Utc(l.Period.Start), Utc(l.Period.End))).ToList();
-        // The renewal happens when the current period ends (Stripe dates the preview then); a subscription that ends at the
-        // period end is billed its last overage then too.
-        DateTimeOffset? billedAt = subscription.Items?.Data?.Count > 0 ? Utc(subscription.PlanItem().CurrentPeriodEnd) : null;
+        // The renewal happens when the current period ends (Stripe dates the preview then), or a cancellation set for earlier
+        // bills its last overage then.
+        var periodEnd = subscription.Items?.Data?.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price))?.CurrentPeriodEnd;
+        DateTimeOffset? billedAt = subscription.CancelAt is { } cancelAt && (periodEnd is null || cancelAt < periodEnd) ? Utc(cancelAt)
+            : periodEnd is { } end ? Utc(end) : null;
         return TypedResults.Ok(new UpcomingInvoice(preview.AmountDue, preview.Currency, billedAt, lines));
     }
 

@@ -8,7 +8,8 @@ namespace Billing.Usage.Api.Overage;
 
 /// <summary>
 /// Reports billed overage (<c>usage_overage</c>, written in the spend's own transaction) to Stripe Billing Meter events,
-/// each with the consumption id as its <c>identifier</c> (and idempotency key), so a retry can never bill twice. It
+/// each with the consumption id as its <c>identifier</c> (Stripe counts an identifier once) and an idempotency key that
+/// names the consumption and the event's time, so a retry sends the same request. It
 /// takes up to 100 pending rows at a time, oldest first, sends them a few at once through <see cref="StripeCalls"/>
 /// (Polly retries), and backs a failing row off for at most a minute: overage near a period's end is therefore
 /// reported within seconds, well inside the hour Stripe leaves between a period's end and finalizing its invoice, and
@@ -57,7 +58,8 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
             due = (await connection.QueryAsync<PendingOverage>(new CommandDefinition(
                 """
                 SELECT o.consumption_id AS ConsumptionId, o.user_id AS UserId, o.event_name AS EventName, o.quantity AS Quantity,
-                       o.occurred_at AS OccurredAt, o.attempts AS Attempts, s.stripe_customer_id AS CustomerId, s.period_start AS PeriodStart
+                       o.occurred_at AS OccurredAt, o.report_at AS ReportAt, o.attempts AS Attempts, s.stripe_customer_id AS CustomerId,
+                       s.period_start AS PeriodStart
                 FROM usage_overage o LEFT JOIN usage_subjects s ON s.user_id = o.user_id
                 WHERE o.reported_at IS NULL AND o.next_attempt_at <= @now
                 ORDER BY o.next_attempt_at
@@ -82,7 +84,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
             else
             {
                 var identifier = row.ConsumptionId.ToString();
-                var timestamp = TimestampOf(row, clock.GetUtcNow().UtcDateTime);
+                var timestamp = await FixTimestampAsync(row, cancellationToken);
                 await calls.RunAsync(ct => new MeterEventService(stripe).CreateAsync(new MeterEventCreateOptions
                 {
                     EventName = row.EventName,
@@ -93,7 +95,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
                         ["value"] = row.Quantity.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     },
                     Timestamp = timestamp,
-                }, new RequestOptions { IdempotencyKey = "usage-overage-" + identifier }, ct), cancellationToken);
+                }, new RequestOptions { IdempotencyKey = $"usage-overage-{identifier}-{new DateTimeOffset(timestamp).ToUnixTimeSeconds()}" }, ct), cancellationToken);
                 error = null;
             }
         }
@@ -129,6 +131,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
         public string EventName { get; set; } = "";
         public long Quantity { get; set; }
         public DateTime OccurredAt { get; set; }
+        public DateTime? ReportAt { get; set; }
         public int Attempts { get; set; }
         public string? CustomerId { get; set; }
         public DateTime? PeriodStart { get; set; }
@@ -137,20 +140,31 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
     private TimeSpan LateAfter => TimeSpan.FromMinutes(Math.Clamp(configuration.GetValue("Usage:OverageLateAfterMinutes", 50), 1, 24 * 60));
 
     /// <summary>
-    /// The time the meter event carries: the spend's, unless the spend belongs to a billing period that ended more than
-    /// <see cref="LateAfter"/> ago (Stripe finalizes that period's invoice about an hour after it ends): then now, so it
-    /// is billed on the next invoice rather than on none.
+    /// The time the meter event carries, stored on the row before it is sent so that every retry sends the same body
+    /// (under an idempotency key that names it): the spend's, unless the spend belongs to a billing period that ended more
+    /// than <see cref="LateAfter"/> ago (Stripe finalizes that period's invoice about an hour after it ends) — then now, so
+    /// it is billed on the next invoice rather than on none. A time fixed earlier that has since become late is replaced
+    /// the same way; the identifier (the consumption id) still keeps Stripe from counting it twice should an earlier
+    /// attempt have arrived after all.
     /// </summary>
-    private DateTime TimestampOf(PendingOverage row, DateTime now)
+    private async Task<DateTime> FixTimestampAsync(PendingOverage row, CancellationToken cancellationToken)
     {
-        var occurred = DateTime.SpecifyKind(row.OccurredAt, DateTimeKind.Utc);
-        if (row.PeriodStart is { } start && occurred < DateTime.SpecifyKind(start, DateTimeKind.Utc)
+        var now = clock.GetUtcNow().UtcDateTime;
+        var fixedAt = DateTime.SpecifyKind(row.ReportAt ?? row.OccurredAt, DateTimeKind.Utc);
+        if (row.PeriodStart is { } start && fixedAt < DateTime.SpecifyKind(start, DateTimeKind.Utc)
             && now >= DateTime.SpecifyKind(start, DateTimeKind.Utc) + LateAfter)
         {
             logger.LogWarning("Overage {Id} of {UserId} from {OccurredAt:u} is reported after its period's invoice was finalized: it goes on the next invoice",
-                row.ConsumptionId, row.UserId, occurred);
-            return now;
+                row.ConsumptionId, row.UserId, DateTime.SpecifyKind(row.OccurredAt, DateTimeKind.Utc));
+            fixedAt = new DateTime(now.Ticks - now.Ticks % TimeSpan.TicksPerSecond, DateTimeKind.Utc);
         }
-        return occurred;
+        else if (row.ReportAt is not null)
+        {
+            return fixedAt;
+        }
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await connection.ExecuteAsync(new CommandDefinition("UPDATE usage_overage SET report_at = @fixedAt WHERE consumption_id = @id",
+            new { fixedAt, id = row.ConsumptionId }, cancellationToken: cancellationToken));
+        return fixedAt;
     }
 }
