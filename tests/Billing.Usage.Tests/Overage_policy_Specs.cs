@@ -44,7 +44,7 @@ public class Overage_policy
     }
 
     [Test]
-    public void Billed_overage_blocks_during_a_trial()
+    public void Billed_overage_blocks_during_a_trial_and_while_past_due()
     {
         var catalog = new BillingCatalog
         {
@@ -65,6 +65,7 @@ public class Overage_policy
 
         Assert.That(After(paying), Is.EqualTo(ExhaustedAction.Bill));
         Assert.That(After(paying with { Status = "trialing" }), Is.EqualTo(ExhaustedAction.Block), "no invoice to bill a trial's overage on");
+        Assert.That(After(paying with { Status = "past_due" }), Is.EqualTo(ExhaustedAction.Block), "the card has just failed: the grace period keeps the allowance only");
     }
 
     [Test]

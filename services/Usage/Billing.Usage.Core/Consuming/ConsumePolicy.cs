@@ -37,9 +37,10 @@ public static class ConsumePolicy
         }
         // A paid plan without the meter is an allowance of nothing: refused as exhausted, with the upgrade hint.
         allowance ??= new MeterAllowance { Meter = meter, Limit = 0, Window = UsageWindows.Month };
-        if (state.Status == "trialing" && allowance.Overage == "bill")
+        if (state.Status is "trialing" or "past_due" && allowance.Overage == "bill")
         {
-            // A trial has no paid invoice to put overage on (and may end without a card): past the allowance it blocks.
+            // A trial has no paid invoice to put overage on (and may end without a card); a past-due subscription's card has
+            // just failed (the grace period keeps the plan's allowance, not more billed usage): past the allowance it blocks.
             allowance = allowance with { Overage = "block" };
         }
         return new ConsumeDecision.Spend(allowance, UsageWindows.Current(allowance, state, now), allowance.Limit);
