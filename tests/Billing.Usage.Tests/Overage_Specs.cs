@@ -189,8 +189,8 @@ public class Billing_overage_through_Stripe_meter_events
             .Select(e => (IDictionary<string, string>)System.Web.HttpUtility.ParseQueryString(e.RequestMessage.Body!)
                 .AllKeys.ToDictionary(k => k!, k => System.Web.HttpUtility.ParseQueryString(e.RequestMessage.Body!)[k]!));
 
-    [Test]
-    public async Task Spends_past_the_limit_are_allowed_recorded_and_reported_once_with_the_consumption_id()
+    /// <summary>A new Pro user (chat messages billed past 3 a day), with Stripe's meter event endpoint answering 200.</summary>
+    private static async Task<(string User, Billing.Contracts.SubscriptionActivated Activated)> ProUserWithStripeAcceptingMeterEventsAsync()
     {
         var user = UsageHost.NewUser();
         var activated = UsageHost.Activated(user, "pro");
@@ -198,6 +198,13 @@ public class Billing_overage_through_Stripe_meter_events
         Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meter_events").UsingPost())
             .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
                 .WithBody("""{"object":"billing.meter_event","event_name":"chat_messages_overage","identifier":"x","payload":{},"timestamp":1,"created":1,"livemode":false}"""));
+        return (user, activated);
+    }
+
+    [Test]
+    public async Task Spends_past_the_limit_are_allowed_recorded_and_reported_once_with_the_consumption_id()
+    {
+        var (user, activated) = await ProUserWithStripeAcceptingMeterEventsAsync();
 
         var (first, quota) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 2, meter: "chat.message");
         Assert.That(quota.GetProperty("source").GetString(), Is.EqualTo("quota"), quota.ToString());
@@ -222,12 +229,7 @@ public class Billing_overage_through_Stripe_meter_events
     [Test]
     public async Task Overage_reported_after_its_periods_invoice_was_finalized_goes_on_the_next_invoice()
     {
-        var user = UsageHost.NewUser();
-        var activated = UsageHost.Activated(user, "pro");
-        await Host.ApplyAsync(activated);
-        Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meter_events").UsingPost())
-            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
-                .WithBody("""{"object":"billing.meter_event","event_name":"chat_messages_overage","identifier":"x","payload":{},"timestamp":1,"created":1,"livemode":false}"""));
+        var (user, activated) = await ProUserWithStripeAcceptingMeterEventsAsync();
         // The period started two hours ago; one spend from before it (its invoice final by now) and one from within it were
         // not reported yet (Stripe was unreachable).
         var periodStart = Host.Clock.GetUtcNow().AddHours(-2);

@@ -13,8 +13,11 @@ public static class SubscriptionItems
 
     /// <summary>The item that bills the plan: the licensed one.</summary>
     public static SubscriptionItem PlanItem(this Subscription subscription) =>
-        subscription.Items?.Data?.FirstOrDefault(i => !IsMetered(i.Price))
-        ?? throw new InvalidOperationException($"Subscription {subscription.Id} has no licensed item.");
+        subscription.PlanItemOrNull() ?? throw new InvalidOperationException($"Subscription {subscription.Id} has no licensed item.");
+
+    /// <summary>The licensed item, or null for a subscription made outside Billing with metered items only.</summary>
+    public static SubscriptionItem? PlanItemOrNull(this Subscription subscription) =>
+        subscription.Items?.Data?.FirstOrDefault(i => !IsMetered(i.Price));
 
     /// <summary>The metered items that bill overage.</summary>
     public static IReadOnlyList<SubscriptionItem> MeteredItems(this Subscription subscription) =>

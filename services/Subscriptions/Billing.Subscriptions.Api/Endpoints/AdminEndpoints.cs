@@ -68,11 +68,10 @@ public static class AdminEndpoints
         await using var connection = await db.OpenConnectionAsync(ct);
         var live = (await connection.QueryAsync<(string SubscriptionId, string UserId)>(new CommandDefinition(
             """
-            SELECT subscription_id, user_id FROM subscriptions
-            WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
-            """, cancellationToken: ct))).ToList();
+            SELECT subscription_id, user_id FROM subscriptions WHERE stripe_status = ANY(@live) ORDER BY subscription_id
+            """, new { live = SubscriptionStatus.Live.ToArray() }, cancellationToken: ct))).ToList();
         await connection.CloseAsync();
-        var meterEventNames = await OverageItems.MeterEventNamesAsync(stripe, ct);
+        var meterEventNames = await OverageItems.MeterEventNamesAsync(stripe, calls, ct);
         List<OveragePrice> Missing(Subscription subscription) =>
             OverageItems.PlanOf(subscription, catalog) is var (plan, price)
                 ? BillingCatalog.OveragePrices(plan, price).Where(o => !OverageItems.HeldEventNames(subscription, meterEventNames).Contains(o.EventName)).ToList()
@@ -153,8 +152,8 @@ public static class AdminEndpoints
             new CommandDefinition(
                 """
                 SELECT subscription_id, user_id, price_id, stripe_status, current_period_end, cancel_at_period_end
-                FROM subscriptions WHERE stripe_status IN ('trialing', 'active', 'past_due', 'unpaid', 'paused') ORDER BY subscription_id
-                """, cancellationToken: ct))).ToList();
+                FROM subscriptions WHERE stripe_status = ANY(@live) ORDER BY subscription_id
+                """, new { live = SubscriptionStatus.Live.ToArray() }, cancellationToken: ct))).ToList();
 
         // Billing's live ones that are not among Stripe's are read one by one (they ended in Stripe, or are gone).
         var theirs = await StripeSubscriptionsAsync(stripe, calls, ct);
@@ -174,7 +173,7 @@ public static class AdminEndpoints
                     continue;
                 }
             }
-            var item = subscription.Items?.Data?.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price));
+            var item = subscription.PlanItemOrNull();
             if (item is null)
             {
                 differences.Add(new Difference(s.SubscriptionId, s.UserId, "price", s.PriceId, "(no licensed item)"));
@@ -195,7 +194,7 @@ public static class AdminEndpoints
             {
                 // One metered item per meter whose overage the plan bills: without it (a subscription made before its plan
                 // billed overage) Usage reports the overage and no invoice carries it; with two on one meter it is billed twice.
-                meterEventNames ??= await OverageItems.MeterEventNamesAsync(stripe, ct);
+                meterEventNames ??= await OverageItems.MeterEventNamesAsync(stripe, calls, ct);
                 Compare("overageMeters", string.Join(",", BillingCatalog.OveragePrices(plan, price).Select(o => o.EventName).Order(StringComparer.Ordinal)),
                     string.Join(",", OverageItems.HeldEventNames(subscription, meterEventNames)));
             }

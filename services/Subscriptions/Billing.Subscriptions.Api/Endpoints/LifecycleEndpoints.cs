@@ -381,6 +381,6 @@ public static class LifecycleEndpoints
         _ => null,
     };
 
-    private static IResult NoSubscription() =>
+    internal static IResult NoSubscription() =>
         Problems.Problem(404, "no_subscription", "You have no subscription.", "Start one with POST /api/subscriptions/checkout.");
 }

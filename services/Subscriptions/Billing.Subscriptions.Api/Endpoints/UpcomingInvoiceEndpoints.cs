@@ -33,7 +33,7 @@ public static class UpcomingInvoiceEndpoints
         var current = await store.CurrentAsync(user.UserId()!, ct);
         if (current is null || !SubscriptionStatus.Live.Contains(current.StripeStatus))
         {
-            return Problems.Problem(404, "no_subscription", "You have no subscription.", "Start one with POST /api/subscriptions/checkout.");
+            return LifecycleEndpoints.NoSubscription();
         }
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         Invoice preview;
@@ -53,7 +53,7 @@ public static class UpcomingInvoiceEndpoints
             Utc(l.Period.Start), Utc(l.Period.End))).ToList();
         // The renewal happens when the current period ends (Stripe dates the preview then), or a cancellation set for earlier
         // bills its last overage then.
-        var periodEnd = subscription.Items?.Data?.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price))?.CurrentPeriodEnd;
+        var periodEnd = subscription.PlanItemOrNull()?.CurrentPeriodEnd;
         DateTimeOffset? billedAt = subscription.CancelAt is { } cancelAt && (periodEnd is null || cancelAt < periodEnd) ? Utc(cancelAt)
             : periodEnd is { } end ? Utc(end) : null;
         return TypedResults.Ok(new UpcomingInvoice(preview.AmountDue, preview.Currency, billedAt, lines));

@@ -35,7 +35,7 @@ public static class OverageItems
     /// </summary>
     public static (Billing.Catalog.Plan Plan, Billing.Catalog.Price Price)? PlanOf(Subscription subscription, BillingCatalog catalog)
     {
-        var item = subscription.Items?.Data?.FirstOrDefault(i => !SubscriptionItems.IsMetered(i.Price));
+        var item = subscription.PlanItemOrNull();
         if (item is null)
         {
             return null;
@@ -50,16 +50,17 @@ public static class OverageItems
     }
 
     /// <summary>Stripe's Billing Meters (active or not), meter id → event name.</summary>
-    public static async Task<Dictionary<string, string>> MeterEventNamesAsync(IStripeClient stripe, CancellationToken ct)
-    {
-        var names = new Dictionary<string, string>(StringComparer.Ordinal);
-        await foreach (var meter in new global::Stripe.Billing.MeterService(stripe).ListAutoPagingAsync(new global::Stripe.Billing.MeterListOptions { Limit = 100 },
-                           cancellationToken: ct))
+    public static Task<Dictionary<string, string>> MeterEventNamesAsync(IStripeClient stripe, StripeCalls calls, CancellationToken ct) =>
+        calls.RunAsync(async c =>
         {
-            names[meter.Id] = meter.EventName;
-        }
-        return names;
-    }
+            var names = new Dictionary<string, string>(StringComparer.Ordinal);
+            await foreach (var meter in new global::Stripe.Billing.MeterService(stripe).ListAutoPagingAsync(
+                               new global::Stripe.Billing.MeterListOptions { Limit = 100 }, cancellationToken: c))
+            {
+                names[meter.Id] = meter.EventName;
+            }
+            return names;
+        }, ct);
 
     /// <summary>The meter event names whose overage the subscription's metered items bill (one per item, so a meter billed twice shows twice).</summary>
     public static List<string> HeldEventNames(Subscription subscription, IReadOnlyDictionary<string, string> meterEventNames) =>
