@@ -76,6 +76,13 @@ public class Consumer_retries
     }
 
     [Test]
+    public void The_bus_sends_no_usage_telemetry_to_MassTransits_vendor()
+    {
+        var options = _host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<UsageTelemetryOptions>>().Value;
+        Assert.That(options.Enabled, Is.False);
+    }
+
+    [Test]
     public async Task A_message_that_must_wait_longer_than_the_quick_retries_is_handled_and_a_bug_still_goes_to_error()
     {
         var waiting = Guid.NewGuid().ToString("N");

@@ -48,6 +48,9 @@ public static class BusExtensions
 
         builder.Services.AddMassTransit(x =>
         {
+            // MassTransit reports usage to its vendor (usage-tracking.masstransit.io) unless told not to: a billing backend
+            // makes no calls nobody asked for, and offline it logged a stack trace every 20 minutes.
+            x.DisableUsageTelemetry();
             x.SetEndpointNameFormatter(new KebabCaseEndpointNameFormatter(settings.QueuePrefix + serviceName, false));
             consumers?.Invoke(x);
             var later = RetryLaterIntervals(settings);
