@@ -180,6 +180,37 @@ public class Refunding_a_payment
     }
 
     [Test]
+    public async Task In_full_of_an_earlier_period_keeps_access_and_of_the_current_period_ends_it()
+    {
+        var user = "e2e-refund-old-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        await Paying_for_Pro.SubscribeAsync(api, "month");
+        await Simulator.AdvanceAsync(TimeSpan.FromDays(31) + TimeSpan.FromHours(1));
+        var payments = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() == 2, "the first payment and the renewal");
+        var renewal = payments.EnumerateArray().MaxBy(p => p.GetProperty("createdAt").GetDateTimeOffset()).GetProperty("id").GetString();
+        var first = payments.EnumerateArray().MinBy(p => p.GetProperty("createdAt").GetDateTimeOffset()).GetProperty("id").GetString();
+
+        using var admin = Api.Gateway(Tokens.Admin());
+        var (status, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId = first, force = true });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items").EnumerateArray()
+                .Single(p => p.GetProperty("id").GetString() == first),
+            p => p.GetProperty("status").GetString() == "refunded", "the first period's payment to show refunded");
+        var history = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me/history")).Body,
+            h => h.ToString().Contains("did not pay for the current period"), "the refund to be handled by Subscriptions");
+        Assert.That((await api.GetAsync("/api/subscriptions/me")).Body.GetProperty("status").GetString(), Is.EqualTo("active"), history.ToString());
+        using var service = Api.Gateway(Tokens.Service());
+        Assert.That((await service.PostAsync("/api/usage/consume", Paying_for_Pro.Consume(user, Guid.NewGuid().ToString()))).Status,
+            Is.EqualTo(HttpStatusCode.OK), "the current period stays paid for");
+
+        (status, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId = renewal });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("status").GetString() == "canceled", "access to end after the current period's refund");
+    }
+
+    [Test]
     public async Task Outside_the_7_day_window_needs_force_and_a_partial_refund_keeps_access()
     {
         var user = "e2e-refund-late-" + Guid.NewGuid().ToString("N")[..8];

@@ -10,6 +10,7 @@ using Billing.ServiceDefaults.Stripe;
 using Dapper;
 using Npgsql;
 using Stripe;
+using static Billing.ServiceDefaults.Stripe.StripeDates;
 
 namespace Billing.Payments.Api.Webhooks;
 
@@ -432,6 +433,4 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         ("year", 1) => "yearly",
         _ => $"every {count} {interval}s",
     };
-
-    private static DateTimeOffset Utc(DateTime value) => new(DateTime.SpecifyKind(value, DateTimeKind.Utc));
 }

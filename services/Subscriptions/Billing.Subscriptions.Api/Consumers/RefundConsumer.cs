@@ -5,13 +5,15 @@ using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Core.Subscriptions;
 using MassTransit;
 using Stripe;
+using static Billing.ServiceDefaults.Stripe.StripeDates;
 
 namespace Billing.Subscriptions.Api.Consumers;
 
 /// <summary>
-/// A full refund of a subscription payment ends the subscription's access: Subscriptions cancels it in Stripe at once
-/// (no proration: the money is back already); Stripe's <c>customer.subscription.deleted</c> then ends it everywhere.
-/// A partial refund is a goodwill gesture and changes no access.
+/// A full refund of the payment for the current period ends the subscription's access: Subscriptions cancels it in Stripe
+/// at once (no proration: the money is back already); Stripe's <c>customer.subscription.deleted</c> then ends it
+/// everywhere. A partial refund is a goodwill gesture and changes no access; nor does a full refund of a payment that did
+/// not pay for the current period — an earlier period's, or an upgrade's proration (the period itself stays paid).
 /// </summary>
 public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCalls calls) : IConsumer<PaymentRefunded>
 {
@@ -27,6 +29,16 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
             var subscription = await SubscriptionStore.GetForUpdateAsync(connection, tx, subscriptionId, ct);
             if (subscription is null || SubscriptionStatus.Over.Contains(subscription.StripeStatus))
             {
+                return;
+            }
+            // The payment's id is its invoice's. Its plan lines say which period it paid: one that ends after the current
+            // period started is this period's (or a renewal this service has not seen yet); a proration has none.
+            var invoice = await calls.RunAsync(c => new InvoiceService(stripe).GetAsync(m.PaymentId, cancellationToken: c), ct);
+            if (InvoiceLines.PlanPeriodEnd(invoice) is not { } paidUntil || Utc(paidUntil) <= subscription.CurrentPeriodStart)
+            {
+                await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "refunded",
+                    $"payment {m.PaymentId} refunded in full ({m.AmountRefunded} {m.Currency}); it did not pay for the current period, so access stays",
+                    "stripe", m.StripeEventId, m.OccurredAt, ct);
                 return;
             }
             await calls.RunAsync(c => new SubscriptionService(stripe).CancelAsync(subscriptionId, new SubscriptionCancelOptions { Prorate = false },

@@ -4,6 +4,7 @@ using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Core.Subscriptions;
 using Stripe;
+using static Billing.ServiceDefaults.Stripe.StripeDates;
 
 namespace Billing.Subscriptions.Api.Endpoints;
 
@@ -58,6 +59,4 @@ public static class UpcomingInvoiceEndpoints
             : periodEnd is { } end ? Utc(end) : null;
         return TypedResults.Ok(new UpcomingInvoice(preview.AmountDue, preview.Currency, billedAt, lines));
     }
-
-    private static DateTimeOffset Utc(DateTime value) => new(DateTime.SpecifyKind(value, DateTimeKind.Utc));
 }
