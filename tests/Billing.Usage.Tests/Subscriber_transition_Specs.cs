@@ -135,6 +135,36 @@ public class Subscriber_transitions
     }
 
     [Test]
+    public void A_suspension_that_arrives_after_the_payment_does_not_wait_for_the_next_past_due_period()
+    {
+        // The suspension of the episode that began at minute 10 arrives after the payment at minute 59 (two outboxes, no
+        // order between them); a month later the next renewal fails: its grace starts then, with full access.
+        var state = Apply(Change("active", 1, 0), Change("past_due", 2, 10), Change("active", 3, 59));
+        var late = SubscriberTransitions.Suspend(state, "sub_1", T0.AddMinutes(10));
+        Assert.That(late.SuspendedAt, Is.Null);
+        var nextFailure = SubscriberTransitions.Apply(late, Change("past_due", 4, 60 * 24 * 31), Catalog);
+        Assert.That(nextFailure.Access, Is.EqualTo(SubscriberAccess.Full));
+
+        // A state stored with such a suspension (before this was fixed) mends at the next change.
+        var stored = state with { SuspendedAt = T0.AddMinutes(10) };
+        Assert.That(SubscriberTransitions.Apply(stored, Change("past_due", 4, 60 * 24 * 31), Catalog).Access, Is.EqualTo(SubscriberAccess.Full));
+
+        // In every order of the episode's events (null: the suspension), the next failure a month later starts with full access.
+        var episode = new SubscriptionChange?[] { Change("active", 1, 0), Change("past_due", 2, 10), Change("active", 3, 59), null };
+        foreach (var permutation in Permutations(episode))
+        {
+            var s = SubscriberState.New("u1", Catalog);
+            foreach (var e in permutation)
+            {
+                s = e is null ? SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(10)) : SubscriberTransitions.Apply(s, e, Catalog);
+            }
+            Assert.That(s.Access, Is.EqualTo(SubscriberAccess.Full), string.Join(", ", permutation.Select(e => e?.Status ?? "suspended")));
+            Assert.That(SubscriberTransitions.Apply(s, Change("past_due", 4, 60 * 24 * 31), Catalog).Access, Is.EqualTo(SubscriberAccess.Full),
+                string.Join(", ", permutation.Select(e => e?.Status ?? "suspended")));
+        }
+    }
+
+    [Test]
     public void A_late_event_of_the_old_subscription_does_not_replace_the_new_one()
     {
         // Usage was down; its queues (activated, updated, ended) drain in parallel after the restart.

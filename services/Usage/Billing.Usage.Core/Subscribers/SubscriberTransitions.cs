@@ -55,7 +55,7 @@ public static class SubscriberTransitions
             Sequence = change.Sequence,
             StatusOccurredAt = change.OccurredAt,
             // Another subscription starts clean; a return to active after the suspension lifts it.
-            SuspendedAt = !same || (change.Status is "active" or "trialing" && state.SuspendedAt < change.OccurredAt) ? null : state.SuspendedAt,
+            SuspendedAt = !same || (change.Status is "active" or "trialing" && state.SuspendedAt < change.OccurredAt) ? null : LiveSuspension(state),
         };
         return next with { Access = AccessOf(next) };
     }
@@ -68,8 +68,11 @@ public static class SubscriberTransitions
     /// </summary>
     public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset pastDueSince)
     {
-        if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None)
+        if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None
+            || (Recovered(state) && state.StatusOccurredAt > pastDueSince))
         {
+            // Not this subscription, or the episode it suspends has already ended in a payment (the status says active
+            // since after the episode began): kept, it would suspend the next past-due episode from its first second.
             return state;
         }
         var next = state with { SuspendedAt = state.SuspendedAt is { } s && s > pastDueSince ? s : pastDueSince };
@@ -86,6 +89,13 @@ public static class SubscriberTransitions
         }
         return state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
     }
+
+    private static bool Recovered(SubscriberState s) => s.Status is "active" or "trialing";
+
+    /// <summary>The stored suspension unless an active status after it has lifted it (a state stored before the
+    /// suspension's late arrival was ignored carries such a stale one).</summary>
+    private static DateTimeOffset? LiveSuspension(SubscriberState s) =>
+        s.SuspendedAt is { } at && Recovered(s) && s.StatusOccurredAt > at ? null : s.SuspendedAt;
 
     private static bool Later(DateTimeOffset? stored, DateTimeOffset? incoming) => stored is { } a && incoming is { } b && a > b;
 
