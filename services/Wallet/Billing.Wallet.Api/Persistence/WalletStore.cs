@@ -636,6 +636,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// </summary>
     public async Task ClawBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PaymentRefunded m, CancellationToken ct)
     {
+        // The wallet first, then the purchase: the order a return takes (it pays refund debt under the wallet's lock), so
+        // a claw-back and a return of the same user never wait for each other in a cycle (a deadlock PostgreSQL aborts).
+        await LockWalletAsync(c, tx, m.UserId, ct);
         var purchase = await c.QuerySingleOrDefaultAsync<(string SessionId, string UserId, long Tokens, long Amount, long? LotId, long Requested)?>(
             new CommandDefinition(
                 """
@@ -657,8 +660,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var now = clock.GetUtcNow();
         // Lock first, read after: a statement that waits for the row lock sees the locked row as committed, but its
         // sub-selects keep the snapshot taken before the wait, so lots a concurrent grant or return added would be missed.
-        await c.ExecuteAsync(new CommandDefinition(
-            "SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
+        if (!string.Equals(userId, m.UserId, StringComparison.Ordinal))
+        {
+            await LockWalletAsync(c, tx, userId, ct); // the purchase's own user (the event names the same one)
+        }
         var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
             """
             SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
@@ -696,6 +701,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             StripeEventId = m.StripeEventId,
         }, Outbox.MessageId($"{sessionId}#{target}", nameof(TokensClawedBack)), ct);
     }
+
+    private static Task LockWalletAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, CancellationToken ct) =>
+        c.ExecuteAsync(new CommandDefinition("SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
 
     // ---------------------------------------------------------------- expiry
 
