@@ -43,6 +43,33 @@ public class A_late_payment_failure
     }
 
     [Test]
+    public async Task Paying_an_earlier_periods_invoice_leaves_the_grace_period_of_the_current_one()
+    {
+        // Past due in the second period; the first period's invoice (still open, say) is paid from its hosted page: the
+        // current period's is not, so the grace period runs on; paying that one ends it.
+        var user = SubscriptionsHost.NewUser();
+        var subscriptionId = "sub_older_" + Guid.NewGuid().ToString("N")[..12];
+        var start = DateTimeOffset.UtcNow.AddDays(-40);
+        SubscriptionUpdated Updated(string status, long sequence, DateTimeOffset at) => UpdatedEvent(user, subscriptionId, "cus_older", start, status, sequence, at);
+        InvoicePaid Paid(string invoiceId, DateTimeOffset periodStart, DateTimeOffset periodEnd) => new()
+        {
+            UserId = user, InvoiceId = invoiceId, CustomerId = "cus_older", SubscriptionId = subscriptionId, PlanId = "pro",
+            BillingReason = "subscription_cycle", AmountPaid = 500, Currency = "usd", PeriodStart = periodStart, PeriodEnd = periodEnd,
+            OccurredAt = DateTimeOffset.UtcNow,
+        };
+        var pastDueAt = DateTimeOffset.UtcNow.AddHours(-1);
+        await Host.PublishAndWaitAsync(Updated("past_due", 1, pastDueAt));
+
+        await Host.PublishAndWaitAsync(Paid("in_first", start, start.AddDays(30)));
+        var local = await SubscriptionsHost.LocalAsync(subscriptionId);
+        Assert.That(local!.GraceUntil, Is.EqualTo(pastDueAt.AddDays(1)).Within(TimeSpan.FromSeconds(1)), "the current period is still unpaid");
+
+        await Host.PublishAndWaitAsync(Paid("in_second", start.AddDays(30), start.AddDays(60)));
+        local = await SubscriptionsHost.LocalAsync(subscriptionId);
+        Assert.That((local!.PastDueSince, local.GraceUntil), Is.EqualTo(((DateTimeOffset?)null, (DateTimeOffset?)null)));
+    }
+
+    [Test]
     public async Task A_new_past_due_after_a_recovery_starts_a_new_grace_period()
     {
         // A row left with an old grace period (as the bug above did) and back to active through an event that was

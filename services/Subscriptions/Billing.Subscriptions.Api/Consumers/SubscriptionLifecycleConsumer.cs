@@ -100,6 +100,15 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
             {
                 return;
             }
+            // Only the invoice of the current period (or of a renewal not seen yet) settles a past-due subscription: paying
+            // an earlier period's leaves Stripe's status past due, and the grace period must run on. (Its period ends where
+            // the current one starts; a minute's slack for stored times rounded to microseconds.)
+            if (m.PeriodEnd <= existing.CurrentPeriodStart.AddMinutes(1))
+            {
+                await SubscriptionStore.RecordAsync(c, tx, m.UserId, m.SubscriptionId, "invoice_paid",
+                    $"{m.BillingReason}: {m.AmountPaid} {m.Currency} for an earlier period", "stripe", m.StripeEventId, m.OccurredAt, ct);
+                return;
+            }
             var restored = existing.PastDueSince is not null || existing.SuspendedAt is not null;
             await SubscriptionStore.UpsertAsync(c, tx, existing with { PastDueSince = null, GraceUntil = null, SuspendedAt = null }, ct);
             await SubscriptionStore.RecordAsync(c, tx, m.UserId, m.SubscriptionId, restored ? "payment_recovered" : "invoice_paid",
