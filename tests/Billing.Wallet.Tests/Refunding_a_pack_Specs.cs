@@ -72,6 +72,34 @@ public sealed class Refunding_a_pack
     }
 
     [Test]
+    public async Task A_refund_of_an_expired_pack_takes_back_only_the_tokens_that_were_spent_not_those_that_expired()
+    {
+        var user = WalletHost.NewUser();
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100); // expires after 30 days
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1000);
+        await Host.GrantAsync(user, 1000);                                              // never expires
+        Assert.That((await Host.DebitAsync(user, 300, WalletHost.NewKey())).Status, Is.EqualTo(System.Net.HttpStatusCode.OK));
+
+        Host.Clock.Advance(TimeSpan.FromDays(31));
+        try
+        {
+            Assert.That(await Host.BalanceAsync(user), Is.EqualTo(1000), "the pack's other 700 expired");
+            await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
+            await WalletHost.EventuallyAsync(async () => (await Host.TransactionsAsync(user)).Any(t => t.GetProperty("kind").GetString() == "refund"));
+
+            var refund = (await Host.TransactionsAsync(user))[0];
+            Assert.That((refund.GetProperty("requested").GetInt64(), refund.GetProperty("amount").GetInt64(), refund.GetProperty("shortfall").GetInt64()),
+                Is.EqualTo((300L, -300L, 0L)), "the 300 spent, not the 700 that expired");
+            Assert.That(await Host.BalanceAsync(user), Is.EqualTo(700), "the never-expiring grant keeps what the refund does not cover");
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-31));
+        }
+    }
+
+    [Test]
     public async Task A_refund_that_waited_for_a_grant_takes_the_granted_tokens_from_their_lot()
     {
         var user = WalletHost.NewUser();

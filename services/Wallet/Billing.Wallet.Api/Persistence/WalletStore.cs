@@ -650,7 +650,15 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 $"Refund of payment {m.PaymentId}: its pack purchase has not been granted yet; the refund waits for it.");
 
         var (sessionId, userId, tokens, _, lotId, alreadyRequested) = purchase;
-        var target = Clawback.TargetTokens(tokens, m.Amount, m.AmountRefunded, m.FullyRefunded);
+        // Tokens of the pack that expired unused were never the user's to spend: a refund takes back (from the balance, or
+        // as a debt) at most the tokens that were not lost that way.
+        var expired = lotId is null ? 0L : await c.QuerySingleAsync<long>(new CommandDefinition(
+            """
+            SELECT COALESCE(-SUM(e.amount), 0)::bigint FROM wallet_lots l
+            JOIN wallet_ledger e ON e.user_id = l.user_id AND e.kind = 'expiry' AND e.reference = l.reference
+            WHERE l.id = @lotId AND l.expired_at IS NOT NULL
+            """, new { lotId }, tx, cancellationToken: ct));
+        var target = Math.Min(Clawback.TargetTokens(tokens, m.Amount, m.AmountRefunded, m.FullyRefunded), tokens - expired);
         var requested = target - alreadyRequested;
         if (requested <= 0)
         {
