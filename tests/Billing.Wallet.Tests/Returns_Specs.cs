@@ -186,6 +186,32 @@ public sealed class Returning_unused_tokens
     }
 
     [Test]
+    public async Task Tokens_debited_after_the_refund_come_back_to_the_user_and_pay_none_of_its_debt()
+    {
+        // The refund left 70,000 owed (spent before it); a pack bought afterwards is the user's: a reservation on it that
+        // comes back unused must give the tokens back, as a consume that was never returned would have kept them.
+        var user = WalletHost.NewUser();
+        var refunded = WalletHost.Purchased(user);
+        await Host.PublishAsync(refunded);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 100_000);
+        Assert.That((await Host.DebitAsync(user, 70_000, WalletHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK));
+        await Host.PublishAsync(WalletHost.Refunded(refunded, 500));
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 0);
+
+        var bought = WalletHost.Purchased(user);
+        await Host.PublishAsync(bought);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 100_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 50_000, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (status, body) = await ReturnAsync(user, 50_000, key);
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("balance").GetInt64(), Is.EqualTo(100_000));
+        Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE checkout_session_id = @session",
+            new { session = refunded.CheckoutSessionId }), Is.EqualTo(70_000), "still owed, by returns of what was spent before the refund");
+    }
+
+    [Test]
     public async Task Tokens_that_come_back_into_an_expired_lot_expire_and_pay_no_refund_debt()
     {
         var user = WalletHost.NewUser();

@@ -263,9 +263,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             return new ReturnOutcome(ReturnResult.NothingDebited, 0, await BalanceAsync(c, null, r.UserId, ct));
         }
 
-        var debit = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long? ReturnAsked, long Returned, string? Reference)>(
+        var debit = await c.QuerySingleAsync<(string UserId, long Amount, bool Debited, long? ReturnAsked, long Returned, string? Reference, DateTime CreatedAt)>(
             new CommandDefinition(
-                "SELECT user_id, amount, debited, return_asked, returned, reference FROM wallet_debits WHERE idempotency_key = @Key FOR UPDATE",
+                "SELECT user_id, amount, debited, return_asked, returned, reference, created_at FROM wallet_debits WHERE idempotency_key = @Key FOR UPDATE",
                 new { Key = r.IdempotencyKey }, tx, cancellationToken: ct));
         if (debit.UserId != r.UserId)
         {
@@ -338,7 +338,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry, before
         // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
-        await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, now, ct);
+        await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, debit.CreatedAt, now, ct);
         var balance = await BalanceAsync(c, tx, r.UserId, ct);
         await tx.CommitAsync(ct);
         return new ReturnOutcome(ReturnResult.Returned, amount, balance);
@@ -347,16 +347,21 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// <summary>
     /// Tokens of a refunded pack that were already spent when the refund came (its clawback's shortfall) are owed; when
     /// spent tokens come back (<paramref name="returned"/> of them), the debt is paid from them first, through a
-    /// <c>refund</c> entry and <see cref="TokensClawedBack"/>, oldest purchase first.
+    /// <c>refund</c> entry and <see cref="TokensClawedBack"/>, oldest purchase first. Only tokens spent before a refund
+    /// can be its pack's: what a debit made after the refund gives back (tokens bought since) pays none of its debt.
     /// </summary>
     private static async Task PayRefundDebtAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long returned, string debitKey,
-        DateTimeOffset now, CancellationToken ct)
+        DateTime debitedAt, DateTimeOffset now, CancellationToken ct)
     {
         var debts = (await c.QueryAsync<(string SessionId, long Outstanding)>(new CommandDefinition(
             """
-            SELECT checkout_session_id, clawback_outstanding FROM wallet_purchases
-            WHERE user_id = @userId AND clawback_outstanding > 0 ORDER BY created_at, checkout_session_id FOR UPDATE
-            """, new { userId }, tx, cancellationToken: ct))).ToList();
+            SELECT p.checkout_session_id, p.clawback_outstanding FROM wallet_purchases p
+            WHERE p.user_id = @userId AND p.clawback_outstanding > 0
+              AND EXISTS (SELECT 1 FROM wallet_ledger e
+                          WHERE e.user_id = p.user_id AND e.kind = 'refund' AND e.created_at > @debitedAt
+                            AND starts_with(e.dedupe_key, 'refund:' || p.checkout_session_id || '#'))
+            ORDER BY p.created_at, p.checkout_session_id FOR UPDATE OF p
+            """, new { userId, debitedAt }, tx, cancellationToken: ct))).ToList();
         if (debts.Count == 0)
         {
             return;
