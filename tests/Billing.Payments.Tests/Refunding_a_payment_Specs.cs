@@ -109,6 +109,11 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
         var payment = await PaymentsHost.ScalarAsync(
             "WITH gone AS (DELETE FROM payments WHERE id = @id RETURNING 1) SELECT count(*) FROM gone", new { id = paymentIntentId });
         Assert.That(payment, Is.EqualTo(1), "as if the checkout's own event had not been applied yet");
+        FakeStripe.Object("/v1/payment_intents/" + paymentIntentId, new JsonObject
+        {
+            ["id"] = paymentIntentId, ["object"] = "payment_intent", ["amount"] = 5000L, ["currency"] = "usd", ["status"] = "succeeded",
+            ["metadata"] = new JsonObject { ["userId"] = "u-" + paymentIntentId[3..], ["kind"] = "token_pack" },
+        });
         var charge = FakeStripe.ObjectAt("/v1/charges/" + chargeId);
         charge["amount_refunded"] = 5000L;
         charge["refunded"] = true;
@@ -123,6 +128,30 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
 
         await RecordPaymentAsync(paymentIntentId, chargeId, 5000); // the checkout's event is applied at last
         await RefundedAmountAsync(paymentIntentId, 5000);
+    }
+
+    [Test]
+    public async Task A_refund_of_a_charge_that_is_not_Billings_is_let_go_instead_of_waiting_forever()
+    {
+        // Another product on the same Stripe account: no payment recorded, no Billing metadata on its payment intent or
+        // customer (neither is even known here).
+        var n = Guid.NewGuid().ToString("N")[..14];
+        var chargeId = "ch_other_" + n;
+        FakeStripe.Object("/v1/charges/" + chargeId, new JsonObject
+        {
+            ["id"] = chargeId, ["object"] = "charge", ["amount"] = 900L, ["amount_captured"] = 900L, ["amount_refunded"] = 900L,
+            ["captured"] = true, ["created"] = DateTimeOffset.UtcNow.AddDays(-1).ToUnixTimeSeconds(), ["currency"] = "usd",
+            ["customer"] = "cus_other_" + n, ["livemode"] = false, ["metadata"] = new JsonObject(), ["paid"] = true,
+            ["payment_intent"] = "pi_other_" + n, ["receipt_url"] = null, ["refunded"] = true, ["status"] = "succeeded",
+        });
+
+        await ChargeRefundedWebhookAsync(chargeId);
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                "SELECT count(*) FROM stripe_events WHERE type = 'charge.refunded' AND object_id = @chargeId AND status = 'processed'", new { chargeId }),
+            processed => processed == 1, "the event done with");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT attempts FROM stripe_events WHERE type = 'charge.refunded' AND object_id = @chargeId", new { chargeId }), Is.EqualTo(1),
+            "done with at the first attempt");
     }
 
     /// <summary>A paid token pack, 60 days old (outside the default catalog's refund window, so refunds need force).</summary>

@@ -283,14 +283,24 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     private async Task ChargeRefundedAsync(NpgsqlConnection c, NpgsqlTransaction tx, string chargeId, StoredEvent e, CancellationToken ct)
     {
         var charge = await calls.RunAsync(t => new ChargeService(stripe).GetAsync(chargeId, cancellationToken: t), ct);
-        var payment = await c.QuerySingleOrDefaultAsync<(string Id, string UserId, string Kind, long Amount, string? SubscriptionId, string? PackId, long? Tokens)?>(
+        var recorded = await c.QuerySingleOrDefaultAsync<(string Id, string UserId, string Kind, long Amount, string? SubscriptionId, string? PackId, long? Tokens)?>(
             new CommandDefinition(
                 """
                 SELECT id, user_id, kind, amount, subscription_id, pack_id, tokens FROM payments
                 WHERE charge_id = @chargeId OR (payment_intent_id IS NOT NULL AND payment_intent_id = @paymentIntentId)
                 LIMIT 1 FOR UPDATE
-                """, new { chargeId, paymentIntentId = charge.PaymentIntentId }, tx, cancellationToken: ct))
-            ?? throw new Billing.ServiceDefaults.Messaging.RetryLaterException($"No payment is recorded for charge {chargeId} yet; the refund waits for it.");
+                """, new { chargeId, paymentIntentId = charge.PaymentIntentId }, tx, cancellationToken: ct));
+        if (recorded is not { } payment)
+        {
+            // A charge of Billing's whose payment is not recorded yet waits for it; a charge of something else on the same
+            // Stripe account (no Billing metadata on its payment intent or customer) would wait forever: it is let go.
+            if (await IsBillingsAsync(charge, ct))
+            {
+                throw new Billing.ServiceDefaults.Messaging.RetryLaterException($"No payment is recorded for charge {chargeId} yet; the refund waits for it.");
+            }
+            logger.LogInformation("Stripe event {EventId}: charge {ChargeId} is not a Billing payment (no Billing metadata); its refund is ignored", e.Id, chargeId);
+            return;
+        }
 
         var refunded = Math.Min(charge.AmountRefunded, payment.Amount);
         await c.ExecuteAsync(new CommandDefinition(
@@ -306,6 +316,32 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             Amount = payment.Amount, AmountRefunded = refunded, Currency = charge.Currency, FullyRefunded = refunded >= payment.Amount,
             SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
         }, Outbox.MessageId($"{chargeId}#{refunded}", nameof(PaymentRefunded)), ct);
+    }
+
+    /// <summary>
+    /// Billing's charges carry its metadata: a token pack's on its payment intent (<c>kind</c>, <c>userId</c>), a
+    /// subscription invoice's on its customer (<c>userId</c>, set when Subscriptions creates the customer).
+    /// </summary>
+    private async Task<bool> IsBillingsAsync(Charge charge, CancellationToken ct)
+    {
+        return (charge.PaymentIntentId is { Length: > 0 } intentId
+                && Ours(await MetadataAsync(t => new PaymentIntentService(stripe).GetAsync(intentId, cancellationToken: t))))
+            || (charge.CustomerId is { Length: > 0 } customerId
+                && Ours(await MetadataAsync(async t => await new CustomerService(stripe).GetAsync(customerId, cancellationToken: t))));
+
+        static bool Ours(IDictionary<string, string>? metadata) => metadata is not null && metadata.ContainsKey("userId");
+
+        async Task<IDictionary<string, string>?> MetadataAsync<T>(Func<CancellationToken, Task<T>> get) where T : IHasMetadata
+        {
+            try
+            {
+                return (await calls.RunAsync(get, ct)).Metadata;
+            }
+            catch (StripeException ex) when (ex.HttpStatusCode == System.Net.HttpStatusCode.NotFound)
+            {
+                return null; // Stripe has no such object: nothing Billing could wait for
+            }
+        }
     }
 
     private async Task<SubscriptionSnapshot> SnapshotAsync(Subscription s, CancellationToken ct)
