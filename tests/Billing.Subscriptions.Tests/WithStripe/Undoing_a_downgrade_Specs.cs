@@ -1,4 +1,5 @@
 using System.Net;
+using Billing.ServiceDefaults.Stripe;
 using Stripe;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
@@ -38,6 +39,43 @@ public class Undoing_a_scheduled_downgrade
         Assert.That(after.Metadata.GetValueOrDefault("entitledPlanId", ""), Is.Empty);
         var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = before.Id, Limit = 100 });
         Assert.That(invoices.Data.Count(i => i.BillingReason == "subscription_update"), Is.Zero, "nothing charged");
+    }
+
+    [Test]
+    public async Task An_upgrade_meanwhile_is_prorated_against_the_plan_paid_for_not_the_lower_one_stripe_bills_next()
+    {
+        // Business was paid for this period; Stripe's item already says Pro (the downgrade waits for the renewal). An upgrade
+        // to Max now credits the unused Business time: about 5000 - 2000, not 5000 - 500.
+        var (user, before) = await DowngradedAsync();
+
+        var (_, preview) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=max&interval=month");
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "max", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("upgrade"));
+        var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = before.Id, Limit = 100 });
+        var upgrade = invoices.Data.Single(i => i.BillingReason == "subscription_update");
+        Assert.That(upgrade.AmountPaid, Is.EqualTo(3000).Within(10));
+        Assert.That(preview.GetProperty("amountDueNow").GetInt64(), Is.EqualTo(upgrade.AmountPaid).Within(10), preview.ToString());
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.PlanItem().Price.LookupKey, Is.EqualTo("max_month"));
+        Assert.That(after.Metadata.GetValueOrDefault("entitledPlanId", ""), Is.Empty, "no downgrade pending any more");
+    }
+
+    [Test]
+    public async Task A_declined_upgrade_meanwhile_leaves_the_downgrade_pending()
+    {
+        var (user, before) = await DowngradedAsync();
+        await Host.SetCardAsync(before.CustomerId, "4000000000000002");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "max", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired), body.ToString());
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.PlanItem().Price.LookupKey, Is.EqualTo("pro_month"), "Stripe bills Pro from the renewal, as asked");
+        Assert.That((after.Metadata.GetValueOrDefault("entitledPlanId"), after.Metadata.GetValueOrDefault("planId")), Is.EqualTo(("business", "pro")));
+        var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = before.Id, Limit = 100 });
+        Assert.That(invoices.Data.Where(i => i.BillingReason == "subscription_update").Sum(i => i.AmountPaid), Is.Zero, "nothing charged");
     }
 
     [Test]

@@ -203,6 +203,10 @@ public static class LifecycleEndpoints
             // change fail, that downgrade is scheduled again.
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
+        // A downgrade within the interval has already put the lower price on Stripe's item (without proration; the user keeps
+        // the plan paid for until the renewal). An upgrade prorates from the item's price, so it would credit the unused
+        // time at the lower price: the paid-for price goes back first, without proration, and returns should the upgrade fail.
+        var restored = kind == PlanChangeKind.Upgrade ? await RestoreEntitledPriceAsync(subscription, current, catalog, prices, idempotencyKey, stripe, calls, ct) : null;
         // An upgrade also swaps the metered overage items to the new plan's (Stripe bills a removed one's usage so far on the
         // upgrade's invoice); other changes here keep them: a downgrade that changes them went through a schedule above.
         var changes = kind == PlanChangeKind.Upgrade ? OverageItems.Changes(subscription, priceId, overagePriceIds) : [new ItemChange(item.Id, priceId)];
@@ -244,11 +248,13 @@ public static class LifecycleEndpoints
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
             await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
+            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls);
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
         catch
         {
             await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
+            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls);
             throw;
         }
 
@@ -266,6 +272,63 @@ public static class LifecycleEndpoints
             planId = plan.Id, interval = price.Interval, intervalCount = price.IntervalCount,
             kind = kind.ToString().ToLowerInvariant(), effectiveAt,
         });
+    }
+
+    /// <summary>
+    /// The price of the plan the user paid for this period (<see cref="SubscriptionRecord.PlanId"/>: the entitled one) when a
+    /// downgrade within the interval has already put a lower price on Stripe's item; null when none is pending.
+    /// </summary>
+    private static async Task<string?> EntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
+        StripePrices prices, CancellationToken ct)
+    {
+        var item = subscription.PlanItem();
+        if (!DowngradePending(subscription, current.PlanId)
+            || catalog.FindPlan(current.PlanId)?.FindPrice(item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount)) is not { } paid)
+        {
+            return null;
+        }
+        return await prices.FindAsync(paid.LookupKey, ct) is { } id && id != item.Price.Id ? id : null;
+    }
+
+    /// <summary>Puts the entitled price back on the item (no proration, same period); returns the lower price it replaced.</summary>
+    private static async Task<string?> RestoreEntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
+        StripePrices prices, string idempotencyKey, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
+    {
+        if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is not { } entitled)
+        {
+            return null;
+        }
+        var item = subscription.PlanItem();
+        await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
+        {
+            Items = OverageItems.ToUpdate([new ItemChange(item.Id, entitled)]),
+            ProrationBehavior = "none",
+            BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
+            Metadata = new Dictionary<string, string> { ["planId"] = current.PlanId, [EntitledPlanKey] = "", [EntitledUntilKey] = "" },
+        }, new RequestOptions { IdempotencyKey = idempotencyKey + "-restore" }, c), CancellationToken.None);
+        return item.Price.Id;
+    }
+
+    /// <summary>After a failed upgrade: the downgrade <see cref="RestoreEntitledPriceAsync"/> undid is pending again, as before.</summary>
+    private static async Task RedoDowngradeAsync(Subscription subscription, SubscriptionRecord current, string? lowerPriceId, string idempotencyKey,
+        IStripeClient stripe, StripeCalls calls)
+    {
+        if (lowerPriceId is null)
+        {
+            return;
+        }
+        await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
+        {
+            Items = OverageItems.ToUpdate([new ItemChange(subscription.PlanItem().Id, lowerPriceId)]),
+            ProrationBehavior = "none",
+            BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
+            Metadata = new Dictionary<string, string>
+            {
+                ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
+                [EntitledPlanKey] = subscription.Metadata.GetValueOrDefault(EntitledPlanKey) ?? "",
+                [EntitledUntilKey] = subscription.Metadata.GetValueOrDefault(EntitledUntilKey) ?? "",
+            },
+        }, new RequestOptions { IdempotencyKey = idempotencyKey + "-redo" }, c), CancellationToken.None);
     }
 
     /// <summary>
@@ -304,17 +367,25 @@ public static class LifecycleEndpoints
 
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var now = clock.GetUtcNow();
-        var preview = await calls.RunAsync(c => new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
+        Task<Invoice> PreviewOf(List<ItemChange> changes) => calls.RunAsync(c => new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
         {
             Subscription = current.SubscriptionId,
             SubscriptionDetails = new InvoiceSubscriptionDetailsOptions
             {
-                Items = OverageItems.ToPreview(OverageItems.Changes(subscription, priceId, overagePriceIds)),
+                Items = OverageItems.ToPreview(changes),
                 ProrationBehavior = "always_invoice",
                 ProrationDate = now.UtcDateTime,
             },
         }, cancellationToken: c), ct);
-        return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, preview.AmountDue, preview.Currency, price.Amount));
+        var preview = await PreviewOf(OverageItems.Changes(subscription, priceId, overagePriceIds));
+        var due = preview.AmountDue;
+        // While a downgrade within the interval is pending the change first puts the paid-for price back (no proration):
+        // what is due is the upgrade from the lower price less what going back to the paid-for one would cost.
+        if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is { } entitled)
+        {
+            due = Math.Max(0, due - (await PreviewOf([new ItemChange(subscription.PlanItem().Id, entitled)])).AmountDue);
+        }
+        return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, due, preview.Currency, price.Amount));
     }
 
     /// <summary>Where a change goes: the plan, its price (and Stripe's id of it), the metered overage prices that go with it.</summary>
