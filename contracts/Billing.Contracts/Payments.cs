@@ -111,3 +111,42 @@ public sealed record PaymentRefunded
     /// <summary>The Stripe event that caused it.</summary>
     public string? StripeEventId { get; init; }
 }
+
+/// <summary>
+/// A customer disputed a charge with their bank (a chargeback): Stripe has taken the disputed amount back. Published by
+/// Payments on Stripe's <c>charge.dispute.created</c>; Subscriptions ends the subscription at once, Wallet takes back the
+/// pack's tokens, as for a full refund.
+/// </summary>
+public sealed record PaymentDisputed
+{
+    /// <summary>Billing's user id.</summary>
+    public required string UserId { get; init; }
+    /// <summary>Billing's payment id.</summary>
+    public required string PaymentId { get; init; }
+    /// <summary><c>subscription</c> or <c>token_pack</c>.</summary>
+    public required string Kind { get; init; }
+    /// <summary>Stripe dispute id.</summary>
+    public required string DisputeId { get; init; }
+    /// <summary>Stripe charge id.</summary>
+    public required string ChargeId { get; init; }
+    /// <summary>Stripe payment intent id, if any.</summary>
+    public string? PaymentIntentId { get; init; }
+    /// <summary>The payment's whole amount.</summary>
+    public required long Amount { get; init; }
+    /// <summary>The amount disputed.</summary>
+    public required long AmountDisputed { get; init; }
+    /// <summary>Lowercase ISO currency.</summary>
+    public required string Currency { get; init; }
+    /// <summary>The bank's reason, as Stripe gives it (<c>fraudulent</c>, <c>product_not_received</c>, …).</summary>
+    public string? Reason { get; init; }
+    /// <summary>Subscription of a subscription payment.</summary>
+    public string? SubscriptionId { get; init; }
+    /// <summary>Pack of a token pack payment.</summary>
+    public string? PackId { get; init; }
+    /// <summary>Tokens the pack granted, for a token pack payment.</summary>
+    public long? PackTokens { get; init; }
+    /// <summary>When Stripe says it happened.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The Stripe event that caused it.</summary>
+    public string? StripeEventId { get; init; }
+}

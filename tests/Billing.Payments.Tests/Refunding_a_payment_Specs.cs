@@ -154,6 +154,51 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
             "done with at the first attempt");
     }
 
+    [Test]
+    public async Task A_chargeback_is_recorded_on_the_payment_and_published_once_and_its_close_recorded_too()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var disputeId = "dp_" + Guid.NewGuid().ToString("N")[..14];
+        FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject
+        {
+            ["id"] = disputeId, ["object"] = "dispute", ["amount"] = 5000L, ["charge"] = chargeId, ["payment_intent"] = paymentIntentId,
+            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = "usd", ["livemode"] = false, ["metadata"] = new JsonObject(),
+            ["reason"] = "fraudulent", ["status"] = "needs_response", ["is_charge_refundable"] = false, ["balance_transactions"] = new JsonArray(),
+        });
+
+        await DisputeWebhookAsync(disputeId, "charge.dispute.created");
+        await DisputeWebhookAsync(disputeId, "charge.dispute.created"); // the same event type again (another event id)
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                "SELECT count(*) FROM stripe_events WHERE type = 'charge.dispute.created' AND object_id = @disputeId AND status = 'processed'", new { disputeId }),
+            n => n == 2, "both events processed");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputed,%' AND payload->>'disputeId' = @disputeId", new { disputeId }),
+            Is.EqualTo(1), "published once");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM payments WHERE id = @id AND dispute_id = @disputeId AND dispute_status = 'needs_response'", new { id = paymentIntentId, disputeId }),
+            Is.EqualTo(1));
+
+        FakeStripe.ObjectAt("/v1/disputes/" + disputeId)["status"] = "lost";
+        await DisputeWebhookAsync(disputeId, "charge.dispute.closed");
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                "SELECT count(*) FROM payments WHERE id = @id AND dispute_status = 'lost'", new { id = paymentIntentId }),
+            n => n == 1, "the dispute's end recorded");
+    }
+
+    private async Task DisputeWebhookAsync(string disputeId, string type)
+    {
+        var body = new JsonObject
+        {
+            ["id"] = "evt_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "event", ["api_version"] = "2026-10-28.endive",
+            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+            ["data"] = new JsonObject { ["object"] = FakeStripe.ObjectAt("/v1/disputes/" + disputeId).DeepClone() },
+            ["livemode"] = false, ["pending_webhooks"] = 1, ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
+            ["type"] = type,
+        }.ToJsonString();
+        var (status, answer, _) = await Payments.SendWebhookAsync(body);
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+    }
+
     /// <summary>A paid token pack, 60 days old (outside the default catalog's refund window, so refunds need force).</summary>
     private async Task<(string PaymentIntentId, string ChargeId)> PaymentOutsideTheRefundWindowAsync(long amount)
     {

@@ -31,6 +31,30 @@ public sealed class Refunding_a_pack
     }
 
     [Test]
+    public async Task A_chargeback_takes_back_what_an_earlier_partial_refund_left()
+    {
+        var user = WalletHost.NewUser();
+        var purchase = await BuyAsync(user);
+        await Host.PublishAsync(WalletHost.Refunded(purchase, 100)); // a fifth refunded first
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 80_000);
+
+        var disputed = new Contracts.PaymentDisputed
+        {
+            UserId = user, PaymentId = purchase.PaymentIntentId!, Kind = "token_pack", DisputeId = "dp_" + Guid.NewGuid().ToString("N")[..14],
+            ChargeId = "ch_" + purchase.PaymentIntentId![3..], PaymentIntentId = purchase.PaymentIntentId, Amount = purchase.Amount,
+            AmountDisputed = 400, Currency = "usd", Reason = "fraudulent", PackId = purchase.PackId, PackTokens = purchase.Tokens,
+            OccurredAt = DateTimeOffset.UtcNow, StripeEventId = "evt_" + Guid.NewGuid().ToString("N")[..14],
+        };
+        await Host.PublishAsync(disputed);
+        await Host.PublishAsync(disputed, Guid.NewGuid()); // published twice
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 0);
+        await Task.Delay(500);
+
+        var refunds = (await Host.TransactionsAsync(user)).Where(i => i.GetProperty("kind").GetString() == "refund").ToList();
+        Assert.That(refunds.Select(r => r.GetProperty("amount").GetInt64()), Is.EqualTo(new[] { -80_000L, -20_000L }));
+    }
+
+    [Test]
     public async Task A_refund_after_spending_takes_what_is_left_and_the_ledger_shows_the_shortfall()
     {
         var user = WalletHost.NewUser();

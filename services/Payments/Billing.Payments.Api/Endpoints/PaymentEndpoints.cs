@@ -36,7 +36,8 @@ public static class PaymentEndpoints
         var items = await connection.QueryAsync<PaymentDto>(new CommandDefinition(
             """
             SELECT id AS Id, kind AS Kind, amount AS Amount, amount_refunded AS AmountRefunded, currency AS Currency, status AS Status,
-                   description AS Description, invoice_url AS InvoiceUrl, receipt_url AS ReceiptUrl, paid_at AS CreatedAt
+                   description AS Description, invoice_url AS InvoiceUrl, receipt_url AS ReceiptUrl, paid_at AS CreatedAt,
+                   dispute_status AS DisputeStatus
             FROM payments WHERE user_id = @userId ORDER BY paid_at DESC, id LIMIT @limit
             """, new { userId = user.UserId(), limit = limit ?? 100 }, cancellationToken: ct));
         return TypedResults.Ok(new { items });
@@ -68,5 +69,5 @@ public static class PaymentEndpoints
             : Problems.Problem(404, "not_found", "No such Stripe event is stored.", id.Length <= 255 ? id : null);
 
     public sealed record PaymentDto(string Id, string Kind, long Amount, long AmountRefunded, string Currency, string Status,
-        string Description, string? InvoiceUrl, string? ReceiptUrl, DateTimeOffset CreatedAt);
+        string Description, string? InvoiceUrl, string? ReceiptUrl, DateTimeOffset CreatedAt, string? DisputeStatus);
 }

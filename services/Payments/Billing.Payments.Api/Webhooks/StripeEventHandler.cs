@@ -59,6 +59,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             case StripeEventTypes.ChargeRefunded:
                 await ChargeRefundedAsync(c, tx, id, e, ct);
                 break;
+            case StripeEventTypes.ChargeDisputeCreated or StripeEventTypes.ChargeDisputeClosed:
+                await ChargeDisputeAsync(c, tx, id, e, ct);
+                break;
             case StripeEventTypes.ScheduleCreated or StripeEventTypes.ScheduleUpdated or StripeEventTypes.ScheduleReleased
                 or StripeEventTypes.ScheduleCanceled or StripeEventTypes.ScheduleCompleted:
                 var schedule = await calls.RunAsync(t => new SubscriptionScheduleService(stripe).GetAsync(id, cancellationToken: t), ct);
@@ -280,25 +283,38 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         }, Outbox.MessageId(session.Id, nameof(TokenPackPurchased)), ct);
     }
 
+    private sealed record ChargedPayment(string Id, string UserId, string Kind, long Amount, string? SubscriptionId, string? PackId, long? Tokens);
+
+    /// <summary>
+    /// The payment of a charge, locked. A charge of Billing's whose payment is not recorded yet waits for it (retried); a
+    /// charge of something else on the same Stripe account (no Billing metadata on its payment intent or customer) would
+    /// wait forever: null, and the event is done with.
+    /// </summary>
+    private async Task<ChargedPayment?> PaymentOfAsync(NpgsqlConnection c, NpgsqlTransaction tx, Charge charge, StoredEvent e, string what, CancellationToken ct)
+    {
+        var payment = await c.QuerySingleOrDefaultAsync<ChargedPayment>(new CommandDefinition(
+            """
+            SELECT id AS Id, user_id AS UserId, kind AS Kind, amount AS Amount, subscription_id AS SubscriptionId, pack_id AS PackId, tokens AS Tokens
+            FROM payments WHERE charge_id = @chargeId OR (payment_intent_id IS NOT NULL AND payment_intent_id = @paymentIntentId)
+            LIMIT 1 FOR UPDATE
+            """, new { chargeId = charge.Id, paymentIntentId = charge.PaymentIntentId }, tx, cancellationToken: ct));
+        if (payment is null)
+        {
+            if (await IsBillingsAsync(charge, ct))
+            {
+                throw new Billing.ServiceDefaults.Messaging.RetryLaterException($"No payment is recorded for charge {charge.Id} yet; the {what} waits for it.");
+            }
+            logger.LogInformation("Stripe event {EventId}: charge {ChargeId} is not a Billing payment (no Billing metadata); its {What} is ignored",
+                e.Id, charge.Id, what);
+        }
+        return payment;
+    }
+
     private async Task ChargeRefundedAsync(NpgsqlConnection c, NpgsqlTransaction tx, string chargeId, StoredEvent e, CancellationToken ct)
     {
         var charge = await calls.RunAsync(t => new ChargeService(stripe).GetAsync(chargeId, cancellationToken: t), ct);
-        var recorded = await c.QuerySingleOrDefaultAsync<(string Id, string UserId, string Kind, long Amount, string? SubscriptionId, string? PackId, long? Tokens)?>(
-            new CommandDefinition(
-                """
-                SELECT id, user_id, kind, amount, subscription_id, pack_id, tokens FROM payments
-                WHERE charge_id = @chargeId OR (payment_intent_id IS NOT NULL AND payment_intent_id = @paymentIntentId)
-                LIMIT 1 FOR UPDATE
-                """, new { chargeId, paymentIntentId = charge.PaymentIntentId }, tx, cancellationToken: ct));
-        if (recorded is not { } payment)
+        if (await PaymentOfAsync(c, tx, charge, e, "refund", ct) is not { } payment)
         {
-            // A charge of Billing's whose payment is not recorded yet waits for it; a charge of something else on the same
-            // Stripe account (no Billing metadata on its payment intent or customer) would wait forever: it is let go.
-            if (await IsBillingsAsync(charge, ct))
-            {
-                throw new Billing.ServiceDefaults.Messaging.RetryLaterException($"No payment is recorded for charge {chargeId} yet; the refund waits for it.");
-            }
-            logger.LogInformation("Stripe event {EventId}: charge {ChargeId} is not a Billing payment (no Billing metadata); its refund is ignored", e.Id, chargeId);
             return;
         }
 
@@ -316,6 +332,36 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             Amount = payment.Amount, AmountRefunded = refunded, Currency = charge.Currency, FullyRefunded = refunded >= payment.Amount,
             SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
         }, Outbox.MessageId($"{chargeId}#{refunded}", nameof(PaymentRefunded)), ct);
+    }
+
+    /// <summary>
+    /// A chargeback. Opened: the payment records it and <see cref="PaymentDisputed"/> goes out (access and tokens end as
+    /// for a full refund). Closed: the payment records how it ended; a dispute won brings the money back but restores
+    /// nothing by itself (the user subscribes or buys again).
+    /// </summary>
+    private async Task ChargeDisputeAsync(NpgsqlConnection c, NpgsqlTransaction tx, string disputeId, StoredEvent e, CancellationToken ct)
+    {
+        var dispute = await calls.RunAsync(t => new DisputeService(stripe).GetAsync(disputeId, cancellationToken: t), ct);
+        var charge = await calls.RunAsync(t => new ChargeService(stripe).GetAsync(dispute.ChargeId, cancellationToken: t), ct);
+        if (await PaymentOfAsync(c, tx, charge, e, "dispute", ct) is not { } payment)
+        {
+            return;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE payments SET dispute_id = @disputeId, dispute_status = @status, disputed_at = COALESCE(disputed_at, @at) WHERE id = @id
+            """, new { disputeId, status = dispute.Status, at = e.StripeCreated, id = payment.Id }, tx, cancellationToken: ct));
+        if (e.Type != StripeEventTypes.ChargeDisputeCreated)
+        {
+            return;
+        }
+        await EnqueueAsync(c, tx, new PaymentDisputed
+        {
+            UserId = payment.UserId, PaymentId = payment.Id, Kind = payment.Kind, DisputeId = disputeId, ChargeId = charge.Id,
+            PaymentIntentId = charge.PaymentIntentId, Amount = payment.Amount, AmountDisputed = dispute.Amount, Currency = dispute.Currency ?? charge.Currency,
+            Reason = dispute.Reason, SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens,
+            OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+        }, Outbox.MessageId(disputeId, nameof(PaymentDisputed)), ct);
     }
 
     /// <summary>

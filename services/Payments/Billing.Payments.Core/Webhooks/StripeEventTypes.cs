@@ -15,6 +15,8 @@ public static class StripeEventTypes
     public const string InvoicePaid = "invoice.paid";
     public const string InvoicePaymentFailed = "invoice.payment_failed";
     public const string ChargeRefunded = "charge.refunded";
+    public const string ChargeDisputeCreated = "charge.dispute.created";
+    public const string ChargeDisputeClosed = "charge.dispute.closed";
     // A downgrade to another billing interval waits in a subscription schedule: its changes re-read the subscription.
     public const string ScheduleCreated = "subscription_schedule.created";
     public const string ScheduleUpdated = "subscription_schedule.updated";
@@ -26,7 +28,7 @@ public static class StripeEventTypes
     {
         CheckoutCompleted, CheckoutAsyncSucceeded, CheckoutAsyncFailed,
         SubscriptionCreated, SubscriptionUpdated, SubscriptionDeleted, SubscriptionTrialWillEnd, SubscriptionPaused, SubscriptionResumed,
-        InvoicePaid, InvoicePaymentFailed, ChargeRefunded,
+        InvoicePaid, InvoicePaymentFailed, ChargeRefunded, ChargeDisputeCreated, ChargeDisputeClosed,
         ScheduleCreated, ScheduleUpdated, ScheduleReleased, ScheduleCanceled, ScheduleCompleted,
     };
 }

@@ -14,9 +14,36 @@ namespace Billing.Subscriptions.Api.Consumers;
 /// at once (no proration: the money is back already); Stripe's <c>customer.subscription.deleted</c> then ends it
 /// everywhere. A partial refund is a goodwill gesture and changes no access; nor does a full refund of a payment that did
 /// not pay for the current period — an earlier period's, or an upgrade's proration (the period itself stays paid).
+/// A chargeback (<see cref="PaymentDisputed"/>) of any of its payments ends it at once too: the customer has taken the
+/// money back through their bank, and a renewal charged to that card would be disputed again.
 /// </summary>
-public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCalls calls) : IConsumer<PaymentRefunded>
+public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCalls calls) : IConsumer<PaymentRefunded>, IConsumer<PaymentDisputed>
 {
+    public Task Consume(ConsumeContext<PaymentDisputed> context)
+    {
+        var m = context.Message;
+        if (m is not { Kind: "subscription", SubscriptionId: { } subscriptionId })
+        {
+            return Task.CompletedTask;
+        }
+        return inbox.HandleOnceAsync(context, GetType(), async (connection, tx, ct) =>
+        {
+            var subscription = await SubscriptionStore.GetForUpdateAsync(connection, tx, subscriptionId, ct);
+            if (subscription is null || SubscriptionStatus.Over.Contains(subscription.StripeStatus))
+            {
+                return;
+            }
+            await CancelNowAsync(subscriptionId, $"billing-dispute-cancel-{m.DisputeId}", ct);
+            await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "disputed",
+                $"payment {m.PaymentId} disputed ({m.AmountDisputed} {m.Currency}, {m.Reason ?? "no reason given"}); subscription cancelled now",
+                "stripe", m.StripeEventId, m.OccurredAt, ct);
+        });
+    }
+
+    private Task CancelNowAsync(string subscriptionId, string idempotencyKey, CancellationToken ct) =>
+        calls.RunAsync(c => new SubscriptionService(stripe).CancelAsync(subscriptionId, new SubscriptionCancelOptions { Prorate = false },
+            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+
     public Task Consume(ConsumeContext<PaymentRefunded> context)
     {
         var m = context.Message;
@@ -41,8 +68,7 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
                     "stripe", m.StripeEventId, m.OccurredAt, ct);
                 return;
             }
-            await calls.RunAsync(c => new SubscriptionService(stripe).CancelAsync(subscriptionId, new SubscriptionCancelOptions { Prorate = false },
-                new RequestOptions { IdempotencyKey = $"billing-refund-cancel-{m.ChargeId}" }, c), ct);
+            await CancelNowAsync(subscriptionId, $"billing-refund-cancel-{m.ChargeId}", ct);
             await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "refunded",
                 $"payment {m.PaymentId} refunded in full ({m.AmountRefunded} {m.Currency}); subscription cancelled now", "stripe", m.StripeEventId, m.OccurredAt, ct);
         });
