@@ -49,6 +49,7 @@ public sealed class Matching_Stripe_fixture_shapes : SimulatorSpec
     [TestCase("payment_intent")]
     [TestCase("charge")]
     [TestCase("refund")]
+    [TestCase("dispute")]
     [TestCase("billing.meter_event")]
     [TestCase("billing.meter")]
     [TestCase("event")]
@@ -120,6 +121,7 @@ public sealed class Matching_Stripe_fixture_shapes : SimulatorSpec
         objects["payment_intent"] = intent;
         var (_, refund) = await PostForm("/v1/refunds", $"payment_intent={intent["id"]!.GetValue<string>()}&amount=100");
         objects["refund"] = refund;
+        objects["dispute"] = await PostJson($"/_sim/charges/{intent["latest_charge"]!.GetValue<string>()}/dispute", new JsonObject());
         objects["charge"] = await GetJson($"/v1/charges/{intent["latest_charge"]!.GetValue<string>()}");
         var sessions = await GetJson($"/v1/checkout/sessions?subscription={sub.Id}");
         var session = sessions["data"]![0]!.AsObject();

@@ -216,6 +216,43 @@ public sealed class Keeping_state_in_a_file
     }
 
     [Test]
+    public async Task Should_keep_disputes_across_a_restart()
+    {
+        JsonObject open, closed, charge;
+        await using (var first = await Simulator.StartAsync(_file, ""))
+        {
+            var price = (await first.Form("/v1/prices", "currency=usd&unit_amount=500&product_data[name]=Starter%20pack"))["id"]!.GetValue<string>();
+            var charges = new List<string>();
+            for (var i = 0; i < 2; i++)
+            {
+                var sessionId = (await first.Form("/v1/checkout/sessions",
+                    $"mode=payment&line_items[0][price]={price}&line_items[0][quantity]=1&success_url=https%3A%2F%2Fapp.example%2Fok"))["id"]!.GetValue<string>();
+                using (var paid = await first.Pay(sessionId))
+                {
+                    Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+                }
+                var intent = await first.Get($"/v1/payment_intents/{(await first.Get($"/v1/checkout/sessions/{sessionId}"))["payment_intent"]}");
+                charges.Add(intent["latest_charge"]!.GetValue<string>());
+            }
+            open = await first.Json($"/_sim/charges/{charges[0]}/dispute", new JsonObject { ["reason"] = "product_not_received", ["amount"] = 300 });
+            var other = await first.Json($"/_sim/charges/{charges[1]}/dispute", new JsonObject());
+            closed = await first.Json($"/_sim/disputes/{other["id"]}/close", new JsonObject { ["status"] = "lost" });
+            charge = await first.Get($"/v1/charges/{charges[0]}");
+        }
+        Assert.That(JsonNode.Parse(await File.ReadAllTextAsync(_file))!["disputes"]!.AsArray(), Has.Count.EqualTo(2));
+
+        await using var second = await Simulator.StartAsync(_file, "");
+        Assert.That((await second.Get($"/v1/disputes/{open["id"]}")).ToJsonString(), Is.EqualTo(open.ToJsonString()));
+        Assert.That((await second.Get($"/v1/disputes/{closed["id"]}")).ToJsonString(), Is.EqualTo(closed.ToJsonString()));
+        Assert.That((await second.Get($"/v1/charges/{charge["id"]}")).ToJsonString(), Is.EqualTo(charge.ToJsonString()));
+        Assert.That(charge["disputed"]!.GetValue<bool>(), Is.True);
+        var listed = (await second.Get("/v1/disputes"))["data"]!.AsArray().Select(d => d!["id"]!.GetValue<string>());
+        Assert.That(listed, Is.EqualTo(new[] { closed["id"]!.GetValue<string>(), open["id"]!.GetValue<string>() }), "newest first, as before");
+        using var again = await second.Send(HttpMethod.Post, $"/_sim/charges/{charge["id"]}/dispute", "");
+        Assert.That((int)again.StatusCode, Is.EqualTo(400), "still disputed after the restart");
+    }
+
+    [Test]
     public async Task Should_load_a_file_written_before_meters_and_metered_items_existed()
     {
         JsonObject subscription, invoice;

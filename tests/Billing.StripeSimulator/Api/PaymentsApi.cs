@@ -4,7 +4,7 @@ using Billing.StripeSimulator.Infrastructure;
 
 namespace Billing.StripeSimulator.Api;
 
-/// <summary>Payment intents, charges and refunds.</summary>
+/// <summary>Payment intents, charges, refunds and disputes.</summary>
 public static class PaymentsApi
 {
     public static void MapPaymentsApi(this IEndpointRouteBuilder app)
@@ -39,6 +39,17 @@ public static class PaymentsApi
             return c.Sim.Page(items, r => r.Id, c.Sim.Json.Refund, c.Form, "/v1/refunds");
         });
         app.MapStripe("GET", "/v1/refunds/{id}", c => c.Expand(c.Sim.Json.Refund(c.Sim.Refund(c.Route("id")))));
+        app.MapStripe("GET", "/v1/disputes", c =>
+        {
+            var charge = c.Form.Str("charge");
+            var paymentIntent = c.Form.Str("payment_intent");
+            var items = c.Sim.State.Disputes.Values
+                .Where(d => charge is null || d.ChargeId == charge)
+                .Where(d => paymentIntent is null || d.PaymentIntentId == paymentIntent)
+                .OrderByDescending(d => c.Sim.State.Order(d.Id));
+            return c.Sim.Page(items, d => d.Id, c.Sim.Json.Dispute, c.Form, "/v1/disputes");
+        });
+        app.MapStripe("GET", "/v1/disputes/{id}", c => c.Expand(c.Sim.Json.Dispute(c.Sim.Dispute(c.Route("id")))));
     }
 
     private static JsonObject CreateRefund(StripeCall c)

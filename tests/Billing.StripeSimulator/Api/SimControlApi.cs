@@ -8,7 +8,7 @@ using Billing.StripeSimulator.Webhooks;
 namespace Billing.StripeSimulator.Api;
 
 /// <summary>The simulator's own controls under <c>/_sim</c>: clock, config, reset, events and deliveries, settling
-/// delayed payments, changing a customer's card, meters and meter events.</summary>
+/// delayed payments, changing a customer's card, disputing charges, meters and meter events.</summary>
 public static class SimControlApi
 {
     public static void MapSimControlApi(this IEndpointRouteBuilder app)
@@ -103,6 +103,22 @@ public static class SimControlApi
                 return s.Json.Customer(customer);
             }));
         });
+        sim.MapPost("/charges/{id}/dispute", async (string id, HttpRequest request, Sim s) =>
+        {
+            var form = await ReadFormOrJson(request);
+            return Json(s.Locked(() =>
+            {
+                var charge = s.Charge(id, "id");
+                var dispute = s.Engine.CreateDispute(charge, form.Long("amount"), form.Str("reason") is { Length: > 0 } reason ? reason : null);
+                return s.Json.Dispute(dispute);
+            }));
+        });
+        sim.MapPost("/disputes/{id}/close", async (string id, HttpRequest request, Sim s) =>
+        {
+            var form = await ReadFormOrJson(request);
+            var status = form.Required("status");
+            return Json(s.Locked(() => s.Json.Dispute(s.Engine.CloseDispute(s.Dispute(id, "id"), status))));
+        });
         sim.MapGet("/meters", (Sim s) => Json(s.Locked(() => new JsonObject
         {
             // Each meter with its events' count and what it aggregates per customer over all time.
@@ -155,6 +171,36 @@ public static class SimControlApi
         {
             throw StripeError.Invalid(null, "Invalid JSON: " + ex.Message);
         }
+    }
+
+    /// <summary>The parameters of a request that may come as a form (<c>a=1&amp;b=x</c>) or as a JSON object of scalars,
+    /// plus the query string, read like a Stripe form.</summary>
+    private static async Task<Form> ReadFormOrJson(HttpRequest request)
+    {
+        if (request.ContentType?.Contains("json", StringComparison.OrdinalIgnoreCase) != true)
+        {
+            return await Form.ReadAsync(request);
+        }
+        var pairs = new List<string>();
+        if (request.QueryString.HasValue)
+        {
+            pairs.Add(request.QueryString.Value!.TrimStart('?'));
+        }
+        foreach (var (key, value) in await ReadJson(request))
+        {
+            var text = value?.GetValueKind() switch
+            {
+                null or JsonValueKind.Null => null,
+                JsonValueKind.String => value.GetValue<string>(),
+                JsonValueKind.Number or JsonValueKind.True or JsonValueKind.False => value.ToJsonString(),
+                _ => throw StripeError.Invalid(key, $"Invalid {key}: expected a string or a number."),
+            };
+            if (text is not null)
+            {
+                pairs.Add(Uri.EscapeDataString(key) + "=" + Uri.EscapeDataString(text));
+            }
+        }
+        return Form.Parse(string.Join('&', pairs));
     }
 
     private static IResult Json(JsonObject obj) => Results.Text(obj.ToJsonString(Rendering.StripeJson.Wire), "application/json");

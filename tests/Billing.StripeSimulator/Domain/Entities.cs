@@ -321,6 +321,8 @@ public sealed class Charge
     public required string PaymentIntentId { get; init; }
     public string Status { get; set; } = "succeeded";
     public long AmountRefunded { get; set; }
+    /// <summary>Whether a dispute was ever opened on the charge (stays true once it is closed, like Stripe's).</summary>
+    public bool Disputed { get; set; }
     public string? FailureCode { get; init; }
     public string? FailureMessage { get; init; }
     public string? DeclineCode { get; init; }
@@ -341,6 +343,22 @@ public sealed class Refund
     public required string ChargeId { get; init; }
     public required string PaymentIntentId { get; init; }
     public string? Reason { get; init; }
+    public Dictionary<string, string> Metadata { get; set; } = new();
+}
+
+/// <summary>A chargeback opened through <c>/_sim/charges/{id}/dispute</c>.</summary>
+public sealed class Dispute
+{
+    public required string Id { get; init; }
+    public long Created { get; init; }
+    public long Amount { get; init; }
+    public required string Currency { get; init; }
+    public required string ChargeId { get; init; }
+    public required string PaymentIntentId { get; init; }
+    public required string Reason { get; init; }
+    /// <summary><c>needs_response</c> until closed as <c>won</c> or <c>lost</c>.</summary>
+    public string Status { get; set; } = "needs_response";
+    public long DueBy { get; init; }
     public Dictionary<string, string> Metadata { get; set; } = new();
 }
 

@@ -27,6 +27,7 @@ public sealed class SimState
     public Dictionary<string, PaymentIntent> PaymentIntents { get; } = new();
     public Dictionary<string, Charge> Charges { get; } = new();
     public Dictionary<string, Refund> Refunds { get; } = new();
+    public Dictionary<string, Dispute> Disputes { get; } = new();
     public Dictionary<string, Meter> Meters { get; } = new();
     public List<MeterEvent> MeterEvents { get; } = [];
     public List<SimEvent> Events { get; } = [];
@@ -183,6 +184,7 @@ public sealed class SimState
         PaymentIntents.Clear();
         Charges.Clear();
         Refunds.Clear();
+        Disputes.Clear();
         Meters.Clear();
         MeterEvents.Clear();
         Events.Clear();

@@ -774,6 +774,11 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         {
             throw StripeError.Invalid("charge", $"Charge {charge.Id} has already been refunded.", "charge_already_refunded");
         }
+        if (charge.Disputed)
+        {
+            // A chargeback's dispute has is_charge_refundable=false: the bank already took the money back.
+            throw StripeError.Invalid("charge", $"Charge {charge.Id} has been charged back; cannot issue a refund.", "charge_disputed");
+        }
         var value = amount ?? left;
         if (value <= 0)
         {
@@ -805,6 +810,84 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         state.Emit("charge.refunded", now, Diff(previous, now));
         state.Emit("refund.created", json.Refund(refund));
         return refund;
+    }
+
+    // ---------------------------------------------------------------- disputes
+
+    /// <summary>Stripe's dispute reasons.</summary>
+    public static readonly string[] DisputeReasons =
+    [
+        "bank_cannot_process", "check_returned", "credit_not_processed", "customer_initiated", "debit_not_authorized", "duplicate",
+        "fraudulent", "general", "incorrect_account_details", "insufficient_funds", "noncompliant", "product_not_received",
+        "product_unacceptable", "subscription_canceled", "unrecognized",
+    ];
+
+    /// <summary>How long the merchant has to answer a dispute (Stripe: usually 7 to 21 days, set by the network).</summary>
+    public const long DisputeResponseSeconds = 7 * 86400;
+
+    /// <summary>The cardholder's bank disputes <paramref name="charge"/> (a chargeback): a dispute that needs a response,
+    /// the charge marked <c>disputed</c>, <c>charge.dispute.created</c>.</summary>
+    public Dispute CreateDispute(Charge charge, long? amount, string? reason)
+    {
+        if (!charge.Paid)
+        {
+            throw StripeError.Invalid("charge", $"Charge {charge.Id} has not succeeded and cannot be disputed.");
+        }
+        if (charge.Disputed)
+        {
+            throw StripeError.Invalid("charge", $"Charge {charge.Id} has already been disputed.", "charge_disputed");
+        }
+        var left = charge.Amount - charge.AmountRefunded;
+        if (left <= 0)
+        {
+            throw StripeError.Invalid("charge", $"Charge {charge.Id} has been refunded in full; there is nothing left to dispute.");
+        }
+        var value = amount ?? left;
+        if (value <= 0)
+        {
+            throw StripeError.Invalid("amount", "Invalid positive integer", "parameter_invalid_integer");
+        }
+        if (value > left)
+        {
+            throw StripeError.Invalid("amount", $"Dispute amount ({FormatAmount(value, charge.Currency)}) is greater than the unrefunded amount on the charge ({FormatAmount(left, charge.Currency)})", "amount_too_large");
+        }
+        reason ??= "fraudulent";
+        if (!DisputeReasons.Contains(reason))
+        {
+            throw StripeError.Invalid("reason", $"Invalid reason: must be one of {string.Join(", ", DisputeReasons)}");
+        }
+        var now = state.Now;
+        var dispute = new Dispute
+        {
+            Id = state.NewId("dp_"),
+            Created = now,
+            Amount = value,
+            Currency = charge.Currency,
+            ChargeId = charge.Id,
+            PaymentIntentId = charge.PaymentIntentId,
+            Reason = reason,
+            DueBy = now + DisputeResponseSeconds,
+        };
+        state.Disputes[dispute.Id] = dispute;
+        charge.Disputed = true;
+        state.Emit("charge.dispute.created", json.Dispute(dispute));
+        return dispute;
+    }
+
+    /// <summary>The bank decides: <paramref name="status"/> is <c>won</c> or <c>lost</c>; <c>charge.dispute.closed</c>.</summary>
+    public Dispute CloseDispute(Dispute dispute, string status)
+    {
+        if (status is not ("won" or "lost"))
+        {
+            throw StripeError.Invalid("status", $"Invalid status: must be one of won or lost");
+        }
+        if (dispute.Status is "won" or "lost")
+        {
+            throw StripeError.Invalid("status", $"Dispute {dispute.Id} is already closed ({dispute.Status}).");
+        }
+        dispute.Status = status;
+        state.Emit("charge.dispute.closed", json.Dispute(dispute));
+        return dispute;
     }
 
     // ---------------------------------------------------------------- helpers

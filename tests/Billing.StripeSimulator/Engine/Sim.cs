@@ -57,6 +57,9 @@ public sealed class Sim
     public Refund Refund(string id, string param = "refund") =>
         State.Refunds.TryGetValue(id, out var r) ? r : throw StripeError.NotFound("refund", id, param);
 
+    public Dispute Dispute(string id, string param = "dispute") =>
+        State.Disputes.TryGetValue(id, out var d) ? d : throw StripeError.NotFound("dispute", id, param);
+
     public Meter Meter(string id, string param = "id") =>
         State.Meters.TryGetValue(id, out var m) ? m : throw StripeError.NotFound("billing.meter", id, param);
 

@@ -36,6 +36,8 @@ public sealed class SavedState
     public List<PaymentIntent> PaymentIntents { get; set; } = [];
     public List<Charge> Charges { get; set; } = [];
     public List<Refund> Refunds { get; set; } = [];
+    /// <summary>Disputes (absent in files written before disputes existed).</summary>
+    public List<Dispute> Disputes { get; set; } = [];
     /// <summary>Billing meters (absent in files written before meters existed).</summary>
     public List<Meter> Meters { get; set; } = [];
     public List<MeterEvent> MeterEvents { get; set; } = [];
@@ -72,6 +74,7 @@ public sealed class SavedState
         PaymentIntents = [.. state.PaymentIntents.Values],
         Charges = [.. state.Charges.Values],
         Refunds = [.. state.Refunds.Values],
+        Disputes = [.. state.Disputes.Values],
         Meters = [.. state.Meters.Values],
         MeterEvents = state.MeterEvents,
         Events = state.Events,
@@ -122,6 +125,7 @@ public sealed class SavedState
         Fill(state.PaymentIntents, PaymentIntents, x => x.Id);
         Fill(state.Charges, Charges, x => x.Id);
         Fill(state.Refunds, Refunds, x => x.Id);
+        Fill(state.Disputes, Disputes, x => x.Id);
         Fill(state.Meters, Meters, x => x.Id);
         state.MeterEvents.AddRange(MeterEvents);
         foreach (var evt in Events.OrderBy(e => e.Sequence))
@@ -182,6 +186,11 @@ public sealed class SavedState
         if (Invoices.FirstOrDefault(i => !customers.Contains(i.CustomerId)) is { } invoice)
         {
             throw new InvalidDataException($"invoice {invoice.Id} names a customer the file does not hold");
+        }
+        var charges = Charges.Select(c => c.Id).ToHashSet();
+        if (Disputes.FirstOrDefault(d => !charges.Contains(d.ChargeId)) is { } dispute)
+        {
+            throw new InvalidDataException($"dispute {dispute.Id} names a charge the file does not hold");
         }
     }
 

@@ -679,7 +679,7 @@ public sealed class StripeJson(SimState state)
             ["currency"] = c.Currency,
             ["customer"] = c.CustomerId,
             ["description"] = c.Description,
-            ["disputed"] = false,
+            ["disputed"] = c.Disputed,
             ["failure_balance_transaction"] = null,
             ["failure_code"] = c.FailureCode,
             ["failure_message"] = c.FailureMessage,
@@ -753,6 +753,41 @@ public sealed class StripeJson(SimState state)
         ["transfer_reversal"] = null,
     };
 
+    public JsonObject Dispute(Dispute d)
+    {
+        var card = state.Charges.TryGetValue(d.ChargeId, out var charge) && charge.PaymentMethodType == "card";
+        return new JsonObject
+        {
+            ["id"] = d.Id,
+            ["object"] = "dispute",
+            ["amount"] = d.Amount,
+            ["balance_transactions"] = new JsonArray(),
+            ["charge"] = d.ChargeId,
+            ["created"] = d.Created,
+            ["currency"] = d.Currency,
+            ["enhanced_eligibility_types"] = new JsonArray(),
+            ["evidence"] = new JsonObject(),
+            ["evidence_details"] = new JsonObject
+            {
+                ["due_by"] = d.DueBy,
+                ["enhanced_eligibility"] = new JsonObject(),
+                ["has_evidence"] = false,
+                ["past_due"] = false,
+                ["submission_count"] = 0,
+            },
+            ["is_charge_refundable"] = false,
+            ["livemode"] = false,
+            ["metadata"] = Map(d.Metadata),
+            ["network_reason_code"] = null,
+            ["payment_intent"] = d.PaymentIntentId,
+            ["payment_method_details"] = card
+                ? new JsonObject { ["type"] = "card", ["card"] = new JsonObject { ["brand"] = "visa", ["case_type"] = "chargeback", ["network"] = "visa", ["network_reason_code"] = null } }
+                : null,
+            ["reason"] = d.Reason,
+            ["status"] = d.Status,
+        };
+    }
+
     public JsonObject MeterEvent(MeterEvent m)
     {
         var payload = Map(m.Payload);
@@ -802,6 +837,7 @@ public sealed class StripeJson(SimState state)
         if (state.PaymentIntents.TryGetValue(id, out var pi)) return PaymentIntent(pi);
         if (state.Charges.TryGetValue(id, out var ch)) return Charge(ch);
         if (state.Refunds.TryGetValue(id, out var r)) return Refund(r);
+        if (state.Disputes.TryGetValue(id, out var d)) return Dispute(d);
         if (state.Meters.TryGetValue(id, out var m)) return Meter(m);
         if (state.InvoicePayments.TryGetValue(id, out var ip)) return InvoicePayment(ip);
         return null;
