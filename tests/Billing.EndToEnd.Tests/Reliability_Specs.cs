@@ -240,3 +240,31 @@ public class Refunding_a_payment
         Assert.That(userCall, Is.EqualTo(HttpStatusCode.Forbidden));
     }
 }
+
+[TestFixture]
+[NonParallelizable]
+public class A_chargeback
+{
+    [Test]
+    public async Task Of_a_subscription_payment_ends_the_subscription_at_once_and_the_payment_shows_it()
+    {
+        var user = "e2e-dispute-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        await Paying_for_Pro.SubscribeAsync(api, "month");
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items").GetArrayLength(), n => n == 1, "the payment");
+        var charge = (await StripeView.ChargesOfAsync(user)).Single();
+
+        var dispute = await StripeView.DisputeAsync(charge.GetProperty("id").GetString()!);
+
+        var ended = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("status").GetString() == "canceled", "access to end after the chargeback");
+        Assert.That(ended.GetProperty("planId").GetString(), Is.EqualTo("free"));
+        var payment = (await api.GetAsync("/api/payments/me")).Body.GetProperty("items")[0];
+        Assert.That(payment.GetProperty("disputeStatus").GetString(), Is.EqualTo(dispute.GetProperty("status").GetString()));
+        var history = (await api.GetAsync("/api/subscriptions/me/history")).Body.ToString();
+        Assert.That(history, Does.Contain("disputed"));
+        using var service = Api.Gateway(Tokens.Service());
+        await Eventually.GetAsync(async () => (await service.PostAsync("/api/usage/consume", Paying_for_Pro.Consume(user, Guid.NewGuid().ToString()))).Status,
+            s => s == HttpStatusCode.PaymentRequired, "no more generations");
+    }
+}

@@ -31,6 +31,22 @@ public static class StripeView
                 : e.GetProperty("value").GetInt64()).ToList();
     }
 
+    /// <summary>The customer's charges, newest first.</summary>
+    public static async Task<IReadOnlyList<JsonElement>> ChargesOfAsync(string userId)
+    {
+        var customer = await CustomerOfAsync(userId);
+        var list = await Http.GetFromJsonAsync<JsonElement>($"/v1/charges?customer={customer}&limit=100");
+        return list.GetProperty("data").EnumerateArray().Select(c => c.Clone()).ToList();
+    }
+
+    /// <summary>The customer disputes a charge with their bank (the simulator's chargeback).</summary>
+    public static async Task<JsonElement> DisputeAsync(string chargeId)
+    {
+        using var response = await Http.PostAsJsonAsync($"/_sim/charges/{chargeId}/dispute", new { reason = "fraudulent" });
+        response.EnsureSuccessStatusCode();
+        return await response.Content.ReadFromJsonAsync<JsonElement>();
+    }
+
     /// <summary>Changes the card on file, e.g. to fix a failing one before the next retry.</summary>
     public static async Task SetCardAsync(string userId, string card)
     {
