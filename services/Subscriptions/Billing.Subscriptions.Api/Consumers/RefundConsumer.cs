@@ -5,7 +5,6 @@ using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Core.Subscriptions;
 using MassTransit;
 using Stripe;
-using static Billing.ServiceDefaults.Stripe.StripeDates;
 
 namespace Billing.Subscriptions.Api.Consumers;
 
@@ -28,8 +27,7 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
         }
         return inbox.HandleOnceAsync(context, GetType(), async (connection, tx, ct) =>
         {
-            var subscription = await SubscriptionStore.GetForUpdateAsync(connection, tx, subscriptionId, ct);
-            if (subscription is null || SubscriptionStatus.Over.Contains(subscription.StripeStatus))
+            if (await LiveAsync(connection, tx, subscriptionId, ct) is null)
             {
                 return;
             }
@@ -38,6 +36,18 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
                 $"payment {m.PaymentId} disputed ({m.AmountDisputed} {m.Currency}, {m.Reason ?? "no reason given"}); subscription cancelled now",
                 "stripe", m.StripeEventId, m.OccurredAt, ct);
         });
+    }
+
+    /// <summary>
+    /// The stored subscription, locked; null when it has ended. One not stored yet (its activation is still in another
+    /// queue) is waited for: a payment of it exists, so it will be.
+    /// </summary>
+    private static async Task<SubscriptionRecord?> LiveAsync(Npgsql.NpgsqlConnection connection, Npgsql.NpgsqlTransaction tx, string subscriptionId,
+        CancellationToken ct)
+    {
+        var subscription = await SubscriptionStore.GetForUpdateAsync(connection, tx, subscriptionId, ct)
+            ?? throw new RetryLaterException($"Subscription {subscriptionId} is not stored yet; its payment's refund or dispute waits for it.");
+        return SubscriptionStatus.Over.Contains(subscription.StripeStatus) ? null : subscription;
     }
 
     private Task CancelNowAsync(string subscriptionId, string idempotencyKey, CancellationToken ct) =>
@@ -53,15 +63,17 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
         }
         return inbox.HandleOnceAsync(context, GetType(), async (connection, tx, ct) =>
         {
-            var subscription = await SubscriptionStore.GetForUpdateAsync(connection, tx, subscriptionId, ct);
-            if (subscription is null || SubscriptionStatus.Over.Contains(subscription.StripeStatus))
+            if (await LiveAsync(connection, tx, subscriptionId, ct) is null)
             {
                 return;
             }
             // The payment's id is its invoice's. Its plan lines say which period it paid: one that ends after the current
-            // period started is this period's (or a renewal this service has not seen yet); a proration has none.
+            // period started (Stripe's, not the stored one, which may not have seen a renewal yet) is this period's; a
+            // proration has none.
             var invoice = await calls.RunAsync(c => new InvoiceService(stripe).GetAsync(m.PaymentId, cancellationToken: c), ct);
-            if (InvoiceLines.PlanPeriodEnd(invoice) is not { } paidUntil || Utc(paidUntil) <= subscription.CurrentPeriodStart)
+            var live = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: c), ct);
+            if (InvoiceLines.PlanPeriodEnd(invoice) is not { } paidUntil || live.PlanItemOrNull() is not { } planItem
+                || paidUntil <= planItem.CurrentPeriodStart)
             {
                 await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "refunded",
                     $"payment {m.PaymentId} refunded in full ({m.AmountRefunded} {m.Currency}); it did not pay for the current period, so access stays",

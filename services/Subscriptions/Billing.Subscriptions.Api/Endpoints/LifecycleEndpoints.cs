@@ -243,18 +243,18 @@ public static class LifecycleEndpoints
         {
             // Past a release the outcome must be known: a client that gives up does not cancel this call.
             await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
-                new RequestOptions { IdempotencyKey = idempotencyKey }, c), schedule is null ? ct : CancellationToken.None);
+                new RequestOptions { IdempotencyKey = idempotencyKey }, c), schedule is null && restored is null ? ct : CancellationToken.None);
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
             await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
-            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls);
+            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
         catch
         {
             await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
-            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls);
+            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
             throw;
         }
 
@@ -309,15 +309,34 @@ public static class LifecycleEndpoints
         return item.Price.Id;
     }
 
-    /// <summary>After a failed upgrade: the downgrade <see cref="RestoreEntitledPriceAsync"/> undid is pending again, as before.</summary>
+    /// <summary>
+    /// After a failed upgrade: the downgrade <see cref="RestoreEntitledPriceAsync"/> undid is pending again, as before — only
+    /// if the upgrade really changed nothing (a timeout may hide an upgrade Stripe applied and charged: putting the lower
+    /// price back would take it away). A failure here is logged, not thrown over the upgrade's own error.
+    /// </summary>
     private static async Task RedoDowngradeAsync(Subscription subscription, SubscriptionRecord current, string? lowerPriceId, string idempotencyKey,
-        IStripeClient stripe, StripeCalls calls)
+        IStripeClient stripe, StripeCalls calls, ILogger logger)
     {
         if (lowerPriceId is null)
         {
             return;
         }
-        await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
+        try
+        {
+            var now = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscription.Id, cancellationToken: c), CancellationToken.None);
+            if (now.PlanItem().Price.Id == lowerPriceId || now.Metadata.GetValueOrDefault("planId") != current.PlanId)
+            {
+                return; // the lower price is back already, or the upgrade went through (its metadata names the new plan)
+            }
+            await RedoAsync();
+        }
+        catch (Exception ex)
+        {
+            logger.LogError(ex, "Subscription {Subscription}: the upgrade failed and the pending downgrade to price {Price} could not be put back; "
+                + "the user is billed the plan they paid for at the renewal unless they downgrade again", subscription.Id, lowerPriceId);
+        }
+
+        Task RedoAsync() => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
         {
             Items = OverageItems.ToUpdate([new ItemChange(subscription.PlanItem().Id, lowerPriceId)]),
             ProrationBehavior = "none",
