@@ -185,6 +185,35 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
             n => n == 1, "the dispute's end recorded");
     }
 
+    [Test]
+    public async Task An_inquiry_publishes_nothing_until_it_becomes_a_chargeback_and_blocks_no_refund_until_then()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var disputeId = "dp_" + Guid.NewGuid().ToString("N")[..14];
+        FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject
+        {
+            ["id"] = disputeId, ["object"] = "dispute", ["amount"] = 5000L, ["charge"] = chargeId, ["payment_intent"] = paymentIntentId,
+            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = "usd", ["livemode"] = false, ["metadata"] = new JsonObject(),
+            ["reason"] = "general", ["status"] = "warning_needs_response", ["is_charge_refundable"] = true, ["balance_transactions"] = new JsonArray(),
+        });
+        const string Published = "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputed,%' AND payload->>'disputeId' = @disputeId";
+
+        await DisputeWebhookAsync(disputeId, "charge.dispute.created");
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                "SELECT count(*) FROM payments WHERE id = @id AND dispute_status = 'warning_needs_response'", new { id = paymentIntentId }),
+            n => n == 1, "the inquiry recorded");
+        Assert.That(await PaymentsHost.ScalarAsync(Published, new { disputeId }), Is.Zero, "an inquiry takes no money: nothing to end");
+        var refundable = await RefundAsync(paymentIntentId, 1000, null);
+        Assert.That(refundable.Status, Is.EqualTo(HttpStatusCode.OK), refundable.Body);
+
+        FakeStripe.ObjectAt("/v1/disputes/" + disputeId)["status"] = "needs_response";
+        await DisputeWebhookAsync(disputeId, "charge.dispute.funds_withdrawn");
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(Published, new { disputeId }), n => n == 1, "the chargeback published");
+        var refused = await RefundAsync(paymentIntentId, 1000, null);
+        Assert.That(refused.Status, Is.EqualTo(HttpStatusCode.Conflict), refused.Body);
+        Assert.That(JsonDocument.Parse(refused.Body).RootElement.GetProperty("code").GetString(), Is.EqualTo("payment_disputed"));
+    }
+
     private async Task DisputeWebhookAsync(string disputeId, string type)
     {
         var body = new JsonObject

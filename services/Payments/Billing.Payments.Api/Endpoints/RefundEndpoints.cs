@@ -73,8 +73,8 @@ public static partial class RefundEndpoints
 
         await using var connection = await db.OpenConnectionAsync(ct);
         var payment = await connection.QuerySingleOrDefaultAsync<(string Id, string UserId, long Amount, long AmountRefunded, string Currency,
-            string? PaymentIntentId, string? ChargeId, DateTime PaidAt)?>(new CommandDefinition(
-            "SELECT id, user_id, amount, amount_refunded, currency, payment_intent_id, charge_id, paid_at FROM payments WHERE id = @id",
+            string? PaymentIntentId, string? ChargeId, DateTime PaidAt, string? DisputeStatus)?>(new CommandDefinition(
+            "SELECT id, user_id, amount, amount_refunded, currency, payment_intent_id, charge_id, paid_at, dispute_status FROM payments WHERE id = @id",
             new { id = request!.PaymentId }, cancellationToken: ct));
         if (payment is not { } p)
         {
@@ -94,6 +94,12 @@ public static partial class RefundEndpoints
         if (left <= 0)
         {
             return Problems.Problem(409, "already_refunded", "The payment is already refunded in full.");
+        }
+        if (p.DisputeStatus is { } dispute && !dispute.StartsWith("warning_", StringComparison.Ordinal))
+        {
+            // Stripe refuses to refund a disputed charge: the bank decides where the money goes. (An inquiry can be refunded.)
+            return Problems.Problem(409, "payment_disputed", "The payment is disputed; the card issuer decides on its money.",
+                $"Dispute status: {dispute}.");
         }
         var amount = request.Amount ?? left;
         if (amount > left)

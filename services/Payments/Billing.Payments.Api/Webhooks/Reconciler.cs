@@ -51,23 +51,26 @@ public sealed class Reconciler(IStripeClient stripe, StripeCalls calls, EventSto
         var seen = new Dictionary<string, Event>(StringComparer.Ordinal);
         // Only the types Billing handles (the webhook endpoint's list): the account's other events are not missed
         // webhooks, and storing them would bury the real misses in the report.
-        List<string> types = [.. StripeEventTypes.Handled.Order(StringComparer.Ordinal)];
-        await foreach (var e in ListAsync(new EventListOptions
+        // Stripe takes at most 20 types per list request.
+        foreach (var types in StripeEventTypes.Handled.Order(StringComparer.Ordinal).Chunk(20).Select(c => c.ToList()))
         {
-            Created = new DateRangeOptions { GreaterThanOrEqual = since.UtcDateTime }, Types = types, Limit = 100,
-        }, ct))
-        {
-            seen.TryAdd(e.Id, e);
-        }
-        await foreach (var e in ListAsync(new EventListOptions
-        {
-            DeliverySuccess = false,
-            Created = new DateRangeOptions { GreaterThanOrEqual = clock.GetUtcNow().AddDays(-options.FailedDeliveryDays).UtcDateTime },
-            Types = types,
-            Limit = 100,
-        }, ct))
-        {
-            seen.TryAdd(e.Id, e);
+            await foreach (var e in ListAsync(new EventListOptions
+            {
+                Created = new DateRangeOptions { GreaterThanOrEqual = since.UtcDateTime }, Types = types, Limit = 100,
+            }, ct))
+            {
+                seen.TryAdd(e.Id, e);
+            }
+            await foreach (var e in ListAsync(new EventListOptions
+            {
+                DeliverySuccess = false,
+                Created = new DateRangeOptions { GreaterThanOrEqual = clock.GetUtcNow().AddDays(-options.FailedDeliveryDays).UtcDateTime },
+                Types = types,
+                Limit = 100,
+            }, ct))
+            {
+                seen.TryAdd(e.Id, e);
+            }
         }
 
         var recovered = new List<string>();

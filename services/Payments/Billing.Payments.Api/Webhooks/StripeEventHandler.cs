@@ -59,7 +59,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             case StripeEventTypes.ChargeRefunded:
                 await ChargeRefundedAsync(c, tx, id, e, ct);
                 break;
-            case StripeEventTypes.ChargeDisputeCreated or StripeEventTypes.ChargeDisputeClosed:
+            case StripeEventTypes.ChargeDisputeCreated or StripeEventTypes.ChargeDisputeClosed or StripeEventTypes.ChargeDisputeFundsWithdrawn:
                 await ChargeDisputeAsync(c, tx, id, e, ct);
                 break;
             case StripeEventTypes.ScheduleCreated or StripeEventTypes.ScheduleUpdated or StripeEventTypes.ScheduleReleased
@@ -336,8 +336,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
 
     /// <summary>
     /// A chargeback. Opened: the payment records it and <see cref="PaymentDisputed"/> goes out (access and tokens end as
-    /// for a full refund). Closed: the payment records how it ended; a dispute won brings the money back but restores
-    /// nothing by itself (the user subscribes or buys again).
+    /// for a full refund) — not for an inquiry (<c>warning_*</c>: the bank asks, no money has moved), which publishes it
+    /// only if it turns into a chargeback (<c>funds_withdrawn</c>). Closed: the payment records how it ended; a dispute
+    /// won brings the money back but restores nothing by itself (the user subscribes or buys again).
     /// </summary>
     private async Task ChargeDisputeAsync(NpgsqlConnection c, NpgsqlTransaction tx, string disputeId, StoredEvent e, CancellationToken ct)
     {
@@ -351,7 +352,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             """
             UPDATE payments SET dispute_id = @disputeId, dispute_status = @status, disputed_at = COALESCE(disputed_at, @at) WHERE id = @id
             """, new { disputeId, status = dispute.Status, at = e.StripeCreated, id = payment.Id }, tx, cancellationToken: ct));
-        if (e.Type != StripeEventTypes.ChargeDisputeCreated)
+        if (e.Type == StripeEventTypes.ChargeDisputeClosed || dispute.Status?.StartsWith("warning_", StringComparison.Ordinal) == true)
         {
             return;
         }

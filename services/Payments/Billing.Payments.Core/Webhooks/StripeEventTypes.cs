@@ -17,6 +17,8 @@ public static class StripeEventTypes
     public const string ChargeRefunded = "charge.refunded";
     public const string ChargeDisputeCreated = "charge.dispute.created";
     public const string ChargeDisputeClosed = "charge.dispute.closed";
+    // An inquiry (warning_*) that becomes a chargeback: Stripe withdraws the funds then.
+    public const string ChargeDisputeFundsWithdrawn = "charge.dispute.funds_withdrawn";
     // A downgrade to another billing interval waits in a subscription schedule: its changes re-read the subscription.
     public const string ScheduleCreated = "subscription_schedule.created";
     public const string ScheduleUpdated = "subscription_schedule.updated";
@@ -28,7 +30,7 @@ public static class StripeEventTypes
     {
         CheckoutCompleted, CheckoutAsyncSucceeded, CheckoutAsyncFailed,
         SubscriptionCreated, SubscriptionUpdated, SubscriptionDeleted, SubscriptionTrialWillEnd, SubscriptionPaused, SubscriptionResumed,
-        InvoicePaid, InvoicePaymentFailed, ChargeRefunded, ChargeDisputeCreated, ChargeDisputeClosed,
+        InvoicePaid, InvoicePaymentFailed, ChargeRefunded, ChargeDisputeCreated, ChargeDisputeClosed, ChargeDisputeFundsWithdrawn,
         ScheduleCreated, ScheduleUpdated, ScheduleReleased, ScheduleCanceled, ScheduleCompleted,
     };
 }
