@@ -65,6 +65,11 @@ public sealed record TokenPackPurchased
     public required string PackId { get; init; }
     /// <summary>Tokens bought.</summary>
     public required long Tokens { get; init; }
+    /// <summary>
+    /// Days the tokens last, as the checkout sold them: 0 when they never expire; null for checkouts made before Billing
+    /// recorded it (the catalog's pack decides).
+    /// </summary>
+    public int? ExpiresAfterDays { get; init; }
     /// <summary>Stripe checkout session id; the grant's idempotency reference.</summary>
     public required string CheckoutSessionId { get; init; }
     /// <summary>The payment intent that paid it.</summary>

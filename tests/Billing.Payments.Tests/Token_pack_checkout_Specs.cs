@@ -29,13 +29,17 @@ public class A_token_pack_checkout
         _stripe.Dispose();
     }
 
-    private async Task<string> CompleteAsync(string packId, string? tokens)
+    private async Task<string> CompleteAsync(string packId, string? tokens, string? expiresAfterDays = null)
     {
         var n = Guid.NewGuid().ToString("N")[..14];
         var metadata = new JsonObject { ["userId"] = "u-" + n, ["kind"] = "token_pack", ["packId"] = packId };
         if (tokens is not null)
         {
             metadata["tokens"] = tokens;
+        }
+        if (expiresAfterDays is not null)
+        {
+            metadata["expiresAfterDays"] = expiresAfterDays;
         }
         var session = new JsonObject
         {
@@ -70,6 +74,18 @@ public class A_token_pack_checkout
     public async Task Grants_a_pack_that_is_gone_from_the_catalog()
     {
         Assert.That(await GrantedAsync(await CompleteAsync("retired-pack", "25000")), Is.EqualTo(25_000));
+    }
+
+    [TestCase("45", "45")]
+    [TestCase("0", "0")]
+    [TestCase(null, null)]
+    public async Task Passes_on_how_long_the_checkout_sold_the_tokens_for(string? sold, string? published)
+    {
+        var sessionId = await CompleteAsync("starter", "100000", sold);
+        await GrantedAsync(sessionId);
+        var days = await PaymentsHost.ScalarAsync(
+            "SELECT coalesce(max((payload->>'expiresAfterDays')::bigint), -1) FROM outbox WHERE payload->>'checkoutSessionId' = @s", new { s = sessionId });
+        Assert.That(days, Is.EqualTo(published is null ? -1 : long.Parse(published, System.Globalization.CultureInfo.InvariantCulture)));
     }
 
     [Test]

@@ -48,6 +48,20 @@ public sealed class Buying_a_pack
     }
 
     [Test]
+    public async Task Tokens_expire_as_the_checkout_sold_them_whatever_the_catalog_says_when_the_payment_lands()
+    {
+        // Starter never expires in the catalog, Sprint after 30 days; these checkouts sold them the other way round.
+        var user = WalletHost.NewUser();
+        await Host.PublishAsync(WalletHost.Purchased(user) with { ExpiresAfterDays = 30 });
+        await Host.PublishAsync(WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100) with { ExpiresAfterDays = 0 });
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 101_000);
+
+        using var client = Host.UserClient(user);
+        var wallet = await WalletHost.BodyAsync(await client.GetAsync("/api/wallet/me"));
+        Assert.That(wallet.GetProperty("expiring").EnumerateArray().Select(e => e.GetProperty("amount").GetInt64()), Is.EqualTo(new[] { 100_000L }));
+    }
+
+    [Test]
     public async Task Checkout_creates_a_payment_mode_session_that_carries_what_Payments_needs()
     {
         var stripe = new StripeClient(new StripeClientOptions { ApiKey = "sk_test_x", ApiBase = Hosts.SimulatorUrl });
@@ -75,6 +89,7 @@ public sealed class Buying_a_pack
         Assert.That(session.Metadata, Does.ContainKey("kind").WithValue("token_pack"));
         Assert.That(session.Metadata, Does.ContainKey("packId").WithValue("booster"));
         Assert.That(session.Metadata, Does.ContainKey("tokens").WithValue("500000"), "what this checkout sells, whatever the catalog says later");
+        Assert.That(session.Metadata, Does.ContainKey("expiresAfterDays").WithValue("0"), "never expires, as sold");
         Assert.That(session.SuccessUrl, Is.EqualTo("http://app.test/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}"));
         Assert.That(session.CustomerEmail, Is.EqualTo($"{user}@example.test"));
 

@@ -257,6 +257,8 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                 System.Globalization.CultureInfo.InvariantCulture, out var sold) && sold > 0
             ? sold
             : catalog.FindPack(packId)?.Tokens ?? throw new InvalidOperationException($"Unknown pack {packId} and no tokens on checkout {sessionId}.");
+        int? expiresAfterDays = int.TryParse(session.Metadata.GetValueOrDefault("expiresAfterDays"), System.Globalization.NumberStyles.None,
+            System.Globalization.CultureInfo.InvariantCulture, out var days) ? days : null; // likewise; older sessions: Wallet asks the catalog
         var (chargeId, receiptUrl) = session.PaymentIntentId is { } pi ? await ChargeOfPaymentIntentAsync(pi, ct) : (null, null);
         var paymentId = session.PaymentIntentId ?? session.Id;
         var packName = catalog.FindPack(packId)?.Name ?? packId;
@@ -278,7 +280,8 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
 
         await EnqueueAsync(c, tx, new TokenPackPurchased
         {
-            UserId = userId, PackId = packId, Tokens = tokens, CheckoutSessionId = session.Id, PaymentIntentId = session.PaymentIntentId,
+            UserId = userId, PackId = packId, Tokens = tokens, ExpiresAfterDays = expiresAfterDays, CheckoutSessionId = session.Id,
+            PaymentIntentId = session.PaymentIntentId,
             Amount = session.AmountTotal ?? 0, Currency = session.Currency ?? catalog.Currency, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
         }, Outbox.MessageId(session.Id, nameof(TokenPackPurchased)), ct);
     }

@@ -70,6 +70,7 @@ public static class WalletEndpoints
         {
             ["userId"] = userId, ["kind"] = "token_pack", ["packId"] = pack.Id,
             ["tokens"] = pack.Tokens.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["expiresAfterDays"] = (pack.ExpiresAfterDays ?? 0).ToString(System.Globalization.CultureInfo.InvariantCulture), // 0: never
         };
         var options = new global::Stripe.Checkout.SessionCreateOptions
         {

@@ -547,7 +547,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var now = clock.GetUtcNow();
         await EnsureWalletAsync(c, tx, m.UserId, now, ct);
         var pack = catalog.FindPack(m.PackId);
-        DateTimeOffset? expiresAt = pack?.ExpiresAfterDays is { } days ? m.OccurredAt.ToUniversalTime().AddDays(days) : null;
+        // As the checkout sold it (0: never); a purchase that does not say (an older checkout) follows the catalog's pack.
+        DateTimeOffset? expiresAt = (m.ExpiresAfterDays ?? pack?.ExpiresAfterDays) is { } days and > 0 ? m.OccurredAt.ToUniversalTime().AddDays(days) : null;
         var (entry, created) = await CreditAsync(c, tx, m.UserId, LedgerKind.Purchase, m.Tokens, m.CheckoutSessionId,
             "purchase:" + m.CheckoutSessionId, pack?.Name, expiresAt, m.StripeEventId, now, ct);
         if (!created)
