@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Configuration;
 using Billing.Subscriptions.Core.Subscriptions;
 
 namespace Billing.Subscriptions.Tests;
@@ -90,6 +91,32 @@ public class What_a_user_sees_of_a_subscription
     {
         Assert.That(SubscriptionStatus.View(Sub("past_due"), Catalog, false).GraceUntil, Is.EqualTo(Start.AddDays(1)));
         Assert.That(SubscriptionStatus.View(Sub("active"), Catalog, false).GraceUntil, Is.Null);
+    }
+
+    [Test]
+    public void Return_urls_must_be_on_one_of_the_frontends_origins_or_this_machine()
+    {
+        var allowed = Billing.ServiceDefaults.ReturnOrigins.From(new Microsoft.Extensions.Configuration.ConfigurationBuilder().AddInMemoryCollection(
+            new Dictionary<string, string?>
+            {
+                ["BILLING_PUBLIC_URL"] = "https://billing.example.com/base", ["BILLING_CORS_ORIGINS"] = "https://app.example.com, https://www.example.com",
+                ["BILLING_RETURN_ORIGINS"] = "https://docs.example.com:8443",
+            }).Build());
+        Assert.That(new[]
+        {
+            "https://billing.example.com/billing/account", "https://APP.example.com/done?x=1", "https://www.example.com/", "https://docs.example.com:8443/a",
+            "http://127.0.0.1:3000/ok", "http://localhost:5173/ok", "http://[::1]/ok",
+        }.Where(u => !allowed.Allows(new Uri(u))), Is.Empty);
+        Assert.That(new[]
+        {
+            "https://evil.example/login", "http://app.example.com/done", "https://app.example.com:444/done", "https://docs.example.com/a",
+            "https://billing.example.com.evil.example/", "https://app.example.com@evil.example/",
+        }.Where(u => allowed.Allows(new Uri(u))), Is.Empty);
+
+        var (choice, errors) = CheckoutRules.Validate(new CheckoutRequest("pro", "year", null, "https://app.example.com/ok", "https://evil.example/login"),
+            Catalog, "http://s", "http://c", allowedReturn: allowed.Allows);
+        Assert.That(choice, Is.Null);
+        Assert.That(errors.Keys, Is.EquivalentTo(new[] { "cancelUrl" }));
     }
 
     [Test]

@@ -121,6 +121,7 @@ public sealed class Buying_a_pack
     [TestCase("{\"packId\":\"nope\"}")]
     [TestCase("{\"packId\":\"starter\",\"successUrl\":\"javascript:alert(1)\"}")]
     [TestCase("{\"packId\":\"starter\",\"cancelUrl\":\"/relative\"}")]
+    [TestCase("{\"packId\":\"starter\",\"cancelUrl\":\"https://evil.example/login\"}")] // not one of Billing's frontends: an open redirect
     [TestCase("{}")]
     [TestCase("null")]
     public async Task Checkout_of_an_unknown_pack_or_a_bad_url_answers_400(string json)

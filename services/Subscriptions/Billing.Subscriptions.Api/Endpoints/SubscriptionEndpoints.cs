@@ -13,6 +13,9 @@ namespace Billing.Subscriptions.Api.Endpoints;
 /// <summary>Where Checkout and the portal send the user back when the client names no URL.</summary>
 public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel, string PortalReturn)
 {
+    /// <summary>Where a client-named return URL may point (<see cref="ReturnOrigins"/>).</summary>
+    public ReturnOrigins Allowed { get; init; } = new(new HashSet<string>());
+
     /// <summary>
     /// <c>BILLING_NEW_SUBSCRIPTIONS=off</c> stops new subscriptions (503) without a catalog change or touching existing
     /// ones, e.g. during an incident or before a price change.
@@ -21,12 +24,13 @@ public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel, s
 
     public static ReturnUrls From(IConfiguration configuration)
     {
-        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : "http://127.0.0.1:8080").TrimEnd('/');
+        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : ReturnOrigins.DefaultPublicUrl).TrimEnd('/');
         return new ReturnUrls(
             publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}",
             publicUrl + "/billing/checkout/cancel",
             publicUrl + "/billing/account")
         {
+            Allowed = ReturnOrigins.From(configuration),
             NewSubscriptionsSwitchedOff = string.Equals(configuration["BILLING_NEW_SUBSCRIPTIONS"], "off", StringComparison.OrdinalIgnoreCase),
         };
     }
@@ -58,7 +62,7 @@ public static class SubscriptionEndpoints
         ReturnUrls urls, TimeProvider clock, CheckoutLocks checkoutLocks, CancellationToken ct)
     {
         var userId = user.UserId()!;
-        var (choice, errors) = CheckoutRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);
+        var (choice, errors) = CheckoutRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel, allowedReturn: urls.Allowed.Allows);
         if (choice is null)
         {
             return Problems.Validation(errors);
@@ -226,7 +230,7 @@ public static class SubscriptionEndpoints
         IStripeClient stripe, StripeCalls calls, ReturnUrls urls, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
-        var returnUrl = CheckoutRules.CheckUrl(request?.ReturnUrl, "returnUrl", errors) ?? urls.PortalReturn;
+        var returnUrl = CheckoutRules.CheckUrl(request?.ReturnUrl, "returnUrl", errors, urls.Allowed.Allows) ?? urls.PortalReturn;
         if (errors.Count > 0)
         {
             return Problems.Validation(errors);

@@ -13,10 +13,16 @@ namespace Billing.Wallet.Api.Endpoints;
 /// <summary>Where Checkout sends the user back when the client names no URL.</summary>
 public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel)
 {
+    /// <summary>Where a client-named return URL may point (<see cref="ReturnOrigins"/>).</summary>
+    public ReturnOrigins Allowed { get; init; } = new(new HashSet<string>());
+
     public static ReturnUrls From(IConfiguration configuration)
     {
-        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : "http://127.0.0.1:8080").TrimEnd('/');
-        return new ReturnUrls(publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}", publicUrl + "/billing/checkout/cancel");
+        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : ReturnOrigins.DefaultPublicUrl).TrimEnd('/');
+        return new ReturnUrls(publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}", publicUrl + "/billing/checkout/cancel")
+        {
+            Allowed = ReturnOrigins.From(configuration),
+        };
     }
 }
 
@@ -50,7 +56,7 @@ public static class WalletEndpoints
         StripePrices prices, IStripeClient stripe, StripeCalls calls, ReturnUrls urls, TimeProvider clock, CancellationToken ct)
     {
         var userId = user.UserId()!;
-        var (checkout, errors) = WalletRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel);
+        var (checkout, errors) = WalletRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel, urls.Allowed.Allows);
         if (checkout is null)
         {
             return Problems.Validation(errors);

@@ -129,7 +129,7 @@ public static class WalletRules
     }
 
     public static (PackCheckout? Checkout, Dictionary<string, string[]> Errors) Validate(
-        PackCheckoutRequest? request, BillingCatalog catalog, string defaultSuccessUrl, string defaultCancelUrl)
+        PackCheckoutRequest? request, BillingCatalog catalog, string defaultSuccessUrl, string defaultCancelUrl, Func<Uri, bool>? allowedReturn = null)
     {
         var errors = new Dictionary<string, string[]>();
         if (request is null)
@@ -142,13 +142,16 @@ public static class WalletRules
         {
             errors["packId"] = [$"unknown token pack \"{Shorten(request.PackId)}\"; see GET /api/token-packs"];
         }
-        var success = CheckUrl(request.SuccessUrl, "successUrl", errors) ?? defaultSuccessUrl;
-        var cancel = CheckUrl(request.CancelUrl, "cancelUrl", errors) ?? defaultCancelUrl;
+        var success = CheckUrl(request.SuccessUrl, "successUrl", errors, allowedReturn) ?? defaultSuccessUrl;
+        var cancel = CheckUrl(request.CancelUrl, "cancelUrl", errors, allowedReturn) ?? defaultCancelUrl;
         return errors.Count > 0 ? (null, errors) : (new PackCheckout(pack!, success, cancel), errors);
     }
 
-    /// <summary>An absolute http(s) URL of at most 2,000 characters, or null when none was given.</summary>
-    public static string? CheckUrl(string? url, string field, Dictionary<string, string[]> errors)
+    /// <summary>
+    /// An absolute http(s) URL of at most 2,000 characters on an origin <paramref name="allowed"/> accepts (where Billing may
+    /// send a user back), or null when none was given.
+    /// </summary>
+    public static string? CheckUrl(string? url, string field, Dictionary<string, string[]> errors, Func<Uri, bool>? allowed = null)
     {
         if (url is null)
         {
@@ -157,6 +160,11 @@ public static class WalletRules
         if (url.Length > 2000 || !Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
         {
             errors[field] = ["an absolute http(s) URL"];
+            return null;
+        }
+        if (allowed is not null && !allowed(uri))
+        {
+            errors[field] = ["a URL on one of the frontends' origins (BILLING_PUBLIC_URL, BILLING_CORS_ORIGINS, BILLING_RETURN_ORIGINS)"];
             return null;
         }
         return url;
