@@ -30,10 +30,19 @@ public class Consume_decisions
     }
 
     [Test]
-    public void Remembered_groups_count_as_well()
+    public void Remembered_groups_count_when_the_caller_passes_none()
     {
         var state = SubscriberState.New("u1", Catalog) with { Groups = ["staff", "ai-unlimited"] };
-        Assert.That(ConsumePolicy.Decide(Catalog, state, "ai.generation", [], Now), Is.TypeOf<ConsumeDecision.AllowWithoutSpending>());
+        Assert.That(ConsumePolicy.Decide(Catalog, state, "ai.generation", null, Now), Is.TypeOf<ConsumeDecision.AllowWithoutSpending>());
+    }
+
+    [Test]
+    public void Groups_the_caller_passes_are_the_users_groups_now_whatever_was_remembered()
+    {
+        // Taken out of the unlimited group since Billing last saw the user's own token.
+        var state = SubscriberState.New("u1", Catalog) with { Groups = ["staff", "ai-unlimited"] };
+        Assert.That(ConsumePolicy.Decide(Catalog, state, "ai.generation", ["staff"], Now), Is.TypeOf<ConsumeDecision.Refuse>());
+        Assert.That(ConsumePolicy.Decide(Catalog, state, "ai.generation", [], Now), Is.TypeOf<ConsumeDecision.Refuse>());
     }
 
     [Test]

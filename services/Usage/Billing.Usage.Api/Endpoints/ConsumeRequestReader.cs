@@ -77,9 +77,10 @@ internal static class ConsumeRequestReader
                 errors["quantity"] = [$"An integer from 1 to {ConsumeRequest.MaxQuantity}."];
             }
 
-            var groups = new List<string>();
+            List<string>? groups = null; // not passed on: the remembered groups count
             if (Find(root, "groups", out var g) && g.ValueKind != JsonValueKind.Null)
             {
+                groups = [];
                 if (g.ValueKind != JsonValueKind.Array || g.GetArrayLength() > ConsumeRequest.MaxGroups
                     || g.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String || x.GetString()!.Length > ConsumeRequest.MaxTextLength
                         || HasControlCharacters(x.GetString()!)))

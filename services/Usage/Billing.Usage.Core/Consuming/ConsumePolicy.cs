@@ -15,10 +15,14 @@ public static class ConsumePolicy
     /// <summary>True when some plan of the catalog has the meter (else the request is 400 <c>unknown_meter</c>).</summary>
     public static bool IsKnownMeter(BillingCatalog catalog, string meter) => catalog.Plans.Any(p => p.FindMeter(meter) is not null);
 
-    /// <summary>Decides a consume for a subscriber, given the groups the caller passed on (if any).</summary>
-    public static ConsumeDecision Decide(BillingCatalog catalog, SubscriberState state, string meter, IEnumerable<string> requestGroups, DateTimeOffset now)
+    /// <summary>
+    /// Decides a consume for a subscriber, given the groups the caller passed on from the user's token: those are the
+    /// user's groups now; only when it passed none do the groups last seen on the user's own token count (a user taken out
+    /// of an unlimited group must not stay unlimited until they next open a page of their own).
+    /// </summary>
+    public static ConsumeDecision Decide(BillingCatalog catalog, SubscriberState state, string meter, IEnumerable<string>? requestGroups, DateTimeOffset now)
     {
-        if (catalog.IsUnlimited(requestGroups.Concat(state.Groups)))
+        if (catalog.IsUnlimited(requestGroups ?? state.Groups))
         {
             return new ConsumeDecision.AllowWithoutSpending("unlimited");
         }
