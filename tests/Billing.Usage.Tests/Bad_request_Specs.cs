@@ -22,6 +22,7 @@ public class Sending_a_bad_consume
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1000000001,\"idempotencyKey\":\"k\"}", "quantity")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":99999999999999999999999,\"idempotencyKey\":\"k\"}", "quantity")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1}", "idempotencyKey")]
+    [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"reservation:0193c0de-0000-7000-8000-000000000000\"}", "idempotencyKey")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\",\"groups\":\"g\"}", "groups")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"\",\"quantity\":1,\"idempotencyKey\":\"k\"}", "meter")]
     [TestCase("{\"userId\":\"u\",\"meter\":\"ai.generation\",\"quantity\":1,\"idempotencyKey\":\"k\\u0000x\"}", "idempotencyKey")]

@@ -10,9 +10,18 @@ namespace Billing.Usage.Api.Endpoints;
 /// </summary>
 internal static class ConsumeRequestReader
 {
+    /// <summary>The key space of the consumptions a reservation's commit records (<c>reservation:{id}</c>).</summary>
+    public const string ReservedKeyPrefix = "reservation:";
+
     public static async Task<(ConsumeRequest? Request, Dictionary<string, string[]> Errors)> ReadAsync(HttpRequest http, CancellationToken cancellationToken)
     {
         var (request, _, errors) = await ReadAsync(http, withTtl: false, cancellationToken);
+        if (request?.IdempotencyKey.StartsWith(ReservedKeyPrefix, StringComparison.Ordinal) == true)
+        {
+            // A reservation's commit records its usage under this key: a consume must not take it (or be answered with it).
+            errors["idempotencyKey"] = [$"Keys beginning with '{ReservedKeyPrefix}' are Billing's own (a reservation's commit); use another."];
+            request = null;
+        }
         return (request, errors);
     }
 
