@@ -11,7 +11,8 @@ namespace Billing.Gateway.Demo;
 /// The click-through demo at <c>/demo</c> (local runs only): a sign-in that mints a user token for any user id, and a
 /// "Generate" action that spends one unit of a meter for the signed-in user with a service token the browser never sees.
 /// Switched on by <c>BILLING_DEMO=1</c> (set by <c>deploy/billing up/test</c> on the simulator) and never with an OIDC
-/// authority; when off, nothing under <c>/demo</c> is served.
+/// authority, nor with real Stripe (no <c>STRIPE_API_BASE</c>, one on stripe.com, or a live key): a setting copied into
+/// production must not hand out tokens for any user. When off, nothing under <c>/demo</c> is served.
 /// </summary>
 internal static partial class DemoEndpoints
 {
@@ -20,7 +21,14 @@ internal static partial class DemoEndpoints
     public static bool IsEnabled(IConfiguration configuration) =>
         configuration["BILLING_DEMO"] == "1"
         && string.IsNullOrWhiteSpace(configuration["BILLING_OIDC_AUTHORITY"])
-        && !string.IsNullOrWhiteSpace(configuration["BILLING_JWT_SIGNING_KEY"]);
+        && !string.IsNullOrWhiteSpace(configuration["BILLING_JWT_SIGNING_KEY"])
+        && OnTheSimulator(configuration);
+
+    /// <summary>Stripe is reached at an API base of its own (the simulator), not stripe.com, and no live key is set.</summary>
+    private static bool OnTheSimulator(IConfiguration configuration) =>
+        Uri.TryCreate(configuration["STRIPE_API_BASE"], UriKind.Absolute, out var apiBase)
+        && !apiBase.Host.EndsWith("stripe.com", StringComparison.OrdinalIgnoreCase)
+        && !(configuration["STRIPE_SECRET_KEY"] ?? "").Contains("_live_", StringComparison.Ordinal);
 
     public static WebApplicationBuilder AddBillingDemo(this WebApplicationBuilder builder)
     {
