@@ -13,7 +13,7 @@ namespace Billing.Subscriptions.Api.Consumers;
 /// (inbox) and only when its per-subscription sequence is newer than what is stored, so no redelivery or reordering
 /// can roll a subscription back. Payment failures start the grace period; a payment ends it.
 /// </summary>
-public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog catalog, TimeProvider clock)
+public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog catalog)
     : IConsumer<SubscriptionActivated>, IConsumer<SubscriptionUpdated>, IConsumer<SubscriptionEnded>,
       IConsumer<InvoicePaymentFailed>, IConsumer<InvoicePaid>
 {
@@ -79,7 +79,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
                 return;
             }
             var since = existing.PastDueSince ?? m.OccurredAt;
-            var updated = existing with { PastDueSince = since, GraceUntil = existing.GraceUntil ?? GraceFrom(since) };
+            var updated = existing with { PastDueSince = since, GraceUntil = existing.GraceUntil ?? since.AddDays(catalog.GracePeriodDays) };
             await SubscriptionStore.UpsertAsync(c, tx, updated, ct);
             await SubscriptionStore.RecordAsync(c, tx, m.UserId, m.SubscriptionId, "payment_failed",
                 $"attempt {m.AttemptCount} failed; access until {updated.GraceUntil:u}", "stripe", m.StripeEventId, m.OccurredAt, ct);
@@ -116,17 +116,6 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
         });
     }
 
-    /// <summary>
-    /// The end of a grace period that began at <paramref name="since"/> (Stripe's time) — counted from when Billing learns
-    /// of it if that is later: an event replayed a day late (an outage, a parked event fixed by an admin) must not end a
-    /// grace period the user never had.
-    /// </summary>
-    private DateTimeOffset GraceFrom(DateTimeOffset since)
-    {
-        var now = clock.GetUtcNow();
-        return (since > now ? since : now).AddDays(catalog.GracePeriodDays);
-    }
-
     private async Task ApplyAsync(NpgsqlConnection c, NpgsqlTransaction tx, SubscriptionRecord incoming, string change, string detail,
         string? stripeEventId, DateTimeOffset occurredAt, CancellationToken ct, SubscriptionRecord? existing = null)
     {
@@ -148,7 +137,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
         if (incoming.StripeStatus is "past_due" or "unpaid" && enteringPastDue)
         {
             // A new spell of past due gets a full grace period, whatever an earlier one left behind.
-            record = record with { PastDueSince = occurredAt, GraceUntil = GraceFrom(occurredAt) };
+            record = record with { PastDueSince = occurredAt, GraceUntil = occurredAt.AddDays(catalog.GracePeriodDays) };
         }
         else if (incoming.StripeStatus is "active" or "trialing")
         {
