@@ -18,7 +18,7 @@ public class A_late_payment_failure
         CancelAtPeriodEnd = false, StartedAt = start, Sequence = sequence, OccurredAt = at,
     };
 
-    // Grace periods count from when the consumer handles the event if that is later than Stripe's time: within a minute here.
+    // Grace periods count from Stripe's time of the past due; the asserts allow a minute for a busy machine.
 
     [Test]
     public async Task Leaves_a_later_past_due_its_full_grace_period()
