@@ -397,6 +397,17 @@ _infra_epmd_kill() { # stop the profile's own epmd (refused by epmd while a node
   return 1
 }
 
+_infra_rabbit_orphan_pid() { # print the PID of this profile's node when it runs without its PID file (an earlier run's)
+  local dir pid
+  for dir in /proc/[0-9]*; do
+    [[ $(cat "$dir/comm" 2>/dev/null) == beam.smp ]] || continue
+    pid=${dir#/proc/}
+    # ours only if its environment names this profile's data folder (set by infra_rabbit_start)
+    tr '\0' '\n' 2>/dev/null <"$dir/environ" | grep -qxF "RABBITMQ_MNESIA_BASE=$RABBITMQ_MNESIA_BASE" && printf '%s\n' "$pid" && return 0
+  done
+  return 1
+}
+
 _infra_rabbit_kill_pid() { # <pid>: TERM, wait, KILL — only our recorded PID
   local pid=$1
   _infra_pid_alive "$pid" || return 0
@@ -429,6 +440,14 @@ infra_rabbit_start() {
   if [[ -z $pid ]]; then
     # not running (never started, stopped, or crashed): clean up and launch
     rm -f "$BILLING_RABBIT_PIDFILE" "$RABBITMQ_PID_FILE"
+    if _infra_port_open "$BILLING_RABBIT_PORT" && pid=$(_infra_rabbit_orphan_pid); then
+      # An earlier run of this profile left its node running without a PID file (seen once after a test run whose data
+      # folder was wiped at the next start): it is ours — its environment names this profile's data — so stop it.
+      _infra_log "rabbitmq: stopping this profile's node left running by an earlier run (PID $pid)"
+      _infra_rabbit_kill_pid "$pid" || true
+      _infra_epmd_kill || true
+      pid=""
+    fi
     if _infra_port_open "$BILLING_RABBIT_PORT"; then
       _infra_err "rabbitmq: port 127.0.0.1:$BILLING_RABBIT_PORT is taken by a process we did not start"
       return 1
