@@ -11,13 +11,15 @@ namespace Billing.ServiceDefaults;
 /// </summary>
 public sealed class ReturnOrigins(IReadOnlySet<string> origins)
 {
-    public const string DefaultPublicUrl = "http://127.0.0.1:8080";
-
     public IReadOnlySet<string> Origins { get; } = origins;
+
+    /// <summary><c>BILLING_PUBLIC_URL</c> without a trailing slash (the gateway's local address when unset): the base of the default return pages.</summary>
+    public static string PublicUrl(IConfiguration configuration) =>
+        (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : "http://127.0.0.1:8080").TrimEnd('/');
 
     public static ReturnOrigins From(IConfiguration configuration)
     {
-        var listed = new[] { configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : DefaultPublicUrl }
+        var listed = new[] { PublicUrl(configuration) }
             .Concat(Split(configuration["BILLING_CORS_ORIGINS"]))
             .Concat(Split(configuration["BILLING_RETURN_ORIGINS"]))
             .Select(o => Uri.TryCreate(o, UriKind.Absolute, out var uri) ? Origin(uri) : null)

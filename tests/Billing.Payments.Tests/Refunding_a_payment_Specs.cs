@@ -159,12 +159,7 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
     {
         var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
         var disputeId = "dp_" + Guid.NewGuid().ToString("N")[..14];
-        FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject
-        {
-            ["id"] = disputeId, ["object"] = "dispute", ["amount"] = 5000L, ["charge"] = chargeId, ["payment_intent"] = paymentIntentId,
-            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = "usd", ["livemode"] = false, ["metadata"] = new JsonObject(),
-            ["reason"] = "fraudulent", ["status"] = "needs_response", ["is_charge_refundable"] = false, ["balance_transactions"] = new JsonArray(),
-        });
+        DisputeOf(disputeId, chargeId, paymentIntentId, "fraudulent", "needs_response");
 
         await DisputeWebhookAsync(disputeId, "charge.dispute.created");
         await DisputeWebhookAsync(disputeId, "charge.dispute.created"); // the same event type again (another event id)
@@ -190,12 +185,7 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
     {
         var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
         var disputeId = "dp_" + Guid.NewGuid().ToString("N")[..14];
-        FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject
-        {
-            ["id"] = disputeId, ["object"] = "dispute", ["amount"] = 5000L, ["charge"] = chargeId, ["payment_intent"] = paymentIntentId,
-            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = "usd", ["livemode"] = false, ["metadata"] = new JsonObject(),
-            ["reason"] = "general", ["status"] = "warning_needs_response", ["is_charge_refundable"] = true, ["balance_transactions"] = new JsonArray(),
-        });
+        DisputeOf(disputeId, chargeId, paymentIntentId, "general", "warning_needs_response");
         const string Published = "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputed,%' AND payload->>'disputeId' = @disputeId";
 
         await DisputeWebhookAsync(disputeId, "charge.dispute.created");
@@ -214,19 +204,17 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
         Assert.That(JsonDocument.Parse(refused.Body).RootElement.GetProperty("code").GetString(), Is.EqualTo("payment_disputed"));
     }
 
-    private async Task DisputeWebhookAsync(string disputeId, string type)
-    {
-        var body = new JsonObject
+    /// <summary>A dispute of 5,000 on the charge, as Stripe's API shows it (an inquiry, <c>warning_*</c>, can still be refunded).</summary>
+    private void DisputeOf(string disputeId, string chargeId, string paymentIntentId, string reason, string status) =>
+        FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject
         {
-            ["id"] = "evt_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "event", ["api_version"] = "2026-10-28.endive",
-            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            ["data"] = new JsonObject { ["object"] = FakeStripe.ObjectAt("/v1/disputes/" + disputeId).DeepClone() },
-            ["livemode"] = false, ["pending_webhooks"] = 1, ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
-            ["type"] = type,
-        }.ToJsonString();
-        var (status, answer, _) = await Payments.SendWebhookAsync(body);
-        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
-    }
+            ["id"] = disputeId, ["object"] = "dispute", ["amount"] = 5000L, ["charge"] = chargeId, ["payment_intent"] = paymentIntentId,
+            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["currency"] = "usd", ["livemode"] = false, ["metadata"] = new JsonObject(),
+            ["reason"] = reason, ["status"] = status, ["is_charge_refundable"] = status.StartsWith("warning_", StringComparison.Ordinal),
+            ["balance_transactions"] = new JsonArray(),
+        });
+
+    private Task DisputeWebhookAsync(string disputeId, string type) => WebhookAsync(type, "/v1/disputes/" + disputeId);
 
     /// <summary>A paid token pack, 60 days old (outside the default catalog's refund window, so refunds need force).</summary>
     private async Task<(string PaymentIntentId, string ChargeId)> PaymentOutsideTheRefundWindowAsync(long amount)
@@ -265,15 +253,18 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
     }
 
     /// <summary>Stripe's charge.refunded about the charge as it is now; Payments re-reads the charge.</summary>
-    private async Task ChargeRefundedWebhookAsync(string chargeId)
+    private Task ChargeRefundedWebhookAsync(string chargeId) => WebhookAsync("charge.refunded", "/v1/charges/" + chargeId);
+
+    /// <summary>Sends Stripe's signed event of <paramref name="type"/> about the object Stripe's API has at <paramref name="path"/>.</summary>
+    private async Task WebhookAsync(string type, string path)
     {
         var body = new JsonObject
         {
             ["id"] = "evt_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "event", ["api_version"] = "2026-10-28.endive",
             ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            ["data"] = new JsonObject { ["object"] = FakeStripe.ObjectAt("/v1/charges/" + chargeId).DeepClone() },
+            ["data"] = new JsonObject { ["object"] = FakeStripe.ObjectAt(path).DeepClone() },
             ["livemode"] = false, ["pending_webhooks"] = 1, ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
-            ["type"] = "charge.refunded",
+            ["type"] = type,
         }.ToJsonString();
         var (status, answer, _) = await Payments.SendWebhookAsync(body);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);

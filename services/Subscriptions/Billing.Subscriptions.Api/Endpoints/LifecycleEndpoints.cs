@@ -299,15 +299,26 @@ public static class LifecycleEndpoints
             return null;
         }
         var item = subscription.PlanItem();
-        await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
-        {
-            Items = OverageItems.ToUpdate([new ItemChange(item.Id, entitled)]),
-            ProrationBehavior = "none",
-            BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
-            Metadata = new Dictionary<string, string> { ["planId"] = current.PlanId, [EntitledPlanKey] = "", [EntitledUntilKey] = "" },
-        }, new RequestOptions { IdempotencyKey = idempotencyKey + "-restore" }, c), CancellationToken.None);
+        await SetPlanPriceUnproratedAsync(subscription, entitled,
+            new Dictionary<string, string> { ["planId"] = current.PlanId, [EntitledPlanKey] = "", [EntitledUntilKey] = "" },
+            idempotencyKey + "-restore", stripe, calls);
         return item.Price.Id;
     }
+
+    /// <summary>
+    /// Puts <paramref name="priceId"/> on the plan item without proration and without moving the period (what was paid for
+    /// this period stays paid; Stripe bills the price from the renewal), with <paramref name="metadata"/>. Not cancelled by
+    /// a client that leaves: the caller's next step depends on its outcome.
+    /// </summary>
+    private static Task SetPlanPriceUnproratedAsync(Subscription subscription, string priceId, Dictionary<string, string> metadata,
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls) =>
+        calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
+        {
+            Items = OverageItems.ToUpdate([new ItemChange(subscription.PlanItem().Id, priceId)]),
+            ProrationBehavior = "none",
+            BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
+            Metadata = metadata,
+        }, new RequestOptions { IdempotencyKey = idempotencyKey }, c), CancellationToken.None);
 
     /// <summary>
     /// After a failed upgrade: the downgrade <see cref="RestoreEntitledPriceAsync"/> undid is pending again, as before — only
@@ -328,26 +339,18 @@ public static class LifecycleEndpoints
             {
                 return; // the lower price is back already, or the upgrade went through (its metadata names the new plan)
             }
-            await RedoAsync();
+            await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, new Dictionary<string, string>
+            {
+                ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
+                [EntitledPlanKey] = subscription.Metadata.GetValueOrDefault(EntitledPlanKey) ?? "",
+                [EntitledUntilKey] = subscription.Metadata.GetValueOrDefault(EntitledUntilKey) ?? "",
+            }, idempotencyKey + "-redo", stripe, calls);
         }
         catch (Exception ex)
         {
             logger.LogError(ex, "Subscription {Subscription}: the upgrade failed and the pending downgrade to price {Price} could not be put back; "
                 + "the user is billed the plan they paid for at the renewal unless they downgrade again", subscription.Id, lowerPriceId);
         }
-
-        Task RedoAsync() => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
-        {
-            Items = OverageItems.ToUpdate([new ItemChange(subscription.PlanItem().Id, lowerPriceId)]),
-            ProrationBehavior = "none",
-            BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
-            Metadata = new Dictionary<string, string>
-            {
-                ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
-                [EntitledPlanKey] = subscription.Metadata.GetValueOrDefault(EntitledPlanKey) ?? "",
-                [EntitledUntilKey] = subscription.Metadata.GetValueOrDefault(EntitledUntilKey) ?? "",
-            },
-        }, new RequestOptions { IdempotencyKey = idempotencyKey + "-redo" }, c), CancellationToken.None);
     }
 
     /// <summary>

@@ -24,7 +24,7 @@ public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel, s
 
     public static ReturnUrls From(IConfiguration configuration)
     {
-        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : ReturnOrigins.DefaultPublicUrl).TrimEnd('/');
+        var publicUrl = ReturnOrigins.PublicUrl(configuration);
         return new ReturnUrls(
             publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}",
             publicUrl + "/billing/checkout/cancel",
@@ -230,7 +230,7 @@ public static class SubscriptionEndpoints
         IStripeClient stripe, StripeCalls calls, ReturnUrls urls, CancellationToken ct)
     {
         var errors = new Dictionary<string, string[]>();
-        var returnUrl = CheckoutRules.CheckUrl(request?.ReturnUrl, "returnUrl", errors, urls.Allowed.Allows) ?? urls.PortalReturn;
+        var returnUrl = Billing.Catalog.ReturnUrl.Check(request?.ReturnUrl, "returnUrl", errors, urls.Allowed.Allows) ?? urls.PortalReturn;
         if (errors.Count > 0)
         {
             return Problems.Validation(errors);

@@ -51,31 +51,8 @@ public static class CheckoutRules
             }
         }
 
-        var success = CheckUrl(request.SuccessUrl, "successUrl", errors, allowedReturn) ?? defaultSuccessUrl;
-        var cancel = CheckUrl(request.CancelUrl, "cancelUrl", errors, allowedReturn) ?? defaultCancelUrl;
+        var success = ReturnUrl.Check(request.SuccessUrl, "successUrl", errors, allowedReturn) ?? defaultSuccessUrl;
+        var cancel = ReturnUrl.Check(request.CancelUrl, "cancelUrl", errors, allowedReturn) ?? defaultCancelUrl;
         return errors.Count > 0 ? (null, errors) : (new CheckoutChoice(plan!, price!, success, cancel), errors);
-    }
-
-    /// <summary>
-    /// An absolute http(s) URL of at most 2,000 characters on an origin <paramref name="allowed"/> accepts (where Billing may
-    /// send a user back), or null when none was given.
-    /// </summary>
-    public static string? CheckUrl(string? url, string field, Dictionary<string, string[]> errors, Func<Uri, bool>? allowed = null)
-    {
-        if (url is null)
-        {
-            return null;
-        }
-        if (url.Length > 2000 || !Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-        {
-            errors[field] = ["an absolute http(s) URL"];
-            return null;
-        }
-        if (allowed is not null && !allowed(uri))
-        {
-            errors[field] = ["a URL on one of the frontends' origins (BILLING_PUBLIC_URL, BILLING_CORS_ORIGINS, BILLING_RETURN_ORIGINS)"];
-            return null;
-        }
-        return url;
     }
 }

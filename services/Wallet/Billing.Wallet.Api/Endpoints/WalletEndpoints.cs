@@ -18,7 +18,7 @@ public sealed record ReturnUrls(string CheckoutSuccess, string CheckoutCancel)
 
     public static ReturnUrls From(IConfiguration configuration)
     {
-        var publicUrl = (configuration["BILLING_PUBLIC_URL"] is { Length: > 0 } u ? u : ReturnOrigins.DefaultPublicUrl).TrimEnd('/');
+        var publicUrl = ReturnOrigins.PublicUrl(configuration);
         return new ReturnUrls(publicUrl + "/billing/checkout/success?session_id={CHECKOUT_SESSION_ID}", publicUrl + "/billing/checkout/cancel")
         {
             Allowed = ReturnOrigins.From(configuration),
