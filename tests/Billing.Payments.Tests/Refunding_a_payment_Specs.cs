@@ -204,6 +204,24 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
         Assert.That(JsonDocument.Parse(refused.Body).RootElement.GetProperty("code").GetString(), Is.EqualTo("payment_disputed"));
     }
 
+    [Test]
+    public async Task A_chargeback_applied_only_after_it_was_won_takes_nothing_away()
+    {
+        // Its event waited (the payment was not recorded yet) while the merchant won the dispute: by the time it is applied,
+        // Stripe says won, and the money is back.
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var disputeId = "dp_" + Guid.NewGuid().ToString("N")[..14];
+        DisputeOf(disputeId, chargeId, paymentIntentId, "fraudulent", "won");
+
+        await DisputeWebhookAsync(disputeId, "charge.dispute.created");
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                "SELECT count(*) FROM payments WHERE id = @id AND dispute_status = 'won'", new { id = paymentIntentId }),
+            n => n == 1, "the dispute recorded as won");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputed,%' AND payload->>'disputeId' = @disputeId", new { disputeId }),
+            Is.Zero, "no access or tokens end for a dispute the merchant won");
+    }
+
     /// <summary>A dispute of 5,000 on the charge, as Stripe's API shows it (an inquiry, <c>warning_*</c>, can still be refunded).</summary>
     private void DisputeOf(string disputeId, string chargeId, string paymentIntentId, string reason, string status) =>
         FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject

@@ -340,7 +340,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     /// <summary>
     /// A chargeback. Opened: the payment records it and <see cref="PaymentDisputed"/> goes out (access and tokens end as
     /// for a full refund) — not for an inquiry (<c>warning_*</c>: the bank asks, no money has moved), which publishes it
-    /// only if it turns into a chargeback (<c>funds_withdrawn</c>). Closed: the payment records how it ended; a dispute
+    /// only if it turns into a chargeback (<c>funds_withdrawn</c>), nor for one Stripe already shows as won. Closed: the payment records how it ended; a dispute
     /// won brings the money back but restores nothing by itself (the user subscribes or buys again).
     /// </summary>
     private async Task ChargeDisputeAsync(NpgsqlConnection c, NpgsqlTransaction tx, string disputeId, StoredEvent e, CancellationToken ct)
@@ -355,7 +355,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             """
             UPDATE payments SET dispute_id = @disputeId, dispute_status = @status, disputed_at = COALESCE(disputed_at, @at) WHERE id = @id
             """, new { disputeId, status = dispute.Status, at = e.StripeCreated, id = payment.Id }, tx, cancellationToken: ct));
-        if (e.Type == StripeEventTypes.ChargeDisputeClosed || dispute.Status?.StartsWith("warning_", StringComparison.Ordinal) == true)
+        // Only a chargeback that stands now ends anything: not an inquiry, and not one already won (its event may be applied
+        // weeks late, after waiting for its payment) — the money is back by then.
+        if (e.Type == StripeEventTypes.ChargeDisputeClosed || dispute.Status is not ("needs_response" or "under_review" or "lost"))
         {
             return;
         }
