@@ -294,4 +294,25 @@ public class Downgrading_to_another_billing_interval
         Assert.That(after.Metadata["entitledPlanId"], Is.EqualTo("business"));
         Assert.That(after.ScheduleId, Is.Null.Or.Empty);
     }
+    [Test]
+    public async Task A_change_before_Billing_has_heard_of_the_renewal_that_applied_a_scheduled_downgrade_is_refused_not_misread()
+    {
+        // Max, downgraded to Pro at the renewal. Stripe renews on Pro; its events have
+        // not reached Billing, which still shows Max. Business now is an upgrade from Pro: read as a downgrade from Max, it
+        // would entitle the user to Max for the new period at Pro's price and charge nothing.
+        var (user, before) = await ScheduledAsync("max", "month", "pro", "month");
+        await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+        var renewed = await StripeAsync(before.Id);
+        Assert.That(renewed.Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"));
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("subscription_changing"));
+        var after = await StripeAsync(before.Id);
+        Assert.That(after.Items.Data[0].Price.LookupKey, Is.EqualTo("pro_month"), "nothing changed");
+        Assert.That(after.Metadata, Is.EquivalentTo(renewed.Metadata), "no entitlement to the old plan for the new period");
+        var (_, preview) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=business&interval=month");
+        Assert.That(preview.GetProperty("code").GetString(), Is.EqualTo("subscription_changing"), preview.ToString());
+    }
 }

@@ -166,6 +166,10 @@ public static class LifecycleEndpoints
             // and nothing to charge a second time.
             return Problems.Problem(409, "no_change", "You are already on this plan and price.");
         }
+        if (RecordLags(subscription, current, catalog))
+        {
+            return SubscriptionChanging();
+        }
         if (kind == PlanChangeKind.None)
         {
             // Billing's record says this price, Stripe bills another one: a change whose events are on their way. Asking
@@ -358,6 +362,19 @@ public static class LifecycleEndpoints
     /// the period the user paid <paramref name="planId"/> for. After the renewal (whose events may not have reached Billing
     /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore.
     /// </summary>
+    /// <summary>
+    /// Stripe gives the user another plan than Billing's record says: a renewal applied a scheduled downgrade, or a change
+    /// was made elsewhere, and its events have not reached Billing yet. Classified against the record, a change would charge
+    /// or entitle the wrong plan (a "downgrade" from a plan the user no longer has wrote that plan as the entitlement for a
+    /// whole new period, and charged nothing for what was an upgrade).
+    /// </summary>
+    private static bool RecordLags(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog) =>
+        !DowngradePending(subscription, current.PlanId) && OverageItems.PlanOf(subscription, catalog) is var (billed, _) && billed.Id != current.PlanId;
+
+    private static IResult SubscriptionChanging() =>
+        Problems.Problem(409, "subscription_changing", "Your subscription changed a moment ago.",
+            "Stripe has a change (a renewal, or a change made elsewhere) that Billing is still applying; try again in a few seconds.");
+
     private static bool DowngradePending(Subscription subscription, string planId) =>
         subscription.Metadata.GetValueOrDefault(EntitledPlanKey) == planId
         && long.TryParse(subscription.Metadata.GetValueOrDefault(EntitledUntilKey), NumberStyles.Integer, CultureInfo.InvariantCulture, out var until)
@@ -372,14 +389,18 @@ public static class LifecycleEndpoints
             return errorResult!;
         }
         var (current, plan, price, priceId, overagePriceIds, kind) = target;
+        var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         if (kind is PlanChangeKind.Restore or PlanChangeKind.None)
         {
             // As the change itself decides: only a pending downgrade (to this plan's entitlement, or scheduled away from the
             // price Stripe bills now) can be undone.
-            var pending = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
-            var undoesSchedule = pending.PlanItem().Price.Id == priceId
-                && ScheduledDowngrades.Pending(await ScheduledDowngrades.ActiveAsync(pending, stripe, calls, ct), pending) is not null;
-            kind = undoesSchedule || (kind == PlanChangeKind.Restore && DowngradePending(pending, plan.Id)) ? PlanChangeKind.Restore : PlanChangeKind.None;
+            var undoesSchedule = subscription.PlanItem().Price.Id == priceId
+                && ScheduledDowngrades.Pending(await ScheduledDowngrades.ActiveAsync(subscription, stripe, calls, ct), subscription) is not null;
+            kind = undoesSchedule || (kind == PlanChangeKind.Restore && DowngradePending(subscription, plan.Id)) ? PlanChangeKind.Restore : PlanChangeKind.None;
+        }
+        if (kind != PlanChangeKind.None && RecordLags(subscription, current, catalog))
+        {
+            return SubscriptionChanging();
         }
         if (kind != PlanChangeKind.Upgrade)
         {
@@ -387,7 +408,6 @@ public static class LifecycleEndpoints
                 kind == PlanChangeKind.Restore ? clock.GetUtcNow() : current.CurrentPeriodEnd, 0, price.Currency, price.Amount));
         }
 
-        var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(current.SubscriptionId, cancellationToken: c), ct);
         var now = clock.GetUtcNow();
         Task<Invoice> PreviewOf(List<ItemChange> changes) => calls.RunAsync(c => new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
         {
