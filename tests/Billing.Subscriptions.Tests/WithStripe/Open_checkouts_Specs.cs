@@ -85,6 +85,25 @@ public class Opening_a_second_checkout
     }
 
     [Test]
+    public async Task While_the_first_one_s_bank_debit_is_still_processing_is_refused()
+    {
+        // Paid by bank debit: the session is complete, its subscription incomplete until the debit settles (days), and
+        // Billing has heard of nothing. A second checkout paid by card would leave two subscriptions, both renewing.
+        var user = SubscriptionsHost.NewUser();
+        var monthly = await CheckoutAsync(user, "business", "month");
+        using var paid = await Host.PayAsync(monthly, method: "bank_debit");
+        Assert.That((int)paid.StatusCode, Is.EqualTo(303), await paid.Content.ReadAsStringAsync());
+        var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(monthly);
+        Assert.That((session.Status, session.PaymentStatus), Is.EqualTo(("complete", "unpaid")));
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "business", interval = "year" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("payment_processing"));
+        Assert.That(body.GetProperty("subscriptionId").GetString(), Is.EqualTo(session.SubscriptionId));
+    }
+
+    [Test]
     public async Task Concurrent_checkouts_for_two_prices_leave_one_session_open()
     {
         var user = SubscriptionsHost.NewUser();

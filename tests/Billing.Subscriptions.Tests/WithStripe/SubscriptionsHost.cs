@@ -138,8 +138,8 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
     }
 
     /// <summary>Submits the hosted checkout page's Pay form, as a browser would.</summary>
-    public Task<HttpResponseMessage> PayAsync(string sessionId, string card = "4242424242424242") =>
-        _simulator.PostAsync($"/checkout/{sessionId}/pay", new FormUrlEncodedContent(new Dictionary<string, string> { ["card"] = card, ["method"] = "card" }));
+    public Task<HttpResponseMessage> PayAsync(string sessionId, string card = "4242424242424242", string method = "card") =>
+        _simulator.PostAsync($"/checkout/{sessionId}/pay", new FormUrlEncodedContent(new Dictionary<string, string> { ["card"] = card, ["method"] = method }));
 
     /// <summary>Changes the card the simulator charges the customer's next payments with.</summary>
     public async Task SetCardAsync(string customerId, string card)

@@ -139,11 +139,15 @@ public static class SubscriptionEndpoints
         var generation = latest.Generation;
         if (latest.SessionId is not null && latest.IdempotencyKey != $"{baseKey}-g{generation}")
         {
-            if (await ExpireCheckoutAsync(latest.SessionId, stripe, calls, ct) is { } paidSubscription)
+            if (await ExpireCheckoutAsync(latest.SessionId, stripe, calls, ct) is var (paidSubscription, processing) && paidSubscription is not null)
             {
-                return Problems.Problem(409, "already_subscribed", "You already have a subscription.",
-                    "A checkout you opened earlier has been paid; it shows here shortly. Use POST /api/subscriptions/me/change to switch plans.",
-                    new Dictionary<string, object?> { ["subscriptionId"] = paidSubscription });
+                return processing
+                    ? Problems.Problem(409, "payment_processing", "Your earlier checkout's payment is still being processed.",
+                        "A bank debit can take a few days to settle; the subscription starts when it does. Should it fail, a new checkout can be started then.",
+                        new Dictionary<string, object?> { ["subscriptionId"] = paidSubscription })
+                    : Problems.Problem(409, "already_subscribed", "You already have a subscription.",
+                        "A checkout you opened earlier has been paid; it shows here shortly. Use POST /api/subscriptions/me/change to switch plans.",
+                        new Dictionary<string, object?> { ["subscriptionId"] = paidSubscription });
             }
             generation++; // a new key: the expired session must not be replayed
         }
@@ -168,9 +172,12 @@ public static class SubscriptionEndpoints
 
     /// <summary>
     /// Expires the user's earlier checkout session if it is still open. Returns the subscription it created when it was
-    /// paid in the meantime and that subscription is still live (its events may not have reached Billing yet), else null.
+    /// paid in the meantime and that subscription is still live (its events may not have reached Billing yet), or when its
+    /// payment is still processing (a bank debit: the session is complete, the subscription incomplete until the debit
+    /// settles, and Billing has heard of nothing) — a second checkout then would end in two subscriptions. Else null.
     /// </summary>
-    private static async Task<string?> ExpireCheckoutAsync(string sessionId, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
+    private static async Task<(string? SubscriptionId, bool Processing)> ExpireCheckoutAsync(string sessionId, IStripeClient stripe,
+        StripeCalls calls, CancellationToken ct)
     {
         var sessions = new global::Stripe.Checkout.SessionService(stripe);
         var previous = await calls.RunAsync(c => sessions.GetAsync(sessionId, cancellationToken: c), ct);
@@ -189,10 +196,12 @@ public static class SubscriptionEndpoints
         }
         if (previous.Status != "complete" || string.IsNullOrEmpty(previous.SubscriptionId))
         {
-            return null;
+            return (null, false);
         }
         var subscription = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(previous.SubscriptionId, cancellationToken: c), ct);
-        return SubscriptionStatus.Live.Contains(subscription.Status) ? subscription.Id : null;
+        return SubscriptionStatus.Live.Contains(subscription.Status) ? (subscription.Id, false)
+            : subscription.Status == "incomplete" && previous.PaymentStatus == "unpaid" ? (subscription.Id, true)
+            : (null, false);
     }
 
     /// <summary>
