@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -220,6 +221,55 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
         Assert.That(await PaymentsHost.ScalarAsync(
             "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputed,%' AND payload->>'disputeId' = @disputeId", new { disputeId }),
             Is.Zero, "no access or tokens end for a dispute the merchant won");
+    }
+
+    [Test]
+    public async Task A_refund_event_an_older_release_stored_as_ignored_is_applied_once_this_release_starts()
+    {
+        // A rollout that teaches Payments a new event type: a replica of the older release stored it as ignored (and Stripe's
+        // redelivery was then a duplicate). Simulated with charge.refunded; an ignored type Billing does not handle stays so.
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var charge = FakeStripe.ObjectAt("/v1/charges/" + chargeId);
+        charge["amount_refunded"] = 5000L;
+        charge["refunded"] = true;
+        var (refundEvent, otherEvent) = ("evt_" + Guid.NewGuid().ToString("N")[..14], "evt_" + Guid.NewGuid().ToString("N")[..14]);
+        await PaymentsHost.ScalarAsync(
+            """
+            WITH stored AS (
+                INSERT INTO stripe_events (id, type, stripe_created, object_type, object_id, order_key, payload, status, processed_at)
+                VALUES (@refundEvent, 'charge.refunded', now(), 'charge', @chargeId, @paymentIntentId, '{}', 'ignored', now()),
+                       (@otherEvent, 'customer.created', now(), 'customer', 'cus_x', 'cus_x', '{}', 'ignored', now())
+                RETURNING 1)
+            SELECT count(*) FROM stored
+            """, new { refundEvent, otherEvent, chargeId, paymentIntentId });
+
+        var requeued = await Payments.Services.GetRequiredService<Billing.Payments.Api.Persistence.EventStore>()
+            .RequeueNewlyHandledAsync(Billing.Payments.Api.Webhooks.WebhookProcessor.RequeueWindow, CancellationToken.None);
+
+        Assert.That(requeued, Is.GreaterThanOrEqualTo(1));
+        await RefundedAmountAsync(paymentIntentId, 5000);
+        Assert.That(await PaymentsHost.ScalarAsync("SELECT count(*) FROM stripe_events WHERE id = @otherEvent AND status = 'ignored'", new { otherEvent }),
+            Is.EqualTo(1), "a type Billing does not handle stays ignored");
+    }
+
+    [Test]
+    public async Task An_event_of_a_type_only_a_newer_release_handles_waits_for_it_instead_of_being_done_with()
+    {
+        var id = "evt_" + Guid.NewGuid().ToString("N")[..14];
+        await PaymentsHost.ScalarAsync(
+            """
+            WITH stored AS (
+                INSERT INTO stripe_events (id, type, stripe_created, object_type, object_id, order_key, payload, status)
+                VALUES (@id, 'charge.future_thing', now(), 'charge', 'ch_future', 'ch_future', '{}', 'pending')
+                RETURNING 1)
+            SELECT count(*) FROM stored
+            """, new { id });
+        await PaymentsHost.ScalarAsync("SELECT count(*) FROM (SELECT pg_notify('billing_stripe_events', '')) n", new { });
+
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync("SELECT attempts FROM stripe_events WHERE id = @id", new { id }),
+            attempts => attempts >= 1, "an attempt");
+        Assert.That(await PaymentsHost.ScalarAsync("SELECT count(*) FROM stripe_events WHERE id = @id AND status = 'pending'", new { id }),
+            Is.EqualTo(1), "still waiting for a release that handles it, not processed (lost) nor failed");
     }
 
     /// <summary>A dispute of 5,000 on the charge, as Stripe's API shows it (an inquiry, <c>warning_*</c>, can still be refunded).</summary>

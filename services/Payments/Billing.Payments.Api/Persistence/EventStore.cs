@@ -31,6 +31,27 @@ public sealed class EventStore(NpgsqlDataSource dataSource)
         return inserted;
     }
 
+    /// <summary>
+    /// Puts back in the queue the events stored as ignored within <paramref name="window"/> whose type is handled now. During
+    /// a rollout that teaches Payments a new event type, a replica of the older release stores that type as ignored (and
+    /// Stripe's redelivery of it is then a duplicate, the reconciler's copy too): the newer release, once it runs, takes
+    /// them up. Returns how many.
+    /// </summary>
+    public async Task<int> RequeueNewlyHandledAsync(TimeSpan window, CancellationToken ct)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        var requeued = await connection.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE stripe_events SET status = 'pending', processed_at = NULL, next_attempt_at = now()
+            WHERE status = 'ignored' AND received_at > now() - @window AND type = ANY(@types)
+            """, new { window, types = StripeEventTypes.Handled.ToArray() }, cancellationToken: ct));
+        if (requeued > 0)
+        {
+            await connection.ExecuteAsync(new CommandDefinition($"SELECT pg_notify('{Channel}', '')", cancellationToken: ct));
+        }
+        return requeued;
+    }
+
     /// <summary>Events due for processing, oldest first.</summary>
     public async Task<IReadOnlyList<(string Id, string OrderKey)>> DueAsync(int limit, CancellationToken ct)
     {

@@ -71,8 +71,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                 }
                 break;
             default:
-                logger.LogDebug("Event {Id} of type {Type} needs nothing", e.Id, e.Type);
-                break;
+                // Queued as handled by a newer release (a rollout in progress): done with here, it would be lost. It waits for a
+                // replica that knows it.
+                throw new RetryLaterException($"Event type {e.Type} is not handled by this release; a replica of a newer one processes it.");
         }
     }
 

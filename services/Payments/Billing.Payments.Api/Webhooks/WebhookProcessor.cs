@@ -33,8 +33,22 @@ public sealed class WebhookProcessorOptions
 public sealed class WebhookProcessor(NpgsqlDataSource dataSource, EventStore events, StripeEventHandler handler,
     WebhookProcessorOptions options, ILogger<WebhookProcessor> logger) : BackgroundService
 {
+    /// <summary>How far back events an older release ignored are taken up again (Stripe redelivers for 3 days).</summary>
+    public static readonly TimeSpan RequeueWindow = TimeSpan.FromDays(3);
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        try
+        {
+            if (await events.RequeueNewlyHandledAsync(RequeueWindow, stoppingToken) is var requeued and > 0)
+            {
+                logger.LogWarning("{Count} Stripe events stored as ignored (by an older release) are of a type handled now; queued again", requeued);
+            }
+        }
+        catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+        {
+            logger.LogWarning(ex, "Could not look for ignored events of newly handled types; the next start tries again");
+        }
         NpgsqlConnection? listener = null;
         while (!stoppingToken.IsCancellationRequested)
         {
