@@ -74,6 +74,39 @@ public class Invoice_events_read_the_invoice_again : WithFakeStripe
         },
     };
 
+    [Test]
+    public async Task Should_be_done_with_the_events_of_another_product_s_subscription_on_the_same_Stripe_account()
+    {
+        // No Billing metadata on the subscription, its price or its customer, and a price no catalog knows: not Billing's.
+        // Each of its events is done with at the first attempt, instead of failing 12 times and joining the failed list
+        // that admins replay (and that alerts).
+        var n = Guid.NewGuid().ToString("N")[..14];
+        var (subscriptionId, invoiceId, customerId) = ("sub_" + n, "in_" + n, "cus_" + n);
+        var foreign = FakeStripe.ActiveSubscription(subscriptionId, "x", customerId);
+        foreign["metadata"] = new JsonObject();
+        var price = foreign["items"]!["data"]![0]!["price"]!.AsObject();
+        (price["id"], price["lookup_key"], price["metadata"]) = ("price_other_" + n, "other_product_month", new JsonObject());
+        FakeStripe.Subscription(foreign, StripeAnswer.Ok);
+        FakeStripe.Object("/v1/customers/" + customerId, new JsonObject
+        {
+            ["id"] = customerId, ["object"] = "customer", ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["email"] = null,
+            ["livemode"] = false, ["metadata"] = new JsonObject(),
+        });
+        FakeStripe.Object("/v1/invoices/" + invoiceId, Invoice(invoiceId, subscriptionId, "open"));
+
+        var updated = await SendAsync("customer.subscription.updated", foreign);
+        var failed = await SendAsync("invoice.payment_failed", Invoice(invoiceId, subscriptionId, "open"));
+
+        await ProcessedAsync(updated);
+        await ProcessedAsync(failed);
+        foreach (var eventId in new[] { updated, failed })
+        {
+            Assert.That((await Payments.StoredEventAsync(eventId))!.Value.GetProperty("attempts").GetInt32(), Is.EqualTo(1), eventId);
+        }
+        Assert.That(await PaymentsHost.ScalarAsync("SELECT count(*) FROM outbox WHERE payload->>'subscriptionId' = @subscriptionId", new { subscriptionId }),
+            Is.Zero, "nothing published about it");
+    }
+
     private (string SubscriptionId, string InvoiceId) NewSubscription()
     {
         var n = Guid.NewGuid().ToString("N")[..14];

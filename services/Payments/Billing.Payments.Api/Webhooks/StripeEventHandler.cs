@@ -29,6 +29,19 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
 
     public async Task HandleAsync(NpgsqlConnection c, NpgsqlTransaction tx, StoredEvent e, CancellationToken ct)
     {
+        try
+        {
+            await ApplyAsync(c, tx, e, ct);
+        }
+        catch (NotBillingsException notOurs)
+        {
+            // Another product on the same Stripe account: done with, not failed (the failed list is for admins to act on).
+            logger.LogWarning("Stripe event {EventId} ({Type}) is not about Billing's objects; done with: {Reason}", e.Id, e.Type, notOurs.Message);
+        }
+    }
+
+    private async Task ApplyAsync(NpgsqlConnection c, NpgsqlTransaction tx, StoredEvent e, CancellationToken ct)
+    {
         var id = e.ObjectId ?? throw new InvalidOperationException($"Event {e.Id} names no object.");
         switch (e.Type)
         {
@@ -403,8 +416,15 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         var price = item.Price;
         var planId = catalog.FindByLookupKey(price?.LookupKey)?.Plan.Id
             ?? s.Metadata?.GetValueOrDefault("planId")
-            ?? price?.Metadata?.GetValueOrDefault("planId")
-            ?? throw new InvalidOperationException($"Subscription {s.Id}: price {price?.Id} (lookup key {price?.LookupKey}) is in no catalog plan.");
+            ?? price?.Metadata?.GetValueOrDefault("planId");
+        if (planId is null)
+        {
+            if (s.Metadata?.ContainsKey("userId") != true)
+            {
+                await UserOfCustomerAsync(s.CustomerId, ct); // not Billing's subscription when its customer is not Billing's either
+            }
+            throw new InvalidOperationException($"Subscription {s.Id}: price {price?.Id} (lookup key {price?.LookupKey}) is in no catalog plan.");
+        }
         // A downgrade to another interval waits in a subscription schedule: what its next phase bills is what comes next.
         var scheduled = !string.IsNullOrEmpty(s.ScheduleId) && s.Status is not ("canceled" or "incomplete_expired")
             ? await ScheduledChangeAsync(s.ScheduleId, item, ct)
@@ -463,8 +483,14 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     {
         var customer = await calls.RunAsync(t => new CustomerService(stripe).GetAsync(customerId, cancellationToken: t), ct);
         return customer.Metadata?.GetValueOrDefault("userId")
-            ?? throw new InvalidOperationException($"Customer {customerId} carries no userId metadata: not one of Billing's customers.");
+            ?? throw new NotBillingsException($"Customer {customerId} carries no userId metadata: not one of Billing's customers.");
     }
+
+    /// <summary>
+    /// The event is about another product's objects on the same Stripe account (no Billing metadata anywhere): nothing for
+    /// Billing to do, and nothing to retry. Thrown before the event's transaction has written anything.
+    /// </summary>
+    private sealed class NotBillingsException(string message) : Exception(message);
 
     private async Task<(string? PaymentIntentId, string? ChargeId, string? ReceiptUrl)> PaymentOfInvoiceAsync(Invoice invoice, CancellationToken ct)
     {
