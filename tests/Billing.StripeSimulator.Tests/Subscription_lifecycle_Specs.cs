@@ -1,3 +1,4 @@
+using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Stripe;
 
@@ -153,6 +154,45 @@ public sealed class Moving_simulated_time : SimulatorSpec
         var invoice = await new InvoiceService(Stripe).GetAsync(sub.LatestInvoiceId);
         Assert.That(invoice.AmountPaid, Is.EqualTo(500));
         Assert.That(sub.Items.Data[0].CurrentPeriodStart, Is.EqualTo(sub.TrialEnd));
+    }
+
+    [Test]
+    public async Task Should_end_a_trial_on_an_update_with_trial_end_now_and_bill_the_new_price_in_full_for_a_period_from_now()
+    {
+        var pro = await CreatePrice("pro_monthly", 500);
+        var max = await CreatePrice("max_monthly", 5000, productName: "Max");
+        var sub = await SubscribeAndPay(pro, trialDays: 14);
+        var service = new SubscriptionService(Stripe);
+
+        // A declined card with error_if_incomplete: nothing changes.
+        using (var declined = await Http.PostAsJsonAsync($"/_sim/customers/{sub.CustomerId}/card", new { card = "4000000000000002" }))
+        {
+            Assert.That(declined.IsSuccessStatusCode, Is.True);
+        }
+        var refused = Assert.ThrowsAsync<StripeException>(() => service.UpdateAsync(sub.Id, new SubscriptionUpdateOptions
+        {
+            Items = [new() { Id = sub.Items.Data[0].Id, Price = max.Id }], TrialEnd = SubscriptionTrialEnd.Now,
+            ProrationBehavior = "always_invoice", PaymentBehavior = "error_if_incomplete",
+        }));
+        Assert.That(refused!.StripeError.Type, Is.EqualTo("card_error"));
+        var unchanged = await service.GetAsync(sub.Id);
+        Assert.That((unchanged.Status, unchanged.Items.Data[0].Price.Id), Is.EqualTo(("trialing", pro.Id)));
+
+        using (var fixedCard = await Http.PostAsJsonAsync($"/_sim/customers/{sub.CustomerId}/card", new { card = "4242424242424242" }))
+        {
+            Assert.That(fixedCard.IsSuccessStatusCode, Is.True);
+        }
+        var now = await service.UpdateAsync(sub.Id, new SubscriptionUpdateOptions
+        {
+            Items = [new() { Id = sub.Items.Data[0].Id, Price = max.Id }], TrialEnd = SubscriptionTrialEnd.Now,
+            ProrationBehavior = "always_invoice", PaymentBehavior = "error_if_incomplete",
+        });
+
+        Assert.That(now.Status, Is.EqualTo("active"));
+        Assert.That(now.TrialEnd, Is.EqualTo(now.Items.Data[0].CurrentPeriodStart));
+        Assert.That(now.Items.Data[0].CurrentPeriodEnd, Is.EqualTo(now.Items.Data[0].CurrentPeriodStart.AddMonths(1)));
+        var invoice = await new InvoiceService(Stripe).GetAsync(now.LatestInvoiceId);
+        Assert.That((invoice.BillingReason, invoice.AmountPaid, invoice.Status), Is.EqualTo(("subscription_update", 5000L, "paid")));
     }
 
     [Test]

@@ -72,9 +72,18 @@ public static class SubscriptionsApi
         }
 
         var updates = ItemChanges(c, sub, items, "items");
-        if (updates.Count > 0 || (anchor == "now" && items.Count == 0))
+        var trialEnd = TrialEnd(c, sub);
+        if (trialEnd is { } endsAt && endsAt <= c.Sim.State.Now)
+        {
+            engine.EndTrialNow(sub, updates, paymentBehavior); // changes the items too, billed in the new period
+        }
+        else if (updates.Count > 0 || (anchor == "now" && items.Count == 0))
         {
             engine.ChangeItems(sub, updates, prorationBehavior, anchor, paymentBehavior, f.Long("proration_date"));
+        }
+        if (trialEnd is { } later && later > c.Sim.State.Now)
+        {
+            engine.MoveTrialEnd(sub, later);
         }
         engine.SyncCurrentPhase(sub);
         if (f.Bool("cancel_at_period_end") is { } cancel)
@@ -93,6 +102,23 @@ public static class SubscriptionsApi
             c.Sim.State.Emit("customer.subscription.updated", after, diff);
         }
         return c.Expand(after);
+    }
+
+    /// <summary><c>trial_end</c> of an update (<c>now</c> or a unix time), which the simulator supports while the subscription is
+    /// trialing only (Stripe can also start a new trial on an active one).</summary>
+    private static long? TrialEnd(StripeCall c, Subscription sub)
+    {
+        if (c.Form.Str("trial_end") is not { } value)
+        {
+            return null;
+        }
+        if (sub.Status != "trialing")
+        {
+            throw StripeError.Invalid("trial_end", "The simulator supports trial_end on an update of a trialing subscription only.", null);
+        }
+        return value == "now" ? c.Sim.State.Now
+            : long.TryParse(value, out var at) ? at
+            : throw StripeError.Invalid("trial_end", $"Invalid trial_end: must be `now` or a unix timestamp, not `{value}`.");
     }
 
     /// <summary>

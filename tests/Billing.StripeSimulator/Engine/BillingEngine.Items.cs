@@ -161,6 +161,55 @@ public sealed partial class BillingEngine
         SyncPeriods(sub);
     }
 
+    /// <summary>
+    /// <c>trial_end=now</c> on an update of a trialing subscription, as Stripe does it: the trial ends now and a new period
+    /// starts now, billed in full at the plan's price after <paramref name="updates"/> (an invoice with billing reason
+    /// <c>subscription_update</c>, no proration: nothing was paid for the trial); usage during the trial is not billed. With
+    /// <c>error_if_incomplete</c> a decline throws before anything changed.
+    /// </summary>
+    public void EndTrialNow(Subscription sub, IReadOnlyList<ItemUpdate> updates, string paymentBehavior)
+    {
+        var now = state.Now;
+        var plan = sub.Item;
+        var planUpdate = updates.FirstOrDefault(u => u.Item == plan);
+        var price = planUpdate?.Price ?? state.Prices[plan.PriceId];
+        var quantity = planUpdate?.Quantity ?? plan.Quantity;
+        var end = Calendar.NextBoundary(now, price.Interval!, price.IntervalCount, now);
+        var invoice = NewInvoice(sub, "subscription_update",
+            [NewLine(price.AmountFor(quantity), LineDescriptionFor(price, quantity), price.Id, quantity, now, end, false, plan.Id)], now, now);
+        sub.Status = "active";
+        try
+        {
+            ChargeNow(sub, invoice, paymentBehavior); // past_due when an allowed payment fails
+        }
+        catch
+        {
+            sub.Status = "trialing";
+            throw;
+        }
+        sub.LatestInvoiceId = invoice.Id;
+        ApplyItemUpdates(sub, updates, now);
+        sub.TrialEnd = now;
+        sub.BillingCycleAnchor = now;
+        plan.PeriodStart = now;
+        plan.PeriodEnd = end;
+        foreach (var item in sub.Items.Where(i => i.Metered))
+        {
+            item.UsageStart = now;
+        }
+        SyncPeriods(sub);
+    }
+
+    /// <summary>A later <c>trial_end</c> on an update of a trialing subscription: the trial (and its period) ends then.</summary>
+    public void MoveTrialEnd(Subscription sub, long at)
+    {
+        sub.TrialEnd = at;
+        sub.TrialWillEndSent = false;
+        sub.BillingCycleAnchor = at;
+        sub.Item.PeriodEnd = at;
+        SyncPeriods(sub);
+    }
+
     /// <summary>What changing <paramref name="sub"/>'s items would bill (see <see cref="ChangeItems"/>); changes nothing.</summary>
     private ChangeBill BillChange(Subscription sub, IReadOnlyList<ItemUpdate> updates, string prorationBehavior, string? anchor, long at)
     {
