@@ -1,3 +1,4 @@
+using Billing.ServiceDefaults.Stripe;
 using System.Net;
 using Npgsql;
 using Stripe;
@@ -61,5 +62,61 @@ public class Starting_a_checkout_with_a_trial
         var second = await CheckoutAndPayAsync(user);
 
         Assert.That(second.Status, Is.EqualTo("active"));
+    }
+}
+
+/// <summary>
+/// A trial is the plan's own: an upgrade during it keeps at most the new plan's trial (counted from the trial's start).
+/// Business and Max have none, so upgrading a Pro trial ends it and charges the new price in full now.
+/// </summary>
+[TestFixture]
+public class Upgrading_during_a_trial
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    private static async Task<(string User, Subscription Trialing)> TrialingProAsync()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "pro", interval = "month" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var sessionId = body.GetProperty("checkoutSessionId").GetString()!;
+        using var paid = await Host.PayAsync(sessionId);
+        Assert.That((int)paid.StatusCode, Is.EqualTo(303), await paid.Content.ReadAsStringAsync());
+        var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
+        var trialing = await new SubscriptionService(Host.Stripe).GetAsync(session.SubscriptionId);
+        Assert.That(trialing.Status, Is.EqualTo("trialing"));
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", trialing, sequence: 1);
+        return (user, trialing);
+    }
+
+    [Test]
+    public async Task To_a_plan_without_a_trial_ends_the_trial_and_charges_the_new_price_now()
+    {
+        var (user, trialing) = await TrialingProAsync();
+
+        var (_, preview) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=max&interval=month");
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "max", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("kind").GetString(), Is.EqualTo("upgrade"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(trialing.Id);
+        Assert.That((after.Status, after.PlanItem().Price.LookupKey), Is.EqualTo(("active", "max_month")), "no free Max for the rest of Pro's trial");
+        var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = trialing.Id, Limit = 100 });
+        var charged = invoices.Data.Single(i => i.BillingReason == "subscription_update");
+        Assert.That((charged.AmountPaid, charged.Status), Is.EqualTo((5000L, "paid")));
+        Assert.That((preview.GetProperty("kind").GetString(), preview.GetProperty("amountDueNow").GetInt64()), Is.EqualTo(("upgrade", 5000L)), preview.ToString());
+    }
+
+    [Test]
+    public async Task Declined_leaves_the_trial_and_the_plan_as_they_were()
+    {
+        var (user, trialing) = await TrialingProAsync();
+        await Host.SetCardAsync(trialing.CustomerId, "4000000000000002");
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired), body.ToString());
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(trialing.Id);
+        Assert.That((after.Status, after.PlanItem().Price.LookupKey, after.TrialEnd), Is.EqualTo(("trialing", "pro_month", trialing.TrialEnd)));
     }
 }

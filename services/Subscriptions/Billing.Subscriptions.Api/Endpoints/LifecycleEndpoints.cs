@@ -225,6 +225,15 @@ public static class LifecycleEndpoints
             options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
             options.Metadata[EntitledPlanKey] = "";
             options.Metadata[EntitledUntilKey] = "";
+            var (endTrialNow, trialEndsAt) = TrialEndFor(subscription, plan, clock.GetUtcNow());
+            if (endTrialNow)
+            {
+                options.TrialEnd = SubscriptionTrialEnd.Now; // Stripe starts a paid period now, charged in full
+            }
+            else if (trialEndsAt is { } at)
+            {
+                options.TrialEnd = at;
+            }
         }
         else if (kind == PlanChangeKind.Restore)
         {
@@ -363,6 +372,27 @@ public static class LifecycleEndpoints
     /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore.
     /// </summary>
     /// <summary>
+    /// A trial is the plan's own: an upgrade during one keeps at most the new plan's trial, counted from the trial's start.
+    /// A plan without a trial, or whose trial would be over by now, ends it now (Stripe then charges the new price in full
+    /// for a period from now); a shorter one ends it earlier; otherwise the trial goes on (both false/null).
+    /// </summary>
+    private static (bool Now, DateTime? At) TrialEndFor(Subscription subscription, Plan plan, DateTimeOffset now)
+    {
+        if (subscription.Status != "trialing" || subscription.TrialEnd is not { } trialEnd)
+        {
+            return (false, null);
+        }
+        if (plan.TrialDays == 0)
+        {
+            return (true, null); // whatever Stripe's clock says (a test clock runs ahead of this one)
+        }
+        var allowed = (subscription.TrialStart ?? subscription.StartDate).ToUniversalTime().AddDays(plan.TrialDays);
+        return allowed <= now.UtcDateTime ? (true, null)
+            : allowed < trialEnd.ToUniversalTime() ? (false, allowed)
+            : (false, null);
+    }
+
+    /// <summary>
     /// Stripe gives the user another plan than Billing's record says: a renewal applied a scheduled downgrade, or a change
     /// was made elsewhere, and its events have not reached Billing yet. Classified against the record, a change would charge
     /// or entitle the wrong plan (a "downgrade" from a plan the user no longer has wrote that plan as the entitlement for a
@@ -409,6 +439,13 @@ public static class LifecycleEndpoints
         }
 
         var now = clock.GetUtcNow();
+        if (subscription.Status == "trialing")
+        {
+            // Nothing is prorated during a trial: the upgrade charges the new price in full if it ends the trial, else nothing.
+            var (endsTrial, _) = TrialEndFor(subscription, plan, now);
+            return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, endsTrial ? price.Amount : 0,
+                price.Currency, price.Amount));
+        }
         Task<Invoice> PreviewOf(List<ItemChange> changes) => calls.RunAsync(c => new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
         {
             Subscription = current.SubscriptionId,
