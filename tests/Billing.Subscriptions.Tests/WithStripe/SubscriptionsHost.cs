@@ -114,10 +114,11 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
     /// Subscribes the user in the simulator (a paid checkout, no trial) and stores the row Payments' first event would
     /// have left; returns Stripe's subscription.
     /// </summary>
-    public async Task<Subscription> SubscribeAsync(string userId, string planId, string interval, string card = "4242424242424242")
+    public async Task<Subscription> SubscribeAsync(string userId, string planId, string interval, string card = "4242424242424242", string? priceId = null)
     {
         var customerId = await CustomerAsync(userId);
-        var price = (await new PriceService(Stripe).ListAsync(new PriceListOptions { LookupKeys = [$"{planId}_{interval}"], Active = true })).Data.Single();
+        var price = priceId is not null ? await new PriceService(Stripe).GetAsync(priceId)
+            : (await new PriceService(Stripe).ListAsync(new PriceListOptions { LookupKeys = [$"{planId}_{interval}"], Active = true })).Data.Single();
         var session = await new global::Stripe.Checkout.SessionService(Stripe).CreateAsync(new global::Stripe.Checkout.SessionCreateOptions
         {
             Mode = "subscription",

@@ -101,6 +101,30 @@ public class Undoing_a_scheduled_downgrade
     }
 
     [Test]
+    public async Task Restores_the_grandfathered_price_the_user_paid_not_the_catalog_s_current_one()
+    {
+        // Subscribed to Business at an older price (1,800) the catalog has since replaced (2,000 today): undoing a downgrade
+        // puts that price back, not the catalog's, which would cost 200 more at every renewal.
+        var legacy = await new PriceService(Host.Stripe).CreateAsync(new PriceCreateOptions
+        {
+            Product = "billing_plan_business", UnitAmount = 1800, Currency = "usd",
+            Recurring = new PriceRecurringOptions { Interval = "month" }, Metadata = new() { ["planId"] = "business" },
+        });
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "business", "month", priceId: legacy.Id);
+        var (downgraded, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(downgraded, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        await SubscriptionsHost.SaveLocalAsync(user, "business", await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id), sequence: 2);
+
+        var (status, restored) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), restored.ToString());
+        Assert.That(restored.GetProperty("kind").GetString(), Is.EqualTo("restore"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id);
+        Assert.That(after.Items.Data[0].Price.Id, Is.EqualTo(legacy.Id), "the price the user pays stays theirs");
+    }
+
+    [Test]
     public async Task After_the_renewal_at_the_lower_price_asking_for_the_old_plan_is_no_restore()
     {
         var (user, before) = await DowngradedAsync();

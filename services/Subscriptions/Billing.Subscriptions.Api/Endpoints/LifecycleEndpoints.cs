@@ -22,6 +22,8 @@ public static class LifecycleEndpoints
     /// <summary>Subscription metadata that keeps the user on the plan they paid for until a downgrade takes effect.</summary>
     public const string EntitledPlanKey = "entitledPlanId";
     public const string EntitledUntilKey = "entitledPlanUntil";
+    /// <summary>The exact price the user paid for the entitled plan (a grandfathered one the catalog has since replaced).</summary>
+    public const string EntitledPriceKey = "entitledPriceId";
 
     public static IEndpointRouteBuilder MapLifecycleApi(this IEndpointRouteBuilder app)
     {
@@ -213,7 +215,10 @@ public static class LifecycleEndpoints
         var restored = kind == PlanChangeKind.Upgrade ? await RestoreEntitledPriceAsync(subscription, current, catalog, prices, idempotencyKey, stripe, calls, ct) : null;
         // An upgrade also swaps the metered overage items to the new plan's (Stripe bills a removed one's usage so far on the
         // upgrade's invoice); other changes here keep them: a downgrade that changes them went through a schedule above.
-        var changes = kind == PlanChangeKind.Upgrade ? OverageItems.Changes(subscription, priceId, overagePriceIds) : [new ItemChange(item.Id, priceId)];
+        // Undoing a downgrade puts back the very price the user paid (a grandfathered one stays), not the catalog's current one.
+        var changes = kind == PlanChangeKind.Upgrade ? OverageItems.Changes(subscription, priceId, overagePriceIds)
+            : kind == PlanChangeKind.Restore ? [new ItemChange(item.Id, EntitledPriceOf(subscription, current.PlanId) ?? priceId)]
+            : [new ItemChange(item.Id, priceId)];
         var options = new SubscriptionUpdateOptions
         {
             Items = OverageItems.ToUpdate(changes),
@@ -225,6 +230,7 @@ public static class LifecycleEndpoints
             options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
             options.Metadata[EntitledPlanKey] = "";
             options.Metadata[EntitledUntilKey] = "";
+            options.Metadata[EntitledPriceKey] = "";
             var (endTrialNow, trialEndsAt) = TrialEndFor(subscription, plan, clock.GetUtcNow());
             if (endTrialNow)
             {
@@ -242,6 +248,7 @@ public static class LifecycleEndpoints
             options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
             options.Metadata[EntitledPlanKey] = "";
             options.Metadata[EntitledUntilKey] = "";
+            options.Metadata[EntitledPriceKey] = "";
         }
         else
         {
@@ -249,6 +256,8 @@ public static class LifecycleEndpoints
             options.ProrationBehavior = "none";
             options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
             options.Metadata[EntitledPlanKey] = current.PlanId;
+            // The price paid for this period: the item's, or (a second downgrade while one is pending) the one recorded then.
+            options.Metadata[EntitledPriceKey] = EntitledPriceOf(subscription, current.PlanId) ?? item.Price.Id;
             options.Metadata[EntitledUntilKey] = item.CurrentPeriodEnd.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds.ToString("0", CultureInfo.InvariantCulture);
         }
 
@@ -295,6 +304,10 @@ public static class LifecycleEndpoints
         StripePrices prices, CancellationToken ct)
     {
         var item = subscription.PlanItem();
+        if (EntitledPriceOf(subscription, current.PlanId) is { } recorded)
+        {
+            return recorded != item.Price.Id ? recorded : null;
+        }
         if (!DowngradePending(subscription, current.PlanId)
             || catalog.FindPlan(current.PlanId)?.FindPrice(item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount)) is not { } paid)
         {
@@ -313,7 +326,7 @@ public static class LifecycleEndpoints
         }
         var item = subscription.PlanItem();
         await SetPlanPriceUnproratedAsync(subscription, entitled,
-            new Dictionary<string, string> { ["planId"] = current.PlanId, [EntitledPlanKey] = "", [EntitledUntilKey] = "" },
+            new Dictionary<string, string> { ["planId"] = current.PlanId, [EntitledPlanKey] = "", [EntitledUntilKey] = "", [EntitledPriceKey] = "" },
             idempotencyKey + "-restore", stripe, calls);
         return item.Price.Id;
     }
@@ -357,6 +370,7 @@ public static class LifecycleEndpoints
                 ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
                 [EntitledPlanKey] = subscription.Metadata.GetValueOrDefault(EntitledPlanKey) ?? "",
                 [EntitledUntilKey] = subscription.Metadata.GetValueOrDefault(EntitledUntilKey) ?? "",
+                [EntitledPriceKey] = subscription.Metadata.GetValueOrDefault(EntitledPriceKey) ?? "",
             }, idempotencyKey + "-redo", stripe, calls);
         }
         catch (Exception ex)
@@ -404,6 +418,11 @@ public static class LifecycleEndpoints
     private static IResult SubscriptionChanging() =>
         Problems.Problem(409, "subscription_changing", "Your subscription changed a moment ago.",
             "Stripe has a change (a renewal, or a change made elsewhere) that Billing is still applying; try again in a few seconds.");
+
+    /// <summary>The price recorded as paid for <paramref name="planId"/> while a downgrade from it is pending (none recorded by
+    /// downgrades made before it was; the catalog's price for the plan is used then).</summary>
+    private static string? EntitledPriceOf(Subscription subscription, string planId) =>
+        DowngradePending(subscription, planId) && subscription.Metadata.GetValueOrDefault(EntitledPriceKey) is { Length: > 0 } priceId ? priceId : null;
 
     private static bool DowngradePending(Subscription subscription, string planId) =>
         subscription.Metadata.GetValueOrDefault(EntitledPlanKey) == planId
