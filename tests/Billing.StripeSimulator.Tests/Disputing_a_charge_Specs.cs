@@ -199,6 +199,33 @@ public sealed class Disputing_a_charge : SimulatorSpec
         Assert.ThrowsAsync<StripeException>(() => new DisputeService(Stripe).GetAsync(id));
     }
 
+    [Test]
+    public async Task Should_fail_a_refund_on_request_giving_its_amount_back_to_the_charge_with_charge_refund_updated()
+    {
+        var charge = await PaidCharge();
+        var refund = await new RefundService(Stripe).CreateAsync(new RefundCreateOptions { Charge = charge.Id });
+        Assert.That((await new ChargeService(Stripe).GetAsync(charge.Id)).AmountRefunded, Is.EqualTo(500));
+
+        var (status, failed) = await SimPost($"/_sim/refunds/{refund.Id}/fail", Json(new JsonObject()));
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), failed.ToJsonString());
+        Assert.That((failed["status"]!.GetValue<string>(), failed["failure_reason"]!.GetValue<string>()), Is.EqualTo(("failed", "expired_or_canceled_card")));
+        var after = await new ChargeService(Stripe).GetAsync(charge.Id);
+        Assert.That((after.AmountRefunded, after.Refunded), Is.EqualTo((0L, false)));
+        var listed = await new RefundService(Stripe).ListAsync(new RefundListOptions { Charge = charge.Id });
+        Assert.That(listed.Data.Single().Status, Is.EqualTo("failed"));
+        var received = await WaitForWebhooks(w => w.Any(x => x.Type == "charge.refund.updated"));
+        var evt = EventUtility.ConstructEvent(received.First(x => x.Type == "charge.refund.updated").Body,
+            received.First(x => x.Type == "charge.refund.updated").Signature, SimulatorHost.Secret);
+        Assert.That(((Refund)evt.Data.Object).Status, Is.EqualTo("failed"));
+        Assert.That(await EventTypes(), Does.Contain("refund.failed"));
+
+        var again = await new RefundService(Stripe).CreateAsync(new RefundCreateOptions { Charge = charge.Id });
+        Assert.That(again.Amount, Is.EqualTo(500), "the amount can be refunded again");
+        var (twice, _) = await SimPost($"/_sim/refunds/{refund.Id}/fail", Json(new JsonObject()));
+        Assert.That(twice, Is.EqualTo(HttpStatusCode.BadRequest), "a failed refund does not fail twice");
+    }
+
     /// <summary>A $5 token pack paid at checkout: its succeeded charge.</summary>
     private static async Task<Charge> PaidCharge()
     {

@@ -113,6 +113,12 @@ public static class SimControlApi
                 return s.Json.Dispute(dispute);
             }));
         });
+        sim.MapPost("/refunds/{id}/fail", async (string id, HttpRequest request, Sim s) =>
+        {
+            var form = await ReadFormOrJson(request);
+            var reason = form.Str("failure_reason") is { Length: > 0 } r ? r : null;
+            return Json(s.Locked(() => s.Json.Refund(s.Engine.FailRefund(s.Refund(id, "id"), reason))));
+        });
         sim.MapPost("/disputes/{id}/close", async (string id, HttpRequest request, Sim s) =>
         {
             var form = await ReadFormOrJson(request);

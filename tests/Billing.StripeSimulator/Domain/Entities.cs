@@ -344,6 +344,9 @@ public sealed class Refund
     public required string PaymentIntentId { get; init; }
     public string? Reason { get; init; }
     public Dictionary<string, string> Metadata { get; set; } = new();
+    /// <summary><c>succeeded</c>, or <c>failed</c> once <c>/_sim/refunds/{id}/fail</c> made it fail (the card was closed).</summary>
+    public string Status { get; set; } = "succeeded";
+    public string? FailureReason { get; set; }
 }
 
 /// <summary>A chargeback opened through <c>/_sim/charges/{id}/dispute</c>.</summary>

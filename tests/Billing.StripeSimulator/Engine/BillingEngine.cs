@@ -812,6 +812,32 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         return refund;
     }
 
+    /// <summary>
+    /// The card's bank returns <paramref name="refund"/> (a closed or expired card): the refund fails, its amount goes back
+    /// to the charge's refundable amount, <c>charge.refund.updated</c> and <c>refund.failed</c>.
+    /// </summary>
+    public Refund FailRefund(Refund refund, string? reason)
+    {
+        if (refund.Status != "succeeded")
+        {
+            throw StripeError.Invalid("refund", $"Refund {refund.Id} is {refund.Status}; only a succeeded refund can fail.", null);
+        }
+        var failure = reason ?? "expired_or_canceled_card";
+        if (failure is not ("lost_or_stolen_card" or "expired_or_canceled_card" or "charge_for_pending_refund_disputed" or "insufficient_funds"
+            or "declined" or "merchant_request" or "unknown"))
+        {
+            throw StripeError.Invalid("failure_reason", $"Unknown failure_reason {failure}.", null);
+        }
+        var previous = json.Refund(refund);
+        refund.Status = "failed";
+        refund.FailureReason = failure;
+        state.Charges[refund.ChargeId].AmountRefunded -= refund.Amount;
+        var now = json.Refund(refund);
+        state.Emit("charge.refund.updated", now, Diff(previous, now));
+        state.Emit("refund.failed", now);
+        return refund;
+    }
+
     // ---------------------------------------------------------------- disputes
 
     /// <summary>Stripe's dispute reasons.</summary>

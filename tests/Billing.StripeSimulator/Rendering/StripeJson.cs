@@ -743,13 +743,14 @@ public sealed class StripeJson(SimState state)
         ["charge"] = r.ChargeId,
         ["created"] = r.Created,
         ["currency"] = r.Currency,
+        ["failure_reason"] = r.FailureReason,
         ["destination_details"] = new JsonObject { ["type"] = "card", ["card"] = new JsonObject { ["reference_status"] = "pending", ["reference_type"] = "acquirer_reference_number", ["type"] = "refund" } },
         ["metadata"] = Map(r.Metadata),
         ["payment_intent"] = r.PaymentIntentId,
         ["reason"] = r.Reason,
         ["receipt_number"] = null,
         ["source_transfer_reversal"] = null,
-        ["status"] = "succeeded",
+        ["status"] = r.Status,
         ["transfer_reversal"] = null,
     };
 
