@@ -43,7 +43,8 @@ public class Missed_and_misordered_webhooks
                 "checkout.session.completed", "checkout.session.async_payment_succeeded", "checkout.session.async_payment_failed",
                 "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted",
                 "customer.subscription.trial_will_end", "customer.subscription.paused", "customer.subscription.resumed",
-                "invoice.paid", "invoice.payment_failed", "charge.refunded", "subscription_schedule.created", "subscription_schedule.updated",
+                "invoice.paid", "invoice.payment_failed", "charge.refunded", "charge.refund.updated", "charge.dispute.created",
+                "charge.dispute.closed", "charge.dispute.funds_withdrawn", "subscription_schedule.created", "subscription_schedule.updated",
                 "subscription_schedule.released", "subscription_schedule.canceled", "subscription_schedule.completed",
             }), string.Join(", ", types));
         }
@@ -208,6 +209,34 @@ public class Refunding_a_payment
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
             s => s.GetProperty("status").GetString() == "canceled", "access to end after the current period's refund");
+    }
+
+    [Test]
+    public async Task That_fails_shows_the_payment_unrefunded_and_can_be_made_again()
+    {
+        var user = "e2e-refund-failed-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        await Paying_for_Pro.SubscribeAsync(api, "year");
+        var paymentId = (await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() == 1, "the payment"))[0].GetProperty("id").GetString();
+        using var admin = Api.Gateway(Tokens.Admin());
+        var (status, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId, amount = 1000 });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items")[0],
+            p => p.GetProperty("amountRefunded").GetInt64() == 1000, "the partial refund");
+
+        await Simulator.FailRefundAsync(refund.GetProperty("refundId").GetString()!); // the card was closed
+
+        var back = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items")[0],
+            p => p.GetProperty("amountRefunded").GetInt64() == 0, "the failed refund to be taken back");
+        Assert.That(back.GetProperty("status").GetString(), Is.EqualTo("paid"), back.ToString());
+        var (again, second, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId, amount = 1000 });
+        Assert.That(again, Is.EqualTo(HttpStatusCode.OK), second.ToString());
+        Assert.That(second.GetProperty("refundId").GetString(), Is.Not.EqualTo(refund.GetProperty("refundId").GetString()), "a new refund, not the failed one");
+        var refunded = await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items")[0],
+            p => p.GetProperty("amountRefunded").GetInt64() == 1000, "the second refund");
+        Assert.That(refunded.GetProperty("status").GetString(), Is.EqualTo("partially_refunded"));
+        Assert.That((await api.GetAsync("/api/subscriptions/me")).Body.GetProperty("status").GetString(), Is.EqualTo("active"));
     }
 
     [Test]

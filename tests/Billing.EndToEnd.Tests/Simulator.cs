@@ -40,6 +40,13 @@ public static class Simulator
         return answer.GetProperty("data").EnumerateArray().Select(e => e.GetProperty("event").Clone()).ToList();
     }
 
+    /// <summary>The card's bank returns a refund (a closed card): it fails, and Stripe sends <c>charge.refund.updated</c>.</summary>
+    public static async Task FailRefundAsync(string refundId)
+    {
+        using var response = await Http.PostAsJsonAsync($"/_sim/refunds/{refundId}/fail", new { failure_reason = "expired_or_canceled_card" });
+        response.EnsureSuccessStatusCode();
+    }
+
     public static async Task<DateTimeOffset> NowAsync()
     {
         var clock = await Http.GetFromJsonAsync<JsonElement>("/_sim/clock");

@@ -272,6 +272,41 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
             Is.EqualTo(1), "still waiting for a release that handles it, not processed (lost) nor failed");
     }
 
+    [Test]
+    public async Task A_refund_that_fails_takes_the_payment_s_refunded_amount_back_down_and_it_can_be_refunded_again()
+    {
+        var (paymentIntentId, chargeId) = await PaymentOutsideTheRefundWindowAsync(5000);
+        var first = await RefundAsync(paymentIntentId, 5000, null);
+        Assert.That(first.Status, Is.EqualTo(HttpStatusCode.OK), first.Body);
+        await ChargeRefundedWebhookAsync(chargeId);
+        await RefundedAmountAsync(paymentIntentId, 5000);
+
+        // The card was closed: the refund fails. Whether or not Stripe's charge still counts it in amount_refunded (here it
+        // does), the money was not returned.
+        var refundId = RefundId(first.Body);
+        FakeStripe.ObjectAt("/v1/refunds/" + refundId)["status"] = "failed";
+        FakeStripe.ObjectAt("/v1/refunds/" + refundId)["failure_reason"] = "expired_or_canceled_card";
+        await WebhookAsync("charge.refund.updated", "/v1/refunds/" + refundId);
+
+        await RefundedAmountAsync(paymentIntentId, 0);
+        Assert.That(await PaymentsHost.ScalarAsync("SELECT count(*) FROM payments WHERE id = @id AND status = 'paid'", new { id = paymentIntentId }),
+            Is.EqualTo(1), "paid again: nothing was refunded");
+        const string Published = """
+            SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentRefunded,%' AND payload->>'chargeId' = @chargeId
+              AND (payload->>'amountRefunded')::bigint = @amount
+            """;
+        Assert.That(await PaymentsHost.ScalarAsync(Published, new { chargeId, amount = 0L }), Is.EqualTo(1), "the lower total published");
+
+        // Stripe gives the amount back to the charge; the admin refunds again, and that refund counts (a new message).
+        FakeStripe.ObjectAt("/v1/charges/" + chargeId)["amount_refunded"] = 0L;
+        FakeStripe.ObjectAt("/v1/charges/" + chargeId)["refunded"] = false;
+        var again = await RefundAsync(paymentIntentId, 5000, null);
+        Assert.That(again.Status, Is.EqualTo(HttpStatusCode.OK), again.Body);
+        await ChargeRefundedWebhookAsync(chargeId);
+        await RefundedAmountAsync(paymentIntentId, 5000);
+        Assert.That(await PaymentsHost.ScalarAsync(Published, new { chargeId, amount = 5000L }), Is.EqualTo(2), "the second refund published too");
+    }
+
     /// <summary>A dispute of 5,000 on the charge, as Stripe's API shows it (an inquiry, <c>warning_*</c>, can still be refunded).</summary>
     private void DisputeOf(string disputeId, string chargeId, string paymentIntentId, string reason, string status) =>
         FakeStripe.Object("/v1/disputes/" + disputeId, new JsonObject

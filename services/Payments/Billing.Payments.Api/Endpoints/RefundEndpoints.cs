@@ -73,8 +73,11 @@ public static partial class RefundEndpoints
 
         await using var connection = await db.OpenConnectionAsync(ct);
         var payment = await connection.QuerySingleOrDefaultAsync<(string Id, string UserId, long Amount, long AmountRefunded, string Currency,
-            string? PaymentIntentId, string? ChargeId, DateTime PaidAt, string? DisputeStatus)?>(new CommandDefinition(
-            "SELECT id, user_id, amount, amount_refunded, currency, payment_intent_id, charge_id, paid_at, dispute_status FROM payments WHERE id = @id",
+            string? PaymentIntentId, string? ChargeId, DateTime PaidAt, string? DisputeStatus, int RefundsUndone)?>(new CommandDefinition(
+            """
+            SELECT id, user_id, amount, amount_refunded, currency, payment_intent_id, charge_id, paid_at, dispute_status, refunds_undone
+            FROM payments WHERE id = @id
+            """,
             new { id = request!.PaymentId }, cancellationToken: ct));
         if (payment is not { } p)
         {
@@ -124,9 +127,10 @@ public static partial class RefundEndpoints
         if (idempotencyKey is null)
         {
             // Without a key: keyed on what was refunded before, so a retry before the webhook lands refunds once. A caller that
-            // needs a retry to be safe after that, or two equal partial refunds in a row, sends an Idempotency-Key.
+            // needs a retry to be safe after that, or two equal partial refunds in a row, sends an Idempotency-Key. After a
+            // refund failed, the same amounts would name the failed refund again (Stripe keeps a key a day): its count tells.
             return Answer(payable, await CreateRefundAsync(stripe, calls, payable, amount, refundReason, requestedBy,
-                $"billing-refund-{p.Id}-{p.AmountRefunded}-{amount}", ct));
+                $"billing-refund-{p.Id}-{p.AmountRefunded}-{amount}" + (p.RefundsUndone > 0 ? $"-u{p.RefundsUndone}" : ""), ct));
         }
         var recorded = await connection.ExecuteAsync(new CommandDefinition(
             """

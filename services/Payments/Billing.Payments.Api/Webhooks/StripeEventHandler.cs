@@ -72,6 +72,13 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             case StripeEventTypes.ChargeRefunded:
                 await ChargeRefundedAsync(c, tx, id, e, ct);
                 break;
+            case StripeEventTypes.ChargeRefundUpdated:
+                var refund = await calls.RunAsync(t => new RefundService(stripe).GetAsync(id, cancellationToken: t), ct);
+                if (refund.ChargeId is { Length: > 0 } refundedCharge)
+                {
+                    await ChargeRefundedAsync(c, tx, refundedCharge, e, ct);
+                }
+                break;
             case StripeEventTypes.ChargeDisputeCreated or StripeEventTypes.ChargeDisputeClosed or StripeEventTypes.ChargeDisputeFundsWithdrawn:
                 await ChargeDisputeAsync(c, tx, id, e, ct);
                 break;
@@ -335,20 +342,27 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             return;
         }
 
-        var refunded = Math.Min(charge.AmountRefunded, payment.Amount);
+        // What was returned: the charge's refunded amount, less refunds that failed (a closed card) or were canceled — Stripe
+        // returns their amount to the charge, and this holds whether or not its amount_refunded already shows it.
+        var refunds = await calls.RunAsync(t => new RefundService(stripe).ListAsync(new RefundListOptions { Charge = chargeId, Limit = 100 },
+            cancellationToken: t), ct);
+        var undone = refunds.Data.Where(r => r.Status is "failed" or "canceled").OrderBy(r => r.Id, StringComparer.Ordinal).ToList();
+        var refunded = Math.Min(payment.Amount, undone.Count == 0 ? charge.AmountRefunded
+            : Math.Min(charge.AmountRefunded, refunds.Data.Except(undone).Sum(r => r.Amount)));
         await c.ExecuteAsync(new CommandDefinition(
             """
-            UPDATE payments SET amount_refunded = GREATEST(amount_refunded, @refunded), charge_id = COALESCE(charge_id, @chargeId),
-                status = CASE WHEN GREATEST(amount_refunded, @refunded) >= amount THEN 'refunded' ELSE 'partially_refunded' END
+            UPDATE payments SET amount_refunded = @refunded, charge_id = COALESCE(charge_id, @chargeId), refunds_undone = @undone,
+                status = CASE WHEN @refunded >= amount THEN 'refunded' WHEN @refunded > 0 THEN 'partially_refunded' ELSE 'paid' END
             WHERE id = @id
-            """, new { refunded, chargeId, id = payment.Id }, tx, cancellationToken: ct));
+            """, new { refunded, chargeId, undone = undone.Count, id = payment.Id }, tx, cancellationToken: ct));
 
         await EnqueueAsync(c, tx, new PaymentRefunded
         {
             UserId = payment.UserId, PaymentId = payment.Id, Kind = payment.Kind, ChargeId = chargeId, PaymentIntentId = charge.PaymentIntentId,
             Amount = payment.Amount, AmountRefunded = refunded, Currency = charge.Currency, FullyRefunded = refunded >= payment.Amount,
             SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
-        }, Outbox.MessageId($"{chargeId}#{refunded}", nameof(PaymentRefunded)), ct);
+        }, Outbox.MessageId(undone.Count == 0 ? $"{chargeId}#{refunded}" : $"{chargeId}#{refunded}#undone:{string.Join(',', undone.Select(r => r.Id))}",
+            nameof(PaymentRefunded)), ct);
     }
 
     /// <summary>

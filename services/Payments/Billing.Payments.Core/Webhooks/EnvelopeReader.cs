@@ -49,6 +49,7 @@ public static class EnvelopeReader
         "checkout.session" => Str(obj, "subscription") ?? Path(obj, "subscription", "id") ?? Str(obj, "id"),
         "charge" => Str(obj, "payment_intent") ?? Str(obj, "id"),
         "dispute" => Str(obj, "payment_intent") ?? Str(obj, "charge") ?? Str(obj, "id"), // in line with its charge's events
+        "refund" => Str(obj, "payment_intent") ?? Str(obj, "charge") ?? Str(obj, "id"),
         "subscription_schedule" => Str(obj, "subscription") ?? Str(obj, "released_subscription") ?? Str(obj, "id"),
         _ => Str(obj, "id"),
     };

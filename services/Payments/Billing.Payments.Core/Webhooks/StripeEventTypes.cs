@@ -15,6 +15,8 @@ public static class StripeEventTypes
     public const string InvoicePaid = "invoice.paid";
     public const string InvoicePaymentFailed = "invoice.payment_failed";
     public const string ChargeRefunded = "charge.refunded";
+    // A refund that failed (a closed card) or was canceled: the money was not returned after all.
+    public const string ChargeRefundUpdated = "charge.refund.updated";
     public const string ChargeDisputeCreated = "charge.dispute.created";
     public const string ChargeDisputeClosed = "charge.dispute.closed";
     // An inquiry (warning_*) that becomes a chargeback: Stripe withdraws the funds then.
@@ -30,7 +32,7 @@ public static class StripeEventTypes
     {
         CheckoutCompleted, CheckoutAsyncSucceeded, CheckoutAsyncFailed,
         SubscriptionCreated, SubscriptionUpdated, SubscriptionDeleted, SubscriptionTrialWillEnd, SubscriptionPaused, SubscriptionResumed,
-        InvoicePaid, InvoicePaymentFailed, ChargeRefunded, ChargeDisputeCreated, ChargeDisputeClosed, ChargeDisputeFundsWithdrawn,
+        InvoicePaid, InvoicePaymentFailed, ChargeRefunded, ChargeRefundUpdated, ChargeDisputeCreated, ChargeDisputeClosed, ChargeDisputeFundsWithdrawn,
         ScheduleCreated, ScheduleUpdated, ScheduleReleased, ScheduleCanceled, ScheduleCompleted,
     };
 }
