@@ -25,6 +25,9 @@ public sealed class OutboxProbeConsumer(Inbox inbox) : IConsumer<OutboxProbeHapp
 {
     public static readonly ConcurrentQueue<(Guid MessageId, string UserId)> Deliveries = new();
 
+    /// <summary>Deliveries whose handling has finished (its transaction committed, or found the message already handled).</summary>
+    public static readonly ConcurrentQueue<Guid> Completed = new();
+
     /// <summary>Per user: the correlation id header the message carried, and the one the consumer ran under.</summary>
     public static readonly ConcurrentDictionary<string, (string? Header, string? Current)> Correlations = new();
 
@@ -38,6 +41,7 @@ public sealed class OutboxProbeConsumer(Inbox inbox) : IConsumer<OutboxProbeHapp
                 "INSERT INTO probe_totals (user_id, total, applications) VALUES (@UserId, @Amount, 1) " +
                 "ON CONFLICT (user_id) DO UPDATE SET total = probe_totals.total + @Amount, applications = probe_totals.applications + 1",
                 new { context.Message.UserId, context.Message.Amount }, transaction, cancellationToken: ct)));
+        Completed.Enqueue(context.MessageId!.Value);
     }
 }
 
@@ -137,7 +141,8 @@ public class The_outbox_and_the_inbox
         var message = new OutboxProbeHappened { UserId = user, Amount = 3, OccurredAt = DateTimeOffset.UtcNow };
         await bus.Publish(message, c => c.MessageId = id);
         await bus.Publish(message, c => c.MessageId = id);
-        await EventuallyAsync(() => Task.FromResult(OutboxProbeConsumer.Deliveries.Count(d => d.MessageId == id) >= 2));
+        // Both deliveries handled to the end (a delivery is recorded as it arrives, before its transaction commits).
+        await EventuallyAsync(() => Task.FromResult(OutboxProbeConsumer.Completed.Count(m => m == id) >= 2));
         Assert.That(await TotalAsync(user), Is.EqualTo((3, 1)));
     }
 
