@@ -38,6 +38,7 @@ public sealed class Reservation : IAsyncDisposable
     /// <summary>Spends <paramref name="actual"/> (at most <see cref="Quantity"/>); the rest goes back to the window.</summary>
     public async Task<ReservationSettlement> CommitAsync(long actual, CancellationToken cancellationToken = default)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(actual);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(actual, Quantity);
         if (Interlocked.Exchange(ref _settled, 1) != 0)
         {
@@ -47,9 +48,10 @@ public sealed class Reservation : IAsyncDisposable
         {
             return await _client.CommitReservationAsync(Id, actual, cancellationToken).ConfigureAwait(false);
         }
-        catch (BillingUnavailableException)
+        catch (Exception ex) when (!Settled(ex))
         {
-            // Not known to be committed: let DisposeAsync try a release (Billing answers 409 if the commit did land).
+            // Not known to be committed (never sent, cancelled, no answer, refused as invalid): DisposeAsync still releases
+            // it (Billing answers 409 if a commit did land).
             Volatile.Write(ref _settled, 0);
             throw;
         }
@@ -62,7 +64,15 @@ public sealed class Reservation : IAsyncDisposable
         {
             return null;
         }
-        return await _client.ReleaseReservationAsync(Id, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await _client.ReleaseReservationAsync(Id, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!Settled(ex))
+        {
+            Volatile.Write(ref _settled, 0); // not known to be released: a later release or DisposeAsync tries again
+            throw;
+        }
     }
 
     /// <summary>Releases the reservation unless it was committed or released. Never throws: an unreleased one expires by itself.</summary>
@@ -72,9 +82,17 @@ public sealed class Reservation : IAsyncDisposable
         {
             await ReleaseAsync().ConfigureAwait(false);
         }
-        catch (BillingApiException)
+        catch (Exception)
         {
-            // Expired, already settled, or Billing unreachable: the reservation's TTL releases it anyway.
+            // Expired, already settled, Billing unreachable, or the token provider failed: the reservation's TTL releases it.
         }
     }
+
+    /// <summary>
+    /// Billing answered that the reservation is settled or gone (404 not found or expired, 409 already committed or
+    /// released): nothing is left to give back. Every other failure leaves it held.
+    /// </summary>
+    private static bool Settled(Exception error) =>
+        error is BillingApiException { StatusCode: System.Net.HttpStatusCode.NotFound or System.Net.HttpStatusCode.Conflict }
+            and not BillingUnavailableException;
 }

@@ -75,4 +75,43 @@ public class Reserving_through_the_client
         Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => hold.CommitAsync(3));
         Assert.That(hold.IsSettled, Is.False);
     }
+
+    [Test]
+    public async Task A_commit_that_is_never_sent_leaves_the_reservation_to_be_released_when_disposed()
+    {
+        // The streaming call was aborted (HttpContext.RequestAborted) and the partial use is committed under the same,
+        // already cancelled token: the commit is never sent, so the reservation must still go back when it is disposed.
+        var user = Stack.NewUser();
+        await Stack.SubscribeAsync(user, "pro");
+        var billing = Stack.Client();
+        using var aborted = new CancellationTokenSource();
+        await aborted.CancelAsync();
+
+        await using (var hold = await billing.ReserveAsync(user, "ai.generation", 25))
+        {
+            Assert.CatchAsync<OperationCanceledException>(() => hold.CommitAsync(5, aborted.Token));
+            Assert.That(hold.IsSettled, Is.False, "nothing was committed");
+            Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => hold.CommitAsync(-1));
+            Assert.That(hold.IsSettled, Is.False);
+        }
+
+        Assert.That(await Stack.UsedAsync(user, "ai.generation"), Is.Zero, "released at dispose, not held until it expires");
+    }
+
+    [Test]
+    public async Task A_release_that_is_never_sent_is_tried_again_when_disposed()
+    {
+        var user = Stack.NewUser();
+        await Stack.SubscribeAsync(user, "pro");
+        using var aborted = new CancellationTokenSource();
+        await aborted.CancelAsync();
+
+        await using (var hold = await Stack.Client().ReserveAsync(user, "ai.generation", 25))
+        {
+            Assert.CatchAsync<OperationCanceledException>(() => hold.ReleaseAsync(aborted.Token));
+            Assert.That(hold.IsSettled, Is.False);
+        }
+
+        Assert.That(await Stack.UsedAsync(user, "ai.generation"), Is.Zero);
+    }
 }
