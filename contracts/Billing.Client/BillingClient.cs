@@ -66,18 +66,26 @@ public sealed class BillingClient
         var key = string.IsNullOrWhiteSpace(idempotencyKey) ? _options.IdempotencyKeyFactory() : idempotencyKey;
         using var activity = StartActivity("billing consume", meter, quantity, key);
         var body = new { userId, meter, quantity, idempotencyKey = key, groups = groups?.ToArray() };
-        using var response = await SendAsync(HttpMethod.Post, "api/usage/consume", body, cancellationToken).ConfigureAwait(false);
-        if (response.StatusCode == HttpStatusCode.PaymentRequired)
+        try
         {
-            var refusal = await ReadRefusalAsync(response, meter, cancellationToken).ConfigureAwait(false);
-            Tag(activity, "refused", refusal.Code);
-            return new ConsumeOutcome(null, refusal);
+            using var response = await SendAsync(HttpMethod.Post, "api/usage/consume", body, cancellationToken).ConfigureAwait(false);
+            if (response.StatusCode == HttpStatusCode.PaymentRequired)
+            {
+                var refusal = await ReadRefusalAsync(response, meter, cancellationToken).ConfigureAwait(false);
+                Tag(activity, "refused", refusal.Code);
+                return new ConsumeOutcome(null, refusal);
+            }
+            await EnsureSuccessAsync(response, cancellationToken).ConfigureAwait(false);
+            var result = await ReadAsync<ConsumeResult>(response, cancellationToken).ConfigureAwait(false);
+            activity?.SetTag("billing.source", result.Source);
+            Tag(activity, "allowed", null);
+            return new ConsumeOutcome(result, null);
         }
-        await EnsureSuccessAsync(response, cancellationToken).ConfigureAwait(false);
-        var result = await ReadAsync<ConsumeResult>(response, cancellationToken).ConfigureAwait(false);
-        activity?.SetTag("billing.source", result.Source);
-        Tag(activity, "allowed", null);
-        return new ConsumeOutcome(result, null);
+        catch (BillingApiException ex)
+        {
+            ex.IdempotencyKey ??= key; // a caller that retries later must send the same key
+            throw;
+        }
     }
 
     /// <summary>
@@ -106,18 +114,26 @@ public sealed class BillingClient
             ttlSeconds = ttl is { } t ? (int?)Math.Max(1, (int)Math.Ceiling(t.TotalSeconds)) : null,
             groups = groups?.ToArray(),
         };
-        using var response = await SendAsync(HttpMethod.Post, "api/usage/reservations", body, cancellationToken).ConfigureAwait(false);
-        if (response.StatusCode == HttpStatusCode.PaymentRequired)
+        try
         {
-            var refusal = await ReadRefusalAsync(response, meter, cancellationToken).ConfigureAwait(false);
-            Tag(activity, "refused", refusal.Code);
-            throw BillingRefusedException.For(refusal);
+            using var response = await SendAsync(HttpMethod.Post, "api/usage/reservations", body, cancellationToken).ConfigureAwait(false);
+            if (response.StatusCode == HttpStatusCode.PaymentRequired)
+            {
+                var refusal = await ReadRefusalAsync(response, meter, cancellationToken).ConfigureAwait(false);
+                Tag(activity, "refused", refusal.Code);
+                throw BillingRefusedException.For(refusal);
+            }
+            await EnsureSuccessAsync(response, cancellationToken).ConfigureAwait(false);
+            var info = await ReadAsync<ReservationInfo>(response, cancellationToken).ConfigureAwait(false);
+            activity?.SetTag("billing.reservation_id", info.ReservationId);
+            Tag(activity, "reserved", null);
+            return new Reservation(this, info);
         }
-        await EnsureSuccessAsync(response, cancellationToken).ConfigureAwait(false);
-        var info = await ReadAsync<ReservationInfo>(response, cancellationToken).ConfigureAwait(false);
-        activity?.SetTag("billing.reservation_id", info.ReservationId);
-        Tag(activity, "reserved", null);
-        return new Reservation(this, info);
+        catch (BillingApiException ex)
+        {
+            ex.IdempotencyKey ??= key; // retried with it, a reservation that did land is the same one (not a second hold)
+            throw;
+        }
     }
 
     /// <summary>Commits <paramref name="quantity"/> of a reservation by id (see <see cref="Reservation.CommitAsync"/>).</summary>

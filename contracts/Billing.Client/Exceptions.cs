@@ -67,8 +67,16 @@ public class BillingApiException(HttpStatusCode? statusCode, string? code, strin
     public HttpStatusCode? StatusCode { get; } = statusCode;
     /// <summary>The problem's stable <c>code</c> (e.g. <c>validation</c>, <c>idempotency_conflict</c>, <c>reservation_expired</c>).</summary>
     public string? Code { get; } = code;
+    /// <summary>
+    /// The idempotency key a consume or a reservation was sent with (also one the client made up): retry with it, and a
+    /// spend that did land counts once.
+    /// </summary>
+    public string? IdempotencyKey { get; internal set; }
 }
 
-/// <summary>Billing could not be reached or kept failing (5xx, timeouts) after every retry; nothing is known to be spent twice.</summary>
+/// <summary>
+/// Billing could not be reached or kept failing (5xx, timeouts) after every retry. The call may or may not have landed:
+/// retry a consume or a reservation with the same <see cref="BillingApiException.IdempotencyKey"/> so it counts once.
+/// </summary>
 public sealed class BillingUnavailableException(HttpStatusCode? statusCode, string? code, string message, Exception? inner = null)
     : BillingApiException(statusCode, code, message, inner);

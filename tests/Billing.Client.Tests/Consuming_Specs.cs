@@ -101,6 +101,26 @@ public class Consuming_through_the_client
     }
 
     [Test]
+    public async Task A_spend_whose_every_answer_was_lost_can_be_retried_once_more_with_the_key_the_exception_carries()
+    {
+        // Billing spent on the first attempt; every answer was lost. The caller retries later, with the key the client
+        // had made up (the exception carries it): the spend counts once.
+        var user = Stack.NewUser();
+        await Stack.SubscribeAsync(user, "pro");
+        await using (var proxy = new FlakyProxy(loseAnswer: _ => true))
+        {
+            var failed = Assert.ThrowsAsync<BillingUnavailableException>(() => Stack.Client(o => o.MaxRetries = 1, baseAddress: proxy.Url)
+                .ConsumeAsync(user, "ai.generation"));
+            Assert.That(failed!.IdempotencyKey, Is.Not.Null.And.Not.Empty);
+
+            var retried = await Stack.Client().ConsumeAsync(user, "ai.generation", idempotencyKey: failed.IdempotencyKey);
+
+            Assert.That(retried.Remaining, Is.EqualTo(249), "the first attempt's answer");
+        }
+        Assert.That(await Stack.UsedAsync(user, "ai.generation"), Is.EqualTo(1));
+    }
+
+    [Test]
     public async Task The_trace_context_of_the_call_reaches_Billing()
     {
         var user = Stack.NewUser();
