@@ -255,6 +255,30 @@ public class Billing_overage_through_Stripe_meter_events
     }
 
     [Test]
+    public async Task Overage_of_a_period_that_ended_before_Usage_heard_of_the_renewal_goes_on_the_next_invoice_too()
+    {
+        // Stripe was unreachable around the period's end, so Payments could not apply the renewal either: Usage still has
+        // the period that ended 55 minutes ago. A spend from its last minutes must not be reported into it (its invoice is
+        // final by now, and it would be billed nowhere).
+        var (user, activated) = await ProUserWithStripeAcceptingMeterEventsAsync();
+        var periodEnd = Host.Clock.GetUtcNow().AddMinutes(-55);
+        await Host.ScalarAsync("UPDATE usage_subjects SET period_start = @start, period_end = @periodEnd WHERE user_id = @user",
+            new { start = periodEnd.AddMonths(-1), periodEnd, user });
+        var spend = Guid.NewGuid();
+        var at = periodEnd.AddMinutes(-10);
+        await Host.ScalarAsync("""
+            INSERT INTO usage_overage (consumption_id, user_id, meter, event_name, quantity, occurred_at, next_attempt_at)
+            VALUES (@spend, @user, 'chat.message', 'chat_messages_overage', 2, @at, @at)
+            """, new { spend, user, at });
+
+        await UsageHost.EventuallyAsync(() => Task.FromResult(MeterEventsFor(activated.CustomerId).Any()), TimeSpan.FromSeconds(10));
+
+        var sent = MeterEventsFor(activated.CustomerId).Single(e => e["identifier"] == spend.ToString());
+        Assert.That(long.Parse(sent["timestamp"], CultureInfo.InvariantCulture), Is.GreaterThanOrEqualTo(Host.Clock.GetUtcNow().AddMinutes(-1).ToUnixTimeSeconds()),
+            "now, so the next invoice bills it");
+    }
+
+    [Test]
     public async Task A_failing_Stripe_is_retried_and_an_already_known_identifier_counts_as_reported()
     {
         var user = UsageHost.NewUser();

@@ -59,7 +59,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
                 """
                 SELECT o.consumption_id AS ConsumptionId, o.user_id AS UserId, o.event_name AS EventName, o.quantity AS Quantity,
                        o.occurred_at AS OccurredAt, o.report_at AS ReportAt, o.attempts AS Attempts, s.stripe_customer_id AS CustomerId,
-                       s.period_start AS PeriodStart
+                       s.period_start AS PeriodStart, s.period_end AS PeriodEnd
                 FROM usage_overage o LEFT JOIN usage_subjects s ON s.user_id = o.user_id
                 WHERE o.reported_at IS NULL AND o.next_attempt_at <= @now
                 ORDER BY o.next_attempt_at
@@ -135,6 +135,7 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
         public int Attempts { get; set; }
         public string? CustomerId { get; set; }
         public DateTime? PeriodStart { get; set; }
+        public DateTime? PeriodEnd { get; set; }
     }
 
     private TimeSpan LateAfter => TimeSpan.FromMinutes(Math.Clamp(configuration.GetValue("Usage:OverageLateAfterMinutes", 50), 1, 24 * 60));
@@ -142,7 +143,8 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
     /// <summary>
     /// The time the meter event carries, stored on the row before it is sent so that every retry sends the same body
     /// (under an idempotency key that names it): the spend's, unless the spend belongs to a billing period that ended more
-    /// than <see cref="LateAfter"/> ago (Stripe finalizes that period's invoice about an hour after it ends) — then now, so
+    /// than <see cref="LateAfter"/> ago (Stripe finalizes that period's invoice about an hour after it ends; the period
+    /// Usage knows may be that one still, when the renewal's events are late) — then now, so
     /// it is billed on the next invoice rather than on none. A time fixed earlier that has since become late is replaced
     /// the same way; the identifier (the consumption id) still keeps Stripe from counting it twice should an earlier
     /// attempt have arrived after all.
@@ -151,8 +153,12 @@ public sealed class OverageReporter(NpgsqlDataSource dataSource, IStripeClient s
     {
         var now = clock.GetUtcNow().UtcDateTime;
         var fixedAt = DateTime.SpecifyKind(row.ReportAt ?? row.OccurredAt, DateTimeKind.Utc);
-        if (row.PeriodStart is { } start && fixedAt < DateTime.SpecifyKind(start, DateTimeKind.Utc)
-            && now >= DateTime.SpecifyKind(start, DateTimeKind.Utc) + LateAfter)
+        // Where the spend's period ended: at the start of the period Usage knows, if it is from before it; else at that
+        // period's end (also when Usage has not heard of a renewal yet — Stripe unreachable then held Payments up too).
+        var start = row.PeriodStart is { } s ? DateTime.SpecifyKind(s, DateTimeKind.Utc) : (DateTime?)null;
+        var end = row.PeriodEnd is { } e ? DateTime.SpecifyKind(e, DateTimeKind.Utc) : (DateTime?)null;
+        var periodEnded = fixedAt < start ? start : fixedAt < end ? end : null;
+        if (periodEnded is { } ended && now >= ended + LateAfter)
         {
             logger.LogWarning("Overage {Id} of {UserId} from {OccurredAt:u} is reported after its period's invoice was finalized: it goes on the next invoice",
                 row.ConsumptionId, row.UserId, DateTime.SpecifyKind(row.OccurredAt, DateTimeKind.Utc));
