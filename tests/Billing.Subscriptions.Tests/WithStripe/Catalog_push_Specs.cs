@@ -95,6 +95,44 @@ public class Pushing_a_catalog
         Assert.That((replaced.UnitAmountDecimal, replaced.Recurring.Meter), Is.EqualTo(((decimal?)0.25m, meter.Id)), "same meter, new price");
     }
 
+    [Test]
+    public async Task A_meter_that_keeps_one_event_per_hour_is_refused_not_used()
+    {
+        // A meter made elsewhere under the catalog's event name, pre-aggregated per hour: Stripe would keep the last event of
+        // each hour, and Usage sends one event per spend — 50 spends in an hour billed as one.
+        var planId = "hourly" + Guid.NewGuid().ToString("N")[..8];
+        var eventName = planId + "_overage";
+        await new MeterService(Hosts.Subscriptions.Stripe).CreateAsync(new MeterCreateOptions
+        {
+            DisplayName = "made in the Dashboard", EventName = eventName, EventTimeWindow = "hour",
+            DefaultAggregation = new MeterDefaultAggregationOptions { Formula = "sum" },
+            CustomerMapping = new MeterCustomerMappingOptions { Type = "by_id", EventPayloadKey = "stripe_customer_id" },
+            ValueSettings = new MeterValueSettingsOptions { EventPayloadKey = "value" },
+        });
+
+        Assert.That(await Hosts.PushCatalogAsync(OverageCatalog(planId, eventName, 0.5m)), Is.Not.Zero);
+    }
+
+    [Test]
+    public async Task A_lookup_key_another_product_s_price_holds_is_not_taken_over()
+    {
+        // Another product on the same Stripe account uses the key: taking it over would change what that product charges,
+        // and archive its price.
+        var planId = "shared" + Guid.NewGuid().ToString("N")[..8];
+        var products = new ProductService(Hosts.Subscriptions.Stripe);
+        var other = await products.CreateAsync(new ProductCreateOptions { Id = "other_" + planId, Name = "Another product" });
+        var theirs = await new PriceService(Hosts.Subscriptions.Stripe).CreateAsync(new PriceCreateOptions
+        {
+            Product = other.Id, UnitAmount = 900, Currency = "usd", LookupKey = $"{planId}_month",
+            Recurring = new PriceRecurringOptions { Interval = "month" },
+        });
+
+        Assert.That(await Hosts.PushCatalogAsync(CatalogWith(planId, 700)), Is.Not.Zero, "stops and says why");
+
+        var after = await new PriceService(Hosts.Subscriptions.Stripe).GetAsync(theirs.Id);
+        Assert.That((after.Active, after.LookupKey), Is.EqualTo((true, $"{planId}_month")), "their price is left as it was");
+    }
+
     private static Task<int> DiffAsync(string path) =>
         CatalogCommands.RunAsync(["diff", path], new ConfigurationBuilder()
             .AddInMemoryCollection(new Dictionary<string, string?> { ["STRIPE_SECRET_KEY"] = "sk_test_x", ["STRIPE_API_BASE"] = Hosts.SimulatorUrl }).Build());

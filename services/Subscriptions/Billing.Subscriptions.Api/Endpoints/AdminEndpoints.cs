@@ -131,11 +131,14 @@ public static class AdminEndpoints
                     ids.Add(await prices.FindAsync(overage.LookupKey, ct)
                         ?? throw new InvalidOperationException($"No active Stripe price has lookup key \"{overage.LookupKey}\": run 'deploy/billing catalog push'."));
                 }
+                // One key for this request's retries (a timeout whose update Stripe applied is answered, not applied again),
+                // new for each run of the command (Stripe keeps a key a day).
+                var idempotencyKey = $"billing-overage-items-{subscriptionId}-{Guid.NewGuid():N}";
                 await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscriptionId, new SubscriptionUpdateOptions
                 {
                     Items = ids.Select(id => new SubscriptionItemOptions { Price = id }).ToList(),
                     ProrationBehavior = "none",
-                }, new RequestOptions { IdempotencyKey = $"billing-overage-items-{subscriptionId}-{Guid.NewGuid():N}" }, c), ct);
+                }, new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
                 return new OverageFix(subscriptionId, userId, missing.Select(o => o.LookupKey).ToList(), "added");
             }
             catch (Exception ex) when (ex is StripeException or StripeUnavailableException or InvalidOperationException && !ct.IsCancellationRequested)

@@ -228,15 +228,20 @@ public static class CatalogCommands
                     found.Add(meter);
                 }
             }
+            // Every event counts: a pre-aggregated meter (event_time_window hour/day) keeps only the last event of each window,
+            // and Usage sends one event per spend.
             bool ReadsWhatUsageSends(Meter m) => m.CustomerMapping?.EventPayloadKey == MeterCustomerKey
-                && (m.ValueSettings?.EventPayloadKey ?? MeterValueKey) == MeterValueKey && m.DefaultAggregation?.Formula == "sum";
+                && (m.ValueSettings?.EventPayloadKey ?? MeterValueKey) == MeterValueKey && m.DefaultAggregation?.Formula == "sum"
+                && string.IsNullOrEmpty(m.EventTimeWindow);
             if (found.FirstOrDefault(m => m.Status == "active") is { } active)
             {
                 if (!ReadsWhatUsageSends(active))
                 {
                     throw new CatalogPushException($"Stripe's meter {active.Id} for \"{eventName}\" reads the customer from \"{active.CustomerMapping?.EventPayloadKey}\" "
-                        + $"and the value from \"{active.ValueSettings?.EventPayloadKey}\" with formula {active.DefaultAggregation?.Formula}; Usage sends "
-                        + $"\"{MeterCustomerKey}\" and \"{MeterValueKey}\" to be summed. Use another stripeMeterEventName, or deactivate that meter.");
+                        + $"and the value from \"{active.ValueSettings?.EventPayloadKey}\" with formula {active.DefaultAggregation?.Formula}"
+                        + (string.IsNullOrEmpty(active.EventTimeWindow) ? "" : $", keeping one event per {active.EventTimeWindow}")
+                        + $"; Usage sends \"{MeterCustomerKey}\" and \"{MeterValueKey}\" to be summed, one event per spend. Use another "
+                        + "stripeMeterEventName, or deactivate that meter.");
                 }
                 Unchanged++;
                 Console.WriteLine($"  unchanged meter {eventName} ({active.Id})");
@@ -265,6 +270,13 @@ public static class CatalogCommands
         {
             var prices = new PriceService(stripe);
             var existing = (await prices.ListAsync(new PriceListOptions { LookupKeys = [spec.LookupKey], Limit = 1 })).Data.FirstOrDefault();
+            if (existing is not null && !existing.ProductId.StartsWith("billing_", StringComparison.Ordinal))
+            {
+                // Another product on the same Stripe account: taking its key over would change what it charges, and archive
+                // its price.
+                throw new CatalogPushException($"The lookup key \"{spec.LookupKey}\" belongs to price {existing.Id} of product {existing.ProductId}, "
+                    + "which is not one of Billing's. Free the key in Stripe, or give the plan (or pack) another id.");
+            }
             if (existing is not null && existing.Active && spec.Matches(existing))
             {
                 Unchanged++;
