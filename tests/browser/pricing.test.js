@@ -73,3 +73,22 @@ test('changing plan shows the prorated amount from the preview before confirming
   await table.getByRole('button', { name: 'Keep my plan' }).click();
   assert.equal(await dialog.count(), 0);
 });
+
+test('amounts are in Stripe\'s minor unit of each currency: cents, yen, forint hundredths, dinar thousandths', async () => {
+  // Intl says 0 fraction digits for HUF (and ISK, IDR, COP, PKR), but Stripe counts their amounts in hundredths.
+  const formatted = await page.evaluate(async () => {
+    const { formatMoney, formatUnitPrice } = await import('/elements/billing.js');
+    return {
+      usd: formatMoney(500, 'usd'), jpy: formatMoney(500, 'jpy'), huf: formatMoney(150000, 'huf'), kwd: formatMoney(1500, 'kwd'),
+      unitUsd: formatUnitPrice(0.5, 'usd'), unitHuf: formatUnitPrice(50, 'huf'),
+    };
+  });
+  assert.match(formatted.usd, /5\.00/);
+  assert.match(formatted.jpy, /500/);
+  assert.doesNotMatch(formatted.jpy, /5\.00/);
+  assert.match(formatted.huf, /1,500/, formatted.huf);
+  assert.doesNotMatch(formatted.huf, /150,000/);
+  assert.match(formatted.kwd, /1\.500/, formatted.kwd);
+  assert.match(formatted.unitUsd, /0\.005/, formatted.unitUsd);
+  assert.match(formatted.unitHuf, /0\.5/, formatted.unitHuf);
+});

@@ -31,19 +31,24 @@ export class BillingError extends Error {
 
 const esc = (value) => String(value ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 
-/** Money in the currency's minor unit, in the user's locale ("$5.00", "5,00 €"). */
+// Stripe's minor units: amounts of its zero-decimal currencies are whole units, of its three-decimal ones thousandths,
+// of every other currency hundredths — also where Intl shows no decimals (HUF, ISK, IDR, COP, PKR, TWD…).
+const ZERO_DECIMAL = new Set(['BIF', 'CLP', 'DJF', 'GNF', 'JPY', 'KMF', 'KRW', 'MGA', 'PYG', 'RWF', 'UGX', 'VND', 'VUV', 'XAF', 'XOF', 'XPF']);
+const THREE_DECIMAL = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);
+const minorDigits = (code) => (ZERO_DECIMAL.has(code) ? 0 : THREE_DECIMAL.has(code) ? 3 : 2);
+
+/** Money in Stripe's minor unit of the currency, in the user's locale ("$5.00", "5,00 €", "1,500 Ft"). */
 export function formatMoney(amount, currency) {
-  const format = new Intl.NumberFormat(undefined, { style: 'currency', currency: (currency || 'usd').toUpperCase() });
-  const digits = format.resolvedOptions().maximumFractionDigits;
-  return format.format(amount / 10 ** digits);
+  const code = (currency || 'usd').toUpperCase();
+  return new Intl.NumberFormat(undefined, { style: 'currency', currency: code }).format(amount / 10 ** minorDigits(code));
 }
 
 /** A unit price in the minor unit, fractions kept ("$0.005" for half a cent). */
 export function formatUnitPrice(amount, currency) {
   const code = (currency || 'usd').toUpperCase();
-  const digits = new Intl.NumberFormat(undefined, { style: 'currency', currency: code }).resolvedOptions().maximumFractionDigits;
-  return new Intl.NumberFormat(undefined, { style: 'currency', currency: code, minimumFractionDigits: digits, maximumFractionDigits: digits + 12 })
-    .format(amount / 10 ** digits);
+  const shown = new Intl.NumberFormat(undefined, { style: 'currency', currency: code }).resolvedOptions().maximumFractionDigits;
+  return new Intl.NumberFormat(undefined, { style: 'currency', currency: code, minimumFractionDigits: shown, maximumFractionDigits: minorDigits(code) + 12 })
+    .format(amount / 10 ** minorDigits(code));
 }
 
 const formatNumber = (n) => new Intl.NumberFormat().format(n);
