@@ -1,6 +1,7 @@
 // The account element for a plan that bills overage past its allowance: the next invoice as Stripe previews it, with the
 // overage used so far. Billing's answers are stubbed (as in pricing.test.js); the E2E specs check the figures themselves.
 import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
 import { launch, shot, waitForText, gateway } from './harness.js';
 
 let browser, page;
@@ -36,4 +37,26 @@ test('a plan billing overage shows the next invoice with the overage used so far
   const account = page.locator('billing-account');
   await waitForText(account.locator('[data-role=upcoming-invoice]'), /^\$15\.02 on Jan 1, 2030 \(includes \$0\.02 overage so far\)$/);
   await shot(page, '13-account-upcoming-invoice');
+});
+
+test('a meter whose overage is billed is not shown as used up past its allowance', async () => {
+  const usage = { meters: [{ meter: 'chat.message', limit: 500, used: 510, remaining: 0, window: 'day', resetsAt: '2030-01-01T00:00:00Z',
+    unlimited: false, overage: 'bill', overageUnitAmount: 0.5 }], tokens: { balance: 0 } };
+  await page.route('**/api/usage/me', (r) => r.fulfill({ json: usage }));
+  await page.route('**/api/wallet/me', (r) => r.fulfill({ json: { balance: 0 } }));
+  await page.route('**/api/token-packs', (r) => r.fulfill({ json: { packs: [{ id: 'small', name: 'Small', tokens: 1000, amount: 500, currency: 'usd' }] } }));
+  await page.route('**/usage-test.html', (r) => r.fulfill({ contentType: 'text/html', body: `<!doctype html><html lang="en">
+    <head><script type="module" src="/elements/billing.js"></script></head>
+    <body style="font-family:sans-serif;max-width:50rem;margin:2rem auto"><h1>Usage</h1>
+    <billing-usage-meter token="stub-token" meter="chat.message"></billing-usage-meter>
+    <billing-upgrade-prompt token="stub-token" meter="chat.message"></billing-upgrade-prompt></body></html>` }));
+  await page.goto(`${gateway}/usage-test.html`);
+
+  const meter = page.locator('billing-usage-meter');
+  await waitForText(meter.locator('[data-role=label]'), /^500 messages included · 10 more billed$/);
+  assert.equal(await meter.locator('[part=meter]').getAttribute('data-state'), 'over');
+  const prompt = page.locator('billing-upgrade-prompt');
+  await waitForText(prompt.locator('h2'), /past your plan's 500 messages/);
+  assert.equal(await prompt.locator('section').getAttribute('data-code'), 'overage_billed', 'not quota_exhausted: the user is not blocked');
+  assert.equal(await prompt.locator('[data-action=buy]').count(), 0, 'tokens do not pay for a billed meter');
 });

@@ -434,7 +434,7 @@ export class BillingUsageMeter extends BillingElement {
     .row { display: flex; justify-content: space-between; gap: 1em; align-items: baseline; }
     .bar { height: .5em; border-radius: 999px; background: var(--billing-track, #e4e7ec); overflow: hidden; margin: .35em 0; }
     .fill { height: 100%; background: var(--_accent); transition: width .4s ease; }
-    .low .fill { background: var(--_warning); } .empty .fill { background: var(--_danger); }
+    .low .fill, .over .fill { background: var(--_warning); } .empty .fill { background: var(--_danger); }
     .label { font-weight: 600; } .meta { font-size: .85em; }
     :host([compact]) .meta { display: none; }
     @media (prefers-reduced-motion: reduce) { .fill { transition: none; } }`;
@@ -451,8 +451,12 @@ export class BillingUsageMeter extends BillingElement {
         <div class="meta muted">${m.used ? `${formatNumber(m.used)} used · ` : ''}${tokenLine}</div></div>`;
     }
     const pct = m.limit > 0 ? Math.min(100, Math.round((m.used / m.limit) * 100)) : 100;
-    const state = m.remaining <= 0 ? 'empty' : m.limit > 0 && m.remaining / m.limit <= 0.2 ? 'low' : 'ok';
-    const label = `${formatNumber(m.remaining)} of ${formatNumber(m.limit)} ${unit} left`;
+    // A meter whose overage is billed is not used up past its limit: spends go on, and the next invoice bills them.
+    const billed = m.overage === 'bill' && m.remaining <= 0;
+    const state = billed ? 'over' : m.remaining <= 0 ? 'empty' : m.limit > 0 && m.remaining / m.limit <= 0.2 ? 'low' : 'ok';
+    const label = billed
+      ? `${formatNumber(m.limit)} ${unit} included · ${formatNumber(Math.max(0, m.used - m.limit))} more billed`
+      : `${formatNumber(m.remaining)} of ${formatNumber(m.limit)} ${unit} left`;
     return `<div part="meter" class="${state}" data-state="${state}">
       <div class="row"><span class="label" part="label" data-role="label">${esc(label)}</span>
         <span class="muted" part="used" data-role="used">${formatNumber(m.used)} / ${formatNumber(m.limit)}</span></div>
@@ -518,14 +522,16 @@ export class BillingUpgradePrompt extends BillingElement {
     const refusal = this._refusal;
     let state = null;
     if (refusal) state = 'exhausted';
+    else if (m && m.overage === 'bill' && !m.unlimited && m.limit !== null && m.limit > 0 && m.remaining <= 0) state = 'billed';
     else if (m && !m.unlimited && m.limit !== null && m.limit > 0 && m.remaining <= 0 && !(usage.tokens?.balance > 0)) state = 'exhausted';
     else if (m && !m.unlimited && m.limit !== null && m.limit > 0 && m.remaining / m.limit <= threshold && m.remaining > 0) state = 'low';
     if (!state || (this._dismissed && state === this._dismissedState)) { this.hidden = true; return ''; }
     this.hidden = false;
-    const code = refusal?.code || (state === 'exhausted' ? 'quota_exhausted' : 'low');
+    const code = refusal?.code || (state === 'exhausted' ? 'quota_exhausted' : state === 'billed' ? 'overage_billed' : 'low');
     const resets = (refusal?.resetsAt || m?.resetsAt) ? ` It resets ${formatDate(refusal?.resetsAt || m?.resetsAt, true)}.` : '';
     const messages = {
       low: [`Only ${formatNumber(m?.remaining ?? 0)} ${unit} left`, `You have used ${formatNumber(m?.used ?? 0)} of ${formatNumber(m?.limit ?? 0)} this period.${resets}`],
+      overage_billed: [`You are past your plan's ${formatNumber(m?.limit ?? 0)} ${unit}`, `You can go on: each one more is billed on your next invoice. A larger plan includes more.${resets}`],
       quota_exhausted: [`You have used all your ${unit}`, `Your plan's ${formatNumber(refusal?.limit ?? m?.limit ?? 0)} ${unit} are used up.${resets}`],
       insufficient_tokens: [`You are out of ${unit}`, `Your plan's allowance is used up and your token balance (${formatNumber(refusal?.balance ?? usage.tokens?.balance ?? 0)}) does not cover another one.${resets}`],
       no_subscription: [`Subscribe to use ${unit}`, `Your current plan does not include ${unit}.`],
@@ -540,7 +546,7 @@ export class BillingUpgradePrompt extends BillingElement {
         ? `<a class="button" part="button upgrade-button" href="${esc(this.getAttribute('pricing-href'))}" data-action="upgrade">${subscribed ? 'Upgrade your plan' : 'See plans'}</a>`
         : `<button type="button" data-action="upgrade" data-key="upgrade" part="button upgrade-button">${subscribed ? 'Upgrade your plan' : 'See plans'}</button>`);
     }
-    if (code !== 'payment_past_due') {
+    if (code !== 'payment_past_due' && code !== 'overage_billed') { // tokens do not pay for a billed meter
       for (const pack of packs) {
         actions.push(`<button type="button" class="secondary" data-action="buy" data-pack="${esc(pack.id)}" data-key="b-${esc(pack.id)}" part="button pack-button">Buy ${esc(pack.name)} · ${esc(formatNumber(pack.tokens))} tokens for ${esc(formatMoney(pack.amount, pack.currency))}</button>`);
       }
@@ -556,7 +562,8 @@ export class BillingUpgradePrompt extends BillingElement {
     const root = this.shadowRoot;
     root.querySelector('[data-action=dismiss]')?.addEventListener('click', () => {
       this._dismissed = true;
-      this._dismissedState = this._refusal ? 'exhausted' : root.querySelector('section')?.classList.contains('low') ? 'low' : 'exhausted';
+      const shown = root.querySelector('section')?.classList;
+      this._dismissedState = this._refusal ? 'exhausted' : shown?.contains('low') ? 'low' : shown?.contains('billed') ? 'billed' : 'exhausted';
       this._refusal = null;
       this.hidden = true;
     });

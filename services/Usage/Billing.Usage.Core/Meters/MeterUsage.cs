@@ -4,8 +4,13 @@ using Billing.Usage.Core.Windows;
 
 namespace Billing.Usage.Core.Meters;
 
-/// <summary>One meter of GET /api/usage/me and the entitlements.</summary>
-public sealed record MeterUsage(string Meter, long? Limit, long Used, long? Remaining, string Window, DateTime ResetsAt, bool Unlimited);
+/// <summary>
+/// One meter of GET /api/usage/me and the entitlements. <paramref name="Overage"/> says what happens past the limit
+/// (<c>block</c>, <c>tokens</c>, <c>bill</c>: spends go on and each unit costs <paramref name="OverageUnitAmount"/> in the
+/// plan price's minor unit), so a page does not show a billed meter as used up.
+/// </summary>
+public sealed record MeterUsage(string Meter, long? Limit, long Used, long? Remaining, string Window, DateTime ResetsAt, bool Unlimited,
+    string Overage, decimal? OverageUnitAmount);
 
 public static class MeterUsages
 {
@@ -24,7 +29,8 @@ public static class MeterUsages
             var unlimited = unlimitedGroup || x.Allowance.Limit is null;
             long? limit = unlimited ? null : x.Allowance.Limit;
             long? remaining = limit is { } l ? Math.Max(0, l - used) : null;
-            return new MeterUsage(x.Allowance.Meter, limit, used, remaining, x.Allowance.Window, x.Window.End.UtcDateTime, unlimited);
+            return new MeterUsage(x.Allowance.Meter, limit, used, remaining, x.Allowance.Window, x.Window.End.UtcDateTime, unlimited,
+                x.Allowance.Overage, x.Allowance.Overage == "bill" ? x.Allowance.OverageUnitAmount : null);
         }).ToList();
     }
 }
