@@ -33,6 +33,9 @@ stack_profile() { # <up|test>
     export STRIPE_SECRET_KEY=${STRIPE_SECRET_KEY:-sk_test_billing_simulator}
   fi
   export BILLING_CATALOG=${BILLING_CATALOG:-$REPO/deploy/catalogs/default.json}
+  # A relative path is the caller's (README: BILLING_CATALOG=deploy/catalogs/….json deploy/billing up): each service runs
+  # from its own output folder, where it would name no file.
+  [[ $BILLING_CATALOG == /* ]] || BILLING_CATALOG=$PWD/$BILLING_CATALOG
   export BILLING_DB_SUFFIX=${BILLING_DB_SUFFIX:-}
   export BILLING_QUEUE_PREFIX=${BILLING_QUEUE_PREFIX:-}
 }
