@@ -60,3 +60,29 @@ test('a meter whose overage is billed is not shown as used up past its allowance
   assert.equal(await prompt.locator('section').getAttribute('data-code'), 'overage_billed', 'not quota_exhausted: the user is not blocked');
   assert.equal(await prompt.locator('[data-action=buy]').count(), 0, 'tokens do not pay for a billed meter');
 });
+
+test('after a paid checkout, the portal returns to the page without ?checkout=, and a reload shows no second success', async () => {
+  let portalBody = null;
+  await page.route('**/api/billing-portal', async (r) => { portalBody = r.request().postDataJSON(); await r.fulfill({ json: { url: `${gateway}/portal-stub` } }); });
+  await page.route('**/return-test.html*', (r) => r.fulfill({ contentType: 'text/html', body: `<!doctype html><html lang="en">
+    <head><script type="module" src="/elements/billing.js"></script></head>
+    <body><billing-payment-result token="stub-token"></billing-payment-result><billing-account token="stub-token"></billing-account></body></html>` }));
+  await page.goto(`${gateway}/return-test.html?tab=plan&checkout=success&session_id=cs_test_1`);
+  await page.getByRole('heading', { name: /Payment received/ }).waitFor();
+  assert.equal(new URL(page.url()).searchParams.get('checkout'), null, 'taken out of the address bar once read');
+  assert.equal(new URL(page.url()).searchParams.get('tab'), 'plan', 'the page\'s own parameters stay');
+
+  // A page that opens Stripe's pages itself (a new tab) cancels the navigation: the button works again afterwards.
+  await page.evaluate(() => window.addEventListener('billing:checkout', (e) => e.preventDefault()));
+  const portal = page.locator('billing-account').getByRole('button', { name: 'Manage payment methods' });
+  await portal.click();
+  await page.waitForFunction(() => true);
+  assert.ok(portalBody, 'the portal was asked for');
+  assert.equal(new URL(portalBody.returnUrl).searchParams.get('checkout'), null, portalBody.returnUrl);
+  await page.waitForFunction(() => !document.querySelector('billing-account').shadowRoot.querySelector('[data-action=portal]').disabled,
+    null, { timeout: 10_000 });
+
+  await page.reload();
+  await page.locator('billing-account').getByRole('button', { name: 'Manage payment methods' }).waitFor();
+  assert.equal(await page.getByRole('heading', { name: /Payment received/ }).count(), 0, 'a reload is no new payment');
+});

@@ -193,12 +193,18 @@ class BillingElement extends HTMLElement {
     return this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true, cancelable }));
   }
 
-  /** Where Checkout returns: the element's success-url / cancel-url, else this page with ?checkout=success|cancel. */
-  returnUrls() {
+  /** This page without what a Checkout return added (?checkout=, session_id): where Stripe's pages come back to. */
+  static pageUrl() {
     const here = new URL(window.location.href);
     here.searchParams.delete('checkout');
     here.searchParams.delete('session_id');
     here.hash = '';
+    return here;
+  }
+
+  /** Where Checkout returns: the element's success-url / cancel-url, else this page with ?checkout=success|cancel. */
+  returnUrls() {
+    const here = BillingElement.pageUrl();
     const success = new URL(here); success.searchParams.set('checkout', 'success');
     const cancel = new URL(here); cancel.searchParams.set('checkout', 'cancel');
     return {
@@ -220,6 +226,11 @@ class BillingElement extends HTMLElement {
     if (status) status.textContent = '';
     try {
       await action();
+      // Usually the browser is leaving for Stripe now; if it stays (a billing:checkout listener took over, or the page
+      // comes back from the back/forward cache), the button works again.
+      const again = () => { button.disabled = false; button.removeAttribute('aria-busy'); };
+      setTimeout(again, 4000);
+      window.addEventListener('pageshow', again, { once: true });
     } catch (error) {
       if (status) { status.textContent = error.message; status.className = 'error-text'; }
       button.disabled = false;
@@ -574,7 +585,7 @@ export class BillingUpgradePrompt extends BillingElement {
       this.go(answer.url, { kind: 'token_pack', packId: b.dataset.pack, checkoutSessionId: answer.checkoutSessionId });
     })));
     root.querySelector('[data-action=portal]')?.addEventListener('click', (e) => this.act(e.currentTarget, async () => {
-      const answer = await this.api('/api/billing-portal', { method: 'POST', body: { returnUrl: window.location.href } });
+      const answer = await this.api('/api/billing-portal', { method: 'POST', body: { returnUrl: BillingElement.pageUrl().href } });
       this.go(answer.url, { kind: 'portal' });
     }));
   }
@@ -629,10 +640,19 @@ export class BillingPaymentResult extends BillingElement {
   static get observedAttributes() { return [...super.observedAttributes, 'status', 'continue-href']; }
 
   get status() {
-    return this.getAttribute('status') || new URL(window.location.href).searchParams.get(this.getAttribute('param') || 'checkout') || '';
+    return this.getAttribute('status') || this._fromUrl || '';
   }
 
   connectedCallback() {
+    // Read once, then taken out of the address bar: a reload, or a return from the customer portal, is no new payment.
+    const url = new URL(window.location.href);
+    const param = this.getAttribute('param') || 'checkout';
+    this._fromUrl ??= url.searchParams.get(param) || '';
+    if (url.searchParams.has(param)) {
+      url.searchParams.delete(param);
+      url.searchParams.delete('session_id');
+      history.replaceState(history.state, '', url.href);
+    }
     super.connectedCallback();
     if (this.status === 'success') {
       // Stripe's webhook reaches Billing within moments: refresh plan, meter and balance a few times.
@@ -770,7 +790,7 @@ export class BillingAccount extends BillingElement {
       window.dispatchEvent(new CustomEvent('billing:refresh'));
     }));
     on('portal', (b) => this.act(b, async () => {
-      const answer = await this.api('/api/billing-portal', { method: 'POST', body: { returnUrl: window.location.href } });
+      const answer = await this.api('/api/billing-portal', { method: 'POST', body: { returnUrl: BillingElement.pageUrl().href } });
       this.go(answer.url, { kind: 'portal' });
     }));
   }
