@@ -236,6 +236,8 @@ public sealed class BillingClient
                     .Handle<HttpRequestException>()
                     .Handle<TimeoutRejectedException>()
                     .HandleResult(r => IsTransient(r.StatusCode)),
+                // A 429 or 503 that says when to come back is retried then, not on the back-off.
+                DelayGenerator = args => ValueTask.FromResult(RetryAfter(args.Outcome.Result, options.MaxRetryAfter)),
                 OnRetry = args =>
                 {
                     Activity.Current?.AddEvent(new ActivityEvent("billing.retry", tags: new ActivityTagsCollection
@@ -250,6 +252,13 @@ public sealed class BillingClient
         }
         builder.AddTimeout(options.AttemptTimeout);
         return builder.Build();
+    }
+
+    private static TimeSpan? RetryAfter(HttpResponseMessage? response, TimeSpan max)
+    {
+        var header = response?.Headers.RetryAfter;
+        var wait = header?.Delta ?? (header?.Date is { } at ? at - DateTimeOffset.UtcNow : null);
+        return wait is { } w && w > TimeSpan.Zero ? (w < max ? w : max) : null;
     }
 
     private static bool IsTransient(HttpStatusCode status) =>

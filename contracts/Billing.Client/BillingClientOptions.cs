@@ -18,6 +18,12 @@ public sealed class BillingClientOptions
     /// <summary>The first back-off; doubles each retry, with jitter. Default 200 ms.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(200);
 
+    /// <summary>
+    /// The longest wait a 429 or 503's <c>Retry-After</c> may ask for before the next retry (a longer one is waited this
+    /// long). Without the header the back-off of <see cref="RetryDelay"/> applies. Default 10 s.
+    /// </summary>
+    public TimeSpan MaxRetryAfter { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>The time one attempt may take before it is abandoned and retried. Default 10 s.</summary>
     public TimeSpan AttemptTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -206,5 +207,51 @@ public class Consuming_through_the_client
 
         Assert.That(failed!.StatusCode, Is.EqualTo(HttpStatusCode.Forbidden));
         Assert.That(failed, Is.Not.InstanceOf<BillingUnavailableException>());
+    }
+}
+
+/// <summary>A 429 (or 503) with Retry-After is retried when the server asks, not on the client's short back-off.</summary>
+[TestFixture]
+public class Retrying_when_Billing_says_when
+{
+    [Test]
+    public async Task A_429_with_Retry_After_is_retried_after_the_wait_it_names()
+    {
+        using var listener = new HttpListener();
+        var port = new TcpListener(IPAddress.Loopback, 0);
+        port.Start();
+        var url = $"http://127.0.0.1:{((IPEndPoint)port.LocalEndpoint).Port}/";
+        port.Stop();
+        listener.Prefixes.Add(url);
+        listener.Start();
+        var attempts = new List<DateTimeOffset>();
+        var serving = Task.Run(async () =>
+        {
+            for (var i = 0; i < 2; i++)
+            {
+                var context = await listener.GetContextAsync();
+                attempts.Add(DateTimeOffset.UtcNow);
+                if (i == 0)
+                {
+                    context.Response.StatusCode = 429;
+                    context.Response.Headers["Retry-After"] = "1";
+                }
+                else
+                {
+                    context.Response.ContentType = "application/json";
+                    var body = """{"allowed":true,"source":"quota","remaining":9,"tokenBalance":0,"consumptionId":"c1"}"""u8.ToArray();
+                    await context.Response.OutputStream.WriteAsync(body);
+                }
+                context.Response.Close();
+            }
+        });
+
+        var result = await Stack.Client(o => o.RetryDelay = TimeSpan.FromMilliseconds(10), baseAddress: new Uri(url))
+            .ConsumeAsync("u-retry-after", "ai.generation");
+        await serving;
+
+        Assert.That(result.Remaining, Is.EqualTo(9));
+        Assert.That(attempts, Has.Count.EqualTo(2));
+        Assert.That(attempts[1] - attempts[0], Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(900)), "waited the second Retry-After named");
     }
 }
