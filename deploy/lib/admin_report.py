@@ -47,6 +47,9 @@ def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "") -> int
         if usage["tokenClaimsStuck"]:
             bad += usage["tokenClaimsStuck"]
             print(f"  LATE {usage['tokenClaimsStuck']} token-paid consume(s) unfinished past twice the claim timeout: see Usage's log")
+        if usage.get("overageUnreportedLate"):
+            bad += usage["overageUnreportedLate"]
+            print(f"  LATE {usage['overageUnreportedLate']} billed overage spend(s) Stripe has not taken for over 30 minutes (oldest from {usage['oldestOverageSince']}; last error: {usage.get('overageLastError')}): not on any invoice until they are")
         if usage["reservationClaimsStuck"]:
             bad += usage["reservationClaimsStuck"]
             print(f"  LATE {usage['reservationClaimsStuck']} token-backed reservation claim(s) past their expiry: see Usage's log")

@@ -15,8 +15,12 @@ public static class AdminUsageEndpoints
     /// <summary>A return owed for longer than this is reported.</summary>
     public static readonly TimeSpan LateReturn = TimeSpan.FromMinutes(5);
 
+    /// <summary>Billed overage not taken by Stripe for longer than this is reported (it is retried every minute at most).</summary>
+    public static readonly TimeSpan LateOverage = TimeSpan.FromMinutes(30);
+
     public sealed record UsageVerification(bool Ok, long TokenReturnsOwed, long TokenReturnsOwedLate, DateTime? OldestReturnOwedSince,
-        long TokenClaimsOpen, long TokenClaimsStuck, long ReservationClaimsStuck, DateTime CheckedAt);
+        long TokenClaimsOpen, long TokenClaimsStuck, long ReservationClaimsStuck, long OverageUnreported, long OverageUnreportedLate,
+        DateTime? OldestOverageSince, string? OverageLastError, DateTime CheckedAt);
 
     public static IEndpointRouteBuilder MapAdminUsageApi(this IEndpointRouteBuilder app)
     {
@@ -24,7 +28,8 @@ public static class AdminUsageEndpoints
             {
                 var now = clock.GetUtcNow();
                 await using var connection = await dataSource.OpenConnectionAsync(ct);
-                var v = await connection.QuerySingleAsync<(long Owed, long Late, DateTime? Oldest, long Open, long Stuck, long ReservationsStuck)>(
+                var v = await connection.QuerySingleAsync<(long Owed, long Late, DateTime? Oldest, long Open, long Stuck, long ReservationsStuck,
+                    long Overage, long OverageLate, DateTime? OverageOldest, string? OverageError)>(
                     new CommandDefinition(
                         """
                         SELECT (SELECT count(*) FROM reservations WHERE return_due),
@@ -32,21 +37,30 @@ public static class AdminUsageEndpoints
                                (SELECT min(settled_at) FROM reservations WHERE return_due),
                                (SELECT count(*) FROM consumptions WHERE status_code = 0),
                                (SELECT count(*) FROM consumptions WHERE status_code = 0 AND created_at < @stuck),
-                               (SELECT count(*) FROM reservations WHERE status = 'claimed' AND expires_at < @reservationStuck)
+                               (SELECT count(*) FROM reservations WHERE status = 'claimed' AND expires_at < @reservationStuck),
+                               (SELECT count(*) FROM usage_overage WHERE reported_at IS NULL),
+                               (SELECT count(*) FROM usage_overage WHERE reported_at IS NULL AND occurred_at < @overageLate),
+                               (SELECT min(occurred_at) FROM usage_overage WHERE reported_at IS NULL),
+                               (SELECT last_error FROM usage_overage WHERE reported_at IS NULL AND last_error IS NOT NULL
+                                ORDER BY occurred_at LIMIT 1)
                         """,
                         new
                         {
                             late = (now - LateReturn).UtcDateTime,
                             stuck = (now - 2 * claims.Timeout).UtcDateTime,
                             reservationStuck = (now - TimeSpan.FromMinutes(1)).UtcDateTime,
+                            overageLate = (now - LateOverage).UtcDateTime,
                         }, cancellationToken: ct));
-                return TypedResults.Ok(new UsageVerification(v.Late == 0 && v.Stuck == 0 && v.ReservationsStuck == 0, v.Owed, v.Late,
-                    v.Oldest is { } o ? DateTime.SpecifyKind(o, DateTimeKind.Utc) : null, v.Open, v.Stuck, v.ReservationsStuck, now.UtcDateTime));
+                return TypedResults.Ok(new UsageVerification(v.Late == 0 && v.Stuck == 0 && v.ReservationsStuck == 0 && v.OverageLate == 0,
+                    v.Owed, v.Late, Utc(v.Oldest), v.Open, v.Stuck, v.ReservationsStuck, v.Overage, v.OverageLate, Utc(v.OverageOldest),
+                    v.OverageError, now.UtcDateTime));
             })
             .RequireAuthorization(BillingPolicies.Admin)
             .WithTags("Admin")
             .WithName("VerifyUsage")
-            .WithSummary("Token returns owed to wallets and token claims not finished: ok when none is late.");
+            .WithSummary("Token returns owed to wallets, token claims not finished and billed overage Stripe has not taken: ok when none is late.");
         return app;
     }
+
+    private static DateTime? Utc(DateTime? at) => at is { } a ? DateTime.SpecifyKind(a, DateTimeKind.Utc) : null;
 }
