@@ -124,6 +124,36 @@ public sealed class Refunding_a_pack
     }
 
     [Test]
+    public async Task A_refund_does_not_take_tokens_that_ran_out_before_it_though_the_expiry_job_has_not_run_yet()
+    {
+        // The pack's 100,000 tokens are spent; a grant of 1,000 ran out yesterday, but nothing has swept it yet, so the
+        // stored balance still counts it. The refund takes nothing from it: the whole pack is owed.
+        var user = WalletHost.NewUser();
+        var pack = WalletHost.Purchased(user) with { ExpiresAfterDays = 0 };
+        await Host.PublishAsync(pack);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 100_000);
+        Assert.That((await Host.DebitAsync(user, 100_000, WalletHost.NewKey())).Status, Is.EqualTo(System.Net.HttpStatusCode.OK));
+        await Host.GrantAsync(user, 1000, expiresAt: Host.Clock.GetUtcNow().AddDays(1));
+
+        Host.Clock.Advance(TimeSpan.FromDays(2)); // no wallet read from here on: a read would expire the grant first
+        try
+        {
+            await Host.PublishAsync(WalletHost.Refunded(pack, pack.Amount));
+            await WalletHost.EventuallyAsync(async () => await Host.ScalarAsync(
+                "SELECT count(*) FROM wallet_ledger WHERE user_id = @user AND kind = 'refund'", new { user }) == 1);
+
+            Assert.That(await Host.ScalarAsync("SELECT -amount FROM wallet_ledger WHERE user_id = @user AND kind = 'refund'", new { user }),
+                Is.Zero, "the expired grant is not the refund's to take");
+            Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE checkout_session_id = @s", new { s = pack.CheckoutSessionId }),
+                Is.EqualTo(100_000), "the pack's tokens are owed: returns of the spent ones pay it");
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-2));
+        }
+    }
+
+    [Test]
     public async Task A_refund_that_waited_for_a_grant_takes_the_granted_tokens_from_their_lot()
     {
         var user = WalletHost.NewUser();

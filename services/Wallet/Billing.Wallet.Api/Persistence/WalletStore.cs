@@ -656,6 +656,16 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 $"Refund of payment {m.PaymentId}: its pack purchase has not been granted yet; the refund waits for it.");
 
         var (sessionId, userId, tokens, _, lotId, alreadyRequested) = purchase;
+        var now = clock.GetUtcNow();
+        // Lock first, read after: a statement that waits for the row lock sees the locked row as committed, but its
+        // sub-selects keep the snapshot taken before the wait, so lots a concurrent grant or return added would be missed.
+        if (!string.Equals(userId, m.UserId, StringComparison.Ordinal))
+        {
+            await LockWalletAsync(c, tx, userId, ct); // the purchase's own user (the event names the same one)
+        }
+        // Lots that ran out go first, as for a debit or a return: the stored balance counts them until the expiry job runs,
+        // and a claw-back must not take tokens the user no longer had.
+        await ExpireDueAsync(c, tx, userId, now, onlyIfDue: true, ct);
         // Tokens of the pack that expired unused were never the user's to spend: a refund takes back (from the balance, or
         // as a debt) at most the tokens that were not lost that way.
         var expired = lotId is null ? 0L : await c.QuerySingleAsync<long>(new CommandDefinition(
@@ -671,13 +681,6 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             return; // an earlier (larger, cumulative) refund already called for these tokens
         }
 
-        var now = clock.GetUtcNow();
-        // Lock first, read after: a statement that waits for the row lock sees the locked row as committed, but its
-        // sub-selects keep the snapshot taken before the wait, so lots a concurrent grant or return added would be missed.
-        if (!string.Equals(userId, m.UserId, StringComparison.Ordinal))
-        {
-            await LockWalletAsync(c, tx, userId, ct); // the purchase's own user (the event names the same one)
-        }
         var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
             """
             SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
