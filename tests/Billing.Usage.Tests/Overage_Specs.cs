@@ -283,16 +283,14 @@ public class Billing_overage_through_Stripe_meter_events
     {
         // Stripe refuses it for good (a customer it does not know, a deleted meter): retried every minute, and verify says so.
         var user = UsageHost.NewUser();
-        using var admin = Host.CreateClient();
-        admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Tokens.Admin());
-        var before = await UsageHost.BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+        var before = await Host.VerifyAsync();
         var at = Host.Clock.GetUtcNow().AddHours(-1);
         await Host.ScalarAsync("""
             INSERT INTO usage_overage (consumption_id, user_id, meter, event_name, quantity, occurred_at, next_attempt_at, attempts, last_error)
             VALUES (gen_random_uuid(), @user, 'chat.message', 'chat_messages_overage', 2, @at, @next, 40, 'No such customer')
             """, new { user, at, next = Host.Clock.GetUtcNow().AddHours(1) });
 
-        var after = await UsageHost.BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+        var after = await Host.VerifyAsync();
 
         Assert.That(after.GetProperty("ok").GetBoolean(), Is.False, after.ToString());
         Assert.That(after.GetProperty("overageUnreportedLate").GetInt64(), Is.EqualTo(before.GetProperty("overageUnreportedLate").GetInt64() + 1));

@@ -184,9 +184,7 @@ public class Reserving_with_purchased_tokens
     public async Task Verify_reports_a_return_owed_for_over_five_minutes_and_only_to_an_admin()
     {
         var user = UsageHost.NewUser();
-        using var admin = Host.CreateClient();
-        admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Tokens.Admin());
-        var before = await UsageHost.BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+        var before = await Host.VerifyAsync();
         Assert.That(before.TryGetProperty("ok", out _), Is.True, before.ToString());
 
         var settled = Host.Clock.GetUtcNow().UtcDateTime.AddMinutes(-10);
@@ -195,7 +193,7 @@ public class Reserving_with_purchased_tokens
                                       expires_at, created_at, settled_at, tokens, tokens_to_return, return_due)
             VALUES (gen_random_uuid(), @key, @user, 'api.credit', 2, 'released', 200, '{}', false, 0, @at, @at, @at, 20, 20, true)
             """, new { key = UsageHost.NewKey(), user, at = settled });
-        var after = await UsageHost.BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+        var after = await Host.VerifyAsync();
         Assert.That(after.GetProperty("ok").GetBoolean(), Is.False, after.ToString());
         Assert.That(after.GetProperty("tokenReturnsOwedLate").GetInt64(), Is.EqualTo(before.GetProperty("tokenReturnsOwedLate").GetInt64() + 1));
 

@@ -95,6 +95,14 @@ public sealed class UsageHost : WebApplicationFactory<Program>
 
     public static string NewKey() => "k-" + Guid.NewGuid().ToString("N");
 
+    /// <summary><c>GET /api/admin/usage/verify</c> with an admin token.</summary>
+    public async Task<JsonElement> VerifyAsync()
+    {
+        using var admin = CreateClient();
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Tokens.Admin());
+        return await BodyAsync(await admin.GetAsync("/api/admin/usage/verify"));
+    }
+
     public HttpClient UserClient(string userId, IEnumerable<string>? groups = null)
     {
         var client = CreateClient();

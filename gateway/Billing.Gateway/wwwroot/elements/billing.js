@@ -56,6 +56,9 @@ const formatDate = (iso, withTime = false) => iso
   ? new Intl.DateTimeFormat(undefined, withTime ? { dateStyle: 'medium', timeStyle: 'short' } : { dateStyle: 'medium' }).format(new Date(iso))
   : '';
 
+/** A meter whose overage is billed, past its limit: not used up — spends go on, and the next invoice bills them. */
+const pastBilledLimit = (m) => m.overage === 'bill' && !m.unlimited && m.limit !== null && m.remaining <= 0;
+
 /** "ai.generation" → "generations" (override with the element's `unit` attribute). */
 const unitOf = (meter, count = 2) => {
   const last = String(meter || '').split('.').pop().replace(/[_-]/g, ' ');
@@ -462,8 +465,7 @@ export class BillingUsageMeter extends BillingElement {
         <div class="meta muted">${m.used ? `${formatNumber(m.used)} used · ` : ''}${tokenLine}</div></div>`;
     }
     const pct = m.limit > 0 ? Math.min(100, Math.round((m.used / m.limit) * 100)) : 100;
-    // A meter whose overage is billed is not used up past its limit: spends go on, and the next invoice bills them.
-    const billed = m.overage === 'bill' && m.remaining <= 0;
+    const billed = pastBilledLimit(m);
     const state = billed ? 'over' : m.remaining <= 0 ? 'empty' : m.limit > 0 && m.remaining / m.limit <= 0.2 ? 'low' : 'ok';
     const label = billed
       ? `${formatNumber(m.limit)} ${unit} included · ${formatNumber(Math.max(0, m.used - m.limit))} more billed`
@@ -533,7 +535,7 @@ export class BillingUpgradePrompt extends BillingElement {
     const refusal = this._refusal;
     let state = null;
     if (refusal) state = 'exhausted';
-    else if (m && m.overage === 'bill' && !m.unlimited && m.limit !== null && m.limit > 0 && m.remaining <= 0) state = 'billed';
+    else if (m && m.limit > 0 && pastBilledLimit(m)) state = 'billed';
     else if (m && !m.unlimited && m.limit !== null && m.limit > 0 && m.remaining <= 0 && !(usage.tokens?.balance > 0)) state = 'exhausted';
     else if (m && !m.unlimited && m.limit !== null && m.limit > 0 && m.remaining / m.limit <= threshold && m.remaining > 0) state = 'low';
     if (!state || (this._dismissed && state === this._dismissedState)) { this.hidden = true; return ''; }

@@ -228,9 +228,7 @@ public static class LifecycleEndpoints
         {
             options.ProrationBehavior = "always_invoice";
             options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
-            options.Metadata[EntitledPlanKey] = "";
-            options.Metadata[EntitledUntilKey] = "";
-            options.Metadata[EntitledPriceKey] = "";
+            NoDowngradePending(options.Metadata);
             var (endTrialNow, trialEndsAt) = TrialEndFor(subscription, plan, clock.GetUtcNow());
             if (endTrialNow)
             {
@@ -246,9 +244,7 @@ public static class LifecycleEndpoints
             // The plan the user paid for until the period end, at its own price again: nothing to charge, no downgrade pending.
             options.ProrationBehavior = "none";
             options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
-            options.Metadata[EntitledPlanKey] = "";
-            options.Metadata[EntitledUntilKey] = "";
-            options.Metadata[EntitledPriceKey] = "";
+            NoDowngradePending(options.Metadata);
         }
         else
         {
@@ -326,7 +322,7 @@ public static class LifecycleEndpoints
         }
         var item = subscription.PlanItem();
         await SetPlanPriceUnproratedAsync(subscription, entitled,
-            new Dictionary<string, string> { ["planId"] = current.PlanId, [EntitledPlanKey] = "", [EntitledUntilKey] = "", [EntitledPriceKey] = "" },
+            NoDowngradePending(new Dictionary<string, string> { ["planId"] = current.PlanId }),
             idempotencyKey + "-restore", stripe, calls);
         return item.Price.Id;
     }
@@ -381,11 +377,6 @@ public static class LifecycleEndpoints
     }
 
     /// <summary>
-    /// A downgrade from <paramref name="planId"/> is scheduled and its period has not rolled over yet: Stripe still bills
-    /// the period the user paid <paramref name="planId"/> for. After the renewal (whose events may not have reached Billing
-    /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore.
-    /// </summary>
-    /// <summary>
     /// A trial is the plan's own: an upgrade during one keeps at most the new plan's trial, counted from the trial's start.
     /// A plan without a trial, or whose trial would be over by now, ends it now (Stripe then charges the new price in full
     /// for a period from now); a shorter one ends it earlier; otherwise the trial goes on (both false/null).
@@ -424,6 +415,20 @@ public static class LifecycleEndpoints
     private static string? EntitledPriceOf(Subscription subscription, string planId) =>
         DowngradePending(subscription, planId) && subscription.Metadata.GetValueOrDefault(EntitledPriceKey) is { Length: > 0 } priceId ? priceId : null;
 
+    /// <summary>Clears the metadata of a downgrade within the interval (the entitled plan, until when, at which price).</summary>
+    private static Dictionary<string, string> NoDowngradePending(Dictionary<string, string> metadata)
+    {
+        metadata[EntitledPlanKey] = "";
+        metadata[EntitledUntilKey] = "";
+        metadata[EntitledPriceKey] = "";
+        return metadata;
+    }
+
+    /// <summary>
+    /// A downgrade from <paramref name="planId"/> is scheduled and its period has not rolled over yet: Stripe still bills
+    /// the period the user paid <paramref name="planId"/> for. After the renewal (whose events may not have reached Billing
+    /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore.
+    /// </summary>
     private static bool DowngradePending(Subscription subscription, string planId) =>
         subscription.Metadata.GetValueOrDefault(EntitledPlanKey) == planId
         && long.TryParse(subscription.Metadata.GetValueOrDefault(EntitledUntilKey), NumberStyles.Integer, CultureInfo.InvariantCulture, out var until)
