@@ -126,6 +126,54 @@ public class Paying_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_request_held_up_behind_a_sweeper_that_gave_the_tokens_back_and_then_failed_does_not_record_an_allowed_spend()
+    {
+        var user = await ProUserAsync();
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .AtPriority(1).RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, balance = 40, transactionId = "tx-held" }).WithDelay(TimeSpan.FromSeconds(2)));
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/returns").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, returned = 60, balance = 100 }));
+        var key = UsageHost.NewKey();
+        try
+        {
+            var consuming = Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
+            await UsageHost.EventuallyAsync(async () =>
+                await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE idempotency_key = @key", new { key }) == 1, TimeSpan.FromSeconds(10));
+
+            // The sweeper's part, played here: it holds the claim's row while Wallet gives the tokens back, long after the
+            // claim was made; the request, whose debit answers meanwhile, waits for the row.
+            await using var sweeper = new Npgsql.NpgsqlConnection(Host.ConnectionString);
+            await sweeper.OpenAsync();
+            await using var held = await sweeper.BeginTransactionAsync();
+            await using (var lockRow = new Npgsql.NpgsqlCommand("SELECT 1 FROM consumptions WHERE idempotency_key = @key FOR UPDATE", sweeper, held))
+            {
+                lockRow.Parameters.AddWithValue("key", key);
+                await lockRow.ExecuteScalarAsync();
+            }
+            await UsageHost.EventuallyAsync(async () => await Host.ScalarAsync(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND query NOT LIKE '%pg_stat_activity%'") >= 1,
+                TimeSpan.FromSeconds(10));
+            Host.Clock.Advance(TimeSpan.FromSeconds(150));
+            // ... and then its transaction fails after Wallet gave the tokens back: the claim is still open.
+            await held.RollbackAsync();
+
+            var (status, body) = await consuming;
+            Assert.That((status, body.TryGetProperty("code", out var code) ? code.GetString() : null),
+                Is.EqualTo((HttpStatusCode.Conflict, "consume_expired")), body.ToString());
+            await UsageHost.EventuallyAsync(async () =>
+                await Host.ScalarAsync("SELECT status_code FROM consumptions WHERE idempotency_key = @key", new { key }) == 409, TimeSpan.FromSeconds(10));
+            Assert.That(await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE user_id = @user AND allowed AND meter = 'api.credit'", new { user }),
+                Is.Zero, "never allowed with its tokens given back");
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
     public async Task A_claim_nobody_finishes_is_expired_by_the_sweeper_and_Wallet_gives_back_what_it_took()
     {
         var user = await ProUserAsync();

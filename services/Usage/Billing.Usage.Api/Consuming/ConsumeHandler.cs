@@ -163,8 +163,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
         var balanceAfter = debit is WalletDebit.Debited debited ? (request.UserId, debited.Balance, clock.GetUtcNow()) : ((string, long, DateTimeOffset)?)null;
         // Only while the claim is younger than the sweeper's timeout: past it, the sweeper gives back whatever Wallet took
         // (it may be doing so right now), so this request must not record an allowed spend; it answers as the sweeper will.
-        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, balanceAfter,
-            claimedAfter: clock.GetUtcNow() - claims.Timeout, cancellationToken);
+        var settled = await store.SettleTokensAsync(request.IdempotencyKey, status, answer, balanceAfter, clock, claims.Timeout, cancellationToken);
         return settled is { } s ? Answer(s.StatusCode, s.Answer) : Answer(409, TokenClaimExpiry.ExpiredAnswer);
     }
 

@@ -31,19 +31,21 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
 
     /// <summary>
     /// Records Wallet's answer once; returns the answer stored under the key (the first one), or null when the claim is
-    /// still open but was made before <paramref name="claimedAfter"/>: it belongs to the claim sweeper, which gives back
-    /// whatever Wallet took (the sweeper settles through <see cref="ClaimInHand"/>).
+    /// still open but is older than <paramref name="timeout"/> once its row is locked: it belongs to the claim sweeper,
+    /// which gives back whatever Wallet took (the sweeper settles through <see cref="ClaimInHand"/>).
     /// </summary>
     public async Task<(int StatusCode, string Answer)?> SettleTokensAsync(string idempotencyKey, int statusCode, string answer,
-        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, DateTimeOffset claimedAfter, CancellationToken cancellationToken)
+        (string UserId, long Balance, DateTimeOffset At)? balanceAfterDebit, TimeProvider clock, TimeSpan timeout, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        // The claim's row lock orders this with the sweeper, which holds it while Wallet gives the tokens back.
-        var tooOld = await connection.QuerySingleOrDefaultAsync<bool>(new CommandDefinition(
-            "SELECT status_code = 0 AND created_at <= @cutoff FROM consumptions WHERE idempotency_key = @idempotencyKey FOR UPDATE",
-            new { idempotencyKey, cutoff = claimedAfter.ToUniversalTime() }, transaction, cancellationToken: cancellationToken));
-        if (tooOld)
+        // The claim's row lock orders this with the sweeper, which holds it while Wallet gives the tokens back. The clock is
+        // read only once the row is held: a request that waited behind a sweeper whose transaction failed after Wallet had
+        // given the tokens back finds the claim as old as the sweeper did, and leaves it to the next sweep.
+        var claim = await connection.QuerySingleAsync<(int Status, DateTime CreatedAt)>(new CommandDefinition(
+            "SELECT status_code, created_at FROM consumptions WHERE idempotency_key = @idempotencyKey FOR UPDATE",
+            new { idempotencyKey }, transaction, cancellationToken: cancellationToken));
+        if (claim.Status == 0 && new DateTimeOffset(DateTime.SpecifyKind(claim.CreatedAt, DateTimeKind.Utc)) <= clock.GetUtcNow() - timeout)
         {
             return null;
         }
