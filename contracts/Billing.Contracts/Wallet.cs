@@ -1,5 +1,12 @@
 namespace Billing.Contracts;
 
+/// <summary>Limits every service applies to token amounts.</summary>
+public static class TokenLimits
+{
+    /// <summary>The most tokens one Wallet operation (a debit, a grant, a return) may move: 10^12.</summary>
+    public const long MaxPerOperation = 1_000_000_000_000;
+}
+
 /// <summary>Tokens were added to a user's wallet (a purchase or a grant). Published by Wallet.</summary>
 public sealed record TokensGranted
 {

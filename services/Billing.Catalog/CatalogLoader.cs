@@ -114,7 +114,8 @@ public static partial class CatalogLoader
                 Check(meter.Limit is null or >= 0, $"{q}.limit", "null (unlimited) or 0 or more");
                 Check(Windows.Contains(meter.Window), $"{q}.window", "one of day, month, period");
                 Check(Overages.Contains(meter.Overage), $"{q}.overage", "one of block, tokens, bill");
-                Check(meter.TokensPerUnit >= 1, $"{q}.tokensPerUnit", "1 or more");
+                // At most 10^9: a spend of up to 10^9 units then costs at most 10^18 tokens, which a long holds.
+                Check(meter.TokensPerUnit is >= 1 and <= 1_000_000_000, $"{q}.tokensPerUnit", "from 1 to 1000000000");
                 Check(meter.Overage != "bill" || !string.IsNullOrWhiteSpace(meter.StripeMeterEventName), $"{q}.stripeMeterEventName", "required when overage is bill");
                 Check(meter.Window != "period" || !plan.IsFree, $"{q}.window", "a free plan has no billing period: use day or month");
                 if (meter.Overage == "bill")

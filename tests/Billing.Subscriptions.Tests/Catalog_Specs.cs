@@ -53,7 +53,8 @@ public class The_catalog
         var error = Assert.Throws<CatalogException>(() => CatalogLoader.Parse("""
             {"freePlan":"gold","plans":[
               {"id":"Bad Id","name":"","trialDays":-1,"prices":[{"interval":"fortnight","amount":0}],
-               "meters":[{"meter":"x","limit":-5,"window":"hour","overage":"bill"}]},
+               "meters":[{"meter":"x","limit":-5,"window":"hour","overage":"bill"},
+                         {"meter":"y","limit":1,"window":"day","overage":"tokens","tokensPerUnit":2000000000}]},
               {"id":"p","name":"P","prices":[{"interval":"month","amount":100,"lookupKey":"k"},{"interval":"year","amount":900,"lookupKey":"k"},
                                              {"interval":"year","intervalCount":5,"amount":4000}]}],
              "tokenPacks":[{"id":"t","name":"T","tokens":0,"amount":100}]}
@@ -69,6 +70,7 @@ public class The_catalog
             "$.plans[0].meters[0].limit: null (unlimited) or 0 or more",
             "$.plans[0].meters[0].window: one of day, month, period",
             "$.plans[0].meters[0].stripeMeterEventName: required when overage is bill",
+            "$.plans[0].meters[1].tokensPerUnit: from 1 to 1000000000",
             "$.plans[1].prices[1].lookupKey: \"k\" is used twice",
             "$.plans[1].prices[2].intervalCount: at most 3 with interval year (Stripe bills at most every three years)",
             "$.tokenPacks[0].tokens: a positive number of tokens",

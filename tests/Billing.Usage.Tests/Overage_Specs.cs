@@ -72,6 +72,23 @@ public class Paying_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_spend_costing_more_tokens_than_one_debit_may_move_is_402_insufficient_tokens_without_asking_Wallet()
+    {
+        var user = UsageHost.NewUser();
+        // What Wallet answers an amount over 10^12: a validation error, which is not an answer about the tokens.
+        WalletAnswers(user, 400, new { code = "validation_failed", status = 400, title = "The request is not valid." });
+        var key = UsageHost.NewKey();
+        var (status, problem) = await Host.ConsumeAsync(user, key, quantity: 1_000_000_000, meter: "video.second");
+        Assert.That((status, problem.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.PaymentRequired, "insufficient_tokens")), problem.ToString());
+        Assert.That(problem.GetProperty("requested").GetInt64(), Is.EqualTo(5_000_000_000_000));
+        Assert.That(DebitsOf(user), Is.Zero, "no debit Wallet would refuse as invalid");
+        var (again, same) = await Host.ConsumeAsync(user, key, quantity: 1_000_000_000, meter: "video.second");
+        Assert.That((again, same.GetProperty("code").GetString(), same.GetProperty("detail").GetString()),
+            Is.EqualTo((HttpStatusCode.PaymentRequired, "insufficient_tokens", problem.GetProperty("detail").GetString())), "the key keeps its first answer");
+        Assert.That(DebitsOf(user), Is.Zero);
+    }
+
+    [Test]
     public async Task Wallet_unreachable_is_503_spends_nothing_and_the_same_key_can_be_retried()
     {
         var user = await ProUserAsync();

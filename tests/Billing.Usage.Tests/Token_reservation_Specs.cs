@@ -49,6 +49,17 @@ public class Reserving_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_reservation_costing_more_tokens_than_one_debit_may_move_is_402_insufficient_tokens_without_asking_Wallet()
+    {
+        var user = UsageHost.NewUser();
+        WalletAnswers(user, "/internal/wallet/debit", 400, new { code = "validation_failed", status = 400, title = "The request is not valid." });
+        var (status, problem) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 1_000_000_000, UsageHost.NewKey(), null, meter: "video.second");
+        Assert.That((status, problem.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.PaymentRequired, "insufficient_tokens")), problem.ToString());
+        Assert.That(problem.GetProperty("requested").GetInt64(), Is.EqualTo(5_000_000_000_000));
+        Assert.That(CallsOf(user, "/internal/wallet/debit"), Is.Empty, "no debit Wallet would refuse as invalid");
+    }
+
+    [Test]
     public async Task Past_the_window_the_whole_reservation_is_debited_once_and_a_commit_returns_what_it_did_not_use()
     {
         var user = await ProUserWithFourCreditsUsedAsync();

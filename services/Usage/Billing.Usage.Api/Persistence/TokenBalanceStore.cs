@@ -4,8 +4,16 @@ using Npgsql;
 namespace Billing.Usage.Api.Persistence;
 
 /// <summary>The <c>token_balances</c> projection of Wallet's events; Wallet's ledger stays the truth.</summary>
-public sealed class TokenBalanceStore
+public sealed class TokenBalanceStore(NpgsqlDataSource dataSource)
 {
+    /// <summary>The balance Usage last heard of (0 when none).</summary>
+    public async Task<long> KnownAsync(string userId, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
+            "SELECT balance FROM token_balances WHERE user_id = @userId", new { userId }, cancellationToken: cancellationToken)) ?? 0;
+    }
+
     /// <summary>Takes <paramref name="balanceAfter"/> when it is newer than what is stored.</summary>
     public Task ApplyAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, long balanceAfter, DateTimeOffset occurredAt,
         CancellationToken cancellationToken) =>

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Billing.Contracts;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
@@ -44,12 +45,21 @@ public sealed class WalletUnavailableException(string message, Exception? inner 
 /// <c>Services:wallet</c>. A debit carries a key of Usage's own for the claim (consume or reservation), so Wallet debits
 /// once however often it is asked, and gives back at most once per debit.
 /// </summary>
-public sealed class WalletClient(HttpClient http, ServiceToken token)
+public sealed class WalletClient(HttpClient http, ServiceToken token, Persistence.TokenBalanceStore balances)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
+    /// <summary>
+    /// Debits <paramref name="amount"/> once under <paramref name="idempotencyKey"/>. An amount over what one Wallet
+    /// operation may move (<see cref="TokenLimits.MaxPerOperation"/>) is not sent — Wallet would refuse it as invalid, and
+    /// a retry could never succeed — but answered as not enough tokens, with the balance Usage last heard of.
+    /// </summary>
     public async Task<WalletDebit> DebitAsync(string userId, long amount, string idempotencyKey, string reference, CancellationToken cancellationToken)
     {
+        if (amount > TokenLimits.MaxPerOperation)
+        {
+            return new WalletDebit.Insufficient(await balances.KnownAsync(userId, cancellationToken));
+        }
         using (var response = await PostAsync("internal/wallet/debit", new { userId, amount, idempotencyKey, reference }, cancellationToken))
         {
             var body = await ReadAsync(response, cancellationToken);

@@ -39,7 +39,7 @@ public sealed record PackCheckout(TokenPack Pack, string SuccessUrl, string Canc
 public static class WalletRules
 {
     /// <summary>The largest amount one request may move (10^12 tokens).</summary>
-    public const long MaxAmount = 1_000_000_000_000;
+    public const long MaxAmount = Billing.Contracts.TokenLimits.MaxPerOperation;
     public const int MaxIdLength = 200;
     public const int MaxTextLength = 500;
 
