@@ -1,6 +1,6 @@
 namespace Billing.Contracts;
 
-/// <summary>80 % of a meter's allowance in the current window is used. Published once per window by Usage.</summary>
+/// <summary>80 % of a meter's allowance in the current window is used. Published once per window and limit by Usage (an upgrade within the window announces the new limit too).</summary>
 public sealed record QuotaLow
 {
     /// <summary>Billing's user id.</summary>
@@ -19,7 +19,7 @@ public sealed record QuotaLow
     public required DateTimeOffset OccurredAt { get; init; }
 }
 
-/// <summary>Nothing is left of a meter's allowance in the current window. Published once per window by Usage.</summary>
+/// <summary>Nothing is left of a meter's allowance in the current window. Published once per window and limit by Usage (an upgrade within the window announces the new limit too).</summary>
 public sealed record QuotaExhausted
 {
     /// <summary>Billing's user id.</summary>

@@ -72,6 +72,30 @@ public class Windows_and_plans_of_a_richer_catalog
     }
 
     [Test]
+    public async Task After_an_upgrade_the_new_limits_thresholds_are_announced_in_the_same_window()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 10)).Status, Is.EqualTo(HttpStatusCode.OK)); // 10 of Pro's 10
+
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2, planId: "max"));
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 70)).Status, Is.EqualTo(HttpStatusCode.OK)); // 80 of Max's 100
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 20)).Status, Is.EqualTo(HttpStatusCode.OK)); // 100 of 100
+
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user }) >= 4,
+            what: "QuotaLow and QuotaExhausted for each plan's limit in the outbox");
+        var announced = await Host.ScalarTextAsync(
+            """
+            SELECT string_agg(split_part(message_type, ',', 1) || ':' || (payload->>'limit'), ' ' ORDER BY (payload->>'limit')::bigint, message_type)
+            FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user
+            """, new { user });
+        Assert.That(announced, Is.EqualTo(
+            "Billing.Contracts.QuotaExhausted:10 Billing.Contracts.QuotaLow:10 Billing.Contracts.QuotaExhausted:100 Billing.Contracts.QuotaLow:100"));
+    }
+
+    [Test]
     public async Task A_period_window_resets_when_the_renewal_is_paid()
     {
         var user = UsageHost.NewUser();

@@ -65,9 +65,10 @@ public sealed class QuotaAnnouncer(NpgsqlDataSource dataSource, IConfiguration c
         var rows = (await connection.QueryAsync<Announcement>(new CommandDefinition(
             """
             UPDATE usage_announcements a SET published_at = now()
-              FROM (SELECT user_id, meter, window_start, kind FROM usage_announcements WHERE published_at IS NULL
+              FROM (SELECT user_id, meter, window_start, kind, quota_limit FROM usage_announcements WHERE published_at IS NULL
                      ORDER BY occurred_at LIMIT @Chunk FOR UPDATE SKIP LOCKED) picked
              WHERE a.user_id = picked.user_id AND a.meter = picked.meter AND a.window_start = picked.window_start AND a.kind = picked.kind
+               AND a.quota_limit = picked.quota_limit
             RETURNING a.user_id AS UserId, a.meter AS Meter, a.window_start AS WindowStart, a.window_end AS WindowEnd,
                       a.kind AS Kind, a.quota_limit AS QuotaLimit, a.used AS Used, a.occurred_at AS OccurredAt
             """, new { Chunk }, transaction, cancellationToken: cancellationToken))).ToList();
@@ -90,12 +91,15 @@ public sealed class QuotaAnnouncer(NpgsqlDataSource dataSource, IConfiguration c
         long QuotaLimit, long Used, DateTimeOffset OccurredAt);
 }
 
-/// <summary>QuotaLow (80 %) and QuotaExhausted, once per window: the outbox row's id is derived from the window.</summary>
+/// <summary>
+/// QuotaLow (80 %) and QuotaExhausted, once per window and limit (an upgrade within the window announces the new limit's
+/// thresholds too): the outbox row's id is derived from the window and the limit.
+/// </summary>
 internal static class QuotaAnnouncements
 {
     /// <summary>
     /// Records what a spend from <paramref name="before"/> to <paramref name="after"/> crossed as announcements (once per
-    /// window and kind, like <c>usage_consume_many</c> does); the <see cref="QuotaAnnouncer"/> publishes them. True when
+    /// window, limit and kind, like <c>usage_consume_many</c> does); the <see cref="QuotaAnnouncer"/> publishes them. True when
     /// there is something new to publish.
     /// </summary>
     public static async Task<bool> RecordAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
@@ -132,7 +136,7 @@ internal static class QuotaAnnouncements
             WindowStart = windowStart.ToUniversalTime(),
             ResetsAt = windowEnd.ToUniversalTime(),
             OccurredAt = now.ToUniversalTime(),
-        }, Outbox.MessageId(Cause(userId, meter, windowStart), nameof(QuotaLow)));
+        }, Outbox.MessageId(Cause(userId, meter, windowStart, limit), nameof(QuotaLow)));
 
     public static Task<bool> EnqueueExhaustedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
         DateTimeOffset windowStart, DateTimeOffset windowEnd, long limit, DateTimeOffset now) =>
@@ -144,7 +148,8 @@ internal static class QuotaAnnouncements
             WindowStart = windowStart.ToUniversalTime(),
             ResetsAt = windowEnd.ToUniversalTime(),
             OccurredAt = now.ToUniversalTime(),
-        }, Outbox.MessageId(Cause(userId, meter, windowStart), nameof(QuotaExhausted)));
+        }, Outbox.MessageId(Cause(userId, meter, windowStart, limit), nameof(QuotaExhausted)));
 
-    private static string Cause(string userId, string meter, DateTimeOffset windowStart) => $"{userId}|{meter}|{windowStart.UtcDateTime:O}";
+    private static string Cause(string userId, string meter, DateTimeOffset windowStart, long limit) =>
+        $"{userId}|{meter}|{windowStart.UtcDateTime:O}|{limit}";
 }
