@@ -108,6 +108,33 @@ public class Paying_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_retry_after_a_plan_change_debits_the_tokens_the_spend_cost_when_it_was_claimed()
+    {
+        var user = UsageHost.NewUser();
+        var pro = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(pro);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 5, meter: "api.credit")).Status, Is.EqualTo(HttpStatusCode.OK));
+        // Wallet's answer to the first debit is lost (it may have debited): the claim stays open.
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .AtPriority(1).RespondWith(Response.Create().WithStatusCode(500));
+        var key = UsageHost.NewKey();
+        Assert.That((await Host.ConsumeAsync(user, key, quantity: 3, meter: "api.credit")).Status, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
+
+        // Business pays credits at 5 tokens instead of Pro's 10; the retry under the same key still asks for the first price,
+        // or Wallet, which may hold a debit of 30 under the claim's key, would refuse it as another debit.
+        await Host.ApplyAsync(UsageHost.Updated(pro, "active", sequence: 2, planId: "business"));
+        Host.Stubs.ResetMappings();
+        WalletAnswers(user, 200, new { debited = true, balance = 70, transactionId = "tx-first" });
+        var (other, otherBody) = await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 1, meter: "api.credit"); // at Business's price
+        Assert.That(other, Is.EqualTo(HttpStatusCode.OK), otherBody.ToString());
+        var (status, body) = await Host.ConsumeAsync(user, key, quantity: 3, meter: "api.credit");
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var amounts = Host.Stubs.LogEntries.Where(e => e.RequestMessage.Path == "/internal/wallet/debit" && (e.RequestMessage.Body ?? "").Contains(user))
+            .Select(e => JsonDocument.Parse(e.RequestMessage.Body!).RootElement.GetProperty("amount").GetInt64()).ToList();
+        Assert.That(amounts, Is.EqualTo(new[] { 30L, 5L, 30L }));
+    }
+
+    [Test]
     public async Task A_request_whose_Wallet_debit_answers_after_the_claim_timeout_does_not_record_an_allowed_spend()
     {
         var user = await ProUserAsync();

@@ -127,7 +127,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
         var (allowance, window) = decision is ConsumeDecision.Spend spend
             ? (spend.Allowance, spend.Window)
             : (TokenAllowance(request.Meter), UsageWindows.Current(TokenAllowance(request.Meter), state, now));
-        var claim = await store.ClaimAsync(request.IdempotencyKey, window.Start, cancellationToken);
+        var claim = await store.ClaimAsync(request.IdempotencyKey, window.Start, ConsumePolicy.TokensFor(allowance, request.Quantity), cancellationToken);
         if (claims.TooOldToFinish(claim.CreatedAt))
         {
             // A retry long after the claim: the sweeper is (or soon will be) giving back whatever Wallet took under the
@@ -137,7 +137,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
         WalletDebit debit;
         try
         {
-            debit = await wallet.DebitAsync(request.UserId, ConsumePolicy.TokensFor(allowance, request.Quantity), TokenClaimExpiry.WalletKeyOf(claim.ConsumptionId),
+            debit = await wallet.DebitAsync(request.UserId, claim.Tokens, TokenClaimExpiry.WalletKeyOf(claim.ConsumptionId),
                 $"usage:{request.Meter}:{claim.ConsumptionId}", cancellationToken);
         }
         catch (WalletUnavailableException ex)
@@ -151,8 +151,7 @@ public sealed class ConsumeHandler(SubscriberCache subscribers, SpendWriter writ
         var (status, answer) = debit switch
         {
             WalletDebit.Debited ok => (200, Serialize(new ConsumeAllowed(true, "tokens", remaining, ok.Balance, claim.ConsumptionId.ToString()))),
-            WalletDebit.Insufficient poor => (402, Serialize(InsufficientTokens(allowance, window, state, poor.Balance,
-                ConsumePolicy.TokensFor(allowance, request.Quantity)))),
+            WalletDebit.Insufficient poor => (402, Serialize(InsufficientTokens(allowance, window, state, poor.Balance, claim.Tokens))),
             _ => (409, ""),
         };
         if (status == 409)

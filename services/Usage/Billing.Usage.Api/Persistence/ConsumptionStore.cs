@@ -3,8 +3,11 @@ using Npgsql;
 
 namespace Billing.Usage.Api.Persistence;
 
-/// <summary>A consume whose key is claimed while Wallet's debit decides: its id, the window's counter and when it was claimed.</summary>
-public sealed record TokenClaim(Guid ConsumptionId, long Used, DateTime CreatedAt);
+/// <summary>
+/// A consume whose key is claimed while Wallet's debit decides: its id, the window's counter, when it was claimed and the
+/// tokens it costs (fixed by its first attempt).
+/// </summary>
+public sealed record TokenClaim(Guid ConsumptionId, long Used, DateTime CreatedAt, long Tokens);
 
 /// <summary>A token claim nobody finished.</summary>
 public sealed record StaleTokenClaim(string IdempotencyKey, Guid ConsumptionId, string UserId, string Meter, long Quantity);
@@ -15,18 +18,24 @@ public sealed record StaleTokenClaim(string IdempotencyKey, Guid ConsumptionId, 
 /// </summary>
 public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceStore balances)
 {
-    /// <summary>The claimed consume's id and the window's used count.</summary>
-    public async Task<TokenClaim> ClaimAsync(string idempotencyKey, DateTimeOffset windowStart, CancellationToken cancellationToken)
+    /// <summary>
+    /// The claimed consume's id, the window's used count and its price: <paramref name="tokens"/> when this is the first
+    /// attempt to pay it, else what the first attempt fixed (a retry after a plan change debits the same amount).
+    /// </summary>
+    public async Task<TokenClaim> ClaimAsync(string idempotencyKey, DateTimeOffset windowStart, long tokens, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        // An UPDATE (not a read) so that a concurrent retry waits for the first one's price and RETURNING sees it.
         return await connection.QuerySingleAsync<TokenClaim>(new CommandDefinition(
             """
-            SELECT c.consumption_id AS ConsumptionId, coalesce(u.used, 0) AS Used, c.created_at AS CreatedAt
-            FROM consumptions c
-            LEFT JOIN usage_counters u ON u.user_id = c.user_id AND u.meter = c.meter AND u.window_start = @windowStart
+            UPDATE consumptions c SET claim_tokens = coalesce(c.claim_tokens, @tokens)
             WHERE c.idempotency_key = @idempotencyKey
+            RETURNING c.consumption_id AS ConsumptionId,
+                      coalesce((SELECT u.used FROM usage_counters u
+                                 WHERE u.user_id = c.user_id AND u.meter = c.meter AND u.window_start = @windowStart), 0) AS Used,
+                      c.created_at AS CreatedAt, c.claim_tokens AS Tokens
             """,
-            new { idempotencyKey, windowStart = windowStart.ToUniversalTime() }, cancellationToken: cancellationToken));
+            new { idempotencyKey, windowStart = windowStart.ToUniversalTime(), tokens }, cancellationToken: cancellationToken));
     }
 
     /// <summary>
