@@ -9,12 +9,14 @@ public class Subscriber_transitions
     private static readonly BillingCatalog Catalog = CatalogLoader.Load(UsageHost.RepoCatalog);
     private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
-    private static SubscriptionChange Change(string status, long sequence, int minutes, string plan = "pro", string sub = "sub_1", bool ended = false) => new()
+    private static SubscriptionChange Change(string status, long sequence, int minutes, string plan = "pro", string sub = "sub_1", bool ended = false,
+        string? previous = null) => new()
     {
         UserId = "u1",
         SubscriptionId = sub,
         PlanId = plan,
         Status = status,
+        PreviousStatus = previous,
         StartedAt = T0,
         PeriodStart = T0,
         PeriodEnd = T0.AddMonths(1),
@@ -161,6 +163,35 @@ public class Subscriber_transitions
             Assert.That(s.Access, Is.EqualTo(SubscriberAccess.Full), string.Join(", ", permutation.Select(e => e?.Status ?? "suspended")));
             Assert.That(SubscriberTransitions.Apply(s, Change("past_due", 4, 60 * 24 * 31), Catalog).Access, Is.EqualTo(SubscriberAccess.Full),
                 string.Join(", ", permutation.Select(e => e?.Status ?? "suspended")));
+        }
+    }
+
+    [Test]
+    public void The_next_past_due_episode_has_its_grace_whatever_the_order_of_the_first_episodes_events()
+    {
+        // Episode 1: past due at minute 10, suspended (grace over), paid at minute 59. A month later the renewal fails:
+        // episode 2 (its update says the subscription was active until then). In every order — also when episode 2's
+        // past_due arrives before episode 1's payment, which its higher sequence then makes too old to apply — the user
+        // has the plan's access during episode 2's grace; its own suspension still suspends, and a payment lifts that.
+        var month = 60 * 24 * 31;
+        var events = new SubscriptionChange?[]
+        {
+            Change("active", 1, 0), Change("past_due", 2, 10, previous: "active"), null, Change("active", 3, 59, previous: "past_due"),
+            Change("past_due", 4, month, previous: "active"),
+        };
+        foreach (var permutation in Permutations(events))
+        {
+            var order = string.Join(", ", permutation.Select(e => e is null ? "suspended" : $"{e.Status}:{e.Sequence}"));
+            var s = SubscriberState.New("u1", Catalog);
+            foreach (var e in permutation)
+            {
+                s = e is null ? SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(10)) : SubscriberTransitions.Apply(s, e, Catalog);
+            }
+            Assert.That((s.Status, s.Access), Is.EqualTo(("past_due", SubscriberAccess.Full)), order);
+            var suspended = SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(month));
+            Assert.That(suspended.Access, Is.EqualTo(SubscriberAccess.Suspended), order);
+            Assert.That(SubscriberTransitions.Apply(suspended, Change("active", 5, month + 30, previous: "past_due"), Catalog).Access,
+                Is.EqualTo(SubscriberAccess.Full), order);
         }
     }
 

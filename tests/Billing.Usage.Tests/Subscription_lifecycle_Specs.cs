@@ -97,6 +97,31 @@ public class Following_the_subscription
     }
 
     [Test]
+    public async Task A_late_suspension_of_a_paid_episode_does_not_suspend_the_next_episode()
+    {
+        // Past due at -50 min, paid at -40; the next renewal fails at -10 (a new grace period). The first episode's
+        // suspension arrives only now: the stored state must still know the subscription was paid up after -50.
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user);
+        var now = DateTimeOffset.UtcNow;
+        await Host.ApplyAsync(activated);
+        await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: now.AddMinutes(-50)) with { PreviousStatus = "active" });
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: now.AddMinutes(-40)) with { PreviousStatus = "past_due" });
+        await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 4, occurredAt: now.AddMinutes(-10)) with { PreviousStatus = "active" });
+        await Host.ApplyAsync(new Billing.Contracts.SubscriptionAccessSuspended
+        {
+            UserId = user,
+            SubscriptionId = activated.SubscriptionId,
+            PlanId = "pro",
+            PastDueSince = now.AddMinutes(-50),
+            GraceUntil = now.AddMinutes(-1),
+            OccurredAt = now.AddMinutes(-1),
+        });
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+    }
+
+    [Test]
     public async Task A_redelivered_message_changes_nothing()
     {
         var user = UsageHost.NewUser();

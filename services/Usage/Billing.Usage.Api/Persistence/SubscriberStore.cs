@@ -13,7 +13,7 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
         """
         s.user_id AS UserId, s.plan_id AS PlanId, s.subscription_id AS SubscriptionId, s.stripe_status AS Status,
         s.access AS Access, s.anchor AS Anchor, s.period_start AS PeriodStart, s.period_end AS PeriodEnd,
-        s.last_sequence AS Sequence, s.status_occurred_at AS StatusOccurredAt, s.suspended_at AS SuspendedAt, s.groups AS Groups
+        s.last_sequence AS Sequence, s.status_occurred_at AS StatusOccurredAt, s.suspended_at AS SuspendedAt, s.recovered_at AS RecoveredAt, s.groups AS Groups
         """;
 
     /// <summary>The subscriber's state; a user nobody told us about is on the free plan.</summary>
@@ -63,7 +63,7 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
             """
             UPDATE usage_subjects SET plan_id = @PlanId, subscription_id = @SubscriptionId, stripe_status = @Status, access = @Access,
                 anchor = @Anchor, period_start = @PeriodStart, period_end = @PeriodEnd, last_sequence = @Sequence,
-                status_occurred_at = @StatusOccurredAt, suspended_at = @SuspendedAt, updated_at = @Now
+                status_occurred_at = @StatusOccurredAt, suspended_at = @SuspendedAt, recovered_at = @RecoveredAt, updated_at = @Now
             WHERE user_id = @UserId
             """,
             new
@@ -79,6 +79,7 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
                 state.Sequence,
                 StatusOccurredAt = Utc(state.StatusOccurredAt),
                 SuspendedAt = Utc(state.SuspendedAt),
+                RecoveredAt = Utc(state.RecoveredAt),
                 Now = now.ToUniversalTime(),
             },
             transaction, cancellationToken: cancellationToken));
@@ -132,6 +133,7 @@ internal sealed class SubscriberRow
     public long Sequence { get; set; }
     public DateTime? StatusOccurredAt { get; set; }
     public DateTime? SuspendedAt { get; set; }
+    public DateTime? RecoveredAt { get; set; }
     public string[] Groups { get; set; } = [];
     public long Version { get; set; }
 
@@ -148,6 +150,7 @@ internal sealed class SubscriberRow
         Sequence = Sequence,
         StatusOccurredAt = Utc(StatusOccurredAt),
         SuspendedAt = Utc(SuspendedAt),
+        RecoveredAt = Utc(RecoveredAt),
         Groups = Groups,
     };
 

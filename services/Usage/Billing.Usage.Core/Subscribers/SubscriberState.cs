@@ -28,6 +28,12 @@ public sealed record SubscriberState
     /// it clears it.
     /// </summary>
     public DateTimeOffset? SuspendedAt { get; init; }
+    /// <summary>
+    /// The latest moment the subscription is known to have been paid up (<c>active</c> or <c>trialing</c>; Stripe's time):
+    /// an applied status, or the previous status a later change names. A suspension of a past-due episode that began
+    /// before it is over, whatever order the events arrived in.
+    /// </summary>
+    public DateTimeOffset? RecoveredAt { get; init; }
     /// <summary>The groups last seen on the user's own token.</summary>
     public IReadOnlyList<string> Groups { get; init; } = [];
 

@@ -40,8 +40,13 @@ public static class SubscriberTransitions
                 Sequence = change.Sequence,
                 StatusOccurredAt = change.OccurredAt,
                 SuspendedAt = null,
+                RecoveredAt = null,
             };
         }
+
+        // Paid up until this change (its own status, or the previous status it names), after what was known before.
+        var recoveredAt = Max(same ? state.RecoveredAt : null,
+            Recovered(change.Status) || Recovered(change.PreviousStatus) ? change.OccurredAt : null);
 
         var next = state with
         {
@@ -54,8 +59,11 @@ public static class SubscriberTransitions
             PeriodEnd = same && Later(state.PeriodEnd, change.PeriodEnd) ? state.PeriodEnd : change.PeriodEnd ?? (same ? state.PeriodEnd : null),
             Sequence = change.Sequence,
             StatusOccurredAt = change.OccurredAt,
-            // Another subscription starts clean; a return to active after the suspension lifts it.
-            SuspendedAt = !same || (change.Status is "active" or "trialing" && state.SuspendedAt < change.OccurredAt) ? null : LiveSuspension(state),
+            // Another subscription starts clean; being paid up after the suspended episode began lifts it (a return to
+            // active, or a later episode's past_due that says it was active until then — also when it overtook the
+            // payment's own event, which its higher sequence then makes too old to apply).
+            SuspendedAt = !same || state.SuspendedAt < recoveredAt ? null : LiveSuspension(state),
+            RecoveredAt = recoveredAt,
         };
         return next with { Access = AccessOf(next) };
     }
@@ -69,10 +77,10 @@ public static class SubscriberTransitions
     public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset pastDueSince)
     {
         if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None
-            || (Recovered(state) && state.StatusOccurredAt > pastDueSince))
+            || (Recovered(state.Status) && state.StatusOccurredAt > pastDueSince) || state.RecoveredAt > pastDueSince)
         {
-            // Not this subscription, or the episode it suspends has already ended in a payment (the status says active
-            // since after the episode began): kept, it would suspend the next past-due episode from its first second.
+            // Not this subscription, or the episode it suspends has already ended in a payment (paid up since after the
+            // episode began): kept, it would suspend the next past-due episode from its first second.
             return state;
         }
         var next = state with { SuspendedAt = state.SuspendedAt is { } s && s > pastDueSince ? s : pastDueSince };
@@ -90,12 +98,14 @@ public static class SubscriberTransitions
         return state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
     }
 
-    private static bool Recovered(SubscriberState s) => s.Status is "active" or "trialing";
+    private static bool Recovered(string? status) => status is "active" or "trialing";
+
+    private static DateTimeOffset? Max(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null ? a : a > b ? a : b;
 
     /// <summary>The stored suspension unless an active status after it has lifted it (a state stored before the
     /// suspension's late arrival was ignored carries such a stale one).</summary>
     private static DateTimeOffset? LiveSuspension(SubscriberState s) =>
-        s.SuspendedAt is { } at && Recovered(s) && s.StatusOccurredAt > at ? null : s.SuspendedAt;
+        s.SuspendedAt is { } at && Recovered(s.Status) && s.StatusOccurredAt > at ? null : s.SuspendedAt;
 
     private static bool Later(DateTimeOffset? stored, DateTimeOffset? incoming) => stored is { } a && incoming is { } b && a > b;
 

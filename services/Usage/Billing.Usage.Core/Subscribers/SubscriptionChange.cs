@@ -9,6 +9,8 @@ public sealed record SubscriptionChange
     public required string SubscriptionId { get; init; }
     public required string PlanId { get; init; }
     public required string Status { get; init; }
+    /// <summary>The status just before this change (SubscriptionUpdated's <c>PreviousStatus</c>), when the event says.</summary>
+    public string? PreviousStatus { get; init; }
     public DateTimeOffset? StartedAt { get; init; }
     public DateTimeOffset? PeriodStart { get; init; }
     public DateTimeOffset? PeriodEnd { get; init; }
@@ -46,6 +48,7 @@ public sealed record SubscriptionChange
         PlanId = e.PlanId,
         CustomerId = e.CustomerId,
         Status = e.Status,
+        PreviousStatus = e.PreviousStatus,
         StartedAt = e.StartedAt,
         PeriodStart = e.CurrentPeriodStart,
         PeriodEnd = e.CurrentPeriodEnd,
