@@ -428,6 +428,22 @@ public class Billing_overage_through_Stripe_meter_events
         Assert.That((await Host.MeterAsync(user, "chat.message")).GetProperty("used").GetInt64(), Is.EqualTo(5));
     }
 
+    [Test]
+    public async Task A_commit_after_an_upgrade_bills_only_what_passes_the_new_limit()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 2, meter: "chat.message")).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (_, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 5, meter: "chat.message"); // 2 + 5 of Pro's 3 a day
+        // Mid-stream the user upgrades to Business: 10 a day, the same day's window.
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2, planId: "business"));
+        var (committed, body) = await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "commit", 5);
+        Assert.That(committed, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((await OverageBilledAsync(user), body.GetProperty("remaining").GetInt64()), Is.EqualTo((0L, 3L)),
+            "7 spent of Business's 10: nothing past the limit, 3 left");
+    }
+
     /// <summary>Pro's chat.message: 3 a day, billed past it. What is billed adds up to what is spent past the limit.</summary>
     private async Task<long> OverageBilledAsync(string user) =>
         await Host.ScalarAsync("SELECT COALESCE(SUM(quantity), 0) FROM usage_overage WHERE user_id = @user", new { user });

@@ -40,6 +40,9 @@ public sealed record TokenReturn(Guid ReservationId, string UserId, long Tokens)
 /// </summary>
 public sealed record Settlement(string Outcome, string? Answer, string? ReturnUser = null, long? ReturnTokens = null);
 
+/// <summary>A meter's terms under the plan a subscriber has now: its limit (null: unlimited) and the Stripe meter event its overage is billed to (null: not billed).</summary>
+public sealed record SettleTerms(long? Limit, string? EventName, long Version);
+
 /// <summary>The <c>reservations</c> table, through its functions: each reserve and each settlement is one statement.</summary>
 public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceStore balances, Spending.QuotaAnnouncer announcer)
 {
@@ -142,14 +145,32 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
         await transaction.CommitAsync(cancellationToken);
     }
 
-    /// <summary>Commits (<paramref name="action"/> 0, with the quantity used), releases (1) or expires (2) a reservation.</summary>
-    public async Task<Settlement> SettleAsync(Guid reservationId, int action, long? quantity, DateTimeOffset now, CancellationToken cancellationToken)
+    /// <summary>
+    /// Commits (<paramref name="action"/> 0, with the quantity used), releases (1) or expires (2) a reservation, under the
+    /// plan's current <paramref name="terms"/> for its window when given (else the terms it was made under). Outcome
+    /// <c>stale</c> when the subscriber changed since <paramref name="terms"/> were decided.
+    /// </summary>
+    public async Task<Settlement> SettleAsync(Guid reservationId, int action, long? quantity, DateTimeOffset now, SettleTerms? terms,
+        CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         return await connection.QuerySingleAsync<Settlement>(new CommandDefinition(
             "SELECT outcome AS Outcome, answer AS Answer, return_user AS ReturnUser, return_tokens AS ReturnTokens " +
-            "FROM usage_settle(@reservationId, @action, @quantity, @now)",
-            new { reservationId, action, quantity, now = now.ToUniversalTime() }, cancellationToken: cancellationToken));
+            "FROM usage_settle(@reservationId, @action, @quantity, @now, @current, @limit, @eventName, @version)",
+            new
+            {
+                reservationId, action, quantity, now = now.ToUniversalTime(), current = terms is not null, limit = terms?.Limit,
+                eventName = terms?.EventName, version = terms?.Version ?? 0,
+            }, cancellationToken: cancellationToken));
+    }
+
+    /// <summary>Whose reservation it is, on which meter and window (null when there is none).</summary>
+    public async Task<(string UserId, string Meter, DateTime? WindowStart)?> OwnerAsync(Guid reservationId, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return await connection.QuerySingleOrDefaultAsync<(string, string, DateTime?)?>(new CommandDefinition(
+            "SELECT user_id, meter, window_start FROM reservations WHERE reservation_id = @reservationId",
+            new { reservationId }, cancellationToken: cancellationToken));
     }
 
     /// <summary>Active reservations (and token-backed claims never confirmed) whose time is up, oldest first.</summary>

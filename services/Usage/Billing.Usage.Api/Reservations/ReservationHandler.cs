@@ -158,7 +158,7 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
         {
             return NotFound(id);
         }
-        var settled = await store.SettleAsync(reservationId, action, quantity, clock.GetUtcNow(), cancellationToken);
+        var settled = await SettleUnderCurrentTermsAsync(reservationId, action, quantity, cancellationToken);
         await returns.ReturnOwedAsync(reservationId, settled, CancellationToken.None);
         return settled.Outcome switch
         {
@@ -171,6 +171,37 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
             "too_much" => Problems.Validation(new Dictionary<string, string[]> { ["quantity"] = ["At most the reserved quantity."] }),
             var other => throw new InvalidOperationException($"Unexpected settlement {other}"),
         };
+    }
+
+    /// <summary>
+    /// Settles under the terms the user's plan has now for the reservation's window (a commit after an upgrade bills only
+    /// what passes the new limit, as a consume would); the reservation's own terms when the window has moved on or the
+    /// meter is not spent from a window now (an unlimited group, a suspension). Decided again when the subscriber changes.
+    /// </summary>
+    private async Task<Settlement> SettleUnderCurrentTermsAsync(Guid reservationId, int action, long? quantity, CancellationToken cancellationToken)
+    {
+        var owner = await store.OwnerAsync(reservationId, cancellationToken);
+        for (var attempt = 0; ; attempt++)
+        {
+            var now = clock.GetUtcNow();
+            SettleTerms? terms = null;
+            if (owner is { WindowStart: { } windowStart } o && attempt < 5)
+            {
+                var subscriber = await subscribers.GetAsync(o.UserId, fresh: attempt > 0, cancellationToken);
+                if (ConsumePolicy.Decide(catalog, subscriber.State, o.Meter, null, now) is ConsumeDecision.Spend spend
+                    && spend.Window.Start.UtcDateTime == DateTime.SpecifyKind(windowStart, DateTimeKind.Utc))
+                {
+                    terms = new SettleTerms(spend.Limit,
+                        ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Bill ? spend.Allowance.StripeMeterEventName : null, subscriber.Version);
+                }
+            }
+            var settled = await store.SettleAsync(reservationId, action, quantity, now, terms, cancellationToken);
+            if (settled.Outcome != "stale")
+            {
+                return settled;
+            }
+            logger.LogInformation("The subscriber of reservation {ReservationId} changed while it was settled; deciding again", reservationId);
+        }
     }
 
     private static IResult NotFound(string id) =>
@@ -220,7 +251,7 @@ public sealed class ReservationSweeper(ReservationStore store, TokenReturns retu
             var due = await store.ExpiredAsync(now, 500, cancellationToken);
             foreach (var id in due)
             {
-                await returns.ReturnOwedAsync(id, await store.SettleAsync(id, 2, null, now, cancellationToken), cancellationToken);
+                await returns.ReturnOwedAsync(id, await store.SettleAsync(id, 2, null, now, null, cancellationToken), cancellationToken);
                 released++;
             }
             if (due.Count < 500)
