@@ -60,6 +60,43 @@ public class Reserving_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_slow_Wallet_does_not_hold_up_the_release_of_other_expired_reservations()
+    {
+        var user = await ProUserWithFourCreditsUsedAsync();
+        WalletAnswers(user, "/internal/wallet/debit", 200, new { debited = true, balance = 970, transactionId = "tx-slow-returns" });
+        // Wallet takes longer than Usage waits (5 s) for every return.
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/returns").UsingPost().WithBody(b => b != null && b.Contains(user)))
+            .AtPriority(1).RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, returned = 20, balance = 990 }).WithDelay(TimeSpan.FromSeconds(6)));
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                var (paid, body) = await ReserveAsync(user, 2, UsageHost.NewKey(), ttlSeconds: 60);
+                Assert.That((paid, body.GetProperty("source").GetString()), Is.EqualTo((HttpStatusCode.OK, "tokens")), body.ToString());
+            }
+            var (status, quota) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 10, UsageHost.NewKey(), ttlSeconds: 120);
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), quota.ToString());
+            var id = quota.GetProperty("reservationId").GetString();
+
+            // All four expire; the three token-backed ones first, each owing its tokens back to the slow Wallet.
+            Host.Clock.Advance(TimeSpan.FromSeconds(180));
+            var started = DateTime.UtcNow;
+            await UsageHost.EventuallyAsync(async () =>
+                await Host.ScalarAsync("SELECT count(*) FROM reservations WHERE reservation_id = @id::uuid AND status = 'expired'", new { id }) == 1,
+                TimeSpan.FromSeconds(30));
+            Assert.That(DateTime.UtcNow - started, Is.LessThan(TimeSpan.FromSeconds(4)),
+                "the quota reservation goes back to the window at the next sweep, not after the Wallet calls");
+            Assert.That(await Host.ScalarAsync("SELECT count(*) FROM reservations WHERE user_id = @user AND status = 'expired' AND return_due", new { user }),
+                Is.EqualTo(3), "the token returns stay owed until Wallet confirms them");
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
     public async Task Past_the_window_the_whole_reservation_is_debited_once_and_a_commit_returns_what_it_did_not_use()
     {
         var user = await ProUserWithFourCreditsUsedAsync();

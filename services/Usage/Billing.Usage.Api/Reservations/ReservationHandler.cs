@@ -215,20 +215,34 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
 public sealed class ReservationSweeper(ReservationStore store, TokenReturns returns, TokenClaimExpiry claims, TimeProvider clock,
     IConfiguration configuration, ILogger<ReservationSweeper> logger) : BackgroundService
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    /// <summary>
+    /// Two loops: releasing expired reservations needs only the database, so it never waits for Wallet — a slow or
+    /// unreachable Wallet (returns and claim expiry wait up to its timeout per call) must not keep quota held.
+    /// </summary>
+    protected override Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var interval = TimeSpan.FromMilliseconds(Math.Clamp(configuration.GetValue("Usage:SweepIntervalMs", 1000), 50, 60_000));
+        return Task.WhenAll(
+            RepeatAsync("Releasing expired reservations", SweepAsync, interval, stoppingToken),
+            RepeatAsync("Giving back tokens and expiring token claims", async ct =>
+            {
+                await returns.ReturnDueAsync(ct);
+                await claims.ExpireStaleAsync(ct);
+            }, interval, stoppingToken));
+    }
+
+    private async Task RepeatAsync(string what, Func<CancellationToken, Task> work, TimeSpan interval, CancellationToken stoppingToken)
+    {
+        await Task.Yield();
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                await SweepAsync(stoppingToken);
-                await returns.ReturnDueAsync(stoppingToken);
-                await claims.ExpireStaleAsync(stoppingToken);
+                await work(stoppingToken);
             }
             catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
             {
-                logger.LogWarning(ex, "Releasing expired reservations failed; trying again shortly");
+                logger.LogWarning(ex, "{What} failed; trying again shortly", what);
             }
             try
             {
@@ -241,7 +255,10 @@ public sealed class ReservationSweeper(ReservationStore store, TokenReturns retu
         }
     }
 
-    /// <summary>Releases every reservation expired by now; returns how many.</summary>
+    /// <summary>
+    /// Releases every reservation expired by now; returns how many. A token-backed one's unused tokens are recorded as
+    /// owed by the same statement, and the other loop gives them back.
+    /// </summary>
     public async Task<int> SweepAsync(CancellationToken cancellationToken)
     {
         var released = 0;
@@ -251,7 +268,7 @@ public sealed class ReservationSweeper(ReservationStore store, TokenReturns retu
             var due = await store.ExpiredAsync(now, 500, cancellationToken);
             foreach (var id in due)
             {
-                await returns.ReturnOwedAsync(id, await store.SettleAsync(id, 2, null, now, null, cancellationToken), cancellationToken);
+                await store.SettleAsync(id, 2, null, now, null, cancellationToken);
                 released++;
             }
             if (due.Count < 500)
