@@ -109,16 +109,16 @@ public class Subscriber_transitions
     public void A_renewal_only_moves_the_period_forward()
     {
         var state = Apply(Change("active", 1, 0));
-        var renewed = SubscriberTransitions.Renew(state, "sub_1", T0.AddMonths(1), T0.AddMonths(2));
+        var renewed = SubscriberTransitions.Renew(state, "sub_1", T0.AddMonths(1), T0.AddMonths(2), T0.AddMonths(1));
         Assert.That(renewed.PeriodEnd, Is.EqualTo(T0.AddMonths(2)));
-        Assert.That(SubscriberTransitions.Renew(renewed, "sub_1", T0, T0.AddMonths(1)), Is.EqualTo(renewed));
+        Assert.That(SubscriberTransitions.Renew(renewed, "sub_1", T0, T0.AddMonths(1), T0.AddMonths(1).AddHours(1)), Is.EqualTo(renewed));
     }
 
     [Test]
     public void A_status_change_seen_after_the_renewal_keeps_the_renewed_period()
     {
         var state = Apply(Change("active", 1, 0));
-        var renewed = SubscriberTransitions.Renew(state, "sub_1", T0.AddMonths(1), T0.AddMonths(2));
+        var renewed = SubscriberTransitions.Renew(state, "sub_1", T0.AddMonths(1), T0.AddMonths(2), T0.AddMonths(1));
         var next = SubscriberTransitions.Apply(renewed, Change("active", 2, 5), Catalog); // still names the first period
         Assert.That((next.PeriodStart, next.PeriodEnd), Is.EqualTo((T0.AddMonths(1), T0.AddMonths(2))));
     }

@@ -121,6 +121,53 @@ public class Following_the_subscription
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task Paying_the_current_periods_invoice_lifts_a_suspension_whatever_time_the_active_update_carries(bool suspensionLast)
+    {
+        // Payments stamps an update with the time of the Stripe event that made it re-read the subscription: a late event
+        // from the moment the renewal failed publishes 'active' with that same moment. The paid invoice has its own time.
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user);
+        var failedAt = DateTimeOffset.FromUnixTimeSeconds(DateTimeOffset.UtcNow.AddDays(-2).ToUnixTimeSeconds()); // Stripe's: whole seconds
+        var suspended = new Billing.Contracts.SubscriptionAccessSuspended
+        {
+            UserId = user,
+            SubscriptionId = activated.SubscriptionId,
+            PlanId = "pro",
+            PastDueSince = failedAt,
+            GraceUntil = failedAt.AddDays(1),
+            OccurredAt = failedAt.AddDays(1),
+        };
+        await Host.ApplyAsync(activated);
+        await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: failedAt) with { PreviousStatus = "active" });
+        if (!suspensionLast)
+        {
+            await Host.ApplyAsync(suspended);
+        }
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: failedAt) with { PreviousStatus = "past_due" });
+        await Host.ApplyAsync(new Billing.Contracts.InvoicePaid
+        {
+            UserId = user,
+            InvoiceId = "in_" + user,
+            CustomerId = activated.CustomerId,
+            SubscriptionId = activated.SubscriptionId,
+            PlanId = "pro",
+            BillingReason = "subscription_cycle",
+            AmountPaid = 500,
+            Currency = "usd",
+            PeriodStart = activated.CurrentPeriodStart,
+            PeriodEnd = activated.CurrentPeriodEnd,
+            OccurredAt = DateTimeOffset.UtcNow.AddMinutes(-5),
+        });
+        if (suspensionLast)
+        {
+            await Host.ApplyAsync(suspended);
+        }
+        var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+    }
+
     [Test]
     public async Task A_redelivered_message_changes_nothing()
     {

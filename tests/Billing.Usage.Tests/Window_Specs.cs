@@ -104,7 +104,7 @@ public class Quota_windows
         var late = UsageWindows.Current(Allowance("period"), state, At("2026-04-06T00:00:00Z"));
         Assert.That(late.End, Is.EqualTo(At("2026-04-05T00:00:00Z")), "no renewal seen: the window does not reset by itself");
 
-        var renewed = SubscriberTransitions.Renew(state, "sub_1", At("2026-04-05T00:00:00Z"), At("2026-05-05T00:00:00Z"));
+        var renewed = SubscriberTransitions.Renew(state, "sub_1", At("2026-04-05T00:00:00Z"), At("2026-05-05T00:00:00Z"), At("2026-04-05T01:00:00Z"));
         var next = UsageWindows.Current(Allowance("period"), renewed, At("2026-04-06T00:00:00Z"));
         Assert.That(next, Is.EqualTo(new UsageWindow(At("2026-04-05T00:00:00Z"), At("2026-05-05T00:00:00Z"))));
     }

@@ -61,7 +61,7 @@ public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscri
             }
             var now = clock.GetUtcNow();
             var state = await subscribers.LockAsync(connection, transaction, e.UserId, now, ct);
-            var next = SubscriberTransitions.Renew(state, e.SubscriptionId, e.PeriodStart, e.PeriodEnd);
+            var next = SubscriberTransitions.Renew(state, e.SubscriptionId, e.PeriodStart, e.PeriodEnd, e.OccurredAt);
             if (next != state)
             {
                 await subscribers.SaveAsync(connection, transaction, next, now, ct);

@@ -87,15 +87,29 @@ public static class SubscriberTransitions
         return next with { Access = AccessOf(next) };
     }
 
-    /// <summary>A paid invoice of the current subscription with a later period moves the period (period windows reset).</summary>
-    public static SubscriberState Renew(SubscriberState state, string? subscriptionId, DateTimeOffset periodStart, DateTimeOffset periodEnd)
+    /// <summary>
+    /// A paid invoice of the current subscription: a later period moves the period (period windows reset), and paying the
+    /// current period's invoice (or a later one's) at <paramref name="paidAt"/> ends a past-due episode that began before
+    /// then — whatever time the update that says <c>active</c> carries (Payments stamps an update with the time of the
+    /// Stripe event that made it re-read the subscription, which can be the moment the renewal failed).
+    /// </summary>
+    public static SubscriberState Renew(SubscriberState state, string? subscriptionId, DateTimeOffset periodStart, DateTimeOffset periodEnd,
+        DateTimeOffset paidAt)
     {
-        if (subscriptionId is null || !string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal)
-            || periodEnd <= periodStart || (state.PeriodEnd is { } end && periodEnd <= end))
+        if (subscriptionId is null || !string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || periodEnd <= periodStart)
         {
             return state;
         }
-        return state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
+        var next = state.PeriodEnd is { } end && periodEnd <= end ? state : state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
+        // An earlier period's invoice ends where the current period starts (a minute's slack for stored times), and paying
+        // it leaves the subscription past due, as Subscriptions reads it too.
+        if (state.PeriodStart is { } start && periodEnd <= start.AddMinutes(1))
+        {
+            return next;
+        }
+        var recoveredAt = Max(state.RecoveredAt, paidAt);
+        next = next with { RecoveredAt = recoveredAt, SuspendedAt = state.SuspendedAt < recoveredAt ? null : state.SuspendedAt };
+        return next with { Access = AccessOf(next) };
     }
 
     private static bool Recovered(string? status) => status is "active" or "trialing";
