@@ -104,11 +104,14 @@ public class Sending_a_bad_consume
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
     }
 
-    [Test]
-    public async Task A_bad_history_range_is_400()
+    [TestCase("from=yesterday")]
+    [TestCase("to=9999-12-31")]
+    [TestCase("to=0001-01-01")]
+    [TestCase("from=0001-01-01T00:00:00Z&to=0001-01-02")]
+    public async Task A_bad_history_range_is_400(string query)
     {
         using var client = Host.UserClient(UsageHost.NewUser());
-        var response = await client.GetAsync("/api/usage/me/history?from=yesterday");
+        var response = await client.GetAsync("/api/usage/me/history?" + query);
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
         Assert.That((await UsageHost.BodyAsync(response)).GetProperty("code").GetString(), Is.EqualTo("validation"));
     }

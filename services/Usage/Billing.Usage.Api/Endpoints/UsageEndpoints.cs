@@ -75,22 +75,31 @@ public static class UsageEndpoints
         return userId;
     }
 
+    private static readonly DateTimeOffset EarliestHistory = new(2000, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private static readonly DateTimeOffset LatestHistory = new(9999, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
     private static DateTimeOffset? Parse(string? value, string name, bool endOfDay, Dictionary<string, string[]> errors)
     {
         if (string.IsNullOrWhiteSpace(value))
         {
             return null;
         }
+        DateTimeOffset? parsed = null;
         if (DateOnly.TryParseExact(value, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var day))
         {
             var start = new DateTimeOffset(day.ToDateTime(TimeOnly.MinValue), TimeSpan.Zero);
-            return endOfDay ? start.AddDays(1) : start; // a date "to" includes that day
+            parsed = endOfDay && day < DateOnly.MaxValue ? start.AddDays(1) : start; // a date "to" includes that day
         }
-        if (DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var instant))
+        else if (DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var instant))
         {
-            return instant;
+            parsed = instant;
         }
-        errors[name] = ["An ISO-8601 date (2026-05-01) or time (2026-05-01T10:00:00Z)."];
+        // Years 2000 to 9998: what lies outside cannot hold usage, and the range arithmetic around it must not overflow.
+        if (parsed is { } p && p >= EarliestHistory && p <= LatestHistory)
+        {
+            return p;
+        }
+        errors[name] = ["An ISO-8601 date (2026-05-01) or time (2026-05-01T10:00:00Z), from the year 2000 to 9998."];
         return null;
     }
 }
