@@ -1,5 +1,6 @@
 using Billing.Catalog;
 using Billing.Usage.Core.Consuming;
+using Billing.Usage.Core.Meters;
 using Billing.Usage.Core.Reservations;
 using Billing.Usage.Core.Subscribers;
 
@@ -55,7 +56,7 @@ public class Overage_policy
                 new Plan
                 {
                     Id = "pro", Name = "Pro", TrialDays = 14, Prices = [new Price { Interval = "month", Amount = 1500 }],
-                    Meters = [new MeterAllowance { Meter = "chat.message", Limit = 5, Window = "day", Overage = "bill", StripeMeterEventName = "ev" }],
+                    Meters = [new MeterAllowance { Meter = "chat.message", Limit = 5, Window = "day", Overage = "bill", StripeMeterEventName = "ev", OverageUnitAmount = 0.5m }],
                 },
             ],
         };
@@ -66,6 +67,13 @@ public class Overage_policy
         Assert.That(After(paying), Is.EqualTo(ExhaustedAction.Bill));
         Assert.That(After(paying with { Status = "trialing" }), Is.EqualTo(ExhaustedAction.Block), "no invoice to bill a trial's overage on");
         Assert.That(After(paying with { Status = "past_due" }), Is.EqualTo(ExhaustedAction.Block), "the card has just failed: the grace period keeps the allowance only");
+
+        // The meters a page shows say the same, so it does not promise billed use the consume then refuses.
+        (string, decimal?) Shown(SubscriberState state) =>
+            MeterUsages.Describe(catalog, state, DateTimeOffset.UtcNow, (_, _) => 0).Select(m => (m.Overage, m.OverageUnitAmount)).Single();
+        Assert.That(Shown(paying), Is.EqualTo(("bill", (decimal?)0.5m)));
+        Assert.That(Shown(paying with { Status = "trialing" }), Is.EqualTo(("block", (decimal?)null)));
+        Assert.That(Shown(paying with { Status = "past_due" }), Is.EqualTo(("block", (decimal?)null)));
     }
 
     [Test]

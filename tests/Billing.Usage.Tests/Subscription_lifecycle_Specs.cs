@@ -68,9 +68,24 @@ public class Following_the_subscription
         var (status, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey());
         Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired));
         Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("payment_past_due"));
+        // What the pages and the product read says the same: nothing to spend, and the plan's features are not theirs now.
+        var entitlements = await UsageHost.BodyAsync(await Host.Service.GetAsync($"/api/entitlements/{user}"));
+        var free = Billing.Catalog.CatalogLoader.Load(UsageHost.RepoCatalog).Free;
+        Assert.That((entitlements.GetProperty("planId").GetString(), entitlements.GetProperty("access").GetString()), Is.EqualTo(("pro", "suspended")));
+        Assert.That(entitlements.GetProperty("features").EnumerateArray().Select(f => f.GetString()), Is.EqualTo(free.Features));
+        Assert.That(entitlements.GetProperty("meters").EnumerateArray().Select(m => m.GetProperty("remaining").GetInt64()), Is.All.Zero);
+        using (var client = Host.UserClient(user))
+        {
+            var usage = await UsageHost.BodyAsync(await client.GetAsync("/api/usage/me"));
+            Assert.That(usage.GetProperty("access").GetString(), Is.EqualTo("suspended"));
+            Assert.That(usage.GetProperty("meters")[0].GetProperty("remaining").GetInt64(), Is.Zero);
+        }
 
         await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3));
         Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK));
+        var restored = await UsageHost.BodyAsync(await Host.Service.GetAsync($"/api/entitlements/{user}"));
+        Assert.That((restored.GetProperty("access").GetString(), restored.GetProperty("meters")[0].GetProperty("remaining").GetInt64()),
+            Is.EqualTo(("full", 248L)));
     }
 
     [Test]

@@ -61,6 +61,20 @@ test('a meter whose overage is billed is not shown as used up past its allowance
   assert.equal(await prompt.locator('[data-action=buy]').count(), 0, 'tokens do not pay for a billed meter');
 });
 
+test('a suspended account is told to update its payment method, not to buy tokens', async () => {
+  // Payment past due beyond grace: Usage answers access "suspended" (every consume is refused with payment_past_due).
+  const usage = { access: 'suspended', meters: [{ meter: 'chat.message', limit: 500, used: 20, remaining: 0, window: 'day',
+    resetsAt: '2030-01-01T00:00:00Z', unlimited: false, overage: 'block', overageUnitAmount: null }], tokens: { balance: 5000 } };
+  await page.route('**/api/usage/me', (r) => r.fulfill({ json: usage }));
+  await page.goto(`${gateway}/usage-test.html`);
+
+  const prompt = page.locator('billing-upgrade-prompt');
+  await waitForText(prompt.locator('h2'), /^Your payment is past due$/);
+  assert.equal(await prompt.locator('section').getAttribute('data-code'), 'payment_past_due');
+  assert.equal(await prompt.locator('[data-action=portal]').count(), 1, 'the way out: the payment method');
+  assert.equal(await prompt.locator('[data-action=buy]').count(), 0, 'tokens do not lift a suspension');
+});
+
 test('after a paid checkout, the portal returns to the page without ?checkout=, and a reload shows no second success', async () => {
   let portalBody = null;
   await page.route('**/api/billing-portal', async (r) => { portalBody = r.request().postDataJSON(); await r.fulfill({ json: { url: `${gateway}/portal-stub` } }); });

@@ -532,7 +532,8 @@ export class BillingUpgradePrompt extends BillingElement {
     const m = (usage.meters || []).find((x) => x.meter === this.meter);
     const unit = this.getAttribute('unit') || unitOf(this.meter);
     const threshold = Number(this.getAttribute('low-threshold') || 0.2);
-    const refusal = this._refusal;
+    // Access suspended (payment past due beyond grace): every consume is refused, whatever the meter says is left.
+    const refusal = this._refusal || (usage.access === 'suspended' ? { code: 'payment_past_due' } : null);
     let state = null;
     if (refusal) state = 'exhausted';
     else if (m && m.limit > 0 && pastBilledLimit(m)) state = 'billed';

@@ -1,17 +1,21 @@
 using Billing.Catalog;
 using Billing.Usage.Api.Persistence;
 using Billing.Usage.Core.Meters;
+using Billing.Usage.Core.Subscribers;
 
 namespace Billing.Usage.Api.Consuming;
 
 public sealed record TokensView(long Balance);
 
-/// <summary>GET /api/usage/me.</summary>
-public sealed record UsageView(IReadOnlyList<MeterUsage> Meters, TokensView Tokens);
+/// <summary>GET /api/usage/me; <paramref name="Access"/>: <c>full</c>, <c>suspended</c> (payment past due beyond grace) or <c>none</c> (free plan).</summary>
+public sealed record UsageView(IReadOnlyList<MeterUsage> Meters, TokensView Tokens, string Access);
 
-/// <summary>GET /api/entitlements/{userId} and /me.</summary>
+/// <summary>
+/// GET /api/entitlements/{userId} and /me. While <paramref name="Access"/> is <c>suspended</c> the plan stays the
+/// subscribed one, but its features and limits are the free plan's and no meter has anything remaining.
+/// </summary>
 public sealed record EntitlementsView(string PlanId, IReadOnlyList<string> Features, IReadOnlyDictionary<string, long?> Limits,
-    IReadOnlyList<MeterUsage> Meters);
+    IReadOnlyList<MeterUsage> Meters, string Access);
 
 public sealed record DailyUsage(string Date, string Meter, long Quantity);
 
@@ -27,14 +31,15 @@ public sealed class UsageQueries(SubscriberStore subscribers, UsageReadStore rea
 
     public async Task<UsageView> UsageAsync(string userId, CancellationToken cancellationToken)
     {
-        var (_, meters) = await MetersAsync(userId, cancellationToken);
-        return new UsageView(meters, new TokensView(await reads.TokenBalanceAsync(userId, cancellationToken)));
+        var (state, _, meters) = await MetersAsync(userId, cancellationToken);
+        return new UsageView(meters, new TokensView(await reads.TokenBalanceAsync(userId, cancellationToken)), state.Access.ToName());
     }
 
     public async Task<EntitlementsView> EntitlementsAsync(string userId, CancellationToken cancellationToken)
     {
-        var (plan, meters) = await MetersAsync(userId, cancellationToken);
-        return new EntitlementsView(plan.Id, plan.Features, plan.Limits, meters);
+        var (state, plan, meters) = await MetersAsync(userId, cancellationToken);
+        var granted = state.Access == SubscriberAccess.Suspended && !catalog.IsUnlimited(state.Groups) ? catalog.Free : plan;
+        return new EntitlementsView(plan.Id, granted.Features, granted.Limits, meters, state.Access.ToName());
     }
 
     public async Task<UsageHistoryView> HistoryAsync(string userId, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
@@ -44,12 +49,12 @@ public sealed class UsageQueries(SubscriberStore subscribers, UsageReadStore rea
             days.Select(d => new DailyUsage(d.Day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture), d.Meter, d.Quantity)).ToList());
     }
 
-    private async Task<(Plan Plan, IReadOnlyList<MeterUsage> Meters)> MetersAsync(string userId, CancellationToken cancellationToken)
+    private async Task<(SubscriberState State, Plan Plan, IReadOnlyList<MeterUsage> Meters)> MetersAsync(string userId, CancellationToken cancellationToken)
     {
         var state = await subscribers.GetAsync(userId, cancellationToken);
         var now = clock.GetUtcNow();
         var windows = MeterUsages.Windows(catalog, state, now);
         var used = await reads.UsedAsync(userId, windows.Select(w => (w.Allowance.Meter, w.Window.Start)).ToList(), cancellationToken);
-        return (state.EffectivePlan(catalog), MeterUsages.Describe(catalog, state, now, (meter, start) => used.GetValueOrDefault((meter, start))));
+        return (state, state.EffectivePlan(catalog), MeterUsages.Describe(catalog, state, now, (meter, start) => used.GetValueOrDefault((meter, start))));
     }
 }

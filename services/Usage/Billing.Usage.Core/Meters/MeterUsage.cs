@@ -18,19 +18,25 @@ public static class MeterUsages
     public static IReadOnlyList<(MeterAllowance Allowance, UsageWindow Window)> Windows(BillingCatalog catalog, SubscriberState state, DateTimeOffset now) =>
         state.EffectivePlan(catalog).Meters.Select(m => (m, UsageWindows.Current(m, state, now))).ToList();
 
-    /// <summary>The meters as GET /api/usage/me shows them; <paramref name="usedIn"/> reads a window's counter (0 when none).</summary>
+    /// <summary>
+    /// The meters as GET /api/usage/me shows them, by the rules a consume is decided by: nothing remains while access is
+    /// suspended (an unlimited group aside), and a billed meter blocks during a trial or while past due.
+    /// <paramref name="usedIn"/> reads a window's counter (0 when none).
+    /// </summary>
     public static IReadOnlyList<MeterUsage> Describe(BillingCatalog catalog, SubscriberState state, DateTimeOffset now,
         Func<string, DateTimeOffset, long> usedIn)
     {
         var unlimitedGroup = catalog.IsUnlimited(state.Groups);
+        var suspended = !unlimitedGroup && state.Access == SubscriberAccess.Suspended;
         return Windows(catalog, state, now).Select(x =>
         {
             var used = usedIn(x.Allowance.Meter, x.Window.Start);
             var unlimited = unlimitedGroup || x.Allowance.Limit is null;
             long? limit = unlimited ? null : x.Allowance.Limit;
-            long? remaining = limit is { } l ? Math.Max(0, l - used) : null;
+            long? remaining = limit is { } l ? (suspended ? 0 : Math.Max(0, l - used)) : null;
+            var overage = x.Allowance.Overage == "bill" && state.Status is "trialing" or "past_due" ? "block" : x.Allowance.Overage;
             return new MeterUsage(x.Allowance.Meter, limit, used, remaining, x.Allowance.Window, x.Window.End.UtcDateTime, unlimited,
-                x.Allowance.Overage, x.Allowance.Overage == "bill" ? x.Allowance.OverageUnitAmount : null);
+                overage, overage == "bill" ? x.Allowance.OverageUnitAmount : null);
         }).ToList();
     }
 }
