@@ -56,15 +56,7 @@ public class Following_the_subscription
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: DateTimeOffset.UtcNow.AddMinutes(-10)));
         Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.OK), "past_due keeps access in grace");
 
-        await Host.ApplyAsync(new Billing.Contracts.SubscriptionAccessSuspended
-        {
-            UserId = user,
-            SubscriptionId = activated.SubscriptionId,
-            PlanId = "pro",
-            PastDueSince = DateTimeOffset.UtcNow.AddMinutes(-10),
-            GraceUntil = DateTimeOffset.UtcNow.AddMinutes(-1),
-            OccurredAt = DateTimeOffset.UtcNow.AddMinutes(-1),
-        });
+        await Host.ApplyAsync(UsageHost.Suspended(activated, DateTimeOffset.UtcNow.AddMinutes(-10), DateTimeOffset.UtcNow.AddMinutes(-1)));
         var (status, problem) = await Host.ConsumeAsync(user, UsageHost.NewKey());
         Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired));
         Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("payment_past_due"));
@@ -98,15 +90,7 @@ public class Following_the_subscription
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: now.AddMinutes(-50)));
         await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: now.AddMinutes(-2))); // paid (Stripe's time)
         // Subscriptions had not seen the payment yet when the grace ended a minute later, and suspended the episode.
-        await Host.ApplyAsync(new Billing.Contracts.SubscriptionAccessSuspended
-        {
-            UserId = user,
-            SubscriptionId = activated.SubscriptionId,
-            PlanId = "pro",
-            PastDueSince = now.AddMinutes(-50),
-            GraceUntil = now.AddMinutes(-1),
-            OccurredAt = now.AddMinutes(-1),
-        });
+        await Host.ApplyAsync(UsageHost.Suspended(activated, now.AddMinutes(-50), now.AddMinutes(-1)));
         var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
     }
@@ -123,15 +107,7 @@ public class Following_the_subscription
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: now.AddMinutes(-50)) with { PreviousStatus = "active" });
         await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: now.AddMinutes(-40)) with { PreviousStatus = "past_due" });
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 4, occurredAt: now.AddMinutes(-10)) with { PreviousStatus = "active" });
-        await Host.ApplyAsync(new Billing.Contracts.SubscriptionAccessSuspended
-        {
-            UserId = user,
-            SubscriptionId = activated.SubscriptionId,
-            PlanId = "pro",
-            PastDueSince = now.AddMinutes(-50),
-            GraceUntil = now.AddMinutes(-1),
-            OccurredAt = now.AddMinutes(-1),
-        });
+        await Host.ApplyAsync(UsageHost.Suspended(activated, now.AddMinutes(-50), now.AddMinutes(-1)));
         var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
     }
@@ -145,15 +121,7 @@ public class Following_the_subscription
         var user = UsageHost.NewUser();
         var activated = UsageHost.Activated(user);
         var failedAt = DateTimeOffset.FromUnixTimeSeconds(DateTimeOffset.UtcNow.AddDays(-2).ToUnixTimeSeconds()); // Stripe's: whole seconds
-        var suspended = new Billing.Contracts.SubscriptionAccessSuspended
-        {
-            UserId = user,
-            SubscriptionId = activated.SubscriptionId,
-            PlanId = "pro",
-            PastDueSince = failedAt,
-            GraceUntil = failedAt.AddDays(1),
-            OccurredAt = failedAt.AddDays(1),
-        };
+        var suspended = UsageHost.Suspended(activated, failedAt, failedAt.AddDays(1));
         await Host.ApplyAsync(activated);
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: failedAt) with { PreviousStatus = "active" });
         if (!suspensionLast)
@@ -161,20 +129,7 @@ public class Following_the_subscription
             await Host.ApplyAsync(suspended);
         }
         await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: failedAt) with { PreviousStatus = "past_due" });
-        await Host.ApplyAsync(new Billing.Contracts.InvoicePaid
-        {
-            UserId = user,
-            InvoiceId = "in_" + user,
-            CustomerId = activated.CustomerId,
-            SubscriptionId = activated.SubscriptionId,
-            PlanId = "pro",
-            BillingReason = "subscription_cycle",
-            AmountPaid = 500,
-            Currency = "usd",
-            PeriodStart = activated.CurrentPeriodStart,
-            PeriodEnd = activated.CurrentPeriodEnd,
-            OccurredAt = DateTimeOffset.UtcNow.AddMinutes(-5),
-        });
+        await Host.ApplyAsync(UsageHost.Paid(activated, activated.CurrentPeriodStart, activated.CurrentPeriodEnd, DateTimeOffset.UtcNow.AddMinutes(-5)));
         if (suspensionLast)
         {
             await Host.ApplyAsync(suspended);

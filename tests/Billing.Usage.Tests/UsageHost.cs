@@ -185,6 +185,33 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         OccurredAt = occurredAt ?? DateTimeOffset.UtcNow,
     };
 
+    /// <summary>Subscriptions' suspension of the past-due episode that began at <paramref name="pastDueSince"/>, decided at <paramref name="at"/>.</summary>
+    public static SubscriptionAccessSuspended Suspended(SubscriptionActivated from, DateTimeOffset pastDueSince, DateTimeOffset at) => new()
+    {
+        UserId = from.UserId,
+        SubscriptionId = from.SubscriptionId,
+        PlanId = from.PlanId,
+        PastDueSince = pastDueSince,
+        GraceUntil = at,
+        OccurredAt = at,
+    };
+
+    /// <summary>The subscription's invoice for the period from <paramref name="periodStart"/> to <paramref name="periodEnd"/>, paid at <paramref name="paidAt"/>.</summary>
+    public static InvoicePaid Paid(SubscriptionActivated from, DateTimeOffset periodStart, DateTimeOffset periodEnd, DateTimeOffset paidAt) => new()
+    {
+        UserId = from.UserId,
+        InvoiceId = "in_" + from.UserId + "_" + periodStart.ToUnixTimeSeconds(),
+        CustomerId = from.CustomerId,
+        SubscriptionId = from.SubscriptionId,
+        PlanId = from.PlanId,
+        BillingReason = "subscription_cycle",
+        AmountPaid = 500,
+        Currency = "usd",
+        PeriodStart = periodStart,
+        PeriodEnd = periodEnd,
+        OccurredAt = paidAt,
+    };
+
     public static SubscriptionEnded Ended(SubscriptionActivated from, long sequence) => new()
     {
         UserId = from.UserId,

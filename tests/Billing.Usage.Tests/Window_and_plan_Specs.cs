@@ -108,20 +108,7 @@ public class Windows_and_plans_of_a_richer_catalog
 
         // The renewal's invoice, paid early: the new period starts now.
         var now = Host.Clock.GetUtcNow();
-        await Host.ApplyAsync(new InvoicePaid
-        {
-            UserId = user,
-            InvoiceId = "in_" + user,
-            CustomerId = activated.CustomerId,
-            SubscriptionId = activated.SubscriptionId,
-            PlanId = "pro",
-            BillingReason = "subscription_cycle",
-            AmountPaid = 500,
-            Currency = "usd",
-            PeriodStart = now.AddMinutes(-1),
-            PeriodEnd = now.AddMonths(1),
-            OccurredAt = now,
-        });
+        await Host.ApplyAsync(UsageHost.Paid(activated, now.AddMinutes(-1), now.AddMonths(1), now));
         var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "image.render");
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
         Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(4));
