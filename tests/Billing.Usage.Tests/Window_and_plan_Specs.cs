@@ -96,6 +96,27 @@ public class Windows_and_plans_of_a_richer_catalog
     }
 
     [Test]
+    public async Task A_downgrade_to_a_limit_already_used_up_announces_it_for_the_new_limit()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "max");
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 50)).Status, Is.EqualTo(HttpStatusCode.OK)); // 50 of Max's 100
+
+        // The period ends and the downgrade to Pro (10) applies in the middle of the month's window: nothing is left.
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2, planId: "pro"));
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user }) >= 2,
+            what: "QuotaLow and QuotaExhausted for Pro's limit in the outbox");
+        var announced = await Host.ScalarTextAsync(
+            """
+            SELECT string_agg(split_part(message_type, ',', 1) || ':' || (payload->>'limit'), ' ' ORDER BY message_type)
+            FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user
+            """, new { user });
+        Assert.That(announced, Is.EqualTo("Billing.Contracts.QuotaExhausted:10 Billing.Contracts.QuotaLow:10"));
+    }
+
+    [Test]
     public async Task A_period_window_resets_when_the_renewal_is_paid()
     {
         var user = UsageHost.NewUser();

@@ -57,6 +57,13 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
         return row.ToState();
     }
 
+    /// <summary>What is used of <paramref name="meter"/> in the window starting at <paramref name="windowStart"/> (0 when nothing).</summary>
+    public async Task<long> UsedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string userId, string meter,
+        DateTimeOffset windowStart, CancellationToken cancellationToken) =>
+        await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
+            "SELECT used FROM usage_counters WHERE user_id = @userId AND meter = @meter AND window_start = @windowStart",
+            new { userId, meter, windowStart = windowStart.ToUniversalTime() }, transaction, cancellationToken: cancellationToken)) ?? 0;
+
     public Task SaveAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, SubscriberState state, DateTimeOffset now,
         CancellationToken cancellationToken) =>
         connection.ExecuteAsync(new CommandDefinition(

@@ -37,8 +37,39 @@ public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscri
             if (next != state)
             {
                 await subscribers.SaveAsync(connection, transaction, next, now, ct);
+                if (next.Access == SubscriberAccess.Full && next.EffectivePlan(catalog).Id != state.EffectivePlan(catalog).Id)
+                {
+                    await AnnounceWhatTheNewLimitsFindAsync(connection, transaction, next, now, ct);
+                }
             }
         }, cancellationToken);
+
+    /// <summary>
+    /// After a plan change within a window, QuotaLow and QuotaExhausted of the new limits that the window's usage has already
+    /// reached (a downgrade to a limit already used up): no spend will cross them, so they are recorded now, once per window
+    /// and limit like every announcement, and the announcer publishes them.
+    /// </summary>
+    private async Task AnnounceWhatTheNewLimitsFindAsync(Npgsql.NpgsqlConnection connection, Npgsql.NpgsqlTransaction transaction,
+        SubscriberState state, DateTimeOffset now, CancellationToken ct)
+    {
+        if (catalog.IsUnlimited(state.Groups))
+        {
+            return;
+        }
+        foreach (var (allowance, window) in Core.Meters.MeterUsages.Windows(catalog, state, now))
+        {
+            if (allowance.Limit is not { } limit || limit <= 0)
+            {
+                continue;
+            }
+            var used = await subscribers.UsedAsync(connection, transaction, state.UserId, allowance.Meter, window.Start, ct);
+            if (used > 0)
+            {
+                await Spending.QuotaAnnouncements.RecordAsync(connection, transaction, state.UserId, allowance.Meter, window.Start, window.End, limit,
+                    before: 0, after: used, now);
+            }
+        }
+    }
 
     public Task<bool> HandleAsync(Guid messageId, string consumer, SubscriptionAccessSuspended e, CancellationToken cancellationToken) =>
         inbox.HandleOnceAsync(messageId, consumer, async (connection, transaction, ct) =>
