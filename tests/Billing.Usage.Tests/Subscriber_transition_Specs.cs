@@ -10,14 +10,14 @@ public class Subscriber_transitions
     private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
     private static SubscriptionChange Change(string status, long sequence, int minutes, string plan = "pro", string sub = "sub_1", bool ended = false,
-        string? previous = null) => new()
+        string? previous = null, int started = 0) => new()
     {
         UserId = "u1",
         SubscriptionId = sub,
         PlanId = plan,
         Status = status,
         PreviousStatus = previous,
-        StartedAt = T0,
+        StartedAt = T0.AddMinutes(started),
         PeriodStart = T0,
         PeriodEnd = T0.AddMonths(1),
         Sequence = sequence,
@@ -228,6 +228,24 @@ public class Subscriber_transitions
         {
             var state = Apply(permutation.ToArray());
             Assert.That((state.SubscriptionId, state.Access), Is.EqualTo(("sub_new", SubscriberAccess.Full)),
+                string.Join(", ", permutation.Select(e => $"{e.SubscriptionId}:{e.Status}:{e.Sequence}")));
+        }
+    }
+
+    [Test]
+    public void An_update_of_an_older_live_subscription_does_not_replace_a_newer_one_in_any_order()
+    {
+        // Two live subscriptions for a while: the old one (started at 0) changes at minute 9, after the new one (started
+        // at 8) — say its cancellation at the period end was set — and ends at minute 20. The newer one stays the user's.
+        var events = new[]
+        {
+            Change("active", 1, 0, sub: "sub_old"), Change("active", 1, 8, plan: "max", sub: "sub_new", started: 8),
+            Change("active", 2, 9, sub: "sub_old"), Change("canceled", 3, 20, sub: "sub_old", ended: true),
+        };
+        foreach (var permutation in Permutations(events))
+        {
+            var state = Apply(permutation.ToArray());
+            Assert.That((state.SubscriptionId, state.PlanId, state.Access), Is.EqualTo(("sub_new", "max", SubscriberAccess.Full)),
                 string.Join(", ", permutation.Select(e => $"{e.SubscriptionId}:{e.Status}:{e.Sequence}")));
         }
     }

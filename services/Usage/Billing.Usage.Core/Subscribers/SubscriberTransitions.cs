@@ -23,10 +23,12 @@ public static class SubscriberTransitions
             // The end of a subscription that is not (or no longer) the user's current one changes nothing.
             return state;
         }
-        if (!same && state.Access != SubscriberAccess.None && change.OccurredAt < state.StatusOccurredAt)
+        if (!same && state.Access != SubscriberAccess.None && OlderThanTheLiveOne(state, change))
         {
-            // A late event of another subscription, older than what made the current one live (queues drain in parallel
-            // after a restart): it must not replace the subscription the user has now.
+            // Another subscription that started before the live one (two live for a while: the old one's cancellation at
+            // its period end was set after the new one was bought), or, when the starts do not tell, a late event older
+            // than what made the current one live (queues drain in parallel after a restart): it must not replace the
+            // subscription the user has now.
             return state;
         }
 
@@ -111,6 +113,12 @@ public static class SubscriberTransitions
         next = next with { RecoveredAt = recoveredAt, SuspendedAt = state.SuspendedAt < recoveredAt ? null : state.SuspendedAt };
         return next with { Access = AccessOf(next) };
     }
+
+    /// <summary>The subscription that started later is the user's; at the same start, the later event.</summary>
+    private static bool OlderThanTheLiveOne(SubscriberState state, SubscriptionChange change) =>
+        change.StartedAt is { } started && state.Anchor is { } anchor && started != anchor
+            ? started < anchor
+            : change.OccurredAt < state.StatusOccurredAt;
 
     private static bool Recovered(string? status) => status is "active" or "trialing";
 
