@@ -183,8 +183,9 @@ public class Paying_with_purchased_tokens
         try
         {
             var consuming = Host.ConsumeAsync(user, key, quantity: 6, meter: "api.credit");
-            await UsageHost.EventuallyAsync(async () =>
-                await Host.ScalarAsync("SELECT count(*) FROM consumptions WHERE idempotency_key = @key", new { key }) == 1, TimeSpan.FromSeconds(10));
+            // The claim is priced (its row updated and committed) just before Wallet is asked: from then on the row is free.
+            await UsageHost.EventuallyAsync(async () => await Host.ScalarAsync(
+                "SELECT count(*) FROM consumptions WHERE idempotency_key = @key AND claim_tokens IS NOT NULL", new { key }) == 1, TimeSpan.FromSeconds(10));
 
             // The sweeper's part, played here: it holds the claim's row while Wallet gives the tokens back, long after the
             // claim was made; the request, whose debit answers meanwhile, waits for the row.
@@ -442,6 +443,22 @@ public class Billing_overage_through_Stripe_meter_events
         Assert.That(committed, Is.EqualTo(HttpStatusCode.OK), body.ToString());
         Assert.That((await OverageBilledAsync(user), body.GetProperty("remaining").GetInt64()), Is.EqualTo((0L, 3L)),
             "7 spent of Business's 10: nothing past the limit, 3 left");
+    }
+
+    [Test]
+    public async Task A_commit_while_past_due_still_bills_what_was_reserved_as_billed_overage()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 2, meter: "chat.message")).Status, Is.EqualTo(HttpStatusCode.OK));
+        var (_, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 5, meter: "chat.message"); // 4 past Pro's 3 a day
+        Assert.That(reserved.GetProperty("source").GetString(), Is.EqualTo("overage"), reserved.ToString());
+        // Mid-stream the renewal fails: a past-due plan blocks at its limit, but these units were granted as billed overage.
+        await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2));
+        var (committed, body) = await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "commit", 5);
+        Assert.That(committed, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(await OverageBilledAsync(user), Is.EqualTo(4), "7 spent of 3: 4 past the limit");
     }
 
     /// <summary>Pro's chat.message: 3 a day, billed past it. What is billed adds up to what is spent past the limit.</summary>

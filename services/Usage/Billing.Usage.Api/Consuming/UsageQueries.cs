@@ -32,15 +32,20 @@ public sealed class UsageQueries(SubscriberStore subscribers, UsageReadStore rea
     public async Task<UsageView> UsageAsync(string userId, CancellationToken cancellationToken)
     {
         var (state, _, meters) = await MetersAsync(userId, cancellationToken);
-        return new UsageView(meters, new TokensView(await reads.TokenBalanceAsync(userId, cancellationToken)), state.Access.ToName());
+        return new UsageView(meters, new TokensView(await reads.TokenBalanceAsync(userId, cancellationToken)), AccessOf(state));
     }
 
     public async Task<EntitlementsView> EntitlementsAsync(string userId, CancellationToken cancellationToken)
     {
         var (state, plan, meters) = await MetersAsync(userId, cancellationToken);
-        var granted = state.Access == SubscriberAccess.Suspended && !catalog.IsUnlimited(state.Groups) ? catalog.Free : plan;
-        return new EntitlementsView(plan.Id, granted.Features, granted.Limits, meters, state.Access.ToName());
+        var access = AccessOf(state);
+        var granted = access == "suspended" ? catalog.Free : plan;
+        return new EntitlementsView(plan.Id, granted.Features, granted.Limits, meters, access);
     }
+
+    /// <summary>As a consume decides it: a member of an unlimited group is never suspended.</summary>
+    private string AccessOf(SubscriberState state) =>
+        state.Access == SubscriberAccess.Suspended && catalog.IsUnlimited(state.Groups) ? SubscriberAccess.Full.ToName() : state.Access.ToName();
 
     public async Task<UsageHistoryView> HistoryAsync(string userId, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
     {

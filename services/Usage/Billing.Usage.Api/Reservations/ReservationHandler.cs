@@ -158,7 +158,11 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
         {
             return NotFound(id);
         }
-        var settled = await SettleUnderCurrentTermsAsync(reservationId, action, quantity, cancellationToken);
+        if (await SettleUnderCurrentTermsAsync(reservationId, action, quantity, cancellationToken) is not { } settled)
+        {
+            return Problems.Problem(503, "busy", "The subscription is changing right now; try again.",
+                "Nothing was settled; retry the same request.");
+        }
         await returns.ReturnOwedAsync(reservationId, settled, CancellationToken.None);
         return settled.Outcome switch
         {
@@ -174,22 +178,25 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
     }
 
     /// <summary>
-    /// Settles under the terms the user's plan has now for the reservation's window (a commit after an upgrade bills only
-    /// what passes the new limit, as a consume would); the reservation's own terms when the window has moved on or the
-    /// meter is not spent from a window now (an unlimited group, a suspension). Decided again when the subscriber changes.
+    /// Settles under the terms the user's plan has now for the reservation's window when that plan bills the meter's
+    /// overage or has no limit on it (a commit after an upgrade bills only what passes the new limit, as a consume would);
+    /// under the reservation's own terms otherwise — the window has moved on, the plan blocks the meter now (a trial, a
+    /// payment past due, a plan without it: units granted as billed overage are still billed), or an unlimited group or a
+    /// suspension leaves nothing to decide. Decided again when the subscriber changes meanwhile; null when it kept changing.
     /// </summary>
-    private async Task<Settlement> SettleUnderCurrentTermsAsync(Guid reservationId, int action, long? quantity, CancellationToken cancellationToken)
+    private async Task<Settlement?> SettleUnderCurrentTermsAsync(Guid reservationId, int action, long? quantity, CancellationToken cancellationToken)
     {
         var owner = await store.OwnerAsync(reservationId, cancellationToken);
-        for (var attempt = 0; ; attempt++)
+        for (var attempt = 0; attempt < 5; attempt++)
         {
             var now = clock.GetUtcNow();
             SettleTerms? terms = null;
-            if (owner is { WindowStart: { } windowStart } o && attempt < 5)
+            if (owner is { WindowStart: { } windowStart } o)
             {
                 var subscriber = await subscribers.GetAsync(o.UserId, fresh: attempt > 0, cancellationToken);
                 if (ConsumePolicy.Decide(catalog, subscriber.State, o.Meter, null, now) is ConsumeDecision.Spend spend
-                    && spend.Window.Start.UtcDateTime == DateTime.SpecifyKind(windowStart, DateTimeKind.Utc))
+                    && spend.Window.Start.UtcDateTime == DateTime.SpecifyKind(windowStart, DateTimeKind.Utc)
+                    && (ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Bill || spend.Limit is null))
                 {
                     terms = new SettleTerms(spend.Limit,
                         ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Bill ? spend.Allowance.StripeMeterEventName : null, subscriber.Version);
@@ -200,8 +207,9 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
             {
                 return settled;
             }
-            logger.LogInformation("The subscriber of reservation {ReservationId} changed while it was settled; deciding again", reservationId);
         }
+        logger.LogWarning("The subscriber of reservation {ReservationId} kept changing while it was settled", reservationId);
+        return null;
     }
 
     private static IResult NotFound(string id) =>

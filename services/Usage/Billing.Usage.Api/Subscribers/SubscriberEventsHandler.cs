@@ -37,7 +37,7 @@ public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscri
             if (next != state)
             {
                 await subscribers.SaveAsync(connection, transaction, next, now, ct);
-                if (next.Access == SubscriberAccess.Full && next.EffectivePlan(catalog).Id != state.EffectivePlan(catalog).Id)
+                if (next.Access != SubscriberAccess.Suspended && next.EffectivePlan(catalog).Id != state.EffectivePlan(catalog).Id)
                 {
                     await AnnounceWhatTheNewLimitsFindAsync(connection, transaction, next, now, ct);
                 }

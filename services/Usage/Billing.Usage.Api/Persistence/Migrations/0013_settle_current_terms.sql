@@ -120,7 +120,7 @@ BEGIN
     IF v_commit > 0 THEN
         -- Overage: how far this commit takes what is spent (not held) past the limit, like a consume's; the quota part
         -- fixed when reserving counted holds that may since have been released.
-        v_over := CASE WHEN v_event IS NULL THEN 0
+        v_over := CASE WHEN v_event IS NULL OR r.tokens > 0 THEN 0 -- a token-backed reservation is paid for already
                        WHEN p_current AND v_limit IS NULL THEN 0
                        WHEN v_used IS NULL OR v_limit IS NULL THEN greatest(0, v_commit - r.quota_part)
                        ELSE least(v_commit, greatest(0, v_used - v_held - v_limit)) END;
