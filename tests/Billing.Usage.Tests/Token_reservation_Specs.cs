@@ -60,6 +60,25 @@ public class Reserving_with_purchased_tokens
     }
 
     [Test]
+    public async Task A_reservation_paid_with_tokens_is_not_billed_as_overage_after_a_change_to_a_plan_that_bills_the_meter()
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        WalletAnswers(user, "/internal/wallet/debit", 200, new { debited = true, balance = 94, transactionId = "tx-video" });
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), meter: "video.minute")).Status, Is.EqualTo(HttpStatusCode.OK)); // Pro's 1 a day
+        var (status, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 3, meter: "video.minute");
+        Assert.That((status, reserved.GetProperty("source").GetString()), Is.EqualTo((HttpStatusCode.OK, "tokens")), reserved.ToString());
+
+        // Business bills video minutes past 1 a day; these 3 were paid with 6 tokens already.
+        await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2, planId: "business"));
+        var (committed, body) = await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "commit", 3);
+        Assert.That(committed, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(await Host.ScalarAsync("SELECT count(*) FROM usage_overage WHERE user_id = @user", new { user }), Is.Zero,
+            "never billed twice: tokens paid for them");
+    }
+
+    [Test]
     public async Task A_slow_Wallet_does_not_hold_up_the_release_of_other_expired_reservations()
     {
         var user = await ProUserWithFourCreditsUsedAsync();

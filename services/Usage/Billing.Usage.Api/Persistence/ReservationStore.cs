@@ -40,8 +40,12 @@ public sealed record TokenReturn(Guid ReservationId, string UserId, long Tokens)
 /// </summary>
 public sealed record Settlement(string Outcome, string? Answer, string? ReturnUser = null, long? ReturnTokens = null);
 
-/// <summary>A meter's terms under the plan a subscriber has now: its limit (null: unlimited) and the Stripe meter event its overage is billed to (null: not billed).</summary>
-public sealed record SettleTerms(long? Limit, string? EventName, long Version);
+/// <summary>
+/// What Usage decided for a settlement on the subscriber's <paramref name="Version"/>: the plan's current terms
+/// (<paramref name="Current"/>: its limit, null when unlimited, and the Stripe meter event its overage is billed to, null
+/// when not billed), or the reservation's own.
+/// </summary>
+public sealed record SettleTerms(bool Current, long? Limit, string? EventName, long Version);
 
 /// <summary>The <c>reservations</c> table, through its functions: each reserve and each settlement is one statement.</summary>
 public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceStore balances, Spending.QuotaAnnouncer announcer)
@@ -147,8 +151,8 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
 
     /// <summary>
     /// Commits (<paramref name="action"/> 0, with the quantity used), releases (1) or expires (2) a reservation, under the
-    /// plan's current <paramref name="terms"/> for its window when given (else the terms it was made under). Outcome
-    /// <c>stale</c> when the subscriber changed since <paramref name="terms"/> were decided.
+    /// plan's current terms when <paramref name="terms"/> say so (else the terms it was made under). Outcome <c>stale</c>
+    /// when the subscriber changed since <paramref name="terms"/> were decided.
     /// </summary>
     public async Task<Settlement> SettleAsync(Guid reservationId, int action, long? quantity, DateTimeOffset now, SettleTerms? terms,
         CancellationToken cancellationToken)
@@ -159,8 +163,8 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
             "FROM usage_settle(@reservationId, @action, @quantity, @now, @current, @limit, @eventName, @version)",
             new
             {
-                reservationId, action, quantity, now = now.ToUniversalTime(), current = terms is not null, limit = terms?.Limit,
-                eventName = terms?.EventName, version = terms?.Version ?? 0,
+                reservationId, action, quantity, now = now.ToUniversalTime(), current = terms?.Current ?? false, limit = terms?.Limit,
+                eventName = terms?.EventName, version = terms?.Version,
             }, cancellationToken: cancellationToken));
     }
 

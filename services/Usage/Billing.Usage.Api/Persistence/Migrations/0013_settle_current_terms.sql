@@ -2,8 +2,9 @@
 -- billed is what the commit takes past the current limit, and `remaining` is the current limit's. Before, both used the
 -- limit at reserve time: a user who upgraded mid-stream (Pro's 3 a day to Business's 10) was billed for units inside
 -- the new allowance. Usage decides the current terms for the reservation's own window and passes them with the
--- subscriber's version; the function answers 'stale' when the version moved (Usage reads the subscriber again), and
--- keeps the reservation's own terms when the window has moved on or for the expiry sweeper (p_current false).
+-- subscriber's version — also when it decided to keep the reservation's own terms (p_current false: the window has
+-- moved on, the plan blocks the meter now) — and the function answers 'stale' when the version moved (Usage reads the
+-- subscriber again). The expiry sweeper passes no version and keeps the reservation's terms.
 --
 -- A new overload: the 4-argument usage_settle of 0007 stays for replicas of the previous release during a rollout.
 
@@ -78,12 +79,14 @@ BEGIN
     -- The terms the plan has now, when the caller decided them for the reservation's own window on the subscriber's
     -- current version (else what the reservation was made under): a commit after an upgrade bills only what passes the
     -- new limit, as a consume made at that moment would.
-    IF p_current THEN
+    IF p_version IS NOT NULL THEN
         SELECT s.version INTO v_version FROM usage_subjects s WHERE s.user_id = r.user_id;
         IF coalesce(v_version, -1) <> p_version THEN
             outcome := 'stale';
             RETURN;
         END IF;
+    END IF;
+    IF p_current THEN
         v_limit := p_limit;
         v_event := p_event_name;
     ELSE
