@@ -134,6 +134,12 @@ public sealed record SubscriptionAccessSuspended
     public required string PlanId { get; init; }
     /// <summary>When the subscription went past due.</summary>
     public required DateTimeOffset PastDueSince { get; init; }
+    /// <summary>
+    /// The <c>Sequence</c> of the subscription update that began this past-due episode (subscription events carry the same
+    /// sequence): an update with a higher sequence that is (or follows) <c>active</c> means the episode is over. Null
+    /// from publishers older than this field.
+    /// </summary>
+    public long? PastDueSequence { get; init; }
     /// <summary>The end of the grace period that has now passed.</summary>
     public required DateTimeOffset GraceUntil { get; init; }
     /// <summary>When access was suspended.</summary>

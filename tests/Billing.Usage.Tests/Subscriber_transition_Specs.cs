@@ -185,13 +185,35 @@ public class Subscriber_transitions
             var s = SubscriberState.New("u1", Catalog);
             foreach (var e in permutation)
             {
-                s = e is null ? SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(10)) : SubscriberTransitions.Apply(s, e, Catalog);
+                s = e is null ? SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(10), pastDueSequence: 2) : SubscriberTransitions.Apply(s, e, Catalog);
             }
             Assert.That((s.Status, s.Access), Is.EqualTo(("past_due", SubscriberAccess.Full)), order);
-            var suspended = SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(month));
+            var suspended = SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(month), pastDueSequence: 4);
             Assert.That(suspended.Access, Is.EqualTo(SubscriberAccess.Suspended), order);
             Assert.That(SubscriberTransitions.Apply(suspended, Change("active", 5, month + 30, previous: "past_due"), Catalog).Access,
                 Is.EqualTo(SubscriberAccess.Full), order);
+        }
+    }
+
+    [Test]
+    public void A_suspension_applies_in_every_order_when_Stripe_times_do_not_follow_the_sequences()
+    {
+        // Payments stamps an update with the time of the Stripe event that made it re-read the subscription: an older event
+        // processed later gives a higher sequence an earlier time. The episode began with sequence 2 (active before it);
+        // Subscriptions, which saw sequence 3 first, counts it from 3's time and suspends episode 3 at minute 4.
+        var events = new SubscriptionChange?[]
+        {
+            Change("past_due", 2, 5, previous: "active"), Change("past_due", 3, 4, previous: "past_due"), null,
+        };
+        foreach (var permutation in Permutations(events))
+        {
+            var s = Apply(Change("active", 1, 0));
+            foreach (var e in permutation)
+            {
+                s = e is null ? SubscriberTransitions.Suspend(s, "sub_1", T0.AddMinutes(4), pastDueSequence: 3) : SubscriberTransitions.Apply(s, e, Catalog);
+            }
+            Assert.That(s.Access, Is.EqualTo(SubscriberAccess.Suspended),
+                string.Join(", ", permutation.Select(e => e is null ? "suspended" : $"{e.Status}:{e.Sequence}")));
         }
     }
 

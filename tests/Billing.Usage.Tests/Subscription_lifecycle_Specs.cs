@@ -99,7 +99,8 @@ public class Following_the_subscription
     public async Task A_late_suspension_of_a_paid_episode_does_not_suspend_the_next_episode()
     {
         // Past due at -50 min, paid at -40; the next renewal fails at -10 (a new grace period). The first episode's
-        // suspension arrives only now: the stored state must still know the subscription was paid up after -50.
+        // suspension (of the episode that update 2 began) arrives only now: the stored state must still know that an update
+        // after 2 said active.
         var user = UsageHost.NewUser();
         var activated = UsageHost.Activated(user);
         var now = DateTimeOffset.UtcNow;
@@ -107,9 +108,13 @@ public class Following_the_subscription
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 2, occurredAt: now.AddMinutes(-50)) with { PreviousStatus = "active" });
         await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 3, occurredAt: now.AddMinutes(-40)) with { PreviousStatus = "past_due" });
         await Host.ApplyAsync(UsageHost.Updated(activated, "past_due", sequence: 4, occurredAt: now.AddMinutes(-10)) with { PreviousStatus = "active" });
-        await Host.ApplyAsync(UsageHost.Suspended(activated, now.AddMinutes(-50), now.AddMinutes(-1)));
+        await Host.ApplyAsync(UsageHost.Suspended(activated, now.AddMinutes(-50), now.AddMinutes(-1)) with { PastDueSequence = 2 });
         var (status, body) = await Host.ConsumeAsync(user, UsageHost.NewKey());
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+
+        // The new episode's own suspension does suspend.
+        await Host.ApplyAsync(UsageHost.Suspended(activated, now.AddMinutes(-10), now) with { PastDueSequence = 4 });
+        Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey())).Status, Is.EqualTo(HttpStatusCode.PaymentRequired));
     }
 
     [TestCase(false)]

@@ -50,6 +50,26 @@ public class The_grace_period_running_out
     }
 
     [Test]
+    public async Task The_suspension_names_the_sequence_of_the_update_that_began_the_past_due_episode()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "month");
+        await Host.SetCardAsync(subscription.CustomerId, "4000000000000341");
+        await Hosts.AdvanceSimulatorAsync(subscription.Items.Data[0].CurrentPeriodEnd);
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", subscription, sequence: 7, r => PastDueAndGraceOver(r) with { PastDueSequence = 5 });
+
+        await Watcher.SuspendExpiredAsync(CancellationToken.None);
+
+        await using var connection = new Npgsql.NpgsqlConnection(SubscriptionsHost.ConnectionString);
+        await connection.OpenAsync();
+        await using var read = new Npgsql.NpgsqlCommand(
+            "SELECT (payload->>'pastDueSequence')::bigint FROM outbox WHERE message_type LIKE 'Billing.Contracts.SubscriptionAccessSuspended,%' AND payload->>'subscriptionId' = @id",
+            connection);
+        read.Parameters.AddWithValue("id", subscription.Id);
+        Assert.That(await read.ExecuteScalarAsync(), Is.EqualTo(5L), "Usage compares it with the sequences of the updates it applied");
+    }
+
+    [Test]
     public async Task Never_waits_for_a_subscription_the_lifecycle_consumer_is_changing_and_takes_it_at_the_next_tick()
     {
         var user = SubscriptionsHost.NewUser();

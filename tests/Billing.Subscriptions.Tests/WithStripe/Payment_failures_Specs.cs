@@ -98,5 +98,11 @@ public class A_late_payment_failure
         var local = await SubscriptionsHost.LocalAsync(subscriptionId);
         Assert.That(local!.PastDueSince, Is.EqualTo(pastDueAt).Within(TimeSpan.FromSeconds(1)));
         Assert.That(local.GraceUntil, Is.EqualTo(pastDueAt.AddDays(1)).Within(TimeSpan.FromMinutes(1)));
+        Assert.That(local.PastDueSequence, Is.EqualTo(2), "the episode began with the update of sequence 2");
+
+        await Host.PublishAndWaitAsync(Updated("past_due", 3, pastDueAt.AddMinutes(5))); // the same episode
+        Assert.That((await SubscriptionsHost.LocalAsync(subscriptionId))!.PastDueSequence, Is.EqualTo(2));
+        await Host.PublishAndWaitAsync(Updated("active", 4, pastDueAt.AddMinutes(9)));
+        Assert.That((await SubscriptionsHost.LocalAsync(subscriptionId))!.PastDueSequence, Is.Null);
     }
 }

@@ -80,9 +80,10 @@ public sealed class GraceWatcher(NpgsqlDataSource dataSource, IStripeClient stri
     {
         await using var connection = await dataSource.OpenConnectionAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
-        var row = await connection.QuerySingleOrDefaultAsync<(string SubscriptionId, string UserId, string PlanId, DateTime PastDueSince, DateTime GraceUntil)?>(
+        var row = await connection.QuerySingleOrDefaultAsync<(string SubscriptionId, string UserId, string PlanId, DateTime PastDueSince, DateTime GraceUntil,
+            long? PastDueSequence)?>(
             new CommandDefinition(
-                $"SELECT subscription_id, user_id, plan_id, past_due_since, grace_until FROM subscriptions WHERE subscription_id = @id AND {Due} FOR UPDATE SKIP LOCKED",
+                $"SELECT subscription_id, user_id, plan_id, past_due_since, grace_until, past_due_sequence FROM subscriptions WHERE subscription_id = @id AND {Due} FOR UPDATE SKIP LOCKED",
                 new { id, now }, tx, cancellationToken: ct));
         if (row is not { } s)
         {
@@ -94,7 +95,7 @@ public sealed class GraceWatcher(NpgsqlDataSource dataSource, IStripeClient stri
             // higher sequence still replaces the row) so that the watcher does not ask again.
             await connection.ExecuteAsync(new CommandDefinition(
                 """
-                UPDATE subscriptions SET stripe_status = @stripeStatus, past_due_since = NULL, grace_until = NULL, updated_at = now()
+                UPDATE subscriptions SET stripe_status = @stripeStatus, past_due_since = NULL, past_due_sequence = NULL, grace_until = NULL, updated_at = now()
                 WHERE subscription_id = @id
                 """, new { stripeStatus, id }, tx, cancellationToken: ct));
             await SubscriptionStore.RecordAsync(connection, tx, s.UserId, id, "grace_cleared",
@@ -111,7 +112,7 @@ public sealed class GraceWatcher(NpgsqlDataSource dataSource, IStripeClient stri
         await Outbox.EnqueueAsync(connection, tx, new SubscriptionAccessSuspended
         {
             UserId = s.UserId, SubscriptionId = id, PlanId = s.PlanId,
-            PastDueSince = pastDueSince, GraceUntil = graceUntil, OccurredAt = now,
+            PastDueSince = pastDueSince, PastDueSequence = s.PastDueSequence, GraceUntil = graceUntil, OccurredAt = now,
         }, Outbox.MessageId($"{id}|{pastDueSince:O}", nameof(SubscriptionAccessSuspended)), ct);
         await SubscriptionStore.RecordAsync(connection, tx, s.UserId, id, "access_suspended",
             $"past due since {pastDueSince:u}; grace ended {graceUntil:u}", "system", null, now, ct);

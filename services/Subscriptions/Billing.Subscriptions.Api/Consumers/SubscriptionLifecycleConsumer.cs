@@ -79,7 +79,11 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
                 return;
             }
             var since = existing.PastDueSince ?? m.OccurredAt;
-            var updated = existing with { PastDueSince = since, GraceUntil = existing.GraceUntil ?? since.AddDays(catalog.GracePeriodDays) };
+            var updated = existing with
+            {
+                PastDueSince = since, PastDueSequence = existing.PastDueSequence ?? existing.Sequence,
+                GraceUntil = existing.GraceUntil ?? since.AddDays(catalog.GracePeriodDays),
+            };
             await SubscriptionStore.UpsertAsync(c, tx, updated, ct);
             await SubscriptionStore.RecordAsync(c, tx, m.UserId, m.SubscriptionId, "payment_failed",
                 $"attempt {m.AttemptCount} failed; access until {updated.GraceUntil:u}", "stripe", m.StripeEventId, m.OccurredAt, ct);
@@ -110,7 +114,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
                 return;
             }
             var restored = existing.PastDueSince is not null || existing.SuspendedAt is not null;
-            await SubscriptionStore.UpsertAsync(c, tx, existing with { PastDueSince = null, GraceUntil = null, SuspendedAt = null }, ct);
+            await SubscriptionStore.UpsertAsync(c, tx, existing with { PastDueSince = null, PastDueSequence = null, GraceUntil = null, SuspendedAt = null }, ct);
             await SubscriptionStore.RecordAsync(c, tx, m.UserId, m.SubscriptionId, restored ? "payment_recovered" : "invoice_paid",
                 $"{m.BillingReason}: {m.AmountPaid} {m.Currency}", "stripe", m.StripeEventId, m.OccurredAt, ct);
         });
@@ -130,6 +134,7 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
             EndedAt = incoming.EndedAt ?? existing?.EndedAt,
             EndedReason = incoming.EndedReason ?? existing?.EndedReason,
             PastDueSince = existing?.PastDueSince,
+            PastDueSequence = existing?.PastDueSequence,
             GraceUntil = existing?.GraceUntil,
             SuspendedAt = existing?.SuspendedAt,
         };
@@ -137,11 +142,14 @@ public sealed class SubscriptionLifecycleConsumer(Inbox inbox, BillingCatalog ca
         if (incoming.StripeStatus is "past_due" or "unpaid" && enteringPastDue)
         {
             // A new spell of past due gets a full grace period, whatever an earlier one left behind.
-            record = record with { PastDueSince = occurredAt, GraceUntil = occurredAt.AddDays(catalog.GracePeriodDays) };
+            record = record with
+            {
+                PastDueSince = occurredAt, PastDueSequence = incoming.Sequence, GraceUntil = occurredAt.AddDays(catalog.GracePeriodDays),
+            };
         }
         else if (incoming.StripeStatus is "active" or "trialing")
         {
-            record = record with { PastDueSince = null, GraceUntil = null, SuspendedAt = null };
+            record = record with { PastDueSince = null, PastDueSequence = null, GraceUntil = null, SuspendedAt = null };
         }
 
         await SubscriptionStore.UpsertAsync(c, tx, record, ct);

@@ -13,7 +13,8 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
         interval AS Interval, interval_count AS IntervalCount, stripe_status AS StripeStatus,
         current_period_start AS CurrentPeriodStart, current_period_end AS CurrentPeriodEnd, cancel_at_period_end AS CancelAtPeriodEnd,
         trial_end AS TrialEnd, started_at AS StartedAt, ended_at AS EndedAt, ended_reason AS EndedReason,
-        past_due_since AS PastDueSince, grace_until AS GraceUntil, suspended_at AS SuspendedAt, sequence AS Sequence,
+        past_due_since AS PastDueSince, past_due_sequence AS PastDueSequence, grace_until AS GraceUntil, suspended_at AS SuspendedAt,
+        sequence AS Sequence,
         scheduled_plan_id AS ScheduledPlanId, scheduled_price_id AS ScheduledPriceId, scheduled_interval AS ScheduledInterval,
         scheduled_interval_count AS ScheduledIntervalCount, scheduled_at AS ScheduledAt
         """;
@@ -103,18 +104,19 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             """
             INSERT INTO subscriptions (subscription_id, user_id, customer_id, plan_id, price_id, interval, interval_count, stripe_status,
                 current_period_start, current_period_end, cancel_at_period_end, trial_end, started_at, ended_at, ended_reason,
-                past_due_since, grace_until, suspended_at, sequence, scheduled_plan_id, scheduled_price_id, scheduled_interval,
-                scheduled_interval_count, scheduled_at, updated_at)
+                past_due_since, past_due_sequence, grace_until, suspended_at, sequence, scheduled_plan_id, scheduled_price_id,
+                scheduled_interval, scheduled_interval_count, scheduled_at, updated_at)
             VALUES (@SubscriptionId, @UserId, @CustomerId, @PlanId, @PriceId, @Interval, @IntervalCount, @StripeStatus,
                 @CurrentPeriodStart, @CurrentPeriodEnd, @CancelAtPeriodEnd, @TrialEnd, @StartedAt, @EndedAt, @EndedReason,
-                @PastDueSince, @GraceUntil, @SuspendedAt, @Sequence, @ScheduledPlanId, @ScheduledPriceId, @ScheduledInterval,
-                @ScheduledIntervalCount, @ScheduledAt, now())
+                @PastDueSince, @PastDueSequence, @GraceUntil, @SuspendedAt, @Sequence, @ScheduledPlanId, @ScheduledPriceId,
+                @ScheduledInterval, @ScheduledIntervalCount, @ScheduledAt, now())
             ON CONFLICT (subscription_id) DO UPDATE SET
                 user_id = EXCLUDED.user_id, customer_id = EXCLUDED.customer_id, plan_id = EXCLUDED.plan_id, price_id = EXCLUDED.price_id,
                 interval = EXCLUDED.interval, interval_count = EXCLUDED.interval_count, stripe_status = EXCLUDED.stripe_status,
                 current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
                 cancel_at_period_end = EXCLUDED.cancel_at_period_end, trial_end = EXCLUDED.trial_end, started_at = EXCLUDED.started_at,
                 ended_at = EXCLUDED.ended_at, ended_reason = EXCLUDED.ended_reason, past_due_since = EXCLUDED.past_due_since,
+                past_due_sequence = EXCLUDED.past_due_sequence,
                 grace_until = EXCLUDED.grace_until, suspended_at = EXCLUDED.suspended_at, sequence = EXCLUDED.sequence,
                 scheduled_plan_id = EXCLUDED.scheduled_plan_id, scheduled_price_id = EXCLUDED.scheduled_price_id,
                 scheduled_interval = EXCLUDED.scheduled_interval, scheduled_interval_count = EXCLUDED.scheduled_interval_count,

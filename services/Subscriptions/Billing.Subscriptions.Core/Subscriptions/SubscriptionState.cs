@@ -22,6 +22,8 @@ public sealed record SubscriptionRecord
     public DateTimeOffset? EndedAt { get; init; }
     public string? EndedReason { get; init; }
     public DateTimeOffset? PastDueSince { get; init; }
+    /// <summary>The <see cref="Sequence"/> of the update that began the current past-due episode.</summary>
+    public long? PastDueSequence { get; init; }
     public DateTimeOffset? GraceUntil { get; init; }
     public DateTimeOffset? SuspendedAt { get; init; }
     public required long Sequence { get; init; }

@@ -13,7 +13,7 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
         """
         s.user_id AS UserId, s.plan_id AS PlanId, s.subscription_id AS SubscriptionId, s.stripe_status AS Status,
         s.access AS Access, s.anchor AS Anchor, s.period_start AS PeriodStart, s.period_end AS PeriodEnd,
-        s.last_sequence AS Sequence, s.status_occurred_at AS StatusOccurredAt, s.suspended_at AS SuspendedAt, s.recovered_at AS RecoveredAt, s.groups AS Groups
+        s.last_sequence AS Sequence, s.status_occurred_at AS StatusOccurredAt, s.suspended_at AS SuspendedAt, s.recovered_sequence AS RecoveredSequence, s.suspended_sequence AS SuspendedSequence, s.paid_at AS PaidAt, s.groups AS Groups
         """;
 
     /// <summary>The subscriber's state; a user nobody told us about is on the free plan.</summary>
@@ -70,7 +70,7 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
             """
             UPDATE usage_subjects SET plan_id = @PlanId, subscription_id = @SubscriptionId, stripe_status = @Status, access = @Access,
                 anchor = @Anchor, period_start = @PeriodStart, period_end = @PeriodEnd, last_sequence = @Sequence,
-                status_occurred_at = @StatusOccurredAt, suspended_at = @SuspendedAt, recovered_at = @RecoveredAt, updated_at = @Now
+                status_occurred_at = @StatusOccurredAt, suspended_at = @SuspendedAt, recovered_sequence = @RecoveredSequence, suspended_sequence = @SuspendedSequence, paid_at = @PaidAt, updated_at = @Now
             WHERE user_id = @UserId
             """,
             new
@@ -86,7 +86,9 @@ public sealed class SubscriberStore(NpgsqlDataSource dataSource, BillingCatalog 
                 state.Sequence,
                 StatusOccurredAt = Utc(state.StatusOccurredAt),
                 SuspendedAt = Utc(state.SuspendedAt),
-                RecoveredAt = Utc(state.RecoveredAt),
+                state.RecoveredSequence,
+                state.SuspendedSequence,
+                PaidAt = Utc(state.PaidAt),
                 Now = now.ToUniversalTime(),
             },
             transaction, cancellationToken: cancellationToken));
@@ -140,7 +142,9 @@ internal sealed class SubscriberRow
     public long Sequence { get; set; }
     public DateTime? StatusOccurredAt { get; set; }
     public DateTime? SuspendedAt { get; set; }
-    public DateTime? RecoveredAt { get; set; }
+    public long? RecoveredSequence { get; set; }
+    public long? SuspendedSequence { get; set; }
+    public DateTime? PaidAt { get; set; }
     public string[] Groups { get; set; } = [];
     public long Version { get; set; }
 
@@ -157,7 +161,9 @@ internal sealed class SubscriberRow
         Sequence = Sequence,
         StatusOccurredAt = Utc(StatusOccurredAt),
         SuspendedAt = Utc(SuspendedAt),
-        RecoveredAt = Utc(RecoveredAt),
+        RecoveredSequence = RecoveredSequence,
+        SuspendedSequence = SuspendedSequence,
+        PaidAt = Utc(PaidAt),
         Groups = Groups,
     };
 

@@ -76,7 +76,7 @@ public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscri
         {
             var now = clock.GetUtcNow();
             var state = await subscribers.LockAsync(connection, transaction, e.UserId, now, ct);
-            var next = SubscriberTransitions.Suspend(state, e.SubscriptionId, e.PastDueSince);
+            var next = SubscriberTransitions.Suspend(state, e.SubscriptionId, e.PastDueSince, e.PastDueSequence);
             if (next != state)
             {
                 await subscribers.SaveAsync(connection, transaction, next, now, ct);

@@ -29,11 +29,15 @@ public sealed record SubscriberState
     /// </summary>
     public DateTimeOffset? SuspendedAt { get; init; }
     /// <summary>
-    /// The latest moment the subscription is known to have been paid up (<c>active</c> or <c>trialing</c>; Stripe's time):
-    /// an applied status, or the previous status a later change names. A suspension of a past-due episode that began
-    /// before it is over, whatever order the events arrived in.
+    /// Past-due episodes that began with an update of a lower <c>Sequence</c> are over: the highest sequence of an applied
+    /// update that says <c>active</c>/<c>trialing</c>, or whose previous status was. Sequences only grow per
+    /// subscription, so this holds whatever order the events arrived in (Stripe's times as Payments stamps them need not).
     /// </summary>
-    public DateTimeOffset? RecoveredAt { get; init; }
+    public long? RecoveredSequence { get; init; }
+    /// <summary>The <c>Sequence</c> of the update that began the suspended episode, when the suspension named it.</summary>
+    public long? SuspendedSequence { get; init; }
+    /// <summary>The latest payment of the current period's invoice or a later one's (Stripe's time): an episode that began before is over.</summary>
+    public DateTimeOffset? PaidAt { get; init; }
     /// <summary>The groups last seen on the user's own token.</summary>
     public IReadOnlyList<string> Groups { get; init; } = [];
 

@@ -42,13 +42,21 @@ public static class SubscriberTransitions
                 Sequence = change.Sequence,
                 StatusOccurredAt = change.OccurredAt,
                 SuspendedAt = null,
-                RecoveredAt = null,
+                SuspendedSequence = null,
+                RecoveredSequence = null,
+                PaidAt = null,
             };
         }
 
-        // Paid up until this change (its own status, or the previous status it names), after what was known before.
-        var recoveredAt = Max(same ? state.RecoveredAt : null,
-            Recovered(change.Status) || Recovered(change.PreviousStatus) ? change.OccurredAt : null);
+        // Episodes that began before this change are over when it says active, or that the subscription was active just
+        // before it (its previous status in Payments' chain of updates, whose sequences only grow).
+        var recoveredSequence = Recovered(change.Status) || Recovered(change.PreviousStatus)
+            ? Max(same ? state.RecoveredSequence : null, change.Sequence)
+            : same ? state.RecoveredSequence : null;
+        var suspendedAt = !same ? null
+            : state.SuspendedSequence is { } began ? (began < recoveredSequence ? null : state.SuspendedAt)
+            // A suspension that did not name its episode's sequence (an older Subscriptions): by Stripe's times.
+            : Recovered(change.Status) && state.SuspendedAt < change.OccurredAt ? null : LiveSuspension(state);
 
         var next = state with
         {
@@ -61,31 +69,45 @@ public static class SubscriberTransitions
             PeriodEnd = same && Later(state.PeriodEnd, change.PeriodEnd) ? state.PeriodEnd : change.PeriodEnd ?? (same ? state.PeriodEnd : null),
             Sequence = change.Sequence,
             StatusOccurredAt = change.OccurredAt,
-            // Another subscription starts clean; being paid up after the suspended episode began lifts it (a return to
-            // active, or a later episode's past_due that says it was active until then — also when it overtook the
-            // payment's own event, which its higher sequence then makes too old to apply).
-            SuspendedAt = !same || state.SuspendedAt < recoveredAt ? null : LiveSuspension(state),
-            RecoveredAt = recoveredAt,
+            // Another subscription starts clean; the end of the suspended episode lifts it (a return to active, or a later
+            // episode's past_due that says it was active until then — also when it overtook the payment's own event,
+            // which its higher sequence then makes too old to apply).
+            SuspendedAt = suspendedAt,
+            SuspendedSequence = suspendedAt is null ? null : state.SuspendedSequence,
+            RecoveredSequence = recoveredSequence,
+            PaidAt = same ? state.PaidAt : null,
         };
         return next with { Access = AccessOf(next) };
     }
 
     /// <summary>
-    /// Past due beyond grace (SubscriptionAccessSuspended): applies to the current subscription only, and only to the
-    /// past-due episode that began at <paramref name="pastDueSince"/> (Stripe's time, like every status): a return to
-    /// active after that moment — a payment made just before the grace ended, whose events arrive after the
-    /// suspension was decided — lifts it. (The suspension's own time is Billing's clock, not comparable with Stripe's.)
+    /// Past due beyond grace (SubscriptionAccessSuspended): applies to the current subscription only, and only while the
+    /// past-due episode it is about — begun by the update of sequence <paramref name="pastDueSequence"/>, at
+    /// <paramref name="pastDueSince"/> (Stripe's time) — is not over: not after an applied update of a higher sequence
+    /// that says (or follows) active, nor after the current period's invoice was paid. Without the sequence (an older
+    /// Subscriptions), a status active since after <paramref name="pastDueSince"/> ends it. (The suspension's own time
+    /// is Billing's clock, not comparable with Stripe's.)
     /// </summary>
-    public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset pastDueSince)
+    public static SubscriberState Suspend(SubscriberState state, string subscriptionId, DateTimeOffset pastDueSince, long? pastDueSequence = null)
     {
-        if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None
-            || (Recovered(state.Status) && state.StatusOccurredAt > pastDueSince) || state.RecoveredAt > pastDueSince)
+        if (!string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || state.Access == SubscriberAccess.None)
         {
-            // Not this subscription, or the episode it suspends has already ended in a payment (paid up since after the
-            // episode began): kept, it would suspend the next past-due episode from its first second.
+            return state; // not this subscription
+        }
+        var over = pastDueSequence is { } began
+            ? state.RecoveredSequence > began
+            : Recovered(state.Status) && state.StatusOccurredAt > pastDueSince;
+        if (over || state.PaidAt > pastDueSince)
+        {
+            // The episode it suspends has already ended in a payment: kept, it would suspend the next past-due episode
+            // from its first second.
             return state;
         }
-        var next = state with { SuspendedAt = state.SuspendedAt is { } s && s > pastDueSince ? s : pastDueSince };
+        var next = state with
+        {
+            SuspendedAt = state.SuspendedAt is { } s && s > pastDueSince ? s : pastDueSince,
+            SuspendedSequence = Max(state.SuspendedSequence, pastDueSequence),
+        };
         return next with { Access = AccessOf(next) };
     }
 
@@ -109,8 +131,14 @@ public static class SubscriberTransitions
         {
             return next;
         }
-        var recoveredAt = Max(state.RecoveredAt, paidAt);
-        next = next with { RecoveredAt = recoveredAt, SuspendedAt = state.SuspendedAt < recoveredAt ? null : state.SuspendedAt };
+        var paid = Max(state.PaidAt, paidAt);
+        var lifted = state.SuspendedAt < paid;
+        next = next with
+        {
+            PaidAt = paid,
+            SuspendedAt = lifted ? null : state.SuspendedAt,
+            SuspendedSequence = lifted ? null : state.SuspendedSequence,
+        };
         return next with { Access = AccessOf(next) };
     }
 
@@ -123,6 +151,8 @@ public static class SubscriberTransitions
     private static bool Recovered(string? status) => status is "active" or "trialing";
 
     private static DateTimeOffset? Max(DateTimeOffset? a, DateTimeOffset? b) => a is null ? b : b is null ? a : a > b ? a : b;
+
+    private static long? Max(long? a, long? b) => a is null ? b : b is null ? a : Math.Max(a.Value, b.Value);
 
     /// <summary>The stored suspension unless an active status after it has lifted it (a state stored before the
     /// suspension's late arrival was ignored carries such a stale one).</summary>
