@@ -44,20 +44,42 @@ public sealed record ConsumeOutcome(ConsumeResult? Result, BillingRefusal? Refus
     public bool Allowed => Result is not null;
 }
 
-/// <summary>One meter of a user's usage or entitlements.</summary>
-public sealed record MeterUsage(string Meter, long? Limit, long Used, long? Remaining, string? Window, DateTimeOffset? ResetsAt, bool Unlimited);
+/// <summary>
+/// One meter of a user's usage or entitlements. <paramref name="Overage"/>: what happens past the limit (<c>block</c>,
+/// <c>tokens</c>, or <c>bill</c>: spends go on and each unit costs <paramref name="OverageUnitAmount"/> in the plan
+/// price's minor unit).
+/// </summary>
+public sealed record MeterUsage(string Meter, long? Limit, long Used, long? Remaining, string? Window, DateTimeOffset? ResetsAt, bool Unlimited,
+    string? Overage = null, decimal? OverageUnitAmount = null);
 
 /// <summary>The wallet part of <c>GET /api/usage/me</c>.</summary>
 public sealed record TokenBalance(long Balance);
 
-/// <summary><c>GET /api/usage/me</c>: the signed-in user's meters and token balance.</summary>
-public sealed record UsageSnapshot(IReadOnlyList<MeterUsage> Meters, TokenBalance? Tokens);
-
-/// <summary><c>GET /api/entitlements/{userId}</c>: plan, features, numeric limits (null = unlimited) and meters.</summary>
-public sealed record Entitlements(string PlanId, IReadOnlyList<string> Features, IReadOnlyDictionary<string, long?> Limits, IReadOnlyList<MeterUsage> Meters)
+/// <summary>
+/// <c>GET /api/usage/me</c>: the signed-in user's meters and token balance. <paramref name="Access"/>: <c>full</c>,
+/// <c>none</c> (the free plan) or <c>suspended</c> (payment past due beyond the grace period: every consume is refused).
+/// </summary>
+public sealed record UsageSnapshot(IReadOnlyList<MeterUsage> Meters, TokenBalance? Tokens, string? Access = null)
 {
-    /// <summary>True when the plan includes the feature.</summary>
+    /// <summary>True while access is suspended for a payment past due: ask for a new payment method.</summary>
+    [JsonIgnore]
+    public bool Suspended => Access == "suspended";
+}
+
+/// <summary>
+/// <c>GET /api/entitlements/{userId}</c>: plan, features, numeric limits (null = unlimited) and meters. While
+/// <paramref name="Access"/> is <c>suspended</c> the plan stays the subscribed one, but the features and limits are the
+/// free plan's and nothing remains.
+/// </summary>
+public sealed record Entitlements(string PlanId, IReadOnlyList<string> Features, IReadOnlyDictionary<string, long?> Limits, IReadOnlyList<MeterUsage> Meters,
+    string? Access = null)
+{
+    /// <summary>True when the plan includes the feature (never while suspended: the free plan's features apply then).</summary>
     public bool Has(string feature) => Features.Contains(feature, StringComparer.Ordinal);
+
+    /// <summary>True while access is suspended for a payment past due.</summary>
+    [JsonIgnore]
+    public bool Suspended => Access == "suspended";
 }
 
 /// <summary>

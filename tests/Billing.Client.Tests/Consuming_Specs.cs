@@ -181,6 +181,7 @@ public class Consuming_through_the_client
         Assert.That(entitlements.PlanId, Is.EqualTo("pro"));
         Assert.That(entitlements.Has("ai_access"), Is.True);
         Assert.That(entitlements.Meters.Single().Limit, Is.EqualTo(250));
+        Assert.That((entitlements.Access, entitlements.Suspended, entitlements.Meters.Single().Overage), Is.EqualTo(("full", false, "block")));
     }
 
     [Test]
