@@ -71,6 +71,19 @@ public class Windows_and_plans_of_a_richer_catalog
         Assert.That(body.GetProperty("remaining").GetInt64(), Is.EqualTo(89));
     }
 
+    /// <summary>The user's QuotaLow/QuotaExhausted messages in the outbox as "Type:limit …" (by limit), once <paramref name="count"/> are there.</summary>
+    private static async Task<string?> AnnouncedAsync(string user, int count)
+    {
+        await Wait.UntilAsync(async () => await Host.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user }) >= count,
+            what: $"{count} quota announcements in the outbox");
+        return await Host.ScalarTextAsync(
+            """
+            SELECT string_agg(split_part(message_type, ',', 1) || ':' || (payload->>'limit'), ' ' ORDER BY (payload->>'limit')::bigint, message_type)
+            FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user
+            """, new { user });
+    }
+
     [Test]
     public async Task After_an_upgrade_the_new_limits_thresholds_are_announced_in_the_same_window()
     {
@@ -83,15 +96,7 @@ public class Windows_and_plans_of_a_richer_catalog
         Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 70)).Status, Is.EqualTo(HttpStatusCode.OK)); // 80 of Max's 100
         Assert.That((await Host.ConsumeAsync(user, UsageHost.NewKey(), quantity: 20)).Status, Is.EqualTo(HttpStatusCode.OK)); // 100 of 100
 
-        await Wait.UntilAsync(async () => await Host.ScalarAsync(
-            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user }) >= 4,
-            what: "QuotaLow and QuotaExhausted for each plan's limit in the outbox");
-        var announced = await Host.ScalarTextAsync(
-            """
-            SELECT string_agg(split_part(message_type, ',', 1) || ':' || (payload->>'limit'), ' ' ORDER BY (payload->>'limit')::bigint, message_type)
-            FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user
-            """, new { user });
-        Assert.That(announced, Is.EqualTo(
+        Assert.That(await AnnouncedAsync(user, 4), Is.EqualTo(
             "Billing.Contracts.QuotaExhausted:10 Billing.Contracts.QuotaLow:10 Billing.Contracts.QuotaExhausted:100 Billing.Contracts.QuotaLow:100"));
     }
 
@@ -105,15 +110,7 @@ public class Windows_and_plans_of_a_richer_catalog
 
         // The period ends and the downgrade to Pro (10) applies in the middle of the month's window: nothing is left.
         await Host.ApplyAsync(UsageHost.Updated(activated, "active", sequence: 2, planId: "pro"));
-        await Wait.UntilAsync(async () => await Host.ScalarAsync(
-            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user", new { user }) >= 2,
-            what: "QuotaLow and QuotaExhausted for Pro's limit in the outbox");
-        var announced = await Host.ScalarTextAsync(
-            """
-            SELECT string_agg(split_part(message_type, ',', 1) || ':' || (payload->>'limit'), ' ' ORDER BY message_type)
-            FROM outbox WHERE message_type LIKE 'Billing.Contracts.Quota%' AND payload->>'userId' = @user
-            """, new { user });
-        Assert.That(announced, Is.EqualTo("Billing.Contracts.QuotaExhausted:10 Billing.Contracts.QuotaLow:10"));
+        Assert.That(await AnnouncedAsync(user, 2), Is.EqualTo("Billing.Contracts.QuotaExhausted:10 Billing.Contracts.QuotaLow:10"));
     }
 
     [Test]

@@ -43,9 +43,7 @@ public sealed class UsageQueries(SubscriberStore subscribers, UsageReadStore rea
         return new EntitlementsView(plan.Id, granted.Features, granted.Limits, meters, access);
     }
 
-    /// <summary>As a consume decides it: a member of an unlimited group is never suspended.</summary>
-    private string AccessOf(SubscriberState state) =>
-        state.Access == SubscriberAccess.Suspended && catalog.IsUnlimited(state.Groups) ? SubscriberAccess.Full.ToName() : state.Access.ToName();
+    private string AccessOf(SubscriberState state) => state.AccessFor(catalog).ToName();
 
     public async Task<UsageHistoryView> HistoryAsync(string userId, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
     {

@@ -194,11 +194,11 @@ public sealed class ReservationHandler(SubscriberCache subscribers, ReservationS
             if (owner is { WindowStart: { } windowStart } o)
             {
                 var subscriber = await subscribers.GetAsync(o.UserId, fresh: attempt > 0, cancellationToken);
-                terms = ConsumePolicy.Decide(catalog, subscriber.State, o.Meter, null, now) is ConsumeDecision.Spend spend
-                    && spend.Window.Start.UtcDateTime == DateTime.SpecifyKind(windowStart, DateTimeKind.Utc)
-                    && (ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Bill || spend.Limit is null)
-                        ? new SettleTerms(true, spend.Limit,
-                            ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Bill ? spend.Allowance.StripeMeterEventName : null, subscriber.Version)
+                var spend = ConsumePolicy.Decide(catalog, subscriber.State, o.Meter, null, now) as ConsumeDecision.Spend;
+                var bills = spend is not null && ConsumePolicy.WhenExhausted(spend.Allowance) == ExhaustedAction.Bill;
+                terms = spend is not null && spend.Window.Start.UtcDateTime == DateTime.SpecifyKind(windowStart, DateTimeKind.Utc)
+                    && (bills || spend.Limit is null)
+                        ? new SettleTerms(true, spend.Limit, bills ? spend.Allowance.StripeMeterEventName : null, subscriber.Version)
                         : new SettleTerms(false, null, null, subscriber.Version); // the reservation's own terms, decided on this version
             }
             var settled = await store.SettleAsync(reservationId, action, quantity, now, terms, cancellationToken);

@@ -27,7 +27,7 @@ public static class MeterUsages
         Func<string, DateTimeOffset, long> usedIn)
     {
         var unlimitedGroup = catalog.IsUnlimited(state.Groups);
-        var suspended = !unlimitedGroup && state.Access == SubscriberAccess.Suspended;
+        var suspended = state.AccessFor(catalog) == SubscriberAccess.Suspended;
         return Windows(catalog, state, now).Select(x =>
         {
             var used = usedIn(x.Allowance.Meter, x.Window.Start);

@@ -45,6 +45,10 @@ public sealed record SubscriberState
     public static SubscriberState New(string userId, BillingCatalog catalog) =>
         new() { UserId = userId, PlanId = catalog.FreePlan, Access = SubscriberAccess.None };
 
+    /// <summary>The access consumes see from the user's own groups: a member of an unlimited group is never suspended.</summary>
+    public SubscriberAccess AccessFor(BillingCatalog catalog) =>
+        Access == SubscriberAccess.Suspended && catalog.IsUnlimited(Groups) ? SubscriberAccess.Full : Access;
+
     /// <summary>The plan that applies; an id the catalog no longer has falls back to the free plan.</summary>
     public Plan EffectivePlan(BillingCatalog catalog) =>
         Access == SubscriberAccess.None ? catalog.Free : catalog.FindPlan(PlanId) ?? catalog.Free;
