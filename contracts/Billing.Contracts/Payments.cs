@@ -105,6 +105,12 @@ public sealed record PaymentRefunded
     public required string Currency { get; init; }
     /// <summary>True once the whole charge is refunded.</summary>
     public required bool FullyRefunded { get; init; }
+    /// <summary>
+    /// Refunds of the charge that failed (a closed card) or were canceled: their amount came back to the charge and is not
+    /// in <see cref="AmountRefunded"/>. It only grows, and between two of its values <see cref="AmountRefunded"/> only
+    /// grows, so (<c>RefundsUndone</c>, <c>AmountRefunded</c>) orders a charge's refund messages however they arrive.
+    /// </summary>
+    public int RefundsUndone { get; init; }
     /// <summary>Subscription of a subscription payment.</summary>
     public string? SubscriptionId { get; init; }
     /// <summary>Pack of a token pack payment.</summary>
@@ -144,6 +150,42 @@ public sealed record PaymentDisputed
     public required string Currency { get; init; }
     /// <summary>The bank's reason, as Stripe gives it (<c>fraudulent</c>, <c>product_not_received</c>, …).</summary>
     public string? Reason { get; init; }
+    /// <summary>Subscription of a subscription payment.</summary>
+    public string? SubscriptionId { get; init; }
+    /// <summary>Pack of a token pack payment.</summary>
+    public string? PackId { get; init; }
+    /// <summary>Tokens the pack granted, for a token pack payment.</summary>
+    public long? PackTokens { get; init; }
+    /// <summary>When Stripe says it happened.</summary>
+    public required DateTimeOffset OccurredAt { get; init; }
+    /// <summary>The Stripe event that caused it.</summary>
+    public string? StripeEventId { get; init; }
+}
+
+/// <summary>
+/// A chargeback is over (Stripe's <c>charge.dispute.closed</c>). Published by Payments for a Billing payment; Wallet
+/// gives a pack's tokens back when the dispute was won (the money came back), less what refunds take.
+/// </summary>
+public sealed record PaymentDisputeClosed
+{
+    /// <summary>Billing's user id.</summary>
+    public required string UserId { get; init; }
+    /// <summary>Billing's payment id.</summary>
+    public required string PaymentId { get; init; }
+    /// <summary><c>subscription</c> or <c>token_pack</c>.</summary>
+    public required string Kind { get; init; }
+    /// <summary>Stripe dispute id.</summary>
+    public required string DisputeId { get; init; }
+    /// <summary>Stripe charge id.</summary>
+    public required string ChargeId { get; init; }
+    /// <summary>Stripe payment intent id, if any.</summary>
+    public string? PaymentIntentId { get; init; }
+    /// <summary>How it ended, as Stripe says: <c>won</c> (the money is back), <c>lost</c>, or <c>warning_closed</c> (an inquiry that never became a chargeback).</summary>
+    public required string Status { get; init; }
+    /// <summary>The payment's whole amount.</summary>
+    public required long Amount { get; init; }
+    /// <summary>Lowercase ISO currency.</summary>
+    public required string Currency { get; init; }
     /// <summary>Subscription of a subscription payment.</summary>
     public string? SubscriptionId { get; init; }
     /// <summary>Pack of a token pack payment.</summary>

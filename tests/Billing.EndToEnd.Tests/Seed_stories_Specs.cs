@@ -298,5 +298,20 @@ public class The_learning_communitys_quarterly_trial
         await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 0, "the claw-back");
         var ledger = (await api.GetAsync("/api/wallet/me/transactions")).Body.GetProperty("items");
         Assert.That(ledger.EnumerateArray().Select(t => t.GetProperty("kind").GetString()), Is.EqualTo(new[] { "refund", "return", "debit", "return", "debit", "debit", "purchase" }));
+
+        // The card was closed: the refund fails, and the tokens come back (the 3,000 spent before it are no longer owed).
+        await Simulator.FailRefundAsync(refund.GetProperty("refundId").GetString()!);
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 97_000,
+            "the failed refund's tokens back");
+        Assert.That((await api.GetAsync("/api/wallet/me/transactions")).Body.GetProperty("items")[0].GetProperty("kind").GetString(), Is.EqualTo("refund_reversal"));
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/usage/me")).Body, u => u.GetProperty("tokens").GetProperty("balance").GetInt64() == 97_000,
+            "the usage view shows the balance given back");
+
+        // A chargeback takes them again; the merchant wins it, and they come back.
+        var dispute = await StripeView.DisputeAsync(await StripeView.ChargeOfRefundAsync(refund.GetProperty("refundId").GetString()!));
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 0, "the chargeback's claw-back");
+        await Simulator.CloseDisputeAsync(dispute.GetProperty("id").GetString()!, "won");
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/wallet/me")).Body, w => w.GetProperty("balance").GetInt64() == 97_000,
+            "the won chargeback's tokens back");
     }
 }

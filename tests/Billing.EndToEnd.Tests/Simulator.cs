@@ -47,6 +47,13 @@ public static class Simulator
         response.EnsureSuccessStatusCode();
     }
 
+    /// <summary>The bank decides a chargeback (<c>won</c> or <c>lost</c>): Stripe sends <c>charge.dispute.closed</c>.</summary>
+    public static async Task CloseDisputeAsync(string disputeId, string status)
+    {
+        using var response = await Http.PostAsJsonAsync($"/_sim/disputes/{disputeId}/close", new { status });
+        response.EnsureSuccessStatusCode();
+    }
+
     public static async Task<DateTimeOffset> NowAsync()
     {
         var clock = await Http.GetFromJsonAsync<JsonElement>("/_sim/clock");

@@ -39,6 +39,10 @@ public static class StripeView
         return list.GetProperty("data").EnumerateArray().Select(c => c.Clone()).ToList();
     }
 
+    /// <summary>The charge a refund was made on.</summary>
+    public static async Task<string> ChargeOfRefundAsync(string refundId) =>
+        (await Http.GetFromJsonAsync<JsonElement>($"/v1/refunds/{refundId}")).GetProperty("charge").GetString()!;
+
     /// <summary>The customer disputes a charge with their bank (the simulator's chargeback).</summary>
     public static async Task<JsonElement> DisputeAsync(string chargeId)
     {

@@ -179,6 +179,15 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
         await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
                 "SELECT count(*) FROM payments WHERE id = @id AND dispute_status = 'lost'", new { id = paymentIntentId }),
             n => n == 1, "the dispute's end recorded");
+        await PaymentsHost.EventuallyAsync(() => PaymentsHost.ScalarAsync(
+                """
+                SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputeClosed,%' AND payload->>'disputeId' = @disputeId
+                  AND payload->>'status' = 'lost' AND payload->>'paymentId' = @id
+                """, new { disputeId, id = paymentIntentId }),
+            n => n == 1, "the end published");
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.PaymentDisputed,%' AND payload->>'disputeId' = @disputeId", new { disputeId }),
+            Is.EqualTo(1), "the chargeback itself not again");
     }
 
     [Test]
@@ -296,6 +305,8 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
               AND (payload->>'amountRefunded')::bigint = @amount
             """;
         Assert.That(await PaymentsHost.ScalarAsync(Published, new { chargeId, amount = 0L }), Is.EqualTo(1), "the lower total published");
+        Assert.That(await PaymentsHost.ScalarAsync(Published + " AND (payload->>'refundsUndone')::int = 1", new { chargeId, amount = 0L }), Is.EqualTo(1),
+            "with the count of undone refunds, which orders it after the refund it undoes");
 
         // Stripe gives the amount back to the charge; the admin refunds again, and that refund counts (a new message).
         FakeStripe.ObjectAt("/v1/charges/" + chargeId)["amount_refunded"] = 0L;

@@ -153,6 +153,24 @@ public sealed class WalletHost : WebApplicationFactory<Program>
         StripeEventId = "evt_" + Guid.NewGuid().ToString("N")[..16],
     };
 
+    /// <summary>A chargeback of the whole pack (Payments' <c>charge.dispute.created</c>).</summary>
+    public static PaymentDisputed Disputed(TokenPackPurchased purchase) => new()
+    {
+        UserId = purchase.UserId, PaymentId = purchase.PaymentIntentId!, Kind = "token_pack", DisputeId = "dp_" + purchase.PaymentIntentId![3..],
+        ChargeId = "ch_" + purchase.PaymentIntentId![3..], PaymentIntentId = purchase.PaymentIntentId, Amount = purchase.Amount,
+        AmountDisputed = purchase.Amount, Currency = "usd", Reason = "fraudulent", PackId = purchase.PackId, PackTokens = purchase.Tokens,
+        OccurredAt = DateTimeOffset.UtcNow, StripeEventId = "evt_" + Guid.NewGuid().ToString("N")[..16],
+    };
+
+    /// <summary>The chargeback is over (Payments' <c>charge.dispute.closed</c>): <c>won</c>, <c>lost</c> or <c>warning_closed</c>.</summary>
+    public static PaymentDisputeClosed DisputeClosed(TokenPackPurchased purchase, string status) => new()
+    {
+        UserId = purchase.UserId, PaymentId = purchase.PaymentIntentId!, Kind = "token_pack", DisputeId = "dp_" + purchase.PaymentIntentId![3..],
+        ChargeId = "ch_" + purchase.PaymentIntentId![3..], PaymentIntentId = purchase.PaymentIntentId, Status = status, Amount = purchase.Amount,
+        Currency = "usd", PackId = purchase.PackId, PackTokens = purchase.Tokens, OccurredAt = DateTimeOffset.UtcNow,
+        StripeEventId = "evt_" + Guid.NewGuid().ToString("N")[..16],
+    };
+
     public async Task<long> ScalarAsync(string sql, object? args = null)
     {
         await using var connection = new NpgsqlConnection(ConnectionString);

@@ -360,6 +360,7 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         {
             UserId = payment.UserId, PaymentId = payment.Id, Kind = payment.Kind, ChargeId = chargeId, PaymentIntentId = charge.PaymentIntentId,
             Amount = payment.Amount, AmountRefunded = refunded, Currency = charge.Currency, FullyRefunded = refunded >= payment.Amount,
+            RefundsUndone = undone.Count,
             SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
         }, Outbox.MessageId(undone.Count == 0 ? $"{chargeId}#{refunded}" : $"{chargeId}#{refunded}#undone:{string.Join(',', undone.Select(r => r.Id))}",
             nameof(PaymentRefunded)), ct);
@@ -368,8 +369,9 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     /// <summary>
     /// A chargeback. Opened: the payment records it and <see cref="PaymentDisputed"/> goes out (access and tokens end as
     /// for a full refund) — not for an inquiry (<c>warning_*</c>: the bank asks, no money has moved), which publishes it
-    /// only if it turns into a chargeback (<c>funds_withdrawn</c>), nor for one Stripe already shows as won. Closed: the payment records how it ended; a dispute
-    /// won brings the money back but restores nothing by itself (the user subscribes or buys again).
+    /// only if it turns into a chargeback (<c>funds_withdrawn</c>), nor for one Stripe already shows as won. Closed: the payment records how it ended and
+    /// <see cref="PaymentDisputeClosed"/> goes out; a dispute won gives a pack's tokens back (Wallet), but a subscription it
+    /// ended stays ended (the user subscribes again).
     /// </summary>
     private async Task ChargeDisputeAsync(NpgsqlConnection c, NpgsqlTransaction tx, string disputeId, StoredEvent e, CancellationToken ct)
     {
@@ -383,9 +385,21 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             """
             UPDATE payments SET dispute_id = @disputeId, dispute_status = @status, disputed_at = COALESCE(disputed_at, @at) WHERE id = @id
             """, new { disputeId, status = dispute.Status, at = e.StripeCreated, id = payment.Id }, tx, cancellationToken: ct));
+        if (e.Type == StripeEventTypes.ChargeDisputeClosed)
+        {
+            // Over: a pack's tokens come back when it was won (Wallet); a subscription it ended stays ended.
+            await EnqueueAsync(c, tx, new PaymentDisputeClosed
+            {
+                UserId = payment.UserId, PaymentId = payment.Id, Kind = payment.Kind, DisputeId = disputeId, ChargeId = charge.Id,
+                PaymentIntentId = charge.PaymentIntentId, Status = dispute.Status, Amount = payment.Amount, Currency = dispute.Currency ?? charge.Currency,
+                SubscriptionId = payment.SubscriptionId, PackId = payment.PackId, PackTokens = payment.Tokens,
+                OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+            }, Outbox.MessageId(disputeId, nameof(PaymentDisputeClosed)), ct);
+            return;
+        }
         // Only a chargeback that stands now ends anything: not an inquiry, and not one already won (its event may be applied
         // weeks late, after waiting for its payment) — the money is back by then.
-        if (e.Type == StripeEventTypes.ChargeDisputeClosed || dispute.Status is not ("needs_response" or "under_review" or "lost"))
+        if (dispute.Status is not ("needs_response" or "under_review" or "lost"))
         {
             return;
         }

@@ -1,35 +1,20 @@
 using Billing.Contracts;
 using Billing.ServiceDefaults.Messaging;
 using Billing.Wallet.Api.Persistence;
+using Billing.Wallet.Core.Ledger;
 using MassTransit;
 
 namespace Billing.Wallet.Api.Consumers;
 
 /// <summary>
-/// Grants a paid pack's tokens once per checkout session, and takes back the refunded share when it is refunded — all of
-/// it when its payment is disputed (a chargeback). All run through the inbox, so a redelivered message changes nothing;
-/// the ledger's dedupe key also drops the same purchase published twice under different message ids.
+/// Grants a paid pack's tokens once per checkout session, and moves its claw-back as its payment changes: the refunded
+/// share when it is refunded, all of it while a chargeback stands, and back again when a refund fails or a chargeback is
+/// won. All run through the inbox, so a redelivered message changes nothing; the ledger's dedupe key also drops the same
+/// purchase published twice under different message ids, and the purchase's recorded state drops an older message.
 /// </summary>
 public sealed class PackPaymentConsumer(Inbox inbox, WalletStore store, ILogger<PackPaymentConsumer> logger)
-    : IConsumer<TokenPackPurchased>, IConsumer<PaymentRefunded>, IConsumer<PaymentDisputed>
+    : IConsumer<TokenPackPurchased>, IConsumer<PaymentRefunded>, IConsumer<PaymentDisputed>, IConsumer<PaymentDisputeClosed>
 {
-    public Task Consume(ConsumeContext<PaymentDisputed> context)
-    {
-        var m = context.Message;
-        if (m.Kind != "token_pack")
-        {
-            return Task.CompletedTask;
-        }
-        // As a full refund: the bank has taken the money back. A refund made before counts (the claw-back is cumulative).
-        var asRefund = new PaymentRefunded
-        {
-            UserId = m.UserId, PaymentId = m.PaymentId, Kind = m.Kind, ChargeId = m.ChargeId, PaymentIntentId = m.PaymentIntentId,
-            Amount = m.Amount, AmountRefunded = m.Amount, Currency = m.Currency, FullyRefunded = true, PackId = m.PackId,
-            PackTokens = m.PackTokens, OccurredAt = m.OccurredAt, StripeEventId = m.StripeEventId,
-        };
-        return inbox.HandleOnceAsync(context, GetType(), (c, tx, ct) => store.ClawBackAsync(c, tx, asRefund, ct));
-    }
-
     public Task Consume(ConsumeContext<TokenPackPurchased> context) =>
         inbox.HandleOnceAsync(context, GetType(), async (c, tx, ct) =>
         {
@@ -41,10 +26,28 @@ public sealed class PackPaymentConsumer(Inbox inbox, WalletStore store, ILogger<
 
     public Task Consume(ConsumeContext<PaymentRefunded> context)
     {
-        if (context.Message.Kind != "token_pack")
-        {
-            return Task.CompletedTask;
-        }
-        return inbox.HandleOnceAsync(context, GetType(), (c, tx, ct) => store.ClawBackAsync(c, tx, context.Message, ct));
+        var m = context.Message;
+        return m.Kind != "token_pack" ? Task.CompletedTask : FollowAsync(context, new PackPaymentChange(m.UserId, m.PaymentId, m.PaymentIntentId,
+            m.ChargeId, m.StripeEventId, new RefundState(m.RefundsUndone, m.AmountRefunded, m.Amount, m.FullyRefunded), null,
+            $"refund of {m.AmountRefunded} of {m.Amount} {m.Currency}"));
     }
+
+    /// <summary>As a full refund while it stands: the bank has taken the money back.</summary>
+    public Task Consume(ConsumeContext<PaymentDisputed> context)
+    {
+        var m = context.Message;
+        return m.Kind != "token_pack" ? Task.CompletedTask : FollowAsync(context, new PackPaymentChange(m.UserId, m.PaymentId, m.PaymentIntentId,
+            m.ChargeId, m.StripeEventId, null, Clawback.DisputeOpen, $"chargeback of {m.AmountDisputed} of {m.Amount} {m.Currency}"));
+    }
+
+    /// <summary>Won: the money is back, and so are the tokens the chargeback took (less what refunds take).</summary>
+    public Task Consume(ConsumeContext<PaymentDisputeClosed> context)
+    {
+        var m = context.Message;
+        return m.Kind != "token_pack" ? Task.CompletedTask : FollowAsync(context, new PackPaymentChange(m.UserId, m.PaymentId, m.PaymentIntentId,
+            m.ChargeId, m.StripeEventId, null, m.Status, $"chargeback {m.Status}, {m.Amount} {m.Currency}"));
+    }
+
+    private Task FollowAsync<T>(ConsumeContext<T> context, PackPaymentChange change) where T : class =>
+        inbox.HandleOnceAsync(context, GetType(), (c, tx, ct) => store.FollowPaymentAsync(c, tx, change, ct));
 }

@@ -637,25 +637,58 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     // ---------------------------------------------------------------- refunds
 
     /// <summary>
-    /// Takes back the refunded share of a pack: what this refund adds to earlier ones, at most the balance. The entry
-    /// records what was called for and the shortfall (tokens already spent), so the ledger explains the difference.
+    /// A pack's payment changed (<see cref="PackPaymentChange"/>: a refund's state, a chargeback opened or closed): the
+    /// purchase records the newer state, and its claw-back moves to what that state calls for — the whole pack while a
+    /// chargeback stands (open or lost), otherwise the refunded share. Moving up takes tokens back, at most the balance
+    /// (the entry records what was called for and the shortfall, tokens already spent, which stays owed); moving down (a
+    /// refund that failed, a chargeback won) first forgives what is still owed and gives the rest back as a
+    /// <c>refund_reversal</c> entry, with the pack's expiry. A message older than the recorded state changes nothing.
     /// </summary>
-    public async Task ClawBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PaymentRefunded m, CancellationToken ct)
+    public async Task FollowPaymentAsync(NpgsqlConnection c, NpgsqlTransaction tx, PackPaymentChange m, CancellationToken ct)
     {
         // The wallet first, then the purchase: the order a return takes (it pays refund debt under the wallet's lock), so
         // a claw-back and a return of the same user never wait for each other in a cycle (a deadlock PostgreSQL aborts).
         await LockWalletAsync(c, tx, m.UserId, ct);
-        var purchase = await c.QuerySingleOrDefaultAsync<(string SessionId, string UserId, long Tokens, long Amount, long? LotId, long Requested)?>(
-            new CommandDefinition(
+        var p = await c.QuerySingleOrDefaultAsync<PurchaseState>(new CommandDefinition(
                 """
-                SELECT checkout_session_id, user_id, tokens, amount, lot_id, clawback_requested FROM wallet_purchases
+                SELECT checkout_session_id AS SessionId, user_id AS UserId, tokens AS Tokens, lot_id AS LotId,
+                       clawback_requested AS Requested, clawback_outstanding AS Outstanding, refund_undone AS RefundUndone,
+                       refund_amount AS RefundAmount, refund_tokens AS RefundTokens, dispute_status AS DisputeStatus,
+                       restorable AS Restorable, clawback_moves AS Moves
+                FROM wallet_purchases
                 WHERE payment_intent_id = @PaymentIntentId OR payment_intent_id = @PaymentId OR checkout_session_id = @PaymentId
                 LIMIT 1 FOR UPDATE
                 """, new { m.PaymentIntentId, m.PaymentId }, tx, cancellationToken: ct))
             ?? throw new PurchaseNotYetGrantedException(
-                $"Refund of payment {m.PaymentId}: its pack purchase has not been granted yet; the refund waits for it.");
+                $"{m.What} of payment {m.PaymentId}: its pack purchase has not been granted yet; it waits for it.");
 
-        var (sessionId, userId, tokens, _, lotId, alreadyRequested) = purchase;
+        var (refundUndone, refundAmount, refundTokens, disputeStatus) = (p.RefundUndone, p.RefundAmount, p.RefundTokens, p.DisputeStatus);
+        if (m.Refund is { } refund)
+        {
+            if ((refund.Undone, refund.AmountRefunded).CompareTo((p.RefundUndone, p.RefundAmount)) <= 0)
+            {
+                return; // the same state, or an older one: a later message already moved past it
+            }
+            (refundUndone, refundAmount) = (refund.Undone, refund.AmountRefunded);
+            refundTokens = Clawback.TargetTokens(p.Tokens, refund.AmountPaid, refund.AmountRefunded, refund.Fully);
+        }
+        else
+        {
+            var next = Clawback.NextDisputeStatus(p.DisputeStatus, m.DisputeStatus!);
+            if (next == p.DisputeStatus)
+            {
+                return; // already open, or already closed (a closed chargeback is never reopened)
+            }
+            disputeStatus = next;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE wallet_purchases SET refund_undone = @refundUndone, refund_amount = @refundAmount, refund_tokens = @refundTokens,
+                dispute_status = @disputeStatus
+            WHERE checkout_session_id = @SessionId
+            """, new { refundUndone, refundAmount, refundTokens, disputeStatus, p.SessionId }, tx, cancellationToken: ct));
+
+        var (sessionId, userId, tokens, lotId) = (p.SessionId, p.UserId, p.Tokens, p.LotId);
         var now = clock.GetUtcNow();
         // Lock first, read after: a statement that waits for the row lock sees the locked row as committed, but its
         // sub-selects keep the snapshot taken before the wait, so lots a concurrent grant or return added would be missed.
@@ -674,13 +707,29 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             JOIN wallet_ledger e ON e.user_id = l.user_id AND e.kind = 'expiry' AND e.reference = l.reference
             WHERE l.id = @lotId AND l.expired_at IS NOT NULL
             """, new { lotId }, tx, cancellationToken: ct));
-        var target = Math.Min(Clawback.TargetTokens(tokens, m.Amount, m.AmountRefunded, m.FullyRefunded), tokens - expired);
-        var requested = target - alreadyRequested;
-        if (requested <= 0)
+        var target = Math.Min(Clawback.DisputeStands(disputeStatus) ? tokens : refundTokens, tokens - expired);
+        if (target == p.Requested || (target < p.Requested && !p.Restorable))
         {
-            return; // an earlier (larger, cumulative) refund already called for these tokens
+            return; // nothing moves (a purchase clawed back before its state was recorded is never given back by itself)
         }
+        // Keys of the first move are those of the claw-backs made before moves were counted; later ones differ.
+        var move = p.Moves == 0 ? "" : $"@{p.Moves}";
+        var moved = target > p.Requested
+            ? await TakeBackAsync(c, tx, p, target, m, move, now, ct)
+            : await GiveBackAsync(c, tx, p, target, m, move, now, ct);
+        await c.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE wallet_purchases SET clawback_requested = @target, clawback_outstanding = @outstanding, clawback_moves = clawback_moves + 1
+            WHERE checkout_session_id = @sessionId
+            """, new { target, outstanding = moved, sessionId }, tx, cancellationToken: ct));
+    }
 
+    /// <summary>Takes back what a higher target adds; returns the purchase's outstanding debt after it.</summary>
+    private async Task<long> TakeBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PurchaseState p, long target, PackPaymentChange m,
+        string move, DateTimeOffset now, CancellationToken ct)
+    {
+        var userId = p.UserId;
+        var requested = target - p.Requested;
         var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
             """
             SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
@@ -689,7 +738,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var take = Math.Min(requested, balance);
 
         var fromOwnLot = 0L;
-        if (lotId is not null && take > 0)
+        if (p.LotId is { } lotId && take > 0)
         {
             fromOwnLot = await c.QuerySingleAsync<long>(new CommandDefinition(
                 """
@@ -700,12 +749,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
         await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct);
 
+        var key = $"{p.SessionId}#{target}{move}";
         var entry = await RefundEntryAsync(c, tx, userId, take, reference: m.ChargeId, requested,
-            $"refund of {m.AmountRefunded} of {m.Amount} {m.Currency} for checkout {sessionId}", $"refund:{sessionId}#{target}", now, ct);
-        await c.ExecuteAsync(new CommandDefinition(
-            // What could not be taken now stays owed: spent tokens that come back later (a reservation's return) pay it.
-            "UPDATE wallet_purchases SET clawback_requested = @target, clawback_outstanding = clawback_outstanding + @shortfall WHERE checkout_session_id = @sessionId",
-            new { target, sessionId, shortfall = requested - take }, tx, cancellationToken: ct));
+            $"{m.Describe} for checkout {p.SessionId}", $"refund:{key}", now, ct);
         await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
         {
             UserId = userId,
@@ -716,8 +762,33 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             Reference = m.ChargeId,
             OccurredAt = now,
             StripeEventId = m.StripeEventId,
-        }, Outbox.MessageId($"{sessionId}#{target}", nameof(TokensClawedBack)), ct);
+        }, Outbox.MessageId(key, nameof(TokensClawedBack)), ct);
+        // What could not be taken now stays owed: spent tokens that come back later (a reservation's return) pay it.
+        return p.Outstanding + (requested - take);
     }
+
+    /// <summary>
+    /// Gives back what a lower target frees: first what is still owed is forgiven, then the rest comes back with the pack's
+    /// expiry (the expiry job takes it at once if that has passed: it would have expired unused). Returns the debt after.
+    /// </summary>
+    private async Task<long> GiveBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PurchaseState p, long target, PackPaymentChange m,
+        string move, DateTimeOffset now, CancellationToken ct)
+    {
+        var freed = p.Requested - target;
+        var forgiven = Math.Min(freed, p.Outstanding);
+        if (freed > forgiven)
+        {
+            var expiresAt = p.LotId is { } lotId ? await c.QuerySingleAsync<DateTime>(new CommandDefinition(
+                "SELECT expires_at FROM wallet_lots WHERE id = @lotId", new { lotId }, tx, cancellationToken: ct)) : (DateTime?)null;
+            await CreditAsync(c, tx, p.UserId, LedgerKind.RefundReversal, freed - forgiven, m.ChargeId,
+                $"refund-reversal:{p.SessionId}#{target}{move}", $"{m.Describe} for checkout {p.SessionId}: tokens given back",
+                expiresAt is { } at ? new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc)) : null, m.StripeEventId, now, ct);
+        }
+        return p.Outstanding - forgiven;
+    }
+
+    private sealed record PurchaseState(string SessionId, string UserId, long Tokens, long? LotId, long Requested, long Outstanding,
+        int RefundUndone, long RefundAmount, long RefundTokens, string? DisputeStatus, bool Restorable, int Moves);
 
     private static Task LockWalletAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, CancellationToken ct) =>
         c.ExecuteAsync(new CommandDefinition("SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));

@@ -31,4 +31,38 @@ public static class Clawback
         var pool = Math.Max(0, balance - lotsTotal);
         return Math.Max(0, take - takenFromOwnLot - pool);
     }
+
+    /// <summary>A chargeback that stands calls for the whole pack: while it is open, and when it was lost.</summary>
+    public static bool DisputeStands(string? status) => status is DisputeOpen or "lost";
+
+    /// <summary>The status a chargeback message of <paramref name="incoming"/> leaves: opened only once, closed only once (a late
+    /// "opened" never reopens a closed one).</summary>
+    public static string? NextDisputeStatus(string? current, string incoming) =>
+        (current, incoming) switch
+        {
+            (null, _) => incoming,
+            (DisputeOpen, not DisputeOpen) => incoming,
+            _ => current,
+        };
+
+    /// <summary>The status of a chargeback that has not closed yet.</summary>
+    public const string DisputeOpen = "open";
+}
+
+/// <summary>The state of a pack's refunds, as one <c>PaymentRefunded</c> gives it.</summary>
+/// <param name="Undone">Refunds of the charge that failed or were canceled (only grows).</param>
+/// <param name="AmountRefunded">What is refunded now.</param>
+/// <param name="AmountPaid">The payment's amount.</param>
+/// <param name="Fully">The whole payment is refunded.</param>
+public sealed record RefundState(int Undone, long AmountRefunded, long AmountPaid, bool Fully);
+
+/// <summary>
+/// A change of a pack's payment that moves its claw-back: a refund's new state (<see cref="Refund"/>), or a chargeback
+/// opened (<see cref="DisputeStatus"/> <c>open</c>) or closed (how it ended).
+/// </summary>
+public sealed record PackPaymentChange(string UserId, string PaymentId, string? PaymentIntentId, string ChargeId, string? StripeEventId,
+    RefundState? Refund, string? DisputeStatus, string Describe)
+{
+    /// <summary>What changed, for messages.</summary>
+    public string What => Refund is null ? "Chargeback" : "Refund";
 }

@@ -10,4 +10,5 @@ public static class LedgerKind
     public const string Expiry = "expiry";
     public const string Adjustment = "adjustment";
     public const string Return = "return";
+    public const string RefundReversal = "refund_reversal";
 }
