@@ -57,23 +57,80 @@ public sealed class Giving_back_a_refund
     }
 
     [Test]
-    public async Task Tokens_given_back_keep_the_expiry_of_their_pack()
+    public async Task Tokens_given_back_return_to_the_pack_s_own_lot_and_a_second_refund_takes_them_from_it_again()
     {
         var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 500); // never expires
         var sprint = WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100); // expires after 30 days
         await Host.PublishAsync(sprint);
-        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1000);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1500);
         await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
-        await SettledAsync(user, 0);
+        await SettledAsync(user, 500);
 
         await Host.PublishAsync(Failed(sprint));
-        await SettledAsync(user, 1000);
-        Assert.That(await Host.ScalarAsync(
-            """
-            SELECT count(*) FROM wallet_lots r JOIN wallet_ledger e ON e.id = r.ledger_id AND e.kind = 'refund_reversal'
-            JOIN wallet_purchases p ON p.checkout_session_id = @s JOIN wallet_lots own ON own.id = p.lot_id
-            WHERE r.user_id = @user AND r.remaining = 1000 AND r.expires_at = own.expires_at
-            """, new { s = sprint.CheckoutSessionId, user }), Is.EqualTo(1), "the tokens come back with the pack's expiry");
+        await SettledAsync(user, 1500);
+        const string OwnLot = "SELECT l.remaining FROM wallet_lots l JOIN wallet_purchases p ON p.lot_id = l.id WHERE p.checkout_session_id = @s";
+        Assert.That(await Host.ScalarAsync(OwnLot, new { s = sprint.CheckoutSessionId }), Is.EqualTo(1000), "back in the pack's lot, with its expiry");
+        Assert.That(await Host.ScalarAsync("SELECT count(*) FROM wallet_lots WHERE user_id = @user", new { user }), Is.EqualTo(1), "no other lot");
+
+        await Host.PublishAsync(WalletHost.Refunded(sprint, 100) with { RefundsUndone = 1 }); // refunded again
+        await SettledAsync(user, 500);
+        Assert.That(await Host.ScalarAsync(OwnLot, new { s = sprint.CheckoutSessionId }), Is.Zero, "taken from the pack's lot again, not from the grant");
+    }
+
+    [Test]
+    public async Task Tokens_taken_from_tokens_that_never_expire_come_back_never_expiring_though_the_pack_has_expired()
+    {
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 1000); // never expires
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100); // expires after 30 days
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 2000);
+        Assert.That((await Host.DebitAsync(user, 1000, WalletHost.NewKey())).Status, Is.EqualTo(System.Net.HttpStatusCode.OK), "the pack's tokens, soonest-expiring first");
+        await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
+        await SettledAsync(user, 0); // the refund took the 1,000 that never expire
+
+        Host.Clock.Advance(TimeSpan.FromDays(40));
+        try
+        {
+            await Host.PublishAsync(Failed(sprint));
+            await SettledAsync(user, 1000);
+            Assert.That(await Host.ScalarAsync("SELECT count(*) FROM wallet_ledger WHERE user_id = @user AND kind = 'expiry'", new { user }), Is.Zero,
+                "they come back as they were: never expiring");
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-40));
+        }
+    }
+
+    [Test]
+    public async Task What_a_previous_version_took_back_stays_taken_when_a_chargeback_is_won()
+    {
+        var user = WalletHost.NewUser();
+        var purchase = await BuyAsync(user);
+        await Host.PublishAsync(WalletHost.Refunded(purchase, 250));
+        await SettledAsync(user, 50_000);
+        // As a replica of the previous version leaves the purchase after its claw-back (during the rollout): no state.
+        await Host.ScalarAsync(
+            "UPDATE wallet_purchases SET clawback_moves = 0, refund_undone = 0, refund_amount = 0, refund_tokens = 0 WHERE checkout_session_id = @s",
+            new { s = purchase.CheckoutSessionId });
+
+        await Host.PublishAsync(WalletHost.Disputed(purchase));
+        await SettledAsync(user, 0);
+        await Host.PublishAsync(WalletHost.DisputeClosed(purchase, "won"));
+        await SettledAsync(user, 50_000);
+    }
+
+    [Test]
+    public async Task An_inquiry_that_closed_does_not_stop_a_later_chargeback()
+    {
+        var user = WalletHost.NewUser();
+        var purchase = await BuyAsync(user);
+        await Host.PublishAsync(WalletHost.DisputeClosed(purchase, "warning_closed"));
+        await SettledAsync(user, 100_000);
+        await Host.PublishAsync(WalletHost.Disputed(purchase));
+        await SettledAsync(user, 0);
     }
 
     [Test]

@@ -375,7 +375,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             {
                 break;
             }
-            await SpendLotsAsync(c, tx, userId, take, ct);
+            await RecordClawbackLotsAsync(c, tx, sessionId, await SpendLotsAsync(c, tx, userId, take, ct), ct);
             var dedupeKey = $"refund-debt:{debitKey}:{sessionId}";
             var entry = await RefundEntryAsync(c, tx, userId, take, reference: sessionId, requested: take,
                 "tokens of a refunded pack, spent before the refund, came back and are taken now", dedupeKey, now, ct);
@@ -654,7 +654,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 SELECT checkout_session_id AS SessionId, user_id AS UserId, tokens AS Tokens, lot_id AS LotId,
                        clawback_requested AS Requested, clawback_outstanding AS Outstanding, refund_undone AS RefundUndone,
                        refund_amount AS RefundAmount, refund_tokens AS RefundTokens, dispute_status AS DisputeStatus,
-                       restorable AS Restorable, clawback_moves AS Moves
+                       clawback_floor AS Floor, clawback_moves AS Moves
                 FROM wallet_purchases
                 WHERE payment_intent_id = @PaymentIntentId OR payment_intent_id = @PaymentId OR checkout_session_id = @PaymentId
                 LIMIT 1 FOR UPDATE
@@ -681,12 +681,15 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             }
             disputeStatus = next;
         }
+        // What was taken before any move was counted (before migration 0005, or by a replica of the previous version during
+        // the rollout) has no recorded state: it stays taken.
+        var floor = p.Moves == 0 ? Math.Max(p.Floor, p.Requested) : p.Floor;
         await c.ExecuteAsync(new CommandDefinition(
             """
             UPDATE wallet_purchases SET refund_undone = @refundUndone, refund_amount = @refundAmount, refund_tokens = @refundTokens,
-                dispute_status = @disputeStatus
+                dispute_status = @disputeStatus, clawback_floor = @floor
             WHERE checkout_session_id = @SessionId
-            """, new { refundUndone, refundAmount, refundTokens, disputeStatus, p.SessionId }, tx, cancellationToken: ct));
+            """, new { refundUndone, refundAmount, refundTokens, disputeStatus, floor, p.SessionId }, tx, cancellationToken: ct));
 
         var (sessionId, userId, tokens, lotId) = (p.SessionId, p.UserId, p.Tokens, p.LotId);
         var now = clock.GetUtcNow();
@@ -707,26 +710,26 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             JOIN wallet_ledger e ON e.user_id = l.user_id AND e.kind = 'expiry' AND e.reference = l.reference
             WHERE l.id = @lotId AND l.expired_at IS NOT NULL
             """, new { lotId }, tx, cancellationToken: ct));
-        var target = Math.Min(Clawback.DisputeStands(disputeStatus) ? tokens : refundTokens, tokens - expired);
-        if (target == p.Requested || (target < p.Requested && !p.Restorable))
+        var target = Math.Max(floor, Math.Min(Clawback.DisputeStands(disputeStatus) ? tokens : refundTokens, tokens - expired));
+        if (target == p.Requested)
         {
-            return; // nothing moves (a purchase clawed back before its state was recorded is never given back by itself)
+            return;
         }
         // Keys of the first move are those of the claw-backs made before moves were counted; later ones differ.
-        var move = p.Moves == 0 ? "" : $"@{p.Moves}";
-        var moved = target > p.Requested
-            ? await TakeBackAsync(c, tx, p, target, m, move, now, ct)
-            : await GiveBackAsync(c, tx, p, target, m, move, now, ct);
+        var key = $"{sessionId}#{target}" + (p.Moves == 0 ? "" : $"@{p.Moves}");
+        var outstanding = target > p.Requested
+            ? await TakeBackAsync(c, tx, p, target, m, key, now, ct)
+            : await GiveBackAsync(c, tx, p, target, m, key, now, ct);
         await c.ExecuteAsync(new CommandDefinition(
             """
             UPDATE wallet_purchases SET clawback_requested = @target, clawback_outstanding = @outstanding, clawback_moves = clawback_moves + 1
             WHERE checkout_session_id = @sessionId
-            """, new { target, outstanding = moved, sessionId }, tx, cancellationToken: ct));
+            """, new { target, outstanding, sessionId }, tx, cancellationToken: ct));
     }
 
     /// <summary>Takes back what a higher target adds; returns the purchase's outstanding debt after it.</summary>
-    private async Task<long> TakeBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PurchaseState p, long target, PackPaymentChange m,
-        string move, DateTimeOffset now, CancellationToken ct)
+    private static async Task<long> TakeBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PurchaseState p, long target, PackPaymentChange m,
+        string key, DateTimeOffset now, CancellationToken ct)
     {
         var userId = p.UserId;
         var requested = target - p.Requested;
@@ -746,10 +749,11 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 UPDATE wallet_lots l SET remaining = l.remaining - LEAST(old.remaining, @take) FROM old WHERE l.id = old.id
                 RETURNING LEAST(old.remaining, @take)
                 """, new { lotId, take }, tx, cancellationToken: ct));
+            await RecordClawbackLotsAsync(c, tx, p.SessionId, [(lotId, fromOwnLot)], ct);
         }
-        await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct);
+        await RecordClawbackLotsAsync(c, tx, p.SessionId,
+            await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct), ct);
 
-        var key = $"{p.SessionId}#{target}{move}";
         var entry = await RefundEntryAsync(c, tx, userId, take, reference: m.ChargeId, requested,
             $"{m.Describe} for checkout {p.SessionId}", $"refund:{key}", now, ct);
         await Outbox.EnqueueAsync(c, tx, new TokensClawedBack
@@ -768,27 +772,80 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     }
 
     /// <summary>
-    /// Gives back what a lower target frees: first what is still owed is forgiven, then the rest comes back with the pack's
-    /// expiry (the expiry job takes it at once if that has passed: it would have expired unused). Returns the debt after.
+    /// Gives back what a lower target frees: first what is still owed is forgiven, then the rest comes back where it was
+    /// taken from — into the expiring lots the claw-backs took it from (with their own expiry: a lot that has expired
+    /// meanwhile loses it again at once, through its expiry entry), the rest as tokens that never expire. Returns the
+    /// debt after.
     /// </summary>
-    private async Task<long> GiveBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PurchaseState p, long target, PackPaymentChange m,
-        string move, DateTimeOffset now, CancellationToken ct)
+    private static async Task<long> GiveBackAsync(NpgsqlConnection c, NpgsqlTransaction tx, PurchaseState p, long target, PackPaymentChange m,
+        string key, DateTimeOffset now, CancellationToken ct)
     {
         var freed = p.Requested - target;
         var forgiven = Math.Min(freed, p.Outstanding);
-        if (freed > forgiven)
+        var credit = freed - forgiven;
+        if (credit == 0)
         {
-            var expiresAt = p.LotId is { } lotId ? await c.QuerySingleAsync<DateTime>(new CommandDefinition(
-                "SELECT expires_at FROM wallet_lots WHERE id = @lotId", new { lotId }, tx, cancellationToken: ct)) : (DateTime?)null;
-            await CreditAsync(c, tx, p.UserId, LedgerKind.RefundReversal, freed - forgiven, m.ChargeId,
-                $"refund-reversal:{p.SessionId}#{target}{move}", $"{m.Describe} for checkout {p.SessionId}: tokens given back",
-                expiresAt is { } at ? new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc)) : null, m.StripeEventId, now, ct);
+            return p.Outstanding - forgiven;
         }
+        var lots = await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
+            """
+            SELECT t.lot_id, t.amount FROM wallet_clawback_lots t JOIN wallet_lots l ON l.id = t.lot_id
+            WHERE t.checkout_session_id = @SessionId AND t.amount > 0 ORDER BY l.expires_at DESC, l.id DESC
+            """, new { p.SessionId }, tx, cancellationToken: ct));
+        var left = credit;
+        foreach (var (lotId, took) in lots)
+        {
+            var give = Math.Min(left, took);
+            if (give == 0)
+            {
+                break;
+            }
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @lotId;
+                UPDATE wallet_clawback_lots SET amount = amount - @give WHERE checkout_session_id = @SessionId AND lot_id = @lotId;
+                """, new { give, lotId, p.SessionId }, tx, cancellationToken: ct));
+            left -= give;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            $"""
+            WITH w AS (
+                UPDATE wallets SET balance = balance + @credit, updated_at = @now WHERE user_id = @UserId RETURNING balance
+            )
+            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, dedupe_key, created_at)
+            SELECT @UserId, '{LedgerKind.RefundReversal}', @credit, w.balance, @ChargeId, @reason, @dedupeKey, @now FROM w
+            """, new { credit, now, p.UserId, m.ChargeId, reason = $"{m.Describe} for checkout {p.SessionId}: tokens given back",
+                dedupeKey = "refund-reversal:" + key }, tx, cancellationToken: ct));
+        await ExpireDueAsync(c, tx, p.UserId, now, onlyIfDue: true, ct);
+        await Outbox.EnqueueAsync(c, tx, new TokensGranted
+        {
+            UserId = p.UserId,
+            Amount = credit,
+            BalanceAfter = await BalanceAsync(c, tx, p.UserId, ct), // after what expired again at once
+            Kind = LedgerKind.RefundReversal,
+            Reference = m.ChargeId,
+            OccurredAt = now,
+            StripeEventId = m.StripeEventId,
+        }, Outbox.MessageId("refund-reversal:" + key, nameof(TokensGranted)), ct);
         return p.Outstanding - forgiven;
     }
 
+    /// <summary>Adds what a claw-back (or a return paying its debt) took from each expiring lot to the purchase's record.</summary>
+    private static async Task RecordClawbackLotsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string sessionId,
+        IEnumerable<(long LotId, long Took)> lots, CancellationToken ct)
+    {
+        foreach (var (lotId, took) in lots.Where(l => l.Took > 0))
+        {
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO wallet_clawback_lots AS t (checkout_session_id, lot_id, amount) VALUES (@sessionId, @lotId, @took)
+                ON CONFLICT (checkout_session_id, lot_id) DO UPDATE SET amount = t.amount + EXCLUDED.amount
+                """, new { sessionId, lotId, took }, tx, cancellationToken: ct));
+        }
+    }
+
     private sealed record PurchaseState(string SessionId, string UserId, long Tokens, long? LotId, long Requested, long Outstanding,
-        int RefundUndone, long RefundAmount, long RefundTokens, string? DisputeStatus, bool Restorable, int Moves);
+        int RefundUndone, long RefundAmount, long RefundTokens, string? DisputeStatus, long Floor, int Moves);
 
     private static Task LockWalletAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, CancellationToken ct) =>
         c.ExecuteAsync(new CommandDefinition("SELECT 1 FROM wallets WHERE user_id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: ct));
@@ -861,13 +918,15 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     }
 
     /// <summary>Takes <paramref name="amount"/> from the expiring lots in burn order (soonest-expiring first).</summary>
-    private static async Task SpendLotsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long amount, CancellationToken ct)
+    /// <summary>Takes <paramref name="amount"/> from the user's expiring lots, soonest-expiring first; returns what it took from each.</summary>
+    private static async Task<IReadOnlyList<(long LotId, long Took)>> SpendLotsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId,
+        long amount, CancellationToken ct)
     {
         if (amount <= 0)
         {
-            return;
+            return [];
         }
-        await c.ExecuteAsync(new CommandDefinition(
+        return (await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
             """
             WITH ordered AS (
                 SELECT id, remaining, SUM(remaining) OVER (ORDER BY expires_at, id) - remaining AS before
@@ -875,7 +934,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             )
             UPDATE wallet_lots l SET remaining = l.remaining - LEAST(o.remaining, @amount - o.before)
             FROM ordered o WHERE l.id = o.id AND o.before < @amount
-            """, new { userId, amount }, tx, cancellationToken: ct));
+            RETURNING l.id, LEAST(o.remaining, @amount - o.before)
+            """, new { userId, amount }, tx, cancellationToken: ct))).ToList();
     }
 }
 

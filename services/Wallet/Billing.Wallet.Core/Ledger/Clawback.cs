@@ -40,6 +40,7 @@ public static class Clawback
     public static string? NextDisputeStatus(string? current, string incoming) =>
         (current, incoming) switch
         {
+            (null, InquiryClosed) => null, // an inquiry that ended: it never took the money, and a chargeback may still come
             (null, _) => incoming,
             (DisputeOpen, not DisputeOpen) => incoming,
             _ => current,
@@ -47,6 +48,9 @@ public static class Clawback
 
     /// <summary>The status of a chargeback that has not closed yet.</summary>
     public const string DisputeOpen = "open";
+
+    /// <summary>Stripe's status of an inquiry (<c>warning_*</c>) that closed without becoming a chargeback.</summary>
+    public const string InquiryClosed = "warning_closed";
 }
 
 /// <summary>The state of a pack's refunds, as one <c>PaymentRefunded</c> gives it.</summary>

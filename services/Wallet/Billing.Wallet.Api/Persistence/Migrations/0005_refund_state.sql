@@ -3,19 +3,31 @@
 -- arriving in any order end in the same place:
 --   refund_undone, refund_amount: the charge's refunds that failed or were canceled, and what is refunded — a message
 --     applies only if (undone, amount) is greater (Payments: undone only grows, and between two values amount only grows);
---   dispute_status: 'open' while a chargeback stands, then how it ended ('won', 'lost', 'warning_closed'); a closed one
---     is never reopened by a late message.
--- Purchases already clawed back before this migration have no recorded state: they are never given back automatically
--- (restorable = false); an admin adjustment can.
+--   refund_tokens: what the refunds alone call for (the claw-back target while no chargeback stands);
+--   dispute_status: 'open' while a chargeback stands, then how it ended ('won', 'lost'); a closed one is never reopened
+--     by a late message;
+--   clawback_floor: what was clawed back before the state was recorded (before this migration, or by a replica of the
+--     previous version during the rollout): never given back by itself (an admin adjustment can);
+--   clawback_moves: how many times the target moved, so the ledger keys of a later move differ from an earlier one's.
 ALTER TABLE wallet_purchases ADD COLUMN refund_undone integer NOT NULL DEFAULT 0;
 ALTER TABLE wallet_purchases ADD COLUMN refund_amount bigint NOT NULL DEFAULT 0;
-ALTER TABLE wallet_purchases ADD COLUMN dispute_status text NULL;
-ALTER TABLE wallet_purchases ADD COLUMN restorable boolean NOT NULL DEFAULT true;
--- refund_tokens: what the refunds alone call for (the claw-back target while no chargeback stands).
 ALTER TABLE wallet_purchases ADD COLUMN refund_tokens bigint NOT NULL DEFAULT 0;
--- How many times its claw-back target moved: the ledger's dedupe keys of a later move differ from an earlier one's.
+ALTER TABLE wallet_purchases ADD COLUMN dispute_status text NULL;
+ALTER TABLE wallet_purchases ADD COLUMN clawback_floor bigint NOT NULL DEFAULT 0;
 ALTER TABLE wallet_purchases ADD COLUMN clawback_moves integer NOT NULL DEFAULT 0;
-UPDATE wallet_purchases SET restorable = false, refund_tokens = clawback_requested WHERE clawback_requested > 0;
+UPDATE wallet_purchases SET clawback_floor = clawback_requested, refund_tokens = clawback_requested WHERE clawback_requested > 0;
+
+-- Which expiring lots a purchase's claw-backs took tokens from (by a claw-back, or by a return paying its debt), so a
+-- give-back puts them back where they were, with their own expiry; the rest of what was taken never expires.
+CREATE TABLE wallet_clawback_lots (
+    checkout_session_id text   NOT NULL,
+    lot_id              bigint NOT NULL,
+    amount              bigint NOT NULL,
+    CONSTRAINT pk_wallet_clawback_lots PRIMARY KEY (checkout_session_id, lot_id),
+    CONSTRAINT fk_wallet_clawback_lots_purchase FOREIGN KEY (checkout_session_id) REFERENCES wallet_purchases (checkout_session_id),
+    CONSTRAINT fk_wallet_clawback_lots_lot FOREIGN KEY (lot_id) REFERENCES wallet_lots (id),
+    CONSTRAINT ck_wallet_clawback_lots_amount CHECK (amount >= 0)
+);
 
 -- Tokens a failed refund or a won chargeback gives back.
 ALTER TABLE wallet_ledger DROP CONSTRAINT ck_wallet_ledger_kind;
