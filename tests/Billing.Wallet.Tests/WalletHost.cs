@@ -153,6 +153,15 @@ public sealed class WalletHost : WebApplicationFactory<Program>
         StripeEventId = "evt_" + Guid.NewGuid().ToString("N")[..16],
     };
 
+    /// <summary>Publishes the purchase of a Starter pack (100,000 tokens) and waits for its tokens.</summary>
+    public async Task<TokenPackPurchased> BuyAsync(string user)
+    {
+        var purchase = Purchased(user);
+        await PublishAsync(purchase);
+        await EventuallyAsync(async () => await BalanceAsync(user) >= 100_000);
+        return purchase;
+    }
+
     /// <summary>A chargeback of the whole pack (Payments' <c>charge.dispute.created</c>).</summary>
     public static PaymentDisputed Disputed(TokenPackPurchased purchase) => new()
     {
