@@ -61,6 +61,60 @@ public sealed class Buying_a_pack
         Assert.That(wallet.GetProperty("expiring").EnumerateArray().Select(e => e.GetProperty("amount").GetInt64()), Is.EqualTo(new[] { 100_000L }));
     }
 
+    private static async Task<StripeClient> BoosterPriceAsync()
+    {
+        var stripe = new StripeClient(new StripeClientOptions { ApiKey = "sk_test_x", ApiBase = Hosts.SimulatorUrl });
+        await new PriceService(stripe).CreateAsync(new PriceCreateOptions
+        {
+            Currency = "usd", UnitAmount = 2000, LookupKey = "pack_booster", TransferLookupKey = true, ProductData = new PriceProductDataOptions { Name = "Booster" },
+        });
+        return stripe;
+    }
+
+    private static async Task<string> CheckoutAsync(HttpClient client)
+    {
+        var response = await client.PostAsJsonAsync("/api/wallet/checkout", new { packId = "booster" });
+        var body = await WalletHost.BodyAsync(response);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        return body.GetProperty("checkoutSessionId").GetString()!;
+    }
+
+    [Test]
+    public async Task A_double_click_gets_the_same_session_also_across_the_end_of_a_ten_minute_span()
+    {
+        await BoosterPriceAsync();
+        using var client = Host.UserClient(WalletHost.NewUser());
+        var now = Host.Clock.GetUtcNow();
+        var toBoundary = TimeSpan.FromSeconds(600 - now.ToUnixTimeSeconds() % 600) - TimeSpan.FromMilliseconds(500);
+        Host.Clock.Advance(toBoundary);
+        try
+        {
+            var first = await CheckoutAsync(client);
+            Host.Clock.Advance(TimeSpan.FromSeconds(1)); // past xx:x0:00
+            Assert.That(await CheckoutAsync(client), Is.EqualTo(first));
+        }
+        finally
+        {
+            Host.Clock.Advance(-toBoundary - TimeSpan.FromSeconds(1));
+        }
+    }
+
+    [Test]
+    public async Task A_second_pack_bought_right_after_the_first_gets_a_new_session_not_the_paid_one()
+    {
+        var stripe = await BoosterPriceAsync();
+        using var client = Host.UserClient(WalletHost.NewUser());
+        var first = await CheckoutAsync(client);
+        using var browser = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = new Uri(Hosts.SimulatorUrl) };
+        var paid = await browser.PostAsync($"/checkout/{first}/pay", new FormUrlEncodedContent(new Dictionary<string, string> { ["card"] = "4242424242424242" }));
+        Assert.That((int)paid.StatusCode, Is.EqualTo(303));
+
+        var second = await CheckoutAsync(client);
+        Assert.That(second, Is.Not.EqualTo(first));
+        Assert.That((await new Stripe.Checkout.SessionService(stripe).GetAsync(second)).Status, Is.EqualTo("open"));
+        Assert.That(await CheckoutAsync(client), Is.EqualTo(second), "and a double click on that one gets it back");
+    }
+
     [Test]
     public async Task Checkout_creates_a_payment_mode_session_that_carries_what_Payments_needs()
     {

@@ -14,6 +14,7 @@ builder.AddBillingDatabase(typeof(Program).Assembly);
 builder.AddBillingBus("wallet", bus => bus.AddConsumers(typeof(Program).Assembly));
 builder.AddBillingStripe();
 builder.Services.AddSingleton<WalletStore>();
+builder.Services.AddSingleton<PackCheckouts>();
 builder.Services.AddSingleton(ReturnUrls.From(builder.Configuration));
 builder.Services.AddHostedService<ExpirySweeper>();
 

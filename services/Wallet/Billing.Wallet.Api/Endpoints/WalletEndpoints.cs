@@ -53,7 +53,7 @@ public static class WalletEndpoints
         TypedResults.Ok(new PacksResponse(catalog.TokenPacks.Select(p => new PackDto(p.Id, p.Name, p.Tokens, p.Amount, p.Currency, p.ExpiresAfterDays)).ToList()));
 
     private static async Task<IResult> StartCheckoutAsync(PackCheckoutRequest? request, ClaimsPrincipal user, BillingCatalog catalog,
-        StripePrices prices, IStripeClient stripe, StripeCalls calls, ReturnUrls urls, TimeProvider clock, CancellationToken ct)
+        StripePrices prices, IStripeClient stripe, StripeCalls calls, ReturnUrls urls, PackCheckouts checkouts, TimeProvider clock, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var (checkout, errors) = WalletRules.Validate(request, catalog, urls.CheckoutSuccess, urls.CheckoutCancel, urls.Allowed.Allows);
@@ -94,12 +94,17 @@ public static class WalletEndpoints
             options.CustomerEmail = email;
         }
 
-        // A double click within the same ten minutes gets the same session back instead of a second one.
-        var bucket = clock.GetUtcNow().ToUnixTimeSeconds() / 600;
-        var idempotencyKey = $"billing-pack-checkout-{userId}-{pack.Id}-{bucket}-{StableHash(checkout.SuccessUrl + "|" + checkout.CancelUrl)}";
-        var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
-            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
-        return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
+        // A double click (or a reload) gets the same session back while it is open; a user who has paid it gets a new one.
+        var (sessionId, url) = await checkouts.StartAsync(userId, pack.Id, StableHash(checkout.SuccessUrl + "|" + checkout.CancelUrl),
+            clock.GetUtcNow(),
+            async (id, t) => (await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).GetAsync(id, cancellationToken: c), t)).Status == "open",
+            async (idempotencyKey, t) =>
+            {
+                var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
+                    new RequestOptions { IdempotencyKey = idempotencyKey }, c), t);
+                return (session.Id, session.Url);
+            }, ct);
+        return TypedResults.Ok(new CheckoutResponse(sessionId, url));
     }
 
     private static async Task<IResult> GetMineAsync(ClaimsPrincipal user, WalletStore store, CancellationToken ct)
