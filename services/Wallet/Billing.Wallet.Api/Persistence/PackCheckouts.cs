@@ -6,10 +6,21 @@ namespace Billing.Wallet.Api.Persistence;
 /// <summary>
 /// The latest Checkout Session of each user, pack and pair of return URLs. A request for the same pack gets that session
 /// back while it is open and at most <see cref="Reuse"/> old (a double click, a reload); otherwise — paid, expired, or
-/// older — it gets a new one. Requests for the same pack run one at a time, so two clicks never make two sessions.
+/// older — it gets a new one. Requests for the same pack run one at a time, so two clicks never make two sessions. The
+/// lock is held on a connection of a pool of its own (<c>Wallet:CheckoutConcurrency</c>, 16) while Stripe answers, so a
+/// Stripe slowdown never takes the main pool's connections from debits and returns.
 /// </summary>
-public sealed class PackCheckouts(NpgsqlDataSource dataSource)
+public sealed class PackCheckouts(IConfiguration configuration) : IAsyncDisposable
 {
+    private readonly NpgsqlDataSource dataSource = new NpgsqlDataSourceBuilder(new NpgsqlConnectionStringBuilder(
+        configuration.GetConnectionString("Database") ?? throw new InvalidOperationException("ConnectionStrings:Database is not set."))
+    {
+        MaxPoolSize = Math.Clamp(configuration.GetValue("Wallet:CheckoutConcurrency", 16), 1, 200),
+        MinPoolSize = 0,
+    }.ConnectionString).Build();
+
+    public ValueTask DisposeAsync() => dataSource.DisposeAsync();
+
     public static readonly TimeSpan Reuse = TimeSpan.FromMinutes(10);
 
     /// <summary>
