@@ -116,6 +116,26 @@ public sealed class Buying_a_pack
     }
 
     [Test]
+    public async Task An_open_session_older_than_ten_minutes_is_expired_before_a_new_one_so_the_two_cannot_both_be_paid()
+    {
+        var stripe = await BoosterPriceAsync();
+        using var client = Host.UserClient(WalletHost.NewUser());
+        var first = await CheckoutAsync(client);
+        Host.Clock.Advance(TimeSpan.FromMinutes(11));
+        try
+        {
+            var second = await CheckoutAsync(client);
+            Assert.That(second, Is.Not.EqualTo(first));
+            var sessions = new Stripe.Checkout.SessionService(stripe);
+            Assert.That(((await sessions.GetAsync(first)).Status, (await sessions.GetAsync(second)).Status), Is.EqualTo(("expired", "open")));
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromMinutes(-11));
+        }
+    }
+
+    [Test]
     public async Task Checkout_creates_a_payment_mode_session_that_carries_what_Payments_needs()
     {
         var stripe = new StripeClient(new StripeClientOptions { ApiKey = "sk_test_x", ApiBase = Hosts.SimulatorUrl });

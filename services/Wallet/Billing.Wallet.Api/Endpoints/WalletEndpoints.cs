@@ -95,16 +95,35 @@ public static class WalletEndpoints
         }
 
         // A double click (or a reload) gets the same session back while it is open; a user who has paid it gets a new one.
-        var (sessionId, url) = await checkouts.StartAsync(userId, pack.Id, StableHash(checkout.SuccessUrl + "|" + checkout.CancelUrl),
+        var sessions = new global::Stripe.Checkout.SessionService(stripe);
+        var (outcome, sessionId, url) = await checkouts.StartAsync(userId, pack.Id, StableHash(checkout.SuccessUrl + "|" + checkout.CancelUrl),
+            StableHash(string.Join("|", [priceId, options.CustomerEmail ?? "", .. metadata.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => $"{m.Key}={m.Value}")])),
             clock.GetUtcNow(),
-            async (id, t) => (await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).GetAsync(id, cancellationToken: c), t)).Status == "open",
+            async (id, t) => (await calls.RunAsync(c => sessions.GetAsync(id, cancellationToken: c), t)).Status,
+            async (id, t) =>
+            {
+                try
+                {
+                    await calls.RunAsync(c => sessions.ExpireAsync(id, cancellationToken: c), t);
+                }
+                catch (StripeException ex) when (ex.HttpStatusCode == System.Net.HttpStatusCode.BadRequest)
+                {
+                    // Paid (or expired) since it was read: the user pays the new one for another pack.
+                }
+            },
             async (idempotencyKey, t) =>
             {
-                var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
-                    new RequestOptions { IdempotencyKey = idempotencyKey }, c), t);
+                var session = await calls.RunAsync(c => sessions.CreateAsync(options, new RequestOptions { IdempotencyKey = idempotencyKey }, c), t);
                 return (session.Id, session.Url);
-            }, ct);
-        return TypedResults.Ok(new CheckoutResponse(sessionId, url));
+            },
+            StripeAnswered, ct);
+        return outcome switch
+        {
+            CheckoutStart.InProgress => Problems.Problem(409, "checkout_in_progress", "A checkout for this pack is being started.",
+                "Stripe is answering slowly; try again in a moment."),
+            CheckoutStart.Unavailable => Problems.Problem(503, "busy", "Too many checkouts at once.", "Try again in a moment."),
+            _ => TypedResults.Ok(new CheckoutResponse(sessionId!, url!)),
+        };
     }
 
     private static async Task<IResult> GetMineAsync(ClaimsPrincipal user, WalletStore store, CancellationToken ct)
@@ -142,6 +161,11 @@ public static class WalletEndpoints
         var (items, next) = await store.TransactionsAsync(user.UserId()!, take, before, ct);
         return TypedResults.Ok(new TransactionsResponse(items.Select(TransactionDto.From).ToList(), next is { } n ? Cursor.Encode(n) : null));
     }
+
+    /// <summary>Stripe refused the request itself (not: no answer, a timeout), so it keeps that answer for the key.</summary>
+    private static bool StripeAnswered(Exception ex) =>
+        (ex is StripeUnavailableException { InnerException: { } inner } ? inner : ex) is StripeException { HttpStatusCode: var code }
+        && (int)code >= 400 && code is not (System.Net.HttpStatusCode.Conflict or System.Net.HttpStatusCode.TooManyRequests);
 
     private static string StableHash(string value) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..12];

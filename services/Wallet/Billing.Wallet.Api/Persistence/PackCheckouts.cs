@@ -24,48 +24,103 @@ public sealed class PackCheckouts(IConfiguration configuration) : IAsyncDisposab
     public static readonly TimeSpan Reuse = TimeSpan.FromMinutes(10);
 
     /// <summary>
-    /// The session to send the user to: the latest one if <paramref name="isOpen"/> says it still is, else one that
-    /// <paramref name="create"/> makes under the idempotency key it is given (the same key again after a crash between
-    /// Stripe's answer and this record, so a retry finds the same session in Stripe).
+    /// The session to send the user to: the latest one while Stripe says it is open and it is at most <see cref="Reuse"/>
+    /// old; otherwise a new one that <paramref name="create"/> makes under the idempotency key it is given — after an
+    /// older open session was expired through <paramref name="expire"/>, so that the two cannot both be paid. The key
+    /// names the request's own parameters (<paramref name="requestHash"/>: price, what is sold, the email) and a sequence,
+    /// so a retry after a crash between Stripe's answer and this record finds the same session, a changed request never
+    /// meets Stripe's idempotency error, and an attempt Stripe answered with an error (<paramref name="stripeAnswered"/>;
+    /// Stripe replays a key's first answer, errors too, for a day) is followed by a new key.
     /// </summary>
-    public async Task<(string SessionId, string Url)> StartAsync(string userId, string packId, string urlsHash, DateTimeOffset now,
-        Func<string, CancellationToken, Task<bool>> isOpen, Func<string, CancellationToken, Task<(string SessionId, string Url)>> create,
-        CancellationToken ct)
+    public async Task<(CheckoutStart Outcome, string? SessionId, string? Url)> StartAsync(string userId, string packId, string urlsHash,
+        string requestHash, DateTimeOffset now, Func<string, CancellationToken, Task<string>> statusOf, Func<string, CancellationToken, Task> expire,
+        Func<string, CancellationToken, Task<(string SessionId, string Url)>> create, Func<Exception, bool> stripeAnswered, CancellationToken ct)
     {
-        await using var c = await dataSource.OpenConnectionAsync(ct);
-        await using var tx = await c.BeginTransactionAsync(ct);
-        var args = new { userId, packId, urlsHash };
-        await c.ExecuteAsync(new CommandDefinition(
-            "SELECT pg_advisory_xact_lock(hashtextextended('pack-checkout|' || @userId || '|' || @packId || '|' || @urlsHash, 0))",
-            args, tx, cancellationToken: ct));
-        var last = await c.QuerySingleOrDefaultAsync<LastCheckout>(new CommandDefinition(
-            """
-            SELECT session_id AS SessionId, url AS Url, sequence AS Sequence, created_at AS CreatedAt FROM wallet_checkouts
-            WHERE user_id = @userId AND pack_id = @packId AND urls_hash = @urlsHash
-            """, args, tx, cancellationToken: ct));
-        if (last is not null && last.CreatedAt > now.UtcDateTime - Reuse && await isOpen(last.SessionId, ct))
+        NpgsqlConnection c;
+        try
         {
-            return (last.SessionId, last.Url);
+            c = await dataSource.OpenConnectionAsync(ct);
         }
+        catch (NpgsqlException ex) when (ex.InnerException is TimeoutException)
+        {
+            return (CheckoutStart.Unavailable, null, null); // every connection of this pool is waiting on Stripe
+        }
+        await using (c)
+        {
+            await using var tx = await c.BeginTransactionAsync(ct);
+            var args = new { userId, packId, urlsHash };
+            try
+            {
+                await c.ExecuteAsync(new CommandDefinition(
+                    """
+                    SET LOCAL lock_timeout = '5s';
+                    SELECT pg_advisory_xact_lock(hashtextextended('pack-checkout|' || @userId || '|' || @packId || '|' || @urlsHash, 0));
+                    """, args, tx, cancellationToken: ct));
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+            {
+                return (CheckoutStart.InProgress, null, null);
+            }
+            var last = await c.QuerySingleOrDefaultAsync<LastCheckout>(new CommandDefinition(
+                """
+                SELECT session_id AS SessionId, url AS Url, sequence AS Sequence, created_at AS CreatedAt FROM wallet_checkouts
+                WHERE user_id = @userId AND pack_id = @packId AND urls_hash = @urlsHash
+                """, args, tx, cancellationToken: ct));
+            if (last?.SessionId is { } previous && await statusOf(previous, ct) == "open")
+            {
+                if (last.CreatedAt > now.UtcDateTime - Reuse)
+                {
+                    return (CheckoutStart.Started, previous, last.Url);
+                }
+                await expire(previous, ct);
+            }
 
-        var sequence = (last?.Sequence ?? 0) + 1;
-        var (sessionId, url) = await create($"billing-pack-checkout-{userId}-{packId}-{urlsHash}-{sequence}", ct);
-        await c.ExecuteAsync(new CommandDefinition(
-            """
-            INSERT INTO wallet_checkouts (user_id, pack_id, urls_hash, session_id, url, sequence, created_at)
-            VALUES (@userId, @packId, @urlsHash, @sessionId, @url, @sequence, @now)
-            ON CONFLICT (user_id, pack_id, urls_hash) DO UPDATE
-                SET session_id = EXCLUDED.session_id, url = EXCLUDED.url, sequence = EXCLUDED.sequence, created_at = EXCLUDED.created_at
-            """, new { userId, packId, urlsHash, sessionId, url, sequence, now }, tx, cancellationToken: ct));
-        await tx.CommitAsync(ct);
-        return (sessionId, url);
+            var sequence = (last?.Sequence ?? 0) + 1;
+            string? sessionId = null, url = null;
+            try
+            {
+                (sessionId, url) = await create($"billing-pack-checkout-{userId}-{packId}-{urlsHash}-{requestHash}-{sequence}", ct);
+            }
+            catch (Exception ex) when (stripeAnswered(ex))
+            {
+                await SaveAsync(); // the next attempt takes the next key
+                throw;
+            }
+            await SaveAsync();
+            return (CheckoutStart.Started, sessionId, url);
+
+            async Task SaveAsync()
+            {
+                await c.ExecuteAsync(new CommandDefinition(
+                    """
+                    INSERT INTO wallet_checkouts (user_id, pack_id, urls_hash, session_id, url, sequence, created_at)
+                    VALUES (@userId, @packId, @urlsHash, @sessionId, @url, @sequence, @now)
+                    ON CONFLICT (user_id, pack_id, urls_hash) DO UPDATE
+                        SET session_id = EXCLUDED.session_id, url = EXCLUDED.url, sequence = EXCLUDED.sequence, created_at = EXCLUDED.created_at
+                    """, new { userId, packId, urlsHash, sessionId, url, sequence, now }, tx, cancellationToken: CancellationToken.None));
+                await tx.CommitAsync(CancellationToken.None);
+            }
+        }
     }
 
     private sealed class LastCheckout
     {
-        public string SessionId { get; init; } = "";
-        public string Url { get; init; } = "";
+        public string? SessionId { get; init; }
+        public string? Url { get; init; }
         public int Sequence { get; init; }
         public DateTime CreatedAt { get; init; }
     }
+}
+
+/// <summary>How <see cref="PackCheckouts.StartAsync"/> ended.</summary>
+public enum CheckoutStart
+{
+    /// <summary>A session to send the user to.</summary>
+    Started,
+
+    /// <summary>Another request for the same pack held its lock for 5 s (Stripe is slow): nothing was made.</summary>
+    InProgress,
+
+    /// <summary>No connection of the checkout pool came free in time: nothing was made.</summary>
+    Unavailable,
 }

@@ -6,8 +6,9 @@ CREATE TABLE wallet_checkouts (
     user_id    text        NOT NULL,
     pack_id    text        NOT NULL,
     urls_hash  text        NOT NULL,
-    session_id text        NOT NULL,
-    url        text        NOT NULL,
+    -- NULL after an attempt Stripe refused (its key is not used again: Stripe would replay the refusal for a day).
+    session_id text        NULL,
+    url        text        NULL,
     sequence   integer     NOT NULL,
     created_at timestamptz NOT NULL,
     CONSTRAINT pk_wallet_checkouts PRIMARY KEY (user_id, pack_id, urls_hash)
