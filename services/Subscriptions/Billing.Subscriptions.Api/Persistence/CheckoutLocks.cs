@@ -1,3 +1,4 @@
+using Billing.ServiceDefaults.Database;
 using Npgsql;
 
 namespace Billing.Subscriptions.Api.Persistence;
@@ -11,12 +12,7 @@ namespace Billing.Subscriptions.Api.Persistence;
 /// </summary>
 public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposable
 {
-    private readonly NpgsqlDataSource _dataSource = new NpgsqlDataSourceBuilder(new NpgsqlConnectionStringBuilder(
-        configuration.GetConnectionString("Database") ?? throw new InvalidOperationException("ConnectionStrings:Database is not set."))
-    {
-        MaxPoolSize = Math.Clamp(configuration.GetValue("Subscriptions:CheckoutConcurrency", 16), 1, 200),
-        MinPoolSize = 0,
-    }.ConnectionString).Build();
+    private readonly NpgsqlDataSource _dataSource = DatabaseExtensions.OwnPool(configuration, "Subscriptions:CheckoutConcurrency", 16);
 
     public ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken ct) => _dataSource.OpenConnectionAsync(ct);
 

@@ -1,3 +1,4 @@
+using Billing.ServiceDefaults.Database;
 using Dapper;
 using Npgsql;
 
@@ -12,12 +13,7 @@ namespace Billing.Wallet.Api.Persistence;
 /// </summary>
 public sealed class PackCheckouts(IConfiguration configuration) : IAsyncDisposable
 {
-    private readonly NpgsqlDataSource dataSource = new NpgsqlDataSourceBuilder(new NpgsqlConnectionStringBuilder(
-        configuration.GetConnectionString("Database") ?? throw new InvalidOperationException("ConnectionStrings:Database is not set."))
-    {
-        MaxPoolSize = Math.Clamp(configuration.GetValue("Wallet:CheckoutConcurrency", 16), 1, 200),
-        MinPoolSize = 0,
-    }.ConnectionString).Build();
+    private readonly NpgsqlDataSource dataSource = DatabaseExtensions.OwnPool(configuration, "Wallet:CheckoutConcurrency", 16);
 
     public ValueTask DisposeAsync() => dataSource.DisposeAsync();
 
