@@ -198,7 +198,7 @@ public class Paying_with_purchased_tokens
                 await lockRow.ExecuteScalarAsync();
             }
             await UsageHost.EventuallyAsync(async () => await Host.ScalarAsync(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%' AND query NOT LIKE '%pg_stat_activity%'") >= 1,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%usage_lock_claim%' AND query NOT LIKE '%pg_stat_activity%'") >= 1,
                 TimeSpan.FromSeconds(10));
             Host.Clock.Advance(TimeSpan.FromSeconds(150));
             // ... and then its transaction fails after Wallet gave the tokens back: the claim is still open.

@@ -6,7 +6,7 @@ namespace Billing.Usage.Tests;
 /// The spend functions find their rows through the indexes, however the planner costs a scan. PL/pgSQL caches a plan
 /// per connection; one made while a table is tiny (a new deployment) is a sequential scan and stays cached while the
 /// table grows — measured on a fresh database before migration 0014: 152 consumes/s instead of ~5,000, PostgreSQL
-/// scanning the whole of <c>consumptions</c> for every spend.
+/// scanning the whole of <c>consumptions</c> for every spend (the claim and owner lookups: migration 0015).
 /// </summary>
 [TestFixture]
 public class Spend_function_plans
@@ -29,6 +29,9 @@ public class Spend_function_plans
         "SELECT * FROM usage_settle(gen_random_uuid(), 1, 1, now())",
         "SELECT * FROM usage_settle(gen_random_uuid(), 1, 1, now(), false, 10, NULL, 0)",
         "SELECT * FROM usage_settle_tokens('plan-k3', 200, '{}')",
+        "SELECT * FROM usage_claim_price('plan-k4', now(), 10)",
+        "SELECT * FROM usage_lock_claim('plan-k5')",
+        "SELECT * FROM usage_reservation_owner(gen_random_uuid())",
     ];
 
     [Test]

@@ -25,15 +25,11 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
     public async Task<TokenClaim> ClaimAsync(string idempotencyKey, DateTimeOffset windowStart, long tokens, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        // An UPDATE (not a read) so that a concurrent retry waits for the first one's price and RETURNING sees it.
+        // An UPDATE (not a read) so that a concurrent retry waits for the first one's price and sees it.
         return await connection.QuerySingleAsync<TokenClaim>(new CommandDefinition(
             """
-            UPDATE consumptions c SET claim_tokens = coalesce(c.claim_tokens, @tokens)
-            WHERE c.idempotency_key = @idempotencyKey
-            RETURNING c.consumption_id AS ConsumptionId,
-                      coalesce((SELECT u.used FROM usage_counters u
-                                 WHERE u.user_id = c.user_id AND u.meter = c.meter AND u.window_start = @windowStart), 0) AS Used,
-                      c.created_at AS CreatedAt, c.claim_tokens AS Tokens
+            SELECT consumption_id AS ConsumptionId, used AS Used, created_at AS CreatedAt, tokens AS Tokens
+            FROM usage_claim_price(@idempotencyKey, @windowStart, @tokens)
             """,
             new { idempotencyKey, windowStart = windowStart.ToUniversalTime(), tokens }, cancellationToken: cancellationToken));
     }
@@ -52,7 +48,7 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
         // read only once the row is held: a request that waited behind a sweeper whose transaction failed after Wallet had
         // given the tokens back finds the claim as old as the sweeper did, and leaves it to the next sweep.
         var claim = await connection.QuerySingleAsync<(int Status, DateTime CreatedAt)>(new CommandDefinition(
-            "SELECT status_code, created_at FROM consumptions WHERE idempotency_key = @idempotencyKey FOR UPDATE",
+            "SELECT status_code, created_at FROM usage_lock_claim(@idempotencyKey)",
             new { idempotencyKey }, transaction, cancellationToken: cancellationToken));
         if (claim.Status == 0 && new DateTimeOffset(DateTime.SpecifyKind(claim.CreatedAt, DateTimeKind.Utc)) <= clock.GetUtcNow() - timeout)
         {
@@ -86,10 +82,10 @@ public sealed class ConsumptionStore(NpgsqlDataSource dataSource, TokenBalanceSt
     {
         var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        var open = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
-            "SELECT 1 FROM consumptions WHERE idempotency_key = @idempotencyKey AND status_code = 0 FOR UPDATE",
+        var status = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
+            "SELECT status_code FROM usage_lock_claim(@idempotencyKey)",
             new { idempotencyKey }, transaction, cancellationToken: cancellationToken));
-        if (open is null)
+        if (status is not 0)
         {
             await transaction.DisposeAsync();
             await connection.DisposeAsync();

@@ -173,7 +173,7 @@ public sealed class ReservationStore(NpgsqlDataSource dataSource, TokenBalanceSt
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         return await connection.QuerySingleOrDefaultAsync<(string, string, DateTime?)?>(new CommandDefinition(
-            "SELECT user_id, meter, window_start FROM reservations WHERE reservation_id = @reservationId",
+            "SELECT user_id, meter, window_start FROM usage_reservation_owner(@reservationId)",
             new { reservationId }, cancellationToken: cancellationToken));
     }
 
