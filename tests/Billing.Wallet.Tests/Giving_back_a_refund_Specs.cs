@@ -14,6 +14,16 @@ public sealed class Giving_back_a_refund
     private static Contracts.PaymentRefunded Failed(Contracts.TokenPackPurchased purchase, long stillRefunded = 0, int undone = 1) =>
         WalletHost.Refunded(purchase, stillRefunded) with { RefundsUndone = undone };
 
+    /// <summary>A grant of <paramref name="neverExpiring"/> tokens, then a Sprint pack (1,000 tokens, expiring after 30 days).</summary>
+    private static async Task<Contracts.TokenPackPurchased> GrantAndBuySprintAsync(string user, long neverExpiring)
+    {
+        await Host.GrantAsync(user, neverExpiring);
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100);
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == neverExpiring + 1000);
+        return sprint;
+    }
+
     private static Task<long> Outstanding(Contracts.TokenPackPurchased purchase) => Host.ScalarAsync(
         "SELECT clawback_outstanding FROM wallet_purchases WHERE checkout_session_id = @s", new { s = purchase.CheckoutSessionId });
 
@@ -54,10 +64,7 @@ public sealed class Giving_back_a_refund
     public async Task Tokens_given_back_return_to_the_pack_s_own_lot_and_a_second_refund_takes_them_from_it_again()
     {
         var user = WalletHost.NewUser();
-        await Host.GrantAsync(user, 500); // never expires
-        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100); // expires after 30 days
-        await Host.PublishAsync(sprint);
-        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1500);
+        var sprint = await GrantAndBuySprintAsync(user, 500);
         await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
         await SettledAsync(user, 500);
 
@@ -76,10 +83,7 @@ public sealed class Giving_back_a_refund
     public async Task Tokens_taken_from_tokens_that_never_expire_come_back_never_expiring_though_the_pack_has_expired()
     {
         var user = WalletHost.NewUser();
-        await Host.GrantAsync(user, 1000); // never expires
-        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1000, amount: 100); // expires after 30 days
-        await Host.PublishAsync(sprint);
-        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 2000);
+        var sprint = await GrantAndBuySprintAsync(user, 1000);
         Assert.That((await Host.DebitAsync(user, 1000, WalletHost.NewKey())).Status, Is.EqualTo(System.Net.HttpStatusCode.OK), "the pack's tokens, soonest-expiring first");
         await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
         await SettledAsync(user, 0); // the refund took the 1,000 that never expire

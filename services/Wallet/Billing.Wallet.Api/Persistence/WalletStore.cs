@@ -604,15 +604,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             return (existing, false);
         }
 
-        var entry = await c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
-            $"""
-            WITH w AS (
-                UPDATE wallets SET balance = balance + @amount, updated_at = @now WHERE user_id = @userId RETURNING balance
-            )
-            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, expires_at, dedupe_key, created_at)
-            SELECT @userId, @kind, @amount, w.balance, @reference, @reason, @expiresAt, @dedupeKey, @now FROM w
-            RETURNING {LedgerColumns}
-            """, new { userId, kind, amount, reference, reason, expiresAt, dedupeKey, now }, tx, cancellationToken: ct));
+        var entry = await CreditEntryAsync(c, tx, userId, kind, amount, reference, reason, expiresAt, dedupeKey, now, ct);
         if (expiresAt is not null)
         {
             await c.ExecuteAsync(new CommandDefinition(
@@ -634,6 +626,19 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         return (entry, true);
     }
 
+    /// <summary>Adds <paramref name="amount"/> to the balance as one ledger entry of <paramref name="kind"/> (no lot: the caller's part).</summary>
+    private static Task<LedgerRow> CreditEntryAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, string kind, long amount,
+        string reference, string? reason, DateTimeOffset? expiresAt, string dedupeKey, DateTimeOffset now, CancellationToken ct) =>
+        c.QuerySingleAsync<LedgerRow>(new CommandDefinition(
+            $"""
+            WITH w AS (
+                UPDATE wallets SET balance = balance + @amount, updated_at = @now WHERE user_id = @userId RETURNING balance
+            )
+            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, expires_at, dedupe_key, created_at)
+            SELECT @userId, @kind, @amount, w.balance, @reference, @reason, @expiresAt, @dedupeKey, @now FROM w
+            RETURNING {LedgerColumns}
+            """, new { userId, kind, amount, reference, reason, expiresAt, dedupeKey, now }, tx, cancellationToken: ct));
+
     // ---------------------------------------------------------------- refunds
 
     /// <summary>
@@ -642,7 +647,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// chargeback stands (open or lost), otherwise the refunded share. Moving up takes tokens back, at most the balance
     /// (the entry records what was called for and the shortfall, tokens already spent, which stays owed); moving down (a
     /// refund that failed, a chargeback won) first forgives what is still owed and gives the rest back as a
-    /// <c>refund_reversal</c> entry, with the pack's expiry. A message older than the recorded state changes nothing.
+    /// <c>refund_reversal</c> entry, into the lots it was taken from. A message older than the recorded state changes nothing.
     /// </summary>
     public async Task FollowPaymentAsync(NpgsqlConnection c, NpgsqlTransaction tx, PackPaymentChange m, CancellationToken ct)
     {
@@ -807,15 +812,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 """, new { give, lotId, p.SessionId }, tx, cancellationToken: ct));
             left -= give;
         }
-        await c.ExecuteAsync(new CommandDefinition(
-            $"""
-            WITH w AS (
-                UPDATE wallets SET balance = balance + @credit, updated_at = @now WHERE user_id = @UserId RETURNING balance
-            )
-            INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, reference, reason, dedupe_key, created_at)
-            SELECT @UserId, '{LedgerKind.RefundReversal}', @credit, w.balance, @ChargeId, @reason, @dedupeKey, @now FROM w
-            """, new { credit, now, p.UserId, m.ChargeId, reason = $"{m.Describe} for checkout {p.SessionId}: tokens given back",
-                dedupeKey = "refund-reversal:" + key }, tx, cancellationToken: ct));
+        await CreditEntryAsync(c, tx, p.UserId, LedgerKind.RefundReversal, credit, m.ChargeId,
+            $"{m.Describe} for checkout {p.SessionId}: tokens given back", expiresAt: null, "refund-reversal:" + key, now, ct);
         await ExpireDueAsync(c, tx, p.UserId, now, onlyIfDue: true, ct);
         await Outbox.EnqueueAsync(c, tx, new TokensGranted
         {
