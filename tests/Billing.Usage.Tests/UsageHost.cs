@@ -18,18 +18,6 @@ using WireMock.Server;
 
 namespace Billing.Usage.Tests;
 
-/// <summary>A clock the tests move; the service takes every "now" from it.</summary>
-public sealed class TestClock : TimeProvider
-{
-    private long _offsetTicks;
-
-    public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + TimeSpan.FromTicks(Interlocked.Read(ref _offsetTicks));
-
-    public void Advance(TimeSpan by) => Interlocked.Add(ref _offsetTicks, by.Ticks);
-
-    public void Reset() => Interlocked.Exchange(ref _offsetTicks, 0);
-}
-
 /// <summary>
 /// The Usage service in-process (WebApplicationFactory) on the test run's PostgreSQL and RabbitMQ, with its own
 /// database and queue prefix per catalog, and helpers that speak its API.

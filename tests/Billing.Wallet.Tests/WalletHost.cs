@@ -22,16 +22,6 @@ using simulator::Billing.StripeSimulator;
 
 namespace Billing.Wallet.Tests;
 
-/// <summary>A clock the tests move; the service takes every "now" from it.</summary>
-public sealed class TestClock : TimeProvider
-{
-    private long _offsetTicks;
-
-    public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + TimeSpan.FromTicks(Interlocked.Read(ref _offsetTicks));
-
-    public void Advance(TimeSpan by) => Interlocked.Add(ref _offsetTicks, by.Ticks);
-}
-
 /// <summary>
 /// The Wallet service in-process (WebApplicationFactory) on the test run's PostgreSQL and RabbitMQ, with its own database
 /// and queue prefix per catalog, Stripe pointed at the in-process simulator, and helpers that speak its API.
