@@ -55,6 +55,15 @@ public sealed class StripeCalls
         }
     }
 
+    /// <summary>
+    /// True when Stripe itself answered <paramref name="ex"/>'s request with an error (not: no answer, a timeout, a 409 or
+    /// 429, which Stripe does not keep). Stripe replays that answer for the request's idempotency key for a day, so the
+    /// next attempt needs a new key.
+    /// </summary>
+    public static bool AnsweredByStripe(Exception ex) =>
+        (ex is StripeUnavailableException { InnerException: { } inner } ? inner : ex) is StripeException { HttpStatusCode: var code }
+        && (int)code >= 400 && code is not (HttpStatusCode.Conflict or HttpStatusCode.TooManyRequests);
+
     /// <summary>True for failures that a retry may heal.</summary>
     public static bool IsTransient(Exception ex) => ex switch
     {

@@ -45,6 +45,69 @@ public class Opening_a_second_checkout
     }
 
     [Test]
+    public async Task A_double_click_gets_the_same_session_also_across_the_end_of_a_ten_minute_span()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var toBoundary = TimeSpan.FromSeconds(600 - Host.Clock.GetUtcNow().ToUnixTimeSeconds() % 600) - TimeSpan.FromMilliseconds(500);
+        Host.Clock.Advance(toBoundary);
+        try
+        {
+            var first = await CheckoutAsync(user, "business", "month");
+            Host.Clock.Advance(TimeSpan.FromSeconds(1)); // past xx:x0:00
+            var second = await CheckoutAsync(user, "business", "month");
+
+            Assert.That(second, Is.EqualTo(first));
+            Assert.That(await StatusOfAsync(first), Is.EqualTo("open"));
+        }
+        finally
+        {
+            Host.Clock.Advance(-toBoundary - TimeSpan.FromSeconds(1));
+        }
+    }
+
+    [Test]
+    public async Task An_open_session_older_than_ten_minutes_is_expired_and_replaced_so_the_two_cannot_both_be_paid()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var first = await CheckoutAsync(user, "business", "month");
+        Host.Clock.Advance(TimeSpan.FromMinutes(11));
+        try
+        {
+            var again = await CheckoutAsync(user, "business", "month");
+
+            Assert.That(again, Is.Not.EqualTo(first));
+            Assert.That((await StatusOfAsync(first), await StatusOfAsync(again)), Is.EqualTo(("expired", "open")));
+            Assert.That(await CheckoutAsync(user, "business", "month"), Is.EqualTo(again), "and a double click on the new one gets it back");
+        }
+        finally
+        {
+            Host.Clock.Advance(-TimeSpan.FromMinutes(11));
+        }
+    }
+
+    [Test]
+    public async Task One_Stripe_refused_is_made_once_the_cause_is_mended_instead_of_Stripe_replaying_the_refusal()
+    {
+        await CheckoutAsync(SubscriptionsHost.NewUser(), "business", "month"); // the service knows the price's id now
+        var prices = new PriceService(Host.Stripe);
+        var price = (await prices.ListAsync(new PriceListOptions { LookupKeys = ["business_month"], Active = true })).Data.Single();
+        var user = SubscriptionsHost.NewUser();
+        await prices.UpdateAsync(price.Id, new PriceUpdateOptions { Active = false });
+        try
+        {
+            var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "business", interval = "month" });
+            Assert.That((status, body.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.BadGateway, "stripe_error")), body.ToString());
+        }
+        finally
+        {
+            await prices.UpdateAsync(price.Id, new PriceUpdateOptions { Active = true });
+        }
+
+        var session = await CheckoutAsync(user, "business", "month");
+        Assert.That(await StatusOfAsync(session), Is.EqualTo("open"));
+    }
+
+    [Test]
     public async Task A_session_expired_behind_Billing_s_back_is_not_handed_out_again()
     {
         var user = SubscriptionsHost.NewUser();

@@ -15,6 +15,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -45,6 +46,9 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
         HttpClient = new SystemNetHttpClient(new HttpClient(), maxNetworkRetries: 0),
     });
 
+    /// <summary>The service's clock (the system's unless a spec moves it; put it back in a finally).</summary>
+    public TestClock Clock { get; } = new();
+
     private readonly HttpClient _simulator = new(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = new Uri(stripeBase) };
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
@@ -60,6 +64,7 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
         builder.UseSetting("STRIPE_RETRIES", "1");
         builder.UseSetting("BILLING_PUBLIC_URL", "http://app.test");
         builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning));
+        builder.ConfigureTestServices(services => services.AddSingleton<TimeProvider>(Clock));
     }
 
     /// <summary>Publishes <paramref name="message"/> on the bus and waits until the service's inbox has taken it.</summary>

@@ -126,9 +126,11 @@ public static class SubscriptionEndpoints
             }
         }
 
-        // A double click within the same ten minutes gets the same session back instead of a second one.
-        var bucket = clock.GetUtcNow().ToUnixTimeSeconds() / 600;
-        var baseKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-{bucket}-{StableHash(choice.SuccessUrl + "|" + choice.CancelUrl)}";
+        // The key names everything the session is made of (a changed request must not meet Stripe's idempotency error) and
+        // a generation, which moves whenever the session on record is not to be handed out again.
+        var baseKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-" + StableHash(string.Join("|",
+            [priceId, .. overagePriceIds, customerId, choice.Plan.Id, choice.Plan.TrialRequiresPaymentMethod ? "card" : "no-card", choice.SuccessUrl, choice.CancelUrl]));
+        var now = clock.GetUtcNow();
 
         // At most one open checkout per user, or two tabs (monthly and yearly) could both be paid: two subscriptions. Under
         // the user's row lock, any other session is expired in Stripe before a new one is created; the lock's connection
@@ -137,8 +139,16 @@ public static class SubscriptionEndpoints
         await using var tx = await connection.BeginTransactionAsync(ct);
         var latest = await SubscriptionStore.LockCheckoutAsync(connection, tx, userId, ct);
         var generation = latest.Generation;
-        if (latest.SessionId is not null && latest.IdempotencyKey != $"{baseKey}-g{generation}")
+        var sessions = new global::Stripe.Checkout.SessionService(stripe);
+        if (latest.SessionId is not null)
         {
+            // A double click (or a reload) gets the same session back while it is open and at most ten minutes old.
+            if (latest.IdempotencyKey == $"{baseKey}-g{generation}" && latest.CreatedAt is { } made && made > now.UtcDateTime - CheckoutReuse
+                && await calls.RunAsync(c => sessions.GetAsync(latest.SessionId, cancellationToken: c), ct) is { Status: "open" } same)
+            {
+                return TypedResults.Ok(new CheckoutResponse(same.Id, same.Url));
+            }
+            // Anything else (another price, an older session, one paid or expired since) is expired first.
             if (await ExpireCheckoutAsync(latest.SessionId, stripe, calls, ct) is var (paidSubscription, processing) && paidSubscription is not null)
             {
                 return processing
@@ -152,23 +162,26 @@ public static class SubscriptionEndpoints
             generation++; // a new key: the expired session must not be replayed
         }
         var idempotencyKey = $"{baseKey}-g{generation}";
-        var session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
-            new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
-        // A replay of the session already on record (a double click) carries the status it had when it was made: read it
-        // again. One expired since (a checkout for another price expired it, then failed before it could record the new
-        // generation; or someone expired it in Stripe) must not be handed out: a new key, a new session.
-        if (session.Id == latest.SessionId
-            && (await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).GetAsync(session.Id, cancellationToken: c), ct)).Status == "expired")
+        global::Stripe.Checkout.Session session;
+        try
         {
-            generation++;
-            idempotencyKey = $"{baseKey}-g{generation}";
-            session = await calls.RunAsync(c => new global::Stripe.Checkout.SessionService(stripe).CreateAsync(options,
-                new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
+            session = await calls.RunAsync(c => sessions.CreateAsync(options, new RequestOptions { IdempotencyKey = idempotencyKey }, c), ct);
         }
-        await SubscriptionStore.SaveCheckoutAsync(connection, tx, userId, session.Id, idempotencyKey, generation, ct);
+        catch (Exception ex) when (StripeCalls.AnsweredByStripe(ex))
+        {
+            // Stripe keeps a refusal for its key for a day: the next attempt (once the cause is mended) takes the next key.
+            // A crash before Stripe answered keeps the key, so a retry finds the session Stripe may have made.
+            await SubscriptionStore.SaveCheckoutAsync(connection, tx, userId, null, null, null, generation + 1, CancellationToken.None);
+            await tx.CommitAsync(CancellationToken.None);
+            throw;
+        }
+        await SubscriptionStore.SaveCheckoutAsync(connection, tx, userId, session.Id, idempotencyKey, now, generation, ct);
         await tx.CommitAsync(ct);
         return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
     }
+
+    /// <summary>How long a checkout session is handed out again for the same price (a double click, a reload).</summary>
+    private static readonly TimeSpan CheckoutReuse = TimeSpan.FromMinutes(10);
 
     /// <summary>
     /// Expires the user's earlier checkout session if it is still open. Returns the subscription it created when it was

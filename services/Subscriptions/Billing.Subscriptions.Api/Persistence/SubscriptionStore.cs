@@ -78,7 +78,7 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
 
     /// <summary>
     /// Locks the user's checkout row (created if missing) until <paramref name="tx"/> ends, so that one user's checkouts run
-    /// one at a time; returns the latest session, its idempotency key and the current generation.
+    /// one at a time; returns the latest session, its idempotency key, when it was made and the current generation.
     /// </summary>
     public static async Task<OpenCheckout> LockCheckoutAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string userId, CancellationToken ct)
     {
@@ -86,18 +86,23 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             "INSERT INTO subscription_checkouts (user_id) VALUES (@userId) ON CONFLICT (user_id) DO NOTHING", new { userId }, tx, cancellationToken: ct));
         return await connection.QuerySingleAsync<OpenCheckout>(new CommandDefinition(
             """
-            SELECT session_id AS SessionId, idempotency_key AS IdempotencyKey, generation AS Generation
+            SELECT session_id AS SessionId, idempotency_key AS IdempotencyKey, generation AS Generation, session_created_at AS CreatedAt
             FROM subscription_checkouts WHERE user_id = @userId FOR UPDATE
             """, new { userId }, tx, cancellationToken: ct));
     }
 
-    public static Task SaveCheckoutAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string userId, string sessionId, string idempotencyKey,
-        int generation, CancellationToken ct) =>
+    /// <summary>
+    /// Records the user's latest session (made at <paramref name="createdAt"/> under <paramref name="idempotencyKey"/>), or —
+    /// all three null — that there is none to hand out and the next one must be made in <paramref name="generation"/>.
+    /// </summary>
+    public static Task SaveCheckoutAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string userId, string? sessionId, string? idempotencyKey,
+        DateTimeOffset? createdAt, int generation, CancellationToken ct) =>
         connection.ExecuteAsync(new CommandDefinition(
             """
-            UPDATE subscription_checkouts SET session_id = @sessionId, idempotency_key = @idempotencyKey, generation = @generation, updated_at = now()
+            UPDATE subscription_checkouts SET session_id = @sessionId, idempotency_key = @idempotencyKey, session_created_at = @createdAt,
+                generation = @generation, updated_at = now()
             WHERE user_id = @userId
-            """, new { userId, sessionId, idempotencyKey, generation }, tx, cancellationToken: ct));
+            """, new { userId, sessionId, idempotencyKey, createdAt = createdAt?.UtcDateTime, generation }, tx, cancellationToken: ct));
 
     public static Task UpsertAsync(NpgsqlConnection connection, NpgsqlTransaction tx, SubscriptionRecord s, CancellationToken ct) =>
         connection.ExecuteAsync(new CommandDefinition(
@@ -152,8 +157,11 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
     }
 }
 
-/// <summary>The user's latest subscription checkout session (null before the first) and the generation its key was made in.</summary>
-public sealed record OpenCheckout(string? SessionId, string? IdempotencyKey, int Generation);
+/// <summary>
+/// The user's latest subscription checkout session (null before the first), its key, the generation the next key is made
+/// in, and when the session was made (null for one made before Subscriptions' migration 0005).
+/// </summary>
+public sealed record OpenCheckout(string? SessionId, string? IdempotencyKey, int Generation, DateTime? CreatedAt);
 
 /// <summary>One audited change of a user's subscription.</summary>
 public sealed record HistoryEntry(long Id, string SubscriptionId, string Change, string Detail, string CausedBy, string? StripeEventId, DateTimeOffset OccurredAt);

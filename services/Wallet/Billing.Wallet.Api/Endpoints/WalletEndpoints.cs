@@ -116,7 +116,7 @@ public static class WalletEndpoints
                 var session = await calls.RunAsync(c => sessions.CreateAsync(options, new RequestOptions { IdempotencyKey = idempotencyKey }, c), t);
                 return (session.Id, session.Url);
             },
-            StripeAnswered, ct);
+            StripeCalls.AnsweredByStripe, ct);
         return outcome switch
         {
             CheckoutStart.InProgress => Problems.Problem(409, "checkout_in_progress", "A checkout for this pack is being started.",
@@ -161,11 +161,6 @@ public static class WalletEndpoints
         var (items, next) = await store.TransactionsAsync(user.UserId()!, take, before, ct);
         return TypedResults.Ok(new TransactionsResponse(items.Select(TransactionDto.From).ToList(), next is { } n ? Cursor.Encode(n) : null));
     }
-
-    /// <summary>Stripe refused the request itself (not: no answer, a timeout), so it keeps that answer for the key.</summary>
-    private static bool StripeAnswered(Exception ex) =>
-        (ex is StripeUnavailableException { InnerException: { } inner } ? inner : ex) is StripeException { HttpStatusCode: var code }
-        && (int)code >= 400 && code is not (System.Net.HttpStatusCode.Conflict or System.Net.HttpStatusCode.TooManyRequests);
 
     private static string StableHash(string value) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..12];
