@@ -100,6 +100,30 @@ public sealed class Buying_a_pack
     }
 
     [Test]
+    public async Task A_checkout_Stripe_refused_is_made_once_the_cause_is_mended_instead_of_Stripe_replaying_the_refusal()
+    {
+        var stripe = await BoosterPriceAsync();
+        using var warm = Host.UserClient(WalletHost.NewUser());
+        var sessions = new Stripe.Checkout.SessionService(stripe);
+        var priceId = (await new Stripe.Checkout.SessionLineItemService(stripe).ListAsync(await CheckoutAsync(warm))).Data.Single().Price.Id; // the one the service uses
+        var prices = new PriceService(stripe);
+        using var client = Host.UserClient(WalletHost.NewUser());
+        await prices.UpdateAsync(priceId, new PriceUpdateOptions { Active = false });
+        try
+        {
+            var refused = await client.PostAsJsonAsync("/api/wallet/checkout", new { packId = "booster" });
+            var body = await WalletHost.BodyAsync(refused);
+            Assert.That((refused.StatusCode, body.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.BadGateway, "stripe_error")), body.ToString());
+        }
+        finally
+        {
+            await prices.UpdateAsync(priceId, new PriceUpdateOptions { Active = true });
+        }
+
+        Assert.That((await sessions.GetAsync(await CheckoutAsync(client))).Status, Is.EqualTo("open"));
+    }
+
+    [Test]
     public async Task A_second_pack_bought_right_after_the_first_gets_a_new_session_not_the_paid_one()
     {
         var stripe = await BoosterPriceAsync();
