@@ -71,10 +71,20 @@ public sealed class SubscriptionStore(NpgsqlDataSource dataSource)
             "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE user_id = @userId)", new { userId }, cancellationToken: ct));
     }
 
-    public static Task<SubscriptionRecord?> GetForUpdateAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string subscriptionId, CancellationToken ct) =>
-        connection.QuerySingleOrDefaultAsync<SubscriptionRecord>(new CommandDefinition(
+    /// <summary>
+    /// The stored subscription, locked until <paramref name="tx"/> ends — also when there is none yet: the id is locked
+    /// first (an advisory lock), and read after, in a statement of its own. A row lock alone locks nothing before the first
+    /// insert, so two first messages of a subscription (its activation and its end, queued during an outage or consumed
+    /// by two replicas) both read "none" and the older overwrote the newer at the insert.
+    /// </summary>
+    public static async Task<SubscriptionRecord?> GetForUpdateAsync(NpgsqlConnection connection, NpgsqlTransaction tx, string subscriptionId, CancellationToken ct)
+    {
+        await connection.ExecuteAsync(new CommandDefinition(
+            "SELECT pg_advisory_xact_lock(hashtextextended('subscription|' || @subscriptionId, 0))", new { subscriptionId }, tx, cancellationToken: ct));
+        return await connection.QuerySingleOrDefaultAsync<SubscriptionRecord>(new CommandDefinition(
             $"SELECT {Columns} FROM subscriptions WHERE subscription_id = @subscriptionId FOR UPDATE",
             new { subscriptionId }, tx, cancellationToken: ct));
+    }
 
     /// <summary>
     /// Locks the user's checkout row (created if missing) until <paramref name="tx"/> ends, so that one user's checkouts run
