@@ -55,6 +55,35 @@ public class Invoice_events_read_the_invoice_again : WithFakeStripe
             new { paid }), Is.EqualTo(1));
     }
 
+    [Test]
+    public async Task Should_publish_the_period_a_change_of_interval_pays_for_not_the_credit_for_the_old_price_s_unused_time()
+    {
+        // Yearly to monthly, mid-year: Stripe resets the billing cycle; the invoice credits the yearly price up to the old
+        // period's end (months away) and charges the first month of the new one.
+        var (subscriptionId, invoiceId) = NewSubscription();
+        var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var n = invoiceId[3..];
+        FakeStripe.Object("/v1/payment_intents/pi_" + n, PaymentIntent("pi_" + n, "succeeded", "ch_" + n));
+        var invoice = Invoice(invoiceId, subscriptionId, "paid", new JsonArray(InvoicePayment("inpay_" + n, invoiceId, "pi_" + n, "paid")));
+        invoice["billing_reason"] = "subscription_update";
+        invoice["lines"]!["data"] = new JsonArray(
+            Line("il_credit" + invoiceId[3..], -12_000, now, now + 200 * 86_400),
+            Line("il_new" + invoiceId[3..], 5_000, now, now + 30 * 86_400));
+        FakeStripe.Object("/v1/invoices/" + invoiceId, invoice);
+
+        await ProcessedAsync(await SendAsync("invoice.paid", invoice));
+
+        Assert.That(await PaymentsHost.ScalarAsync(
+            "SELECT count(*) FROM outbox WHERE message_type LIKE 'Billing.Contracts.InvoicePaid,%' AND payload->>'invoiceId' = @invoiceId AND (payload->>'periodEnd')::timestamptz = to_timestamp(@end)",
+            new { invoiceId, end = (double)(now + 30 * 86_400) }), Is.EqualTo(1));
+    }
+
+    private static JsonObject Line(string id, long amount, long start, long end) => new()
+    {
+        ["id"] = id, ["object"] = "line_item", ["amount"] = amount, ["currency"] = "usd", ["description"] = null, ["livemode"] = false,
+        ["metadata"] = new JsonObject(), ["period"] = new JsonObject { ["start"] = start, ["end"] = end }, ["quantity"] = 1,
+    };
+
     private static JsonObject InvoicePayment(string id, string invoiceId, string paymentIntentId, string status) => new()
     {
         ["id"] = id, ["object"] = "invoice_payment", ["amount_paid"] = status == "paid" ? 500 : null, ["amount_requested"] = 500,

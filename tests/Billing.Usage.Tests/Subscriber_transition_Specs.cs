@@ -115,6 +115,31 @@ public class Subscriber_transitions
     }
 
     [Test]
+    public void A_change_of_interval_that_resets_the_billing_cycle_moves_the_period_although_it_ends_earlier()
+    {
+        // Yearly, then changed to a monthly price five months in: Stripe starts a new period now, ending in a month.
+        var yearly = Change("active", 1, 0) with { PeriodEnd = T0.AddYears(1) };
+        var monthly = Change("active", 2, 5) with { PlanId = "max", PeriodStart = T0.AddMonths(5), PeriodEnd = T0.AddMonths(6) };
+        var changed = Apply(yearly, monthly);
+        Assert.That((changed.PeriodStart, changed.PeriodEnd), Is.EqualTo((T0.AddMonths(5), T0.AddMonths(6))));
+
+        // Its invoice seen first does the same; and the next month's renewal moves it on.
+        var renewedFirst = SubscriberTransitions.Renew(Apply(yearly), "sub_1", T0.AddMonths(5), T0.AddMonths(6), T0.AddMonths(5));
+        Assert.That((renewedFirst.PeriodStart, renewedFirst.PeriodEnd), Is.EqualTo((T0.AddMonths(5), T0.AddMonths(6))));
+        var next = SubscriberTransitions.Renew(changed, "sub_1", T0.AddMonths(6), T0.AddMonths(7), T0.AddMonths(6));
+        Assert.That((next.PeriodStart, next.PeriodEnd), Is.EqualTo((T0.AddMonths(6), T0.AddMonths(7))));
+    }
+
+    [Test]
+    public void A_proration_within_the_period_does_not_move_it()
+    {
+        // An upgrade at the same interval: its invoice's lines run from the change to the period's end.
+        var state = Apply(Change("active", 1, 0));
+        var paid = SubscriberTransitions.Renew(state, "sub_1", T0.AddDays(10), T0.AddMonths(1), T0.AddDays(10));
+        Assert.That((paid.PeriodStart, paid.PeriodEnd), Is.EqualTo((T0, T0.AddMonths(1))));
+    }
+
+    [Test]
     public void A_status_change_seen_after_the_renewal_keeps_the_renewed_period()
     {
         var state = Apply(Change("active", 1, 0));

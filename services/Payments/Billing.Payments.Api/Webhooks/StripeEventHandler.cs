@@ -186,8 +186,12 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
         var userId = subscription?.UserId ?? await UserOfInvoiceAsync(invoice, ct);
         var (paymentIntentId, chargeId, receiptUrl) = await PaymentOfInvoiceAsync(invoice, ct);
         // A renewal invoice bills the new period (the plan's line) and the overage of the period that just ended (metered
-        // lines): the period the invoice pays for is the one that ends last.
-        var line = invoice.Lines?.Data?.OrderByDescending(l => l.Period?.End ?? DateTime.MinValue).FirstOrDefault();
+        // lines): the period the invoice pays for is the one that ends last — of the lines that charge: a change of billing
+        // interval (yearly to monthly) credits the old price's unused time up to the old period's end, after the new
+        // period's end, and that credit says nothing about the period now paid for.
+        var lines = invoice.Lines?.Data ?? [];
+        var line = (lines.Any(l => l.Amount >= 0) ? lines.Where(l => l.Amount >= 0) : lines)
+            .OrderByDescending(l => l.Period?.End ?? DateTime.MinValue).FirstOrDefault();
         var periodStart = Utc(line?.Period?.Start ?? invoice.PeriodStart);
         var periodEnd = Utc(line?.Period?.End ?? invoice.PeriodEnd);
         var paidAt = invoice.StatusTransitions?.PaidAt is { } p ? Utc(p) : e.StripeCreated;

@@ -65,8 +65,8 @@ public static class SubscriberTransitions
             Status = change.Status,
             Anchor = change.StartedAt ?? (same ? state.Anchor : change.PeriodStart),
             // Within one subscription the period only moves forward: a renewal (InvoicePaid) may have been seen first.
-            PeriodStart = same && Later(state.PeriodEnd, change.PeriodEnd) ? state.PeriodStart : change.PeriodStart ?? (same ? state.PeriodStart : null),
-            PeriodEnd = same && Later(state.PeriodEnd, change.PeriodEnd) ? state.PeriodEnd : change.PeriodEnd ?? (same ? state.PeriodEnd : null),
+            PeriodStart = same && Older(change.PeriodStart, change.PeriodEnd, state) ? state.PeriodStart : change.PeriodStart ?? (same ? state.PeriodStart : null),
+            PeriodEnd = same && Older(change.PeriodStart, change.PeriodEnd, state) ? state.PeriodEnd : change.PeriodEnd ?? (same ? state.PeriodEnd : null),
             Sequence = change.Sequence,
             StatusOccurredAt = change.OccurredAt,
             // Another subscription starts clean; the end of the suspended episode lifts it (a return to active, or a later
@@ -124,7 +124,9 @@ public static class SubscriberTransitions
         {
             return state;
         }
-        var next = state.PeriodEnd is { } end && periodEnd <= end ? state : state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
+        var next = state.PeriodEnd is { } end && periodEnd <= end && (periodEnd == end || !(periodStart > state.PeriodStart))
+            ? state // an earlier period's invoice, or a proration within the current period (it ends where the period ends)
+            : state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
         // An earlier period's invoice ends where the current period starts (a minute's slack for stored times), and paying
         // it leaves the subscription past due, as Subscriptions reads it too.
         if (state.PeriodStart is { } start && periodEnd <= start.AddMinutes(1))
@@ -159,7 +161,13 @@ public static class SubscriberTransitions
     private static DateTimeOffset? LiveSuspension(SubscriberState s) =>
         s.SuspendedAt is { } at && Recovered(s.Status) && s.StatusOccurredAt > at ? null : s.SuspendedAt;
 
-    private static bool Later(DateTimeOffset? stored, DateTimeOffset? incoming) => stored is { } a && incoming is { } b && a > b;
+    /// <summary>
+    /// The period [<paramref name="start"/>, <paramref name="end"/>) is older than the stored one: it ends earlier and does
+    /// not start later. One that ends earlier but starts later is newer — a change of billing interval resets the billing
+    /// cycle (a yearly plan changed to a monthly one mid-year: the new period starts now and ends in a month).
+    /// </summary>
+    private static bool Older(DateTimeOffset? start, DateTimeOffset? end, SubscriberState stored) =>
+        stored.PeriodEnd is { } storedEnd && end is { } e && storedEnd > e && !(start > stored.PeriodStart);
 
     private static SubscriberAccess AccessOf(SubscriberState s)
     {
