@@ -185,6 +185,57 @@ public sealed class Returning_unused_tokens
         Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
     }
 
+    [TestCase(100, 1_000L, new long[0])]
+    [TestCase(50, 1_500L, new[] { 500L })] // half refunded: the other half is still the user's pack, expiring with it
+    public async Task Tokens_of_a_refunded_pack_that_come_back_replace_the_users_own_tokens_the_refund_took_in_their_place(
+        long refunded, long balanceAfter, long[] expiringAfter)
+    {
+        // 1,000 tokens that never expire, and a Sprint pack (1,000, expiring in 30 days) reserved in full by a stream; the
+        // pack is refunded while its tokens are out, so the refund takes the user's own 1,000. The stream ends unused.
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 1_000);
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1_000, amount: 100) with { ExpiresAfterDays = 30 };
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 2_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 1_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the pack's lot reserved (soonest-expiring first)");
+        await Host.PublishAsync(WalletHost.Refunded(sprint, refunded));
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1_000 - 1_000 * refunded / 100);
+
+        var (status, body) = await ReturnAsync(user, 1_000, key);
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("balance").GetInt64(), Is.EqualTo(balanceAfter));
+        Assert.That(await ExpiringAsync(user), Is.EqualTo(expiringAfter),
+            "the user's own tokens never expire; only what is left of the pack's (not refunded) expires with it");
+        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+    }
+
+    [Test]
+    public async Task A_refund_debt_is_paid_from_the_tokens_that_came_back_not_from_a_promotion_that_expires_sooner()
+    {
+        // A Starter pack (never expires) reserved in full and refunded: 100,000 owed. A promotion of 1,000 expiring tomorrow
+        // is granted; then the stream ends unused and the 100,000 come back and pay the debt.
+        var user = WalletHost.NewUser();
+        var starter = WalletHost.Purchased(user);
+        await Host.PublishAsync(starter);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 100_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 100_000, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        await Host.PublishAsync(WalletHost.Refunded(starter, 500));
+        await WalletHost.EventuallyAsync(async () => await Host.ScalarAsync(
+            "SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }) == 100_000);
+        await Host.GrantAsync(user, 1_000, expiresAt: Host.Clock.GetUtcNow().AddDays(1));
+
+        var (status, body) = await ReturnAsync(user, 100_000, key);
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(body.GetProperty("balance").GetInt64(), Is.EqualTo(1_000));
+        Assert.That(await ExpiringAsync(user), Is.EqualTo(new[] { 1_000L }), "the promotion still expires tomorrow");
+        Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }), Is.Zero);
+    }
+
     [Test]
     public async Task Tokens_debited_after_the_refund_come_back_to_the_user_and_pay_none_of_its_debt()
     {

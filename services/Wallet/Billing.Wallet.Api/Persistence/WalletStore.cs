@@ -305,6 +305,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             """, new { Key = r.IdempotencyKey, now }, tx, cancellationToken: ct))).ToList();
         var left = amount - Math.Min(amount, debit.Amount - lots.Sum(l => l.Took));
         var backIntoExpiredLots = 0L;
+        var refilled = new List<(long LotId, long Gave)>();
         foreach (var (lotId, took, expired) in lots)
         {
             if (left == 0)
@@ -318,6 +319,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             if (expired)
             {
                 backIntoExpiredLots += give;
+            }
+            else
+            {
+                refilled.Add((lotId, give));
             }
             left -= give;
         }
@@ -339,6 +344,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
         await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, debit.CreatedAt, now, ct);
+        foreach (var (lotId, gave) in refilled)
+        {
+            await SwapIntoClawbackAsync(c, tx, lotId, gave, ct);
+        }
         var balance = await BalanceAsync(c, tx, r.UserId, ct);
         await tx.CommitAsync(ct);
         return new ReturnOutcome(ReturnResult.Returned, amount, balance);
@@ -353,9 +362,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     private static async Task PayRefundDebtAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long returned, string debitKey,
         DateTime debitedAt, DateTimeOffset now, CancellationToken ct)
     {
-        var debts = (await c.QueryAsync<(string SessionId, long Outstanding)>(new CommandDefinition(
+        var debts = (await c.QueryAsync<(string SessionId, long Outstanding, long? LotId)>(new CommandDefinition(
             """
-            SELECT p.checkout_session_id, p.clawback_outstanding FROM wallet_purchases p
+            SELECT p.checkout_session_id, p.clawback_outstanding, p.lot_id FROM wallet_purchases p
             WHERE p.user_id = @userId AND p.clawback_outstanding > 0
               AND EXISTS (SELECT 1 FROM wallet_ledger e
                           WHERE e.user_id = p.user_id AND e.kind = 'refund' AND e.created_at > @debitedAt
@@ -368,14 +377,14 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
         // What came back and is still here: never more than the balance (tokens that expired in the meantime are gone).
         var left = Math.Min(returned, await BalanceAsync(c, tx, userId, ct));
-        foreach (var (sessionId, outstanding) in debts)
+        foreach (var (sessionId, outstanding, lotId) in debts)
         {
             var take = Math.Min(left, outstanding);
             if (take == 0)
             {
                 break;
             }
-            await RecordClawbackLotsAsync(c, tx, sessionId, await SpendLotsAsync(c, tx, userId, take, ct), ct);
+            await TakeForClawbackAsync(c, tx, userId, sessionId, lotId, take, ct);
             var dedupeKey = $"refund-debt:{debitKey}:{sessionId}";
             var entry = await RefundEntryAsync(c, tx, userId, take, reference: sessionId, requested: take,
                 "tokens of a refunded pack, spent before the refund, came back and are taken now", dedupeKey, now, ct);
@@ -738,26 +747,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     {
         var userId = p.UserId;
         var requested = target - p.Requested;
-        var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
-            """
-            SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
-            FROM wallets WHERE user_id = @userId
-            """, new { userId }, tx, cancellationToken: ct));
-        var take = Math.Min(requested, balance);
-
-        var fromOwnLot = 0L;
-        if (p.LotId is { } lotId && take > 0)
-        {
-            fromOwnLot = await c.QuerySingleAsync<long>(new CommandDefinition(
-                """
-                WITH old AS (SELECT id, remaining FROM wallet_lots WHERE id = @lotId)
-                UPDATE wallet_lots l SET remaining = l.remaining - LEAST(old.remaining, @take) FROM old WHERE l.id = old.id
-                RETURNING LEAST(old.remaining, @take)
-                """, new { lotId, take }, tx, cancellationToken: ct));
-            await RecordClawbackLotsAsync(c, tx, p.SessionId, [(lotId, fromOwnLot)], ct);
-        }
-        await RecordClawbackLotsAsync(c, tx, p.SessionId,
-            await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct), ct);
+        var take = Math.Min(requested, await BalanceAsync(c, tx, userId, ct));
+        await TakeForClawbackAsync(c, tx, userId, p.SessionId, p.LotId, take, ct);
 
         var entry = await RefundEntryAsync(c, tx, userId, take, reference: m.ChargeId, requested,
             $"{m.Describe} for checkout {p.SessionId}", $"refund:{key}", now, ct);
@@ -826,6 +817,87 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             StripeEventId = m.StripeEventId,
         }, Outbox.MessageId("refund-reversal:" + key, nameof(TokensGranted)), ct);
         return p.Outstanding - forgiven;
+    }
+
+    /// <summary>
+    /// Takes <paramref name="take"/> tokens (the balance holds them) for the claw-back of purchase <paramref name="sessionId"/>:
+    /// from the pack's own lot first, then from the tokens that never expire, then from other lots soonest-expiring first —
+    /// so the lots never hold more than the balance, and another pack's (or a promotion's) expiring tokens are taken only
+    /// when nothing else is left. Records what came from each lot. A claw-back and a return paying its debt take alike.
+    /// </summary>
+    private static async Task TakeForClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, string sessionId, long? ownLotId,
+        long take, CancellationToken ct)
+    {
+        if (take <= 0)
+        {
+            return;
+        }
+        var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
+            """
+            SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
+            FROM wallets WHERE user_id = @userId
+            """, new { userId }, tx, cancellationToken: ct));
+        var fromOwnLot = 0L;
+        if (ownLotId is { } lotId)
+        {
+            fromOwnLot = await c.QuerySingleAsync<long>(new CommandDefinition(
+                """
+                WITH old AS (SELECT id, remaining FROM wallet_lots WHERE id = @lotId)
+                UPDATE wallet_lots l SET remaining = l.remaining - LEAST(old.remaining, @take) FROM old WHERE l.id = old.id
+                RETURNING LEAST(old.remaining, @take)
+                """, new { lotId, take }, tx, cancellationToken: ct));
+            await RecordClawbackLotsAsync(c, tx, sessionId, [(lotId, fromOwnLot)], ct);
+        }
+        await RecordClawbackLotsAsync(c, tx, sessionId,
+            await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct), ct);
+    }
+
+    /// <summary>
+    /// Tokens a return put back into the lot of a pack whose refund was taken from other tokens — the pack's own were out
+    /// on a reservation then, so the claw-back took tokens that never expire, or another lot's, in their place — are the
+    /// refunded pack's: the claw-back takes them now and gives back what it took in their place (another lot's first, as
+    /// it took those last). Without it the user kept the refunded pack's tokens, with its expiry, instead of their own.
+    /// </summary>
+    private static async Task SwapIntoClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, long lotId, long gave, CancellationToken ct)
+    {
+        var p = await c.QuerySingleOrDefaultAsync<(string? SessionId, long Elsewhere, long Remaining)>(new CommandDefinition(
+            """
+            SELECT p.checkout_session_id,
+                   p.clawback_requested - p.clawback_outstanding
+                       - COALESCE((SELECT t.amount FROM wallet_clawback_lots t WHERE t.checkout_session_id = p.checkout_session_id AND t.lot_id = @lotId), 0),
+                   (SELECT l.remaining FROM wallet_lots l WHERE l.id = @lotId)
+            FROM wallet_purchases p WHERE p.lot_id = @lotId AND p.clawback_requested > p.clawback_outstanding
+            FOR UPDATE OF p
+            """, new { lotId }, tx, cancellationToken: ct));
+        var swap = Math.Min(Math.Min(gave, p.Remaining), p.Elsewhere);
+        if (p.SessionId is not { } sessionId || swap <= 0)
+        {
+            return;
+        }
+        await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE wallet_lots SET remaining = remaining - @swap WHERE id = @lotId", new { swap, lotId }, tx, cancellationToken: ct));
+        await RecordClawbackLotsAsync(c, tx, sessionId, [(lotId, swap)], ct);
+        var others = await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
+            """
+            SELECT t.lot_id, t.amount FROM wallet_clawback_lots t JOIN wallet_lots l ON l.id = t.lot_id
+            WHERE t.checkout_session_id = @SessionId AND t.lot_id <> @lotId AND t.amount > 0 ORDER BY l.expires_at DESC, l.id DESC
+            """, new { SessionId = sessionId, lotId }, tx, cancellationToken: ct));
+        var left = swap;
+        foreach (var (other, took) in others)
+        {
+            var give = Math.Min(left, took);
+            if (give == 0)
+            {
+                break;
+            }
+            await c.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @other;
+                UPDATE wallet_clawback_lots SET amount = amount - @give WHERE checkout_session_id = @SessionId AND lot_id = @other;
+                """, new { give, other, SessionId = sessionId }, tx, cancellationToken: ct));
+            left -= give;
+        }
+        // The rest is back among the tokens that never expire: the balance is unchanged, the lots hold less.
     }
 
     /// <summary>Adds what a claw-back (or a return paying its debt) took from each expiring lot to the purchase's record.</summary>
@@ -915,7 +987,6 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
     }
 
-    /// <summary>Takes <paramref name="amount"/> from the expiring lots in burn order (soonest-expiring first).</summary>
     /// <summary>Takes <paramref name="amount"/> from the user's expiring lots, soonest-expiring first; returns what it took from each.</summary>
     private static async Task<IReadOnlyList<(long LotId, long Took)>> SpendLotsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId,
         long amount, CancellationToken ct)
