@@ -212,6 +212,31 @@ public class Refunding_a_payment
     }
 
     [Test]
+    public async Task In_full_of_the_payment_made_before_a_change_to_yearly_keeps_the_year_the_change_paid_for()
+    {
+        var user = "e2e-refund-upgraded-" + Guid.NewGuid().ToString("N")[..8];
+        using var api = Api.Gateway(Tokens.User(user));
+        await Paying_for_Pro.SubscribeAsync(api, "month");
+        var monthly = (await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() == 1, "the first month's payment"))[0].GetProperty("id").GetString();
+        await Simulator.AdvanceAsync(TimeSpan.FromDays(2));
+        var (changed, change, _) = await api.PostAsync("/api/subscriptions/me/change", new { planId = "pro", interval = "year" });
+        Assert.That(changed, Is.EqualTo(HttpStatusCode.OK), change.ToString());
+        await Eventually.GetAsync(async () => (await api.GetAsync("/api/payments/me")).Body.GetProperty("items"),
+            items => items.GetArrayLength() == 2, "the change's payment: a new yearly period, the month's unused time credited");
+
+        using var admin = Api.Gateway(Tokens.Admin());
+        var (status, refund, _) = await admin.PostAsync("/api/admin/refunds", new { paymentId = monthly });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), refund.ToString());
+
+        var history = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me/history")).Body,
+            h => h.ToString().Contains("did not pay for the current period"), "the refund to be handled by Subscriptions");
+        var subscription = (await api.GetAsync("/api/subscriptions/me")).Body;
+        Assert.That((subscription.GetProperty("status").GetString(), subscription.GetProperty("interval").GetString()), Is.EqualTo(("active", "year")),
+            history.ToString());
+    }
+
+    [Test]
     public async Task That_fails_shows_the_payment_unrefunded_and_can_be_made_again()
     {
         var user = "e2e-refund-failed-" + Guid.NewGuid().ToString("N")[..8];

@@ -17,12 +17,12 @@ public static class InvoiceLines
         !IsProration(line) && line.Pricing?.PriceDetails?.Product?.StartsWith(OverageProductPrefix, StringComparison.Ordinal) == true;
 
     /// <summary>
-    /// Where the period the invoice pays for ends: the latest end of its lines that bill a plan price for a whole period (no
-    /// proration, no overage); null when it has none (an upgrade's proration invoice, a final overage invoice).
+    /// The period the invoice pays for: that of its line that bills a plan price for a whole period (no proration, no
+    /// overage) and ends last; null when it has none (an upgrade's proration invoice, a final overage invoice).
     /// </summary>
-    public static DateTime? PlanPeriodEnd(Invoice invoice) =>
+    public static (DateTime Start, DateTime End)? PlanPeriod(Invoice invoice) =>
         (invoice.Lines?.Data ?? []).Where(l => !IsProration(l) && !IsOverage(l) && l.Period is not null)
-            .Select(l => (DateTime?)l.Period.End).Max();
+            .OrderByDescending(l => l.Period.End).Select(l => ((DateTime Start, DateTime End)?)(l.Period.Start, l.Period.End)).FirstOrDefault();
 
     /// <summary>What the invoice bills for overage.</summary>
     public static long OverageAmount(Invoice invoice) => (invoice.Lines?.Data ?? []).Where(IsOverage).Sum(l => l.Amount);

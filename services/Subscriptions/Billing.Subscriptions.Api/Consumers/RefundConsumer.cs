@@ -68,12 +68,14 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
                 return;
             }
             // The payment's id is its invoice's. Its plan lines say which period it paid: one that ends after the current
-            // period started (Stripe's, not the stored one, which may not have seen a renewal yet) is this period's; a
-            // proration has none.
+            // period started (Stripe's, not the stored one, which may not have seen a renewal yet) and does not start before
+            // it is this period's; a proration has none. One that started before paid for a period a change of interval
+            // replaced (monthly to yearly: a new period began with the change, its unused time was credited, and the
+            // change's own invoice pays for the current period).
             var invoice = await calls.RunAsync(c => new InvoiceService(stripe).GetAsync(m.PaymentId, cancellationToken: c), ct);
             var live = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: c), ct);
-            if (InvoiceLines.PlanPeriodEnd(invoice) is not { } paidUntil || live.PlanItemOrNull() is not { } planItem
-                || paidUntil <= planItem.CurrentPeriodStart)
+            if (InvoiceLines.PlanPeriod(invoice) is not { } paid || live.PlanItemOrNull() is not { } planItem
+                || paid.End <= planItem.CurrentPeriodStart || paid.Start < planItem.CurrentPeriodStart)
             {
                 await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "refunded",
                     $"payment {m.PaymentId} refunded in full ({m.AmountRefunded} {m.Currency}); it did not pay for the current period, so access stays",
