@@ -167,6 +167,43 @@ public class Opening_a_second_checkout
     }
 
     [Test]
+    public async Task A_burst_of_one_users_stuck_checkouts_does_not_keep_another_user_from_checking_out()
+    {
+        // One user's checkout holds its lock (Stripe slow: here the test holds the user's checkout row) while twenty more
+        // of theirs arrive; another user's checkout must not wait for connections they hold.
+        var user = SubscriptionsHost.NewUser();
+        await CheckoutAsync(user, "business", "month"); // the row exists
+        static int StripeOf(string u) => (int)((uint)StringComparer.Ordinal.GetHashCode(u) % 64);
+        var other = SubscriptionsHost.NewUser();
+        while (StripeOf(other) == StripeOf(user))
+        {
+            other = SubscriptionsHost.NewUser();
+        }
+        await using var blocker = new Npgsql.NpgsqlConnection(SubscriptionsHost.ConnectionString);
+        await blocker.OpenAsync();
+        await using var tx = await blocker.BeginTransactionAsync();
+        await using (var lockRow = new Npgsql.NpgsqlCommand("SELECT 1 FROM subscription_checkouts WHERE user_id = @user FOR UPDATE", blocker, tx))
+        {
+            lockRow.Parameters.AddWithValue("user", user);
+            await lockRow.ExecuteNonQueryAsync();
+        }
+        var burst = Enumerable.Range(0, 20).Select(i => Host.PostAsync(user, "/api/subscriptions/checkout",
+            new { planId = "business", interval = i % 2 == 0 ? "month" : "year" })).ToList();
+        await Task.Delay(500);
+
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var (status, body) = await Host.PostAsync(other, "/api/subscriptions/checkout", new { planId = "business", interval = "month" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That(started.Elapsed, Is.LessThan(TimeSpan.FromSeconds(4)), "not queued behind the other user's checkouts");
+
+        await tx.RollbackAsync();
+        var answers = await Task.WhenAll(burst);
+        Assert.That(answers.Select(a => a.Status), Is.All.AnyOf(HttpStatusCode.OK, HttpStatusCode.Conflict));
+        Assert.That(answers.Where(a => a.Status == HttpStatusCode.Conflict).Select(a => a.Body.GetProperty("code").GetString()),
+            Is.All.EqualTo("checkout_in_progress"));
+    }
+
+    [Test]
     public async Task Concurrent_checkouts_for_two_prices_leave_one_session_open()
     {
         var user = SubscriptionsHost.NewUser();

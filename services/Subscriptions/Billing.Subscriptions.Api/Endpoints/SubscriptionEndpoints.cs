@@ -134,10 +134,24 @@ public static class SubscriptionEndpoints
 
         // At most one open checkout per user, or two tabs (monthly and yearly) could both be paid: two subscriptions. Under
         // the user's row lock, any other session is expired in Stripe before a new one is created; the lock's connection
-        // comes from a pool of its own, so checkouts waiting on Stripe never starve the rest of the service.
-        await using var connection = await checkoutLocks.OpenConnectionAsync(ct);
-        await using var tx = await connection.BeginTransactionAsync(ct);
-        var latest = await SubscriptionStore.LockCheckoutAsync(connection, tx, userId, ct);
+        // comes from a pool of its own, so checkouts waiting on Stripe never starve the rest of the service, and one user's
+        // checkouts queue for it one at a time, so a burst of them cannot take that pool from everyone else.
+        var (outcome, held) = await checkoutLocks.HoldCheckoutAsync(userId, ct);
+        if (held is null)
+        {
+            return outcome == ChangeLock.Busy ? CheckoutInProgress() : Problems.Problem(503, "busy", "Too many checkouts at once.", "Try again in a moment.");
+        }
+        await using var hold = held;
+        var (connection, tx) = (held.Connection, held.Transaction);
+        OpenCheckout latest;
+        try
+        {
+            latest = await SubscriptionStore.LockCheckoutAsync(connection, tx, userId, ct);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+        {
+            return CheckoutInProgress(); // another replica's checkout of the user held it for 5 s
+        }
         var generation = latest.Generation;
         var sessions = new global::Stripe.Checkout.SessionService(stripe);
         if (latest.SessionId is not null)
@@ -179,6 +193,9 @@ public static class SubscriptionEndpoints
         await tx.CommitAsync(ct);
         return TypedResults.Ok(new CheckoutResponse(session.Id, session.Url));
     }
+
+    private static IResult CheckoutInProgress() => Problems.Problem(409, "checkout_in_progress", "A checkout of yours is being started.",
+        "Stripe is answering slowly; try again in a moment.");
 
     /// <summary>How long a checkout session is handed out again for the same price (a double click, a reload).</summary>
     private static readonly TimeSpan CheckoutReuse = TimeSpan.FromMinutes(10);

@@ -14,8 +14,6 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
 {
     private readonly NpgsqlDataSource _dataSource = DatabaseExtensions.OwnPool(configuration, "Subscriptions:CheckoutConcurrency", 16);
 
-    public ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken ct) => _dataSource.OpenConnectionAsync(ct);
-
     /// <summary>How long a subscription change waits for another change of the same user before it answers 409.</summary>
     public static readonly TimeSpan ChangeWait = TimeSpan.FromSeconds(5);
 
@@ -29,7 +27,18 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
     /// lock), each on what Stripe says once the previous one is done. <see cref="ChangeLock.Busy"/> when another change of
     /// the user is still running; <see cref="ChangeLock.Unavailable"/> when no connection of this pool came free in time.
     /// </summary>
-    public async Task<(ChangeLock Outcome, IAsyncDisposable? Held)> LockSubscriptionChangesAsync(string userId, CancellationToken ct)
+    public Task<(ChangeLock Outcome, Held? Held)> LockSubscriptionChangesAsync(string userId, CancellationToken ct) =>
+        HoldAsync(userId, "subscription-changes:" + userId, ct);
+
+    /// <summary>
+    /// Queues a checkout behind the user's other checkouts and changes on this replica (up to <see cref="ChangeWait"/>),
+    /// then holds a connection of this pool in a transaction whose lock waits give up after <see cref="ChangeWait"/> (the
+    /// caller locks the user's checkout row in it). A burst of one user's checkouts waits without connections, so it
+    /// cannot take the pool every other user's checkouts and changes need. Outcomes as for changes.
+    /// </summary>
+    public Task<(ChangeLock Outcome, Held? Held)> HoldCheckoutAsync(string userId, CancellationToken ct) => HoldAsync(userId, null, ct);
+
+    private async Task<(ChangeLock Outcome, Held? Held)> HoldAsync(string userId, string? advisoryKey, CancellationToken ct)
     {
         var stripe = _stripes[(uint)StringComparer.Ordinal.GetHashCode(userId) % (uint)_stripes.Length];
         if (!await stripe.WaitAsync(ChangeWait, ct))
@@ -52,8 +61,12 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
             }
             tx = await connection.BeginTransactionAsync(ct);
             await using var command = new NpgsqlCommand(
-                $"SET LOCAL lock_timeout = '{(int)ChangeWait.TotalMilliseconds}ms'; SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))", connection, tx);
-            command.Parameters.AddWithValue("key", "subscription-changes:" + userId);
+                $"SET LOCAL lock_timeout = '{(int)ChangeWait.TotalMilliseconds}ms'" + (advisoryKey is null ? "" : "; SELECT pg_advisory_xact_lock(hashtextextended(@key, 0))"),
+                connection, tx);
+            if (advisoryKey is not null)
+            {
+                command.Parameters.AddWithValue("key", advisoryKey);
+            }
             try
             {
                 await command.ExecuteNonQueryAsync(ct);
@@ -84,8 +97,13 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
 
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 
-    private sealed class Held(NpgsqlConnection connection, NpgsqlTransaction tx, SemaphoreSlim stripe) : IAsyncDisposable
+    /// <summary>A held lock: its connection and transaction (ended, and the lock released, on disposal).</summary>
+    public sealed class Held(NpgsqlConnection connection, NpgsqlTransaction tx, SemaphoreSlim stripe) : IAsyncDisposable
     {
+        public NpgsqlConnection Connection => connection;
+
+        public NpgsqlTransaction Transaction => tx;
+
         public async ValueTask DisposeAsync()
         {
             try
