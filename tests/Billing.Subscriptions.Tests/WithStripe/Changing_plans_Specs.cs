@@ -316,3 +316,30 @@ public class Downgrading_to_another_billing_interval
         Assert.That(preview.GetProperty("code").GetString(), Is.EqualTo("subscription_changing"), preview.ToString());
     }
 }
+
+/// <summary>While a renewal is unpaid, an upgrade waits for the payment: its proration, paid, would end the grace period.</summary>
+[TestFixture]
+public class Upgrading_while_past_due
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    [Test]
+    public async Task Is_refused_until_the_open_invoice_is_paid_and_charges_nothing()
+    {
+        var user = SubscriptionsHost.NewUser();
+        // 4000 0000 0000 0341 pays at checkout and fails every later charge.
+        var subscription = await Host.SubscribeAsync(user, "pro", "month", card: "4000000000000341");
+        await Hosts.AdvanceSimulatorAsync(subscription.Items.Data[0].CurrentPeriodEnd.AddHours(1));
+        var pastDue = await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id);
+        Assert.That(pastDue.Status, Is.EqualTo("past_due"));
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", pastDue, sequence: 2); // as Payments' event leaves it
+        await Host.SetCardAsync(subscription.CustomerId, "4242424242424242"); // a card that would pay the proration
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("payment_past_due"));
+        var invoices = (await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = subscription.Id })).Data;
+        Assert.That(invoices.Where(i => i.BillingReason == "subscription_update"), Is.Empty, "no proration was charged");
+    }
+}
