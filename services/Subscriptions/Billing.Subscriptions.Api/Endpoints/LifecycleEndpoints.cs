@@ -273,13 +273,13 @@ public static class LifecycleEndpoints
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
             await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
-            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
+            await RedoDowngradeAsync(subscription, current, restored, priceId, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
         catch
         {
             await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
-            await RedoDowngradeAsync(subscription, current, restored, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
+            await RedoDowngradeAsync(subscription, current, restored, priceId, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
             throw;
         }
 
@@ -354,8 +354,8 @@ public static class LifecycleEndpoints
     /// if the upgrade really changed nothing (a timeout may hide an upgrade Stripe applied and charged: putting the lower
     /// price back would take it away). A failure here is logged, not thrown over the upgrade's own error.
     /// </summary>
-    private static async Task RedoDowngradeAsync(Subscription subscription, SubscriptionRecord current, string? lowerPriceId, string idempotencyKey,
-        IStripeClient stripe, StripeCalls calls, ILogger logger)
+    private static async Task RedoDowngradeAsync(Subscription subscription, SubscriptionRecord current, string? lowerPriceId, string upgradePriceId,
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger)
     {
         if (lowerPriceId is null)
         {
@@ -364,9 +364,12 @@ public static class LifecycleEndpoints
         try
         {
             var now = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscription.Id, cancellationToken: c), CancellationToken.None);
-            if (now.PlanItem().Price.Id == lowerPriceId || now.Metadata.GetValueOrDefault("planId") != current.PlanId)
+            if (now.PlanItem().Price.Id == lowerPriceId || now.PlanItem().Price.Id == upgradePriceId
+                || now.Metadata.GetValueOrDefault("planId") != current.PlanId)
             {
-                return; // the lower price is back already, or the upgrade went through (its metadata names the new plan)
+                // The lower price is back already, or the upgrade went through: the item bills its price (also when it is
+                // the plan paid for at another interval, whose metadata names the same plan) or its metadata names the new plan.
+                return;
             }
             await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, new Dictionary<string, string>
             {
