@@ -124,6 +124,47 @@ public sealed class Buying_a_pack
     }
 
     [Test]
+    public async Task A_burst_of_one_users_stuck_checkouts_does_not_keep_another_user_from_buying()
+    {
+        // One user's checkout waits on a slow Stripe (here: the test holds that checkout's lock) while twenty more of theirs
+        // arrive; another user's checkout must not wait for connections they hold.
+        await BoosterPriceAsync();
+        var user = WalletHost.NewUser();
+        static int StripeOf(string u) => (int)((uint)StringComparer.Ordinal.GetHashCode(u) % 64);
+        var other = WalletHost.NewUser();
+        while (StripeOf(other) == StripeOf(user))
+        {
+            other = WalletHost.NewUser();
+        }
+        var pack = new { packId = "booster", successUrl = "http://app.test/bought", cancelUrl = "http://app.test/shop" };
+        var urlsHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes(pack.successUrl + "|" + pack.cancelUrl)))[..12];
+        await using var blocker = new Npgsql.NpgsqlConnection(Host.ConnectionString);
+        await blocker.OpenAsync();
+        await using var tx = await blocker.BeginTransactionAsync();
+        await using (var hold = new Npgsql.NpgsqlCommand(
+            "SELECT pg_advisory_xact_lock(hashtextextended('pack-checkout|' || @user || '|booster|' || @urlsHash, 0))", blocker, tx))
+        {
+            hold.Parameters.AddWithValue("user", user);
+            hold.Parameters.AddWithValue("urlsHash", urlsHash);
+            await hold.ExecuteNonQueryAsync();
+        }
+        using var client = Host.UserClient(user);
+        var burst = Enumerable.Range(0, 20).Select(_ => client.PostAsJsonAsync("/api/wallet/checkout", pack)).ToList();
+        await Task.Delay(500);
+
+        using var otherClient = Host.UserClient(other);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var response = await otherClient.PostAsJsonAsync("/api/wallet/checkout", pack);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), (await WalletHost.BodyAsync(response)).ToString());
+        Assert.That(started.Elapsed, Is.LessThan(TimeSpan.FromSeconds(4)), "not queued behind the other user's checkouts");
+
+        await tx.RollbackAsync();
+        var answers = await Task.WhenAll(burst);
+        Assert.That(answers.Select(a => a.StatusCode), Is.All.AnyOf(HttpStatusCode.OK, HttpStatusCode.Conflict));
+    }
+
+    [Test]
     public async Task A_second_pack_bought_right_after_the_first_gets_a_new_session_not_the_paid_one()
     {
         var stripe = await BoosterPriceAsync();
