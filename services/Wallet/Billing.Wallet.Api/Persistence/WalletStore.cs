@@ -783,26 +783,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         {
             return p.Outstanding - forgiven;
         }
-        var lots = await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
-            """
-            SELECT t.lot_id, t.amount FROM wallet_clawback_lots t JOIN wallet_lots l ON l.id = t.lot_id
-            WHERE t.checkout_session_id = @SessionId AND t.amount > 0 ORDER BY l.expires_at DESC, l.id DESC
-            """, new { p.SessionId }, tx, cancellationToken: ct));
-        var left = credit;
-        foreach (var (lotId, took) in lots)
-        {
-            var give = Math.Min(left, took);
-            if (give == 0)
-            {
-                break;
-            }
-            await c.ExecuteAsync(new CommandDefinition(
-                """
-                UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @lotId;
-                UPDATE wallet_clawback_lots SET amount = amount - @give WHERE checkout_session_id = @SessionId AND lot_id = @lotId;
-                """, new { give, lotId, p.SessionId }, tx, cancellationToken: ct));
-            left -= give;
-        }
+        await GiveBackToClawbackLotsAsync(c, tx, p.SessionId, credit, exceptLotId: null, ct);
         await CreditEntryAsync(c, tx, p.UserId, LedgerKind.RefundReversal, credit, m.ChargeId,
             $"{m.Describe} for checkout {p.SessionId}: tokens given back", expiresAt: null, "refund-reversal:" + key, now, ct);
         await ExpireDueAsync(c, tx, p.UserId, now, onlyIfDue: true, ct);
@@ -877,13 +858,26 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         await c.ExecuteAsync(new CommandDefinition(
             "UPDATE wallet_lots SET remaining = remaining - @swap WHERE id = @lotId", new { swap, lotId }, tx, cancellationToken: ct));
         await RecordClawbackLotsAsync(c, tx, sessionId, [(lotId, swap)], ct);
-        var others = await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
+        // What no other lot takes back is back among the tokens that never expire: the balance is unchanged, the lots hold less.
+        await GiveBackToClawbackLotsAsync(c, tx, sessionId, swap, exceptLotId: lotId, ct);
+    }
+
+    /// <summary>
+    /// Puts up to <paramref name="amount"/> tokens back into the lots the purchase's claw-backs took them from (but
+    /// <paramref name="exceptLotId"/>), latest-expiring first, with their own expiry (a lot that has expired meanwhile
+    /// loses them again through its expiry entry), and lowers the record of what was taken from each.
+    /// </summary>
+    private static async Task GiveBackToClawbackLotsAsync(NpgsqlConnection c, NpgsqlTransaction tx, string sessionId, long amount, long? exceptLotId,
+        CancellationToken ct)
+    {
+        var lots = await c.QueryAsync<(long LotId, long Took)>(new CommandDefinition(
             """
             SELECT t.lot_id, t.amount FROM wallet_clawback_lots t JOIN wallet_lots l ON l.id = t.lot_id
-            WHERE t.checkout_session_id = @SessionId AND t.lot_id <> @lotId AND t.amount > 0 ORDER BY l.expires_at DESC, l.id DESC
-            """, new { SessionId = sessionId, lotId }, tx, cancellationToken: ct));
-        var left = swap;
-        foreach (var (other, took) in others)
+            WHERE t.checkout_session_id = @sessionId AND t.lot_id <> COALESCE(@exceptLotId, -1) AND t.amount > 0
+            ORDER BY l.expires_at DESC, l.id DESC
+            """, new { sessionId, exceptLotId }, tx, cancellationToken: ct));
+        var left = amount;
+        foreach (var (lotId, took) in lots)
         {
             var give = Math.Min(left, took);
             if (give == 0)
@@ -892,12 +886,11 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             }
             await c.ExecuteAsync(new CommandDefinition(
                 """
-                UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @other;
-                UPDATE wallet_clawback_lots SET amount = amount - @give WHERE checkout_session_id = @SessionId AND lot_id = @other;
-                """, new { give, other, SessionId = sessionId }, tx, cancellationToken: ct));
+                UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @lotId;
+                UPDATE wallet_clawback_lots SET amount = amount - @give WHERE checkout_session_id = @sessionId AND lot_id = @lotId;
+                """, new { give, lotId, sessionId }, tx, cancellationToken: ct));
             left -= give;
         }
-        // The rest is back among the tokens that never expire: the balance is unchanged, the lots hold less.
     }
 
     /// <summary>Adds what a claw-back (or a return paying its debt) took from each expiring lot to the purchase's record.</summary>
