@@ -67,15 +67,16 @@ public sealed class RefundConsumer(Inbox inbox, IStripeClient stripe, StripeCall
             {
                 return;
             }
-            // The payment's id is its invoice's. Its plan lines say which period it paid: one that ends after the current
-            // period started (Stripe's, not the stored one, which may not have seen a renewal yet) and does not start before
-            // it is this period's; a proration has none. One that started before paid for a period a change of interval
-            // replaced (monthly to yearly: a new period began with the change, its unused time was credited, and the
-            // change's own invoice pays for the current period).
+            // The payment's id is its invoice's. Its plan lines say which period it paid (a proration has none): one that
+            // ends after the current period started (Stripe's, not the stored one, which may not have seen a renewal yet)
+            // is this period's when it starts with it, or when it would have lasted to the current period's end — a change
+            // of interval cut it short, and the credit for its unused time covers the whole current period (yearly to a
+            // monthly plan). One cut short that would have ended sooner (monthly to yearly) did not: the change's own
+            // payment pays for the year.
             var invoice = await calls.RunAsync(c => new InvoiceService(stripe).GetAsync(m.PaymentId, cancellationToken: c), ct);
             var live = await calls.RunAsync(c => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: c), ct);
             if (InvoiceLines.PlanPeriod(invoice) is not { } paid || live.PlanItemOrNull() is not { } planItem
-                || paid.End <= planItem.CurrentPeriodStart || paid.Start < planItem.CurrentPeriodStart)
+                || paid.End <= planItem.CurrentPeriodStart || (paid.Start < planItem.CurrentPeriodStart && paid.End < planItem.CurrentPeriodEnd))
             {
                 await SubscriptionStore.RecordAsync(connection, tx, m.UserId, subscriptionId, "refunded",
                     $"payment {m.PaymentId} refunded in full ({m.AmountRefunded} {m.Currency}); it did not pay for the current period, so access stays",
