@@ -132,7 +132,7 @@ public sealed class Buying_a_pack
         var user = WalletHost.NewUser();
         static int StripeOf(string u) => (int)((uint)StringComparer.Ordinal.GetHashCode(u) % 64);
         var other = WalletHost.NewUser();
-        while (StripeOf(other) == StripeOf(user))
+        while (StripeOf(other) != StripeOf(user)) // one that a queue striped 64 ways would have made wait behind the first
         {
             other = WalletHost.NewUser();
         }

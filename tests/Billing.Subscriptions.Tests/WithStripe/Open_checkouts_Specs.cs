@@ -175,7 +175,7 @@ public class Opening_a_second_checkout
         await CheckoutAsync(user, "business", "month"); // the row exists
         static int StripeOf(string u) => (int)((uint)StringComparer.Ordinal.GetHashCode(u) % 64);
         var other = SubscriptionsHost.NewUser();
-        while (StripeOf(other) == StripeOf(user))
+        while (StripeOf(other) != StripeOf(user)) // one that a queue striped 64 ways would have made wait behind the first
         {
             other = SubscriptionsHost.NewUser();
         }

@@ -1,3 +1,4 @@
+using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Database;
 using Npgsql;
 
@@ -17,9 +18,9 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
     /// <summary>How long a subscription change waits for another change of the same user before it answers 409.</summary>
     public static readonly TimeSpan ChangeWait = TimeSpan.FromSeconds(5);
 
-    // One user's changes queue here first (per replica), so that a burst of one user's requests waits without a connection
-    // each: striped, so unrelated users rarely share a stripe and never for long.
-    private readonly SemaphoreSlim[] _stripes = Enumerable.Range(0, 64).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
+    // One user's checkouts and changes queue here first (per replica), so that a burst of one user's requests waits
+    // without a connection each; another user never waits in that queue.
+    private readonly PerKeyQueue _users = new();
 
     /// <summary>
     /// Waits (up to <see cref="ChangeWait"/>) for, then holds, the lock on the user's subscription changes (cancel, resume,
@@ -40,8 +41,7 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
 
     private async Task<(ChangeLock Outcome, Held? Held)> HoldAsync(string userId, string? advisoryKey, CancellationToken ct)
     {
-        var stripe = _stripes[(uint)StringComparer.Ordinal.GetHashCode(userId) % (uint)_stripes.Length];
-        if (!await stripe.WaitAsync(ChangeWait, ct))
+        if (await _users.EnterAsync(userId, ChangeWait, ct) is not { } turn)
         {
             return (ChangeLock.Busy, null);
         }
@@ -76,7 +76,7 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
                 return (ChangeLock.Busy, null);
             }
             held = true;
-            return (ChangeLock.Held, new Held(connection, tx, stripe));
+            return (ChangeLock.Held, new Held(connection, tx, turn));
         }
         finally
         {
@@ -90,7 +90,7 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
                 {
                     await connection.DisposeAsync();
                 }
-                stripe.Release();
+                turn.Dispose();
             }
         }
     }
@@ -98,7 +98,7 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 
     /// <summary>A held lock: its connection and transaction (ended, and the lock released, on disposal).</summary>
-    public sealed class Held(NpgsqlConnection connection, NpgsqlTransaction tx, SemaphoreSlim stripe) : IAsyncDisposable
+    public sealed class Held(NpgsqlConnection connection, NpgsqlTransaction tx, IDisposable turn) : IAsyncDisposable
     {
         public NpgsqlConnection Connection => connection;
 
@@ -113,7 +113,7 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
             }
             finally
             {
-                stripe.Release();
+                turn.Dispose();
             }
         }
     }

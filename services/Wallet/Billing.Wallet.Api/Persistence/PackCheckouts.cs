@@ -1,3 +1,4 @@
+using Billing.ServiceDefaults;
 using Billing.ServiceDefaults.Database;
 using Dapper;
 using Npgsql;
@@ -34,25 +35,16 @@ public sealed class PackCheckouts(IConfiguration configuration) : IAsyncDisposab
     {
         // One user's checkouts queue here first (per replica), without a connection: a burst of them (other packs, other
         // return URLs) waiting on a slow Stripe cannot take the pool every other user's checkouts need.
-        var stripe = _stripes[(uint)StringComparer.Ordinal.GetHashCode(userId) % (uint)_stripes.Length];
-        if (!await stripe.WaitAsync(Wait, ct))
-        {
-            return (CheckoutStart.InProgress, null, null);
-        }
-        try
-        {
-            return await StartUnderUserAsync(userId, packId, urlsHash, requestHash, now, statusOf, expire, create, stripeAnswered, ct);
-        }
-        finally
-        {
-            stripe.Release();
-        }
+        using var turn = await _users.EnterAsync(userId, Wait, ct);
+        return turn is null
+            ? (CheckoutStart.InProgress, null, null)
+            : await StartUnderUserAsync(userId, packId, urlsHash, requestHash, now, statusOf, expire, create, stripeAnswered, ct);
     }
 
     /// <summary>How long a checkout waits for the user's other checkouts (here, then for its pack's lock) before 409.</summary>
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(5);
 
-    private readonly SemaphoreSlim[] _stripes = Enumerable.Range(0, 64).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
+    private readonly PerKeyQueue _users = new();
 
     private async Task<(CheckoutStart Outcome, string? SessionId, string? Url)> StartUnderUserAsync(string userId, string packId, string urlsHash,
         string requestHash, DateTimeOffset now, Func<string, CancellationToken, Task<string>> statusOf, Func<string, CancellationToken, Task> expire,
