@@ -213,6 +213,37 @@ public sealed class Returning_unused_tokens
     }
 
     [Test]
+    public async Task Tokens_that_replace_a_promotion_the_refund_took_expire_at_once_when_the_promotion_has_expired()
+    {
+        // A Sprint pack reserved in full, then a promotion granted (expiring tomorrow); the pack is refunded and the refund
+        // takes the promotion in its place. Two days later the stream ends unused: the pack's tokens go to the refund, and
+        // the promotion, given back, has expired.
+        var user = WalletHost.NewUser();
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1_000, amount: 100) with { ExpiresAfterDays = 30 };
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 1_000, key)).Status, Is.EqualTo(HttpStatusCode.OK));
+        await Host.GrantAsync(user, 1_000, expiresAt: Host.Clock.GetUtcNow().AddDays(1));
+        await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 0);
+
+        Host.Clock.Advance(TimeSpan.FromDays(2));
+        try
+        {
+            var (status, body) = await ReturnAsync(user, 1_000, key);
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That(body.GetProperty("balance").GetInt64(), Is.Zero, "the promotion has expired; the pack is refunded");
+            var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+            Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-2));
+        }
+    }
+
+    [Test]
     public async Task A_refund_debt_is_paid_from_the_tokens_that_came_back_not_from_a_promotion_that_expires_sooner()
     {
         // A Starter pack (never expires) reserved in full and refunded: 100,000 owed. A promotion of 1,000 expiring tomorrow

@@ -344,9 +344,15 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
         await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, debit.CreatedAt, now, ct);
+        var swapped = false;
         foreach (var (lotId, gave) in refilled)
         {
-            await SwapIntoClawbackAsync(c, tx, lotId, gave, ct);
+            swapped |= await SwapIntoClawbackAsync(c, tx, lotId, gave, ct);
+        }
+        if (swapped)
+        {
+            // A lot the claw-back had taken from may have expired since: what it gets back leaves again, now.
+            await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
         }
         var balance = await BalanceAsync(c, tx, r.UserId, ct);
         await tx.CommitAsync(ct);
@@ -839,7 +845,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// refunded pack's: the claw-back takes them now and gives back what it took in their place (another lot's first, as
     /// it took those last). Without it the user kept the refunded pack's tokens, with its expiry, instead of their own.
     /// </summary>
-    private static async Task SwapIntoClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, long lotId, long gave, CancellationToken ct)
+    private static async Task<bool> SwapIntoClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, long lotId, long gave, CancellationToken ct)
     {
         var p = await c.QuerySingleOrDefaultAsync<(string? SessionId, long Elsewhere, long Remaining)>(new CommandDefinition(
             """
@@ -853,13 +859,14 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var swap = Math.Min(Math.Min(gave, p.Remaining), p.Elsewhere);
         if (p.SessionId is not { } sessionId || swap <= 0)
         {
-            return;
+            return false;
         }
         await c.ExecuteAsync(new CommandDefinition(
             "UPDATE wallet_lots SET remaining = remaining - @swap WHERE id = @lotId", new { swap, lotId }, tx, cancellationToken: ct));
         await RecordClawbackLotsAsync(c, tx, sessionId, [(lotId, swap)], ct);
         // What no other lot takes back is back among the tokens that never expire: the balance is unchanged, the lots hold less.
         await GiveBackToClawbackLotsAsync(c, tx, sessionId, swap, exceptLotId: lotId, ct);
+        return true;
     }
 
     /// <summary>
