@@ -137,8 +137,7 @@ public sealed class Buying_a_pack
             other = WalletHost.NewUser();
         }
         var pack = new { packId = "booster", successUrl = "http://app.test/bought", cancelUrl = "http://app.test/shop" };
-        var urlsHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
-            System.Text.Encoding.UTF8.GetBytes(pack.successUrl + "|" + pack.cancelUrl)))[..12];
+        var urlsHash = Billing.ServiceDefaults.Stripe.IdempotencyKeys.Hash(pack.successUrl + "|" + pack.cancelUrl);
         await using var blocker = new Npgsql.NpgsqlConnection(Host.ConnectionString);
         await blocker.OpenAsync();
         await using var tx = await blocker.BeginTransactionAsync();

@@ -1,5 +1,6 @@
 using Billing.Catalog;
 using Billing.ServiceDefaults;
+using Billing.ServiceDefaults.Database;
 using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
@@ -113,7 +114,7 @@ public static class AdminEndpoints
         {
             var (outcome, held) = await locks.LockSubscriptionChangesAsync(userId, ct);
             await using var _ = held;
-            if (outcome != ChangeLock.Held)
+            if (outcome != UserLock.Held)
             {
                 return new OverageFix(subscriptionId, userId, keys, "failed: another change of this subscription is in progress; run again");
             }

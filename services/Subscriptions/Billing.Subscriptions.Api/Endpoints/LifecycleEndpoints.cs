@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Claims;
 using Billing.Catalog;
 using Billing.ServiceDefaults;
+using Billing.ServiceDefaults.Database;
 using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
@@ -557,11 +558,11 @@ public static class LifecycleEndpoints
         Problems.Problem(409, "cancellation_pending", "Your subscription ends at the period end.",
             "Resume it first (POST /api/subscriptions/me/resume) to move to another plan at the renewal.");
 
-    private static IResult? Refusal(ChangeLock outcome) => outcome switch
+    private static IResult? Refusal(UserLock outcome) => outcome switch
     {
-        ChangeLock.Busy => Problems.Problem(409, "change_in_progress", "Another change of your subscription is in progress.",
+        UserLock.Busy => Problems.Problem(409, "change_in_progress", "Another change of your subscription is in progress.",
             "Try again in a moment."),
-        ChangeLock.Unavailable => Problems.Problem(503, "busy", "Too many subscription changes at once.", "Try again in a moment."),
+        UserLock.Unavailable => Problems.Problem(503, "busy", "Too many subscription changes at once.", "Try again in a moment."),
         _ => null,
     };
 

@@ -1,6 +1,7 @@
 using System.Security.Claims;
 using Billing.Catalog;
 using Billing.ServiceDefaults;
+using Billing.ServiceDefaults.Database;
 using Billing.ServiceDefaults.Stripe;
 using Billing.Subscriptions.Api.Persistence;
 using Billing.Subscriptions.Api.Stripe;
@@ -128,7 +129,7 @@ public static class SubscriptionEndpoints
 
         // The key names everything the session is made of (a changed request must not meet Stripe's idempotency error) and
         // a generation, which moves whenever the session on record is not to be handed out again.
-        var baseKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-" + StableHash(string.Join("|",
+        var baseKey = $"billing-checkout-{userId}-{choice.Price.LookupKey}-t{trialDays}-" + IdempotencyKeys.Hash(string.Join("|",
             [priceId, .. overagePriceIds, customerId, choice.Plan.Id, choice.Plan.TrialRequiresPaymentMethod ? "card" : "no-card", choice.SuccessUrl, choice.CancelUrl]));
         var now = clock.GetUtcNow();
 
@@ -139,7 +140,7 @@ public static class SubscriptionEndpoints
         var (outcome, held) = await checkoutLocks.HoldCheckoutAsync(userId, ct);
         if (held is null)
         {
-            return outcome == ChangeLock.Busy ? CheckoutInProgress() : Problems.Problem(503, "busy", "Too many checkouts at once.", "Try again in a moment.");
+            return outcome == UserLock.Busy ? CheckoutInProgress() : Problems.Problem(503, "busy", "Too many checkouts at once.", "Try again in a moment.");
         }
         await using var hold = held;
         var (connection, tx) = (held.Connection, held.Transaction);
@@ -279,9 +280,6 @@ public static class SubscriptionEndpoints
             new global::Stripe.BillingPortal.SessionCreateOptions { Customer = customerId, ReturnUrl = returnUrl }, cancellationToken: c), ct);
         return TypedResults.Ok(new PortalResponse(session.Url));
     }
-
-    private static string StableHash(string value) =>
-        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..12];
 
     public sealed record CheckoutResponse(string CheckoutSessionId, string Url);
 

@@ -96,8 +96,8 @@ public static class WalletEndpoints
 
         // A double click (or a reload) gets the same session back while it is open; a user who has paid it gets a new one.
         var sessions = new global::Stripe.Checkout.SessionService(stripe);
-        var (outcome, sessionId, url) = await checkouts.StartAsync(userId, pack.Id, StableHash(checkout.SuccessUrl + "|" + checkout.CancelUrl),
-            StableHash(string.Join("|", [priceId, options.CustomerEmail ?? "", .. metadata.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => $"{m.Key}={m.Value}")])),
+        var (outcome, sessionId, url) = await checkouts.StartAsync(userId, pack.Id, IdempotencyKeys.Hash(checkout.SuccessUrl + "|" + checkout.CancelUrl),
+            IdempotencyKeys.Hash(string.Join("|", [priceId, options.CustomerEmail ?? "", .. metadata.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => $"{m.Key}={m.Value}")])),
             clock.GetUtcNow(),
             async (id, t) => (await calls.RunAsync(c => sessions.GetAsync(id, cancellationToken: c), t)).Status,
             async (id, t) =>
@@ -161,9 +161,6 @@ public static class WalletEndpoints
         var (items, next) = await store.TransactionsAsync(user.UserId()!, take, before, ct);
         return TypedResults.Ok(new TransactionsResponse(items.Select(TransactionDto.From).ToList(), next is { } n ? Cursor.Encode(n) : null));
     }
-
-    private static string StableHash(string value) =>
-        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(value)))[..12];
 
     public sealed record PacksResponse(IReadOnlyList<PackDto> Packs);
 

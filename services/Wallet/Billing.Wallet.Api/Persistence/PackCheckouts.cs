@@ -10,13 +10,14 @@ namespace Billing.Wallet.Api.Persistence;
 /// back while it is open and at most <see cref="Reuse"/> old (a double click, a reload); otherwise — paid, expired, or
 /// older — it gets a new one. Requests for the same pack run one at a time, so two clicks never make two sessions. The
 /// lock is held on a connection of a pool of its own (<c>Wallet:CheckoutConcurrency</c>, 16) while Stripe answers, so a
-/// Stripe slowdown never takes the main pool's connections from debits and returns.
+/// Stripe slowdown never takes the main pool's connections from debits and returns, and one user's checkouts queue per
+/// replica first (<see cref="UserLocks"/>).
 /// </summary>
 public sealed class PackCheckouts(IConfiguration configuration) : IAsyncDisposable
 {
-    private readonly NpgsqlDataSource dataSource = DatabaseExtensions.OwnPool(configuration, "Wallet:CheckoutConcurrency", 16);
+    private readonly UserLocks _locks = new(configuration, "Wallet:CheckoutConcurrency");
 
-    public ValueTask DisposeAsync() => dataSource.DisposeAsync();
+    public ValueTask DisposeAsync() => _locks.DisposeAsync();
 
     public static readonly TimeSpan Reuse = TimeSpan.FromMinutes(10);
 
@@ -33,48 +34,17 @@ public sealed class PackCheckouts(IConfiguration configuration) : IAsyncDisposab
         string requestHash, DateTimeOffset now, Func<string, CancellationToken, Task<string>> statusOf, Func<string, CancellationToken, Task> expire,
         Func<string, CancellationToken, Task<(string SessionId, string Url)>> create, Func<Exception, bool> stripeAnswered, CancellationToken ct)
     {
-        // One user's checkouts queue here first (per replica), without a connection: a burst of them (other packs, other
-        // return URLs) waiting on a slow Stripe cannot take the pool every other user's checkouts need.
-        using var turn = await _users.EnterAsync(userId, Wait, ct);
-        return turn is null
-            ? (CheckoutStart.InProgress, null, null)
-            : await StartUnderUserAsync(userId, packId, urlsHash, requestHash, now, statusOf, expire, create, stripeAnswered, ct);
-    }
-
-    /// <summary>How long a checkout waits for the user's other checkouts (here, then for its pack's lock) before 409.</summary>
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(5);
-
-    private readonly PerKeyQueue _users = new();
-
-    private async Task<(CheckoutStart Outcome, string? SessionId, string? Url)> StartUnderUserAsync(string userId, string packId, string urlsHash,
-        string requestHash, DateTimeOffset now, Func<string, CancellationToken, Task<string>> statusOf, Func<string, CancellationToken, Task> expire,
-        Func<string, CancellationToken, Task<(string SessionId, string Url)>> create, Func<Exception, bool> stripeAnswered, CancellationToken ct)
-    {
-        NpgsqlConnection c;
-        try
+        var (outcome, held) = await _locks.HoldAsync(userId, $"pack-checkout|{userId}|{packId}|{urlsHash}", ct);
+        if (held is null)
         {
-            c = await dataSource.OpenConnectionAsync(ct);
+            // Another checkout of the user (or of this pack on another replica) held it for 5 s, or every connection of
+            // this pool is waiting on Stripe.
+            return (outcome == UserLock.Busy ? CheckoutStart.InProgress : CheckoutStart.Unavailable, null, null);
         }
-        catch (NpgsqlException ex) when (ex.InnerException is TimeoutException)
+        await using (held)
         {
-            return (CheckoutStart.Unavailable, null, null); // every connection of this pool is waiting on Stripe
-        }
-        await using (c)
-        {
-            await using var tx = await c.BeginTransactionAsync(ct);
+            var (c, tx) = (held.Connection, held.Transaction);
             var args = new { userId, packId, urlsHash };
-            try
-            {
-                await c.ExecuteAsync(new CommandDefinition(
-                    """
-                    SET LOCAL lock_timeout = '5s';
-                    SELECT pg_advisory_xact_lock(hashtextextended('pack-checkout|' || @userId || '|' || @packId || '|' || @urlsHash, 0));
-                    """, args, tx, cancellationToken: ct));
-            }
-            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
-            {
-                return (CheckoutStart.InProgress, null, null);
-            }
             var last = await c.QuerySingleOrDefaultAsync<LastCheckout>(new CommandDefinition(
                 """
                 SELECT session_id AS SessionId, url AS Url, sequence AS Sequence, created_at AS CreatedAt FROM wallet_checkouts
