@@ -28,6 +28,13 @@ public sealed class Returning_unused_tokens
         return (user, key);
     }
 
+    /// <summary>The admin verify finds every wallet's balance, ledger and lots in agreement.</summary>
+    private static async Task AssertVerifiedAsync()
+    {
+        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
+        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+    }
+
     private static async Task<long[]> ExpiringAsync(string user)
     {
         using var client = Host.UserClient(user);
@@ -136,8 +143,7 @@ public sealed class Returning_unused_tokens
         Assert.That(await Host.BalanceAsync(user), Is.EqualTo(90));
         Assert.That((await Host.TransactionsAsync(user)).Count(i => i.GetProperty("kind").GetString() == "return"), Is.EqualTo(1));
 
-        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
-        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+        await AssertVerifiedAsync();
     }
 
     [Test]
@@ -181,8 +187,7 @@ public sealed class Returning_unused_tokens
             Is.EqualTo(new[] { ("refund", -60_000L), ("return", 60_000L), ("refund", 0L), ("debit", -100_000L), ("purchase", 100_000L) }));
         Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }), Is.EqualTo(40_000),
             "the 40,000 really spent stay owed");
-        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
-        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+        await AssertVerifiedAsync();
     }
 
     [TestCase(100, 1_000L, new long[0])]
@@ -208,8 +213,7 @@ public sealed class Returning_unused_tokens
         Assert.That(body.GetProperty("balance").GetInt64(), Is.EqualTo(balanceAfter));
         Assert.That(await ExpiringAsync(user), Is.EqualTo(expiringAfter),
             "the user's own tokens never expire; only what is left of the pack's (not refunded) expires with it");
-        var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
-        Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+        await AssertVerifiedAsync();
     }
 
     [Test]
@@ -234,8 +238,7 @@ public sealed class Returning_unused_tokens
             var (status, body) = await ReturnAsync(user, 1_000, key);
             Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
             Assert.That(body.GetProperty("balance").GetInt64(), Is.Zero, "the promotion has expired; the pack is refunded");
-            var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
-            Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+            await AssertVerifiedAsync();
         }
         finally
         {
@@ -319,8 +322,7 @@ public sealed class Returning_unused_tokens
                 Is.EqualTo(new[] { ("expiry", -100_000L), ("return", 100_000L) }), "the returned tokens expired at once");
             Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }), Is.EqualTo(100_000),
                 "expired tokens pay nothing: the debt stays");
-            var verify = await WalletHost.BodyAsync(await Host.Admin.GetAsync("/api/admin/wallet/verify"));
-            Assert.That(verify.GetProperty("mismatches").GetArrayLength(), Is.Zero, verify.ToString());
+            await AssertVerifiedAsync();
         }
         finally
         {
