@@ -753,8 +753,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     {
         var userId = p.UserId;
         var requested = target - p.Requested;
-        var take = Math.Min(requested, await BalanceAsync(c, tx, userId, ct));
-        await TakeForClawbackAsync(c, tx, userId, p.SessionId, p.LotId, take, ct);
+        var take = await TakeForClawbackAsync(c, tx, userId, p.SessionId, p.LotId, requested, ct);
 
         var entry = await RefundEntryAsync(c, tx, userId, take, reference: m.ChargeId, requested,
             $"{m.Describe} for checkout {p.SessionId}", $"refund:{key}", now, ct);
@@ -807,23 +806,25 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     }
 
     /// <summary>
-    /// Takes <paramref name="take"/> tokens (the balance holds them) for the claw-back of purchase <paramref name="sessionId"/>:
-    /// from the pack's own lot first, then from the tokens that never expire, then from other lots soonest-expiring first —
-    /// so the lots never hold more than the balance, and another pack's (or a promotion's) expiring tokens are taken only
-    /// when nothing else is left. Records what came from each lot. A claw-back and a return paying its debt take alike.
+    /// Takes up to <paramref name="atMost"/> tokens, never more than the balance, for the claw-back of purchase
+    /// <paramref name="sessionId"/>: from the pack's own lot first, then from the tokens that never expire, then from other
+    /// lots soonest-expiring first — so the lots never hold more than the balance, and another pack's (or a promotion's)
+    /// expiring tokens are taken only when nothing else is left. Records what came from each lot; returns how many it took
+    /// (the caller writes the ledger entry). A claw-back and a return paying its debt take alike.
     /// </summary>
-    private static async Task TakeForClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, string sessionId, long? ownLotId,
-        long take, CancellationToken ct)
+    private static async Task<long> TakeForClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, string sessionId, long? ownLotId,
+        long atMost, CancellationToken ct)
     {
-        if (take <= 0)
-        {
-            return;
-        }
         var (balance, lotsTotal) = await c.QuerySingleAsync<(long Balance, long LotsTotal)>(new CommandDefinition(
             """
             SELECT balance, (SELECT COALESCE(SUM(remaining), 0)::bigint FROM wallet_lots WHERE user_id = @userId AND remaining > 0)
             FROM wallets WHERE user_id = @userId
             """, new { userId }, tx, cancellationToken: ct));
+        var take = Math.Min(atMost, balance);
+        if (take <= 0)
+        {
+            return 0;
+        }
         var fromOwnLot = 0L;
         if (ownLotId is { } lotId)
         {
@@ -837,6 +838,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
         await RecordClawbackLotsAsync(c, tx, sessionId,
             await SpendLotsAsync(c, tx, userId, Clawback.FromOtherLots(take, balance, lotsTotal, fromOwnLot), ct), ct);
+        return take;
     }
 
     /// <summary>
