@@ -315,3 +315,39 @@ public class The_learning_communitys_quarterly_trial
             "the won chargeback's tokens back");
     }
 }
+
+[TestFixture]
+[Category("seed")]
+[Category("seed-learning-community")]
+[NonParallelizable]
+public class A_plan_switched_in_the_customer_portal
+{
+    [Test]
+    public async Task While_a_downgrade_is_pending_is_the_users_plan_from_then_on()
+    {
+        // Creator paid for the quarter, a downgrade to Community Pro waits for its end. Then, in Stripe's customer portal (the
+        // README says to switch plan switching off there; a Dashboard change is the same), a switch to Pro Learn: Stripe
+        // bills Pro Learn from now, so Pro Learn is the user's plan, with its limits — not Creator until the quarter ends.
+        var user = Seed.NewUser("learn-portal");
+        using var api = Api.Gateway(Tokens.User(user));
+        await Paying_for_Pro.SubscribeAsync(api, "creator", "month", 3);
+        var (downgraded, downgrade, _) = await api.PostAsync("/api/subscriptions/me/change",
+            new { planId = "community_pro", interval = "month", intervalCount = 3 });
+        Assert.That(downgraded, Is.EqualTo(HttpStatusCode.OK), downgrade.ToString());
+        var pending = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("scheduledChange").ValueKind == JsonValueKind.Object, "the downgrade to show as pending");
+        Assert.That(pending.GetProperty("planId").GetString(), Is.EqualTo("creator"), "paid for until the quarter ends");
+
+        var (opened, portal, _) = await api.PostAsync("/api/billing-portal");
+        Assert.That(opened, Is.EqualTo(HttpStatusCode.OK), portal.ToString());
+        var subscription = await StripeView.SubscriptionOfAsync(user);
+        await Simulator.PortalSwitchAsync(portal.GetProperty("url").GetString()!, subscription.GetProperty("id").GetString()!,
+            await StripeView.PriceIdAsync("pro_learn_month3"));
+
+        var switched = await Eventually.GetAsync(async () => (await api.GetAsync("/api/subscriptions/me")).Body,
+            s => s.GetProperty("planId").GetString() == "pro_learn", "the plan Stripe bills to be the user's");
+        Assert.That(switched.GetProperty("scheduledChange").ValueKind, Is.EqualTo(JsonValueKind.Null), "nothing waits any more");
+        await Seed.MeterAsync(api, "ai.upload", m => m.GetProperty("limit").GetInt64() == 300);
+        await StripeView.AssertBillingMatchesStripeAsync(api, user);
+    }
+}

@@ -17,6 +17,14 @@ public static class Simulator
         return (response.StatusCode, response.Headers.Location);
     }
 
+    /// <summary>Switches the subscription to another price on the customer portal's page (as its "Switch plan" button does).</summary>
+    public static async Task PortalSwitchAsync(string portalUrl, string subscriptionId, string priceId)
+    {
+        using var response = await Http.PostAsync(new Uri(portalUrl).AbsolutePath.TrimEnd('/') + "/switch",
+            new FormUrlEncodedContent(new Dictionary<string, string> { ["subscription"] = subscriptionId, ["price"] = priceId }));
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.SeeOther), await response.Content.ReadAsStringAsync());
+    }
+
     /// <summary>Moves simulated time forward; renewals, failures and period ends happen with their events.</summary>
     public static async Task AdvanceAsync(TimeSpan by)
     {

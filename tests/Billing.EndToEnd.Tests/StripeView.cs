@@ -22,6 +22,13 @@ public static class StripeView
         return list.GetProperty("data")[0];
     }
 
+    /// <summary>Stripe's id of the active price with <paramref name="lookupKey"/>.</summary>
+    public static async Task<string> PriceIdAsync(string lookupKey)
+    {
+        var found = await Http.GetFromJsonAsync<JsonElement>($"/v1/prices?active=true&lookup_keys[]={Uri.EscapeDataString(lookupKey)}");
+        return found.GetProperty("data")[0].GetProperty("id").GetString()!;
+    }
+
     /// <summary>The values of the meter events Stripe received for a customer.</summary>
     public static async Task<IReadOnlyList<long>> MeterEventValuesAsync(string customer)
     {

@@ -82,4 +82,29 @@ public class A_downgrade_waiting_in_a_subscription_schedule : WithFakeStripe
             count => count == 1, "an update without a scheduled change");
         Assert.That(await OutboxAsync(subscriptionId, "true"), Is.EqualTo(3));
     }
+
+    [Test]
+    public async Task A_downgrade_within_the_interval_holds_only_while_Stripe_bills_the_price_it_put_on_the_item()
+    {
+        var n = Guid.NewGuid().ToString("N")[..14];
+        var subscriptionId = "sub_" + n;
+        var subscription = FakeStripe.ActiveSubscription(subscriptionId, "u-" + n, "cus_" + n);
+        var end = subscription["items"]!["data"]![0]!["current_period_end"]!.GetValue<long>();
+        subscription["metadata"]!["entitledPlanId"] = "pro";
+        subscription["metadata"]!["entitledPlanUntil"] = end.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        subscription["metadata"]!["downgradedPriceId"] = "price_pro_month"; // the price the item bills
+        FakeStripe.Subscription(subscription, StripeAnswer.Ok);
+
+        var (status, answer, _) = await Payments.SendWebhookAsync(FakeStripe.UpdatedEvent("evt_a" + n, subscription));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+        await PaymentsHost.EventuallyAsync(() => OutboxAsync(subscriptionId, "jsonb_typeof(payload->'scheduledChange') = 'object'"),
+            count => count == 1, "the downgrade that waits for the period end");
+
+        // A plan switched in the customer portal since: the item bills another price than the one the downgrade put there.
+        subscription["metadata"]!["downgradedPriceId"] = "price_starter_month";
+        (status, answer, _) = await Payments.SendWebhookAsync(FakeStripe.UpdatedEvent("evt_b" + n, subscription));
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
+        await PaymentsHost.EventuallyAsync(() => OutboxAsync(subscriptionId, "coalesce(jsonb_typeof(payload->'scheduledChange'), 'null') = 'null'"),
+            count => count == 1, "the price Stripe bills is the plan, and nothing waits");
+    }
 }

@@ -79,6 +79,28 @@ public class Undoing_a_scheduled_downgrade
     }
 
     [Test]
+    public async Task After_a_switch_in_the_customer_portal_asking_for_the_plan_paid_for_restores_nothing()
+    {
+        // The portal (or the Dashboard) moved the item from the lower price to Max, charging its proration; Payments' events
+        // of it have not reached Billing yet, whose record still shows Business. Putting Business back without proration
+        // would take the Max the user has just paid for.
+        var (user, before) = await DowngradedAsync();
+        var max = (await new PriceService(Host.Stripe).ListAsync(new PriceListOptions { LookupKeys = ["max_month"], Active = true })).Data.Single();
+        await new SubscriptionService(Host.Stripe).UpdateAsync(before.Id, new SubscriptionUpdateOptions
+        {
+            Items = [new SubscriptionItemOptions { Id = before.PlanItem().Id, Price = max.Id }],
+            ProrationBehavior = "always_invoice",
+        });
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("subscription_changing"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.PlanItem().Price.LookupKey, Is.EqualTo("max_month"), "the plan switched to and paid for stays");
+    }
+
+    [Test]
     public async Task Its_preview_costs_nothing_now()
     {
         var (user, _) = await DowngradedAsync();

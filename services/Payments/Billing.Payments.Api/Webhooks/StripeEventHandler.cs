@@ -462,15 +462,14 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
             ? await ScheduledChangeAsync(s.ScheduleId, item, ct)
             : null;
         // A downgrade within the interval is charged from the next period; until then the user keeps the plan they paid
-        // for (Subscriptions records it in the subscription's metadata when it schedules the downgrade).
-        if (s.Metadata?.GetValueOrDefault("entitledPlanId") is { Length: > 0 } entitled && catalog.FindPlan(entitled) is not null
-            && long.TryParse(s.Metadata.GetValueOrDefault("entitledPlanUntil"), out var until)
-            && Utc(item.CurrentPeriodStart) < DateTimeOffset.FromUnixTimeSeconds(until))
+        // for (Subscriptions records it in the subscription's metadata when it schedules the downgrade) — while Stripe bills
+        // the lower price it put on the item: a plan switched in the customer portal since then is the user's plan at once.
+        if (EntitledPlans.Pending(s) is var (entitled, until) && catalog.FindPlan(entitled) is not null)
         {
             scheduled ??= new ScheduledPlanChange
             {
                 PlanId = planId, PriceId = price?.Id ?? "", Interval = price?.Recurring?.Interval ?? "month",
-                IntervalCount = (int)(price?.Recurring?.IntervalCount ?? 1), EffectiveAt = DateTimeOffset.FromUnixTimeSeconds(until),
+                IntervalCount = (int)(price?.Recurring?.IntervalCount ?? 1), EffectiveAt = until,
             };
             planId = entitled;
         }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Security.Claims;
 using Billing.Catalog;
 using Billing.ServiceDefaults;
@@ -20,12 +19,6 @@ namespace Billing.Subscriptions.Api.Endpoints;
 /// </summary>
 public static class LifecycleEndpoints
 {
-    /// <summary>Subscription metadata that keeps the user on the plan they paid for until a downgrade takes effect.</summary>
-    public const string EntitledPlanKey = "entitledPlanId";
-    public const string EntitledUntilKey = "entitledPlanUntil";
-    /// <summary>The exact price the user paid for the entitled plan (a grandfathered one the catalog has since replaced).</summary>
-    public const string EntitledPriceKey = "entitledPriceId";
-
     public static IEndpointRouteBuilder MapLifecycleApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/api/subscriptions/me").RequireAuthorization(BillingPolicies.User);
@@ -259,10 +252,9 @@ public static class LifecycleEndpoints
             // Stripe charges the new price from the next period; until then the user keeps the plan they paid for.
             options.ProrationBehavior = "none";
             options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
-            options.Metadata[EntitledPlanKey] = current.PlanId;
             // The price paid for this period: the item's, or (a second downgrade while one is pending) the one recorded then.
-            options.Metadata[EntitledPriceKey] = EntitledPriceOf(subscription, current.PlanId) ?? item.Price.Id;
-            options.Metadata[EntitledUntilKey] = item.CurrentPeriodEnd.ToUniversalTime().Subtract(DateTime.UnixEpoch).TotalSeconds.ToString("0", CultureInfo.InvariantCulture);
+            EntitledPlans.Record(options.Metadata, current.PlanId, EntitledPriceOf(subscription, current.PlanId) ?? item.Price.Id, priceId,
+                item.CurrentPeriodEnd);
         }
 
         try
@@ -372,13 +364,10 @@ public static class LifecycleEndpoints
                 // the plan paid for at another interval, whose metadata names the same plan) or its metadata names the new plan.
                 return;
             }
-            await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, new Dictionary<string, string>
+            await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, EntitledPlans.Copy(new Dictionary<string, string>
             {
                 ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
-                [EntitledPlanKey] = subscription.Metadata.GetValueOrDefault(EntitledPlanKey) ?? "",
-                [EntitledUntilKey] = subscription.Metadata.GetValueOrDefault(EntitledUntilKey) ?? "",
-                [EntitledPriceKey] = subscription.Metadata.GetValueOrDefault(EntitledPriceKey) ?? "",
-            }, idempotencyKey + "-redo", stripe, calls);
+            }, subscription), idempotencyKey + "-redo", stripe, calls);
         }
         catch (Exception ex)
         {
@@ -424,26 +413,18 @@ public static class LifecycleEndpoints
     /// <summary>The price recorded as paid for <paramref name="planId"/> while a downgrade from it is pending (none recorded by
     /// downgrades made before it was; the catalog's price for the plan is used then).</summary>
     private static string? EntitledPriceOf(Subscription subscription, string planId) =>
-        DowngradePending(subscription, planId) && subscription.Metadata.GetValueOrDefault(EntitledPriceKey) is { Length: > 0 } priceId ? priceId : null;
+        DowngradePending(subscription, planId) && subscription.Metadata.GetValueOrDefault(EntitledPlans.PriceKey) is { Length: > 0 } priceId ? priceId : null;
 
     /// <summary>Clears the metadata of a downgrade within the interval (the entitled plan, until when, at which price).</summary>
-    private static Dictionary<string, string> NoDowngradePending(Dictionary<string, string> metadata)
-    {
-        metadata[EntitledPlanKey] = "";
-        metadata[EntitledUntilKey] = "";
-        metadata[EntitledPriceKey] = "";
-        return metadata;
-    }
+    private static Dictionary<string, string> NoDowngradePending(Dictionary<string, string> metadata) => EntitledPlans.Clear(metadata);
 
     /// <summary>
     /// A downgrade from <paramref name="planId"/> is scheduled and its period has not rolled over yet: Stripe still bills
     /// the period the user paid <paramref name="planId"/> for. After the renewal (whose events may not have reached Billing
-    /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore.
+    /// yet) the lower price is what was charged, and going back up is an upgrade, not a restore; after a switch to another
+    /// price in Stripe's customer portal, that price is the user's plan (<see cref="EntitledPlans.Pending"/>).
     /// </summary>
-    private static bool DowngradePending(Subscription subscription, string planId) =>
-        subscription.Metadata.GetValueOrDefault(EntitledPlanKey) == planId
-        && long.TryParse(subscription.Metadata.GetValueOrDefault(EntitledUntilKey), NumberStyles.Integer, CultureInfo.InvariantCulture, out var until)
-        && subscription.PlanItem().CurrentPeriodStart.ToUniversalTime() < DateTime.UnixEpoch.AddSeconds(until);
+    private static bool DowngradePending(Subscription subscription, string planId) => EntitledPlans.Pending(subscription)?.PlanId == planId;
 
     private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
         SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock, CancellationToken ct)
