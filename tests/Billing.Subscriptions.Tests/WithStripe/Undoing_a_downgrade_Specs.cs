@@ -146,6 +146,57 @@ public class Undoing_a_scheduled_downgrade
         Assert.That(after.Items.Data[0].Price.Id, Is.EqualTo(legacy.Id), "the price the user pays stays theirs");
     }
 
+    /// <summary>Business monthly at a grandfathered 1,800 a later catalog push archived, downgraded to Pro within the month.</summary>
+    private static async Task<(string User, Subscription Before, global::Stripe.Price Legacy)> DowngradedFromAnArchivedPriceAsync()
+    {
+        var prices = new PriceService(Host.Stripe);
+        var legacy = await prices.CreateAsync(new PriceCreateOptions
+        {
+            Product = "billing_plan_business", UnitAmount = 1800, Currency = "usd",
+            Recurring = new PriceRecurringOptions { Interval = "month" }, Metadata = new() { ["planId"] = "business" },
+        });
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "business", "month", priceId: legacy.Id);
+        await prices.UpdateAsync(legacy.Id, new PriceUpdateOptions { Active = false });
+        var (downgraded, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+        Assert.That(downgraded, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        await SubscriptionsHost.SaveLocalAsync(user, "business", await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id), sequence: 2);
+        return (user, subscription, legacy);
+    }
+
+    [Test]
+    public async Task Restores_a_grandfathered_price_the_catalog_has_since_archived_which_stays_archived()
+    {
+        // Stripe refuses an archived price on an item: the price is active for the one call only.
+        var (user, before, legacy) = await DowngradedFromAnArchivedPriceAsync();
+
+        var (status, restored) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), restored.ToString());
+        Assert.That(restored.GetProperty("kind").GetString(), Is.EqualTo("restore"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.PlanItem().Price.Id, Is.EqualTo(legacy.Id), "the price the user pays stays theirs");
+        Assert.That((await new PriceService(Host.Stripe).GetAsync(legacy.Id)).Active, Is.False, "no longer sold");
+    }
+
+    [Test]
+    public async Task An_upgrade_meanwhile_from_a_grandfathered_archived_price_credits_what_was_paid()
+    {
+        var (user, before, legacy) = await DowngradedFromAnArchivedPriceAsync();
+
+        var (previewed, preview) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=max&interval=month");
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "max", interval = "month" });
+
+        Assert.That(previewed, Is.EqualTo(HttpStatusCode.OK), preview.ToString());
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = before.Id, Limit = 100 });
+        var upgrade = invoices.Data.Single(i => i.BillingReason == "subscription_update");
+        Assert.That(upgrade.AmountPaid, Is.EqualTo(5000 - 1800).Within(10), "the unused 1,800 credited, not the lower price's 500");
+        Assert.That(preview.GetProperty("amountDueNow").GetInt64(), Is.EqualTo(upgrade.AmountPaid).Within(10), preview.ToString());
+        Assert.That((await new SubscriptionService(Host.Stripe).GetAsync(before.Id)).PlanItem().Price.LookupKey, Is.EqualTo("max_month"));
+        Assert.That((await new PriceService(Host.Stripe).GetAsync(legacy.Id)).Active, Is.False, "no longer sold");
+    }
+
     [Test]
     public async Task After_the_renewal_at_the_lower_price_asking_for_the_old_plan_is_no_restore()
     {

@@ -195,7 +195,7 @@ public static class LifecycleEndpoints
             // Stripe would start a new period and charge it now (or, swapping metered overage items without proration, drop
             // the overage used so far); a schedule makes the change at the renewal instead.
             await ScheduledDowngrades.ScheduleAsync(subscription, schedule, new PendingDowngrade(priceId, overagePriceIds, plan.Id),
-                idempotencyKey, stripe, calls, ct);
+                idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
             var at = new DateTimeOffset(item.CurrentPeriodEnd.ToUniversalTime(), TimeSpan.Zero);
             await store.RecordUserActionAsync(userId, current.SubscriptionId, "downgrade_scheduled",
                 $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {at:u} (subscription schedule)", ct);
@@ -213,7 +213,8 @@ public static class LifecycleEndpoints
         // A downgrade within the interval has already put the lower price on Stripe's item (without proration; the user keeps
         // the plan paid for until the renewal). An upgrade prorates from the item's price, so it would credit the unused
         // time at the lower price: the paid-for price goes back first, without proration, and returns should the upgrade fail.
-        var restored = kind == PlanChangeKind.Upgrade ? await RestoreEntitledPriceAsync(subscription, current, catalog, prices, idempotencyKey, stripe, calls, ct) : null;
+        var restored = kind == PlanChangeKind.Upgrade ? await RestoreEntitledPriceAsync(subscription, current, catalog, prices, idempotencyKey, stripe, calls,
+            loggers.CreateLogger(LoggerName), ct) : null;
         // An upgrade also swaps the metered overage items to the new plan's (Stripe bills a removed one's usage so far on the
         // upgrade's invoice); other changes here keep them: a downgrade that changes them went through a schedule above.
         // Undoing a downgrade puts back the very price the user paid (a grandfathered one stays), not the catalog's current one.
@@ -260,8 +261,10 @@ public static class LifecycleEndpoints
         try
         {
             // Past a release the outcome must be known: a client that gives up does not cancel this call.
-            await calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(current.SubscriptionId, options,
-                new RequestOptions { IdempotencyKey = idempotencyKey }, c), schedule is null && restored is null ? ct : CancellationToken.None);
+            // Undoing a downgrade from a grandfathered price the catalog has since archived names that price again.
+            await RetiredPrices.RunAsync(changes.Select(c => c.Price), suffix => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(
+                current.SubscriptionId, options, new RequestOptions { IdempotencyKey = idempotencyKey + suffix }, c),
+                schedule is null && restored is null ? ct : CancellationToken.None), stripe, calls, loggers.CreateLogger(LoggerName));
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
@@ -314,7 +317,7 @@ public static class LifecycleEndpoints
 
     /// <summary>Puts the entitled price back on the item (no proration, same period); returns the lower price it replaced.</summary>
     private static async Task<string?> RestoreEntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
-        StripePrices prices, string idempotencyKey, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
+        StripePrices prices, string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger, CancellationToken ct)
     {
         if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is not { } entitled)
         {
@@ -323,24 +326,25 @@ public static class LifecycleEndpoints
         var item = subscription.PlanItem();
         await SetPlanPriceUnproratedAsync(subscription, entitled,
             NoDowngradePending(new Dictionary<string, string> { ["planId"] = current.PlanId }),
-            idempotencyKey + "-restore", stripe, calls);
+            idempotencyKey + "-restore", stripe, calls, logger);
         return item.Price.Id;
     }
 
     /// <summary>
     /// Puts <paramref name="priceId"/> on the plan item without proration and without moving the period (what was paid for
-    /// this period stays paid; Stripe bills the price from the renewal), with <paramref name="metadata"/>. Not cancelled by
-    /// a client that leaves: the caller's next step depends on its outcome.
+    /// this period stays paid; Stripe bills the price from the renewal), with <paramref name="metadata"/> — also a
+    /// grandfathered price the catalog has since archived. Not cancelled by a client that leaves: the caller's next step
+    /// depends on its outcome.
     /// </summary>
     private static Task SetPlanPriceUnproratedAsync(Subscription subscription, string priceId, Dictionary<string, string> metadata,
-        string idempotencyKey, IStripeClient stripe, StripeCalls calls) =>
-        calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger) =>
+        RetiredPrices.RunAsync([priceId], suffix => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
         {
             Items = OverageItems.ToUpdate([new ItemChange(subscription.PlanItem().Id, priceId)]),
             ProrationBehavior = "none",
             BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
             Metadata = metadata,
-        }, new RequestOptions { IdempotencyKey = idempotencyKey }, c), CancellationToken.None);
+        }, new RequestOptions { IdempotencyKey = idempotencyKey + suffix }, c), CancellationToken.None), stripe, calls, logger);
 
     /// <summary>
     /// After a failed upgrade: the downgrade <see cref="RestoreEntitledPriceAsync"/> undid is pending again, as before — only
@@ -367,7 +371,7 @@ public static class LifecycleEndpoints
             await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, EntitledPlans.Copy(new Dictionary<string, string>
             {
                 ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
-            }, subscription), idempotencyKey + "-redo", stripe, calls);
+            }, subscription), idempotencyKey + "-redo", stripe, calls, logger);
         }
         catch (Exception ex)
         {
@@ -427,8 +431,10 @@ public static class LifecycleEndpoints
     private static bool DowngradePending(Subscription subscription, string planId) => EntitledPlans.Pending(subscription)?.PlanId == planId;
 
     private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
-        SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock, CancellationToken ct)
+        SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock,
+        ILoggerFactory loggers, CancellationToken ct)
     {
+        var logger = loggers.CreateLogger(LoggerName);
         var (target, errorResult) = await ResolveAsync(planId, interval, intervalCount, user, store, catalog, prices, ct);
         if (target is null)
         {
@@ -462,16 +468,18 @@ public static class LifecycleEndpoints
             return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, endsTrial ? price.Amount : 0,
                 price.Currency, price.Amount));
         }
-        Task<Invoice> PreviewOf(List<ItemChange> changes) => calls.RunAsync(c => new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
-        {
-            Subscription = current.SubscriptionId,
-            SubscriptionDetails = new InvoiceSubscriptionDetailsOptions
+        // Going back to the paid-for price may name a grandfathered price the catalog has since archived.
+        Task<Invoice> PreviewOf(List<ItemChange> changes) => RetiredPrices.RunAsync(changes.Select(c => c.Price), _ => calls.RunAsync(c =>
+            new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
             {
-                Items = OverageItems.ToPreview(changes),
-                ProrationBehavior = "always_invoice",
-                ProrationDate = now.UtcDateTime,
-            },
-        }, cancellationToken: c), ct);
+                Subscription = current.SubscriptionId,
+                SubscriptionDetails = new InvoiceSubscriptionDetailsOptions
+                {
+                    Items = OverageItems.ToPreview(changes),
+                    ProrationBehavior = "always_invoice",
+                    ProrationDate = now.UtcDateTime,
+                },
+            }, cancellationToken: c), ct), stripe, calls, logger);
         var preview = await PreviewOf(OverageItems.Changes(subscription, priceId, overagePriceIds));
         var due = preview.AmountDue;
         // While a downgrade within the interval is pending the change first puts the paid-for price back (no proration):

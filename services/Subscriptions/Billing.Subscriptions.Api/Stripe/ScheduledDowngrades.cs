@@ -52,7 +52,7 @@ public static class ScheduledDowngrades
 
     /// <summary>Schedules the move to <paramref name="change"/> at the current period's end (replacing a change already scheduled).</summary>
     public static async Task ScheduleAsync(Subscription subscription, SubscriptionSchedule? existing, PendingDowngrade change,
-        string idempotencyKey, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger, CancellationToken ct)
     {
         var service = new SubscriptionScheduleService(stripe);
         var schedule = existing ?? await calls.RunAsync(c => service.CreateAsync(
@@ -92,9 +92,10 @@ public static class ScheduledDowngrades
             Discounts = discounts is { Count: > 0 } ? discounts : null,
             ProrationBehavior = "none",
         };
-        await calls.RunAsync(c => service.UpdateAsync(schedule.Id,
+        // The phase in force names the prices the user pays now: a grandfathered one the catalog has since archived too.
+        await RetiredPrices.RunAsync(paid.Items.Select(i => i.Price), suffix => calls.RunAsync(c => service.UpdateAsync(schedule.Id,
             new SubscriptionScheduleUpdateOptions { EndBehavior = "release", ProrationBehavior = "none", Phases = [paid, next] },
-            new RequestOptions { IdempotencyKey = idempotencyKey + "-phases" }, c), ct);
+            new RequestOptions { IdempotencyKey = idempotencyKey + "-phases" + suffix }, c), ct), stripe, calls, logger);
     }
 
     /// <summary>Releases <paramref name="schedule"/>: the subscription stays on its current price and nothing is scheduled.</summary>
@@ -127,7 +128,7 @@ public static class ScheduledDowngrades
                     + "the downgrade to {Pending} is not scheduled again", now.Id, item.Price.Id, now.CancelAtPeriodEnd, pending.PriceId);
                 return;
             }
-            await ScheduleAsync(now, null, pending, idempotencyKey + "-again", stripe, calls, CancellationToken.None);
+            await ScheduleAsync(now, null, pending, idempotencyKey + "-again", stripe, calls, logger, CancellationToken.None);
         }
         catch (Exception ex)
         {
