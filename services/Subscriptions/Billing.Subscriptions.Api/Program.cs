@@ -24,6 +24,7 @@ builder.AddBillingStripe();
 builder.Services.AddSingleton<SubscriptionStore>();
 builder.Services.AddSingleton<StripeCustomers>();
 builder.Services.AddSingleton<CheckoutLocks>();
+builder.Services.AddSingleton<RetiredPrices>();
 builder.Services.AddSingleton(ReturnUrls.From(builder.Configuration));
 builder.Services.AddHostedService<GraceWatcher>();
 

@@ -196,6 +196,48 @@ public class Downgrading_to_another_billing_interval
     }
 
     [Test]
+    public async Task A_declined_upgrade_keeps_it_also_when_a_push_has_since_replaced_its_price()
+    {
+        // Pro yearly → Pro monthly waits in a schedule; then a catalog push replaces pro_month (archiving the price the
+        // schedule names). The upgrade releases the schedule and is declined: the downgrade comes back, at the agreed price.
+        var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");
+        var prices = new PriceService(Host.Stripe);
+        var agreed = (await prices.ListAsync(new PriceListOptions { LookupKeys = ["pro_month"], Active = true })).Data.Single();
+        await ReplaceAsync(agreed);
+        try
+        {
+            await Host.SetCardAsync(before.CustomerId, "4000000000000002");
+
+            var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "year" });
+
+            Assert.That(status, Is.EqualTo(HttpStatusCode.PaymentRequired), body.ToString());
+            Assert.That((await StripeAsync(before.Id)).ScheduleId, Is.Not.Null.And.Not.Empty, "the downgrade waits again");
+            Assert.That((await prices.GetAsync(agreed.Id)).Active, Is.False, "no longer sold");
+            await Host.SetCardAsync(before.CustomerId, "4242424242424242");
+            await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
+            Assert.That((await StripeAsync(before.Id)).Items.Data[0].Price.Id, Is.EqualTo(agreed.Id), "monthly from the year's end, as agreed");
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromSeconds(31)); // Billing's 30-s price cache forgets the replaced price before the next test
+        }
+    }
+
+    /// <summary>What a catalog push does to a price whose amount it changes (here: the same amount again, so the catalog the
+    /// other tests see stays as it was): a new price takes the lookup key over, the old one is archived.</summary>
+    internal static async Task ReplaceAsync(global::Stripe.Price old)
+    {
+        var prices = new PriceService(Host.Stripe);
+        await prices.CreateAsync(new PriceCreateOptions
+        {
+            Product = old.ProductId, UnitAmount = old.UnitAmount, Currency = old.Currency, LookupKey = old.LookupKey, TransferLookupKey = true,
+            Recurring = new PriceRecurringOptions { Interval = old.Recurring.Interval, IntervalCount = old.Recurring.IntervalCount },
+            Metadata = old.Metadata,
+        });
+        await prices.UpdateAsync(old.Id, new PriceUpdateOptions { Active = false });
+    }
+
+    [Test]
     public async Task A_resume_with_nothing_to_resume_keeps_it()
     {
         var (user, before) = await ScheduledAsync("pro", "year", "pro", "month");

@@ -198,6 +198,32 @@ public class Undoing_a_scheduled_downgrade
     }
 
     [Test]
+    public async Task A_catalog_price_a_push_has_just_replaced_is_never_made_active_again()
+    {
+        // Billing caches the price of a lookup key for 30 s: a change right after a push can name the price the push has
+        // just archived. Stripe refuses it, and that stands — only prices a subscription pays or paid are made active again.
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "business", "month");
+        var (previewed, preview) = await Host.GetAsync(user, "/api/subscriptions/me/change-preview?planId=pro&interval=month");
+        Assert.That(previewed, Is.EqualTo(HttpStatusCode.OK), preview.ToString()); // pro_month's price is cached now
+        var prices = new PriceService(Host.Stripe);
+        var old = (await prices.ListAsync(new PriceListOptions { LookupKeys = ["pro_month"], Active = true })).Data.Single();
+        await Downgrading_to_another_billing_interval.ReplaceAsync(old);
+        try
+        {
+            var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+
+            Assert.That(status, Is.Not.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That((await prices.GetAsync(old.Id)).Active, Is.False, "the replaced price is not sold again");
+            Assert.That((await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id)).PlanItem().Price.LookupKey, Is.EqualTo("business_month"));
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromSeconds(31)); // the cache forgets the replaced price before the next test
+        }
+    }
+
+    [Test]
     public async Task After_the_renewal_at_the_lower_price_asking_for_the_old_plan_is_no_restore()
     {
         var (user, before) = await DowngradedAsync();

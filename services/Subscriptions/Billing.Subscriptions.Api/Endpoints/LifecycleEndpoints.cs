@@ -39,15 +39,15 @@ public static class LifecycleEndpoints
         long AmountDueNow, string Currency, long NextAmount);
 
     private static async Task<IResult> CancelAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
-        BillingCatalog catalog, CheckoutLocks locks, ILoggerFactory loggers, CancellationToken ct) =>
-        await SetCancelAsync(user, store, stripe, calls, catalog, locks, loggers, cancel: true, ct);
+        BillingCatalog catalog, CheckoutLocks locks, RetiredPrices retired, ILoggerFactory loggers, CancellationToken ct) =>
+        await SetCancelAsync(user, store, stripe, calls, catalog, locks, retired, loggers, cancel: true, ct);
 
     private static async Task<IResult> ResumeAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
-        BillingCatalog catalog, CheckoutLocks locks, ILoggerFactory loggers, CancellationToken ct) =>
-        await SetCancelAsync(user, store, stripe, calls, catalog, locks, loggers, cancel: false, ct);
+        BillingCatalog catalog, CheckoutLocks locks, RetiredPrices retired, ILoggerFactory loggers, CancellationToken ct) =>
+        await SetCancelAsync(user, store, stripe, calls, catalog, locks, retired, loggers, cancel: false, ct);
 
     private static async Task<IResult> SetCancelAsync(ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe, StripeCalls calls,
-        BillingCatalog catalog, CheckoutLocks locks, ILoggerFactory loggers, bool cancel, CancellationToken ct)
+        BillingCatalog catalog, CheckoutLocks locks, RetiredPrices retired, ILoggerFactory loggers, bool cancel, CancellationToken ct)
     {
         var userId = user.UserId()!;
         var current = await store.CurrentAsync(userId, ct);
@@ -102,7 +102,7 @@ public static class LifecycleEndpoints
         }
         catch
         {
-            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
+            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, retired, loggers.CreateLogger(LoggerName), ct);
             throw;
         }
         await store.RecordUserActionAsync(userId, current.SubscriptionId, cancel ? "cancel_requested" : "resume_requested",
@@ -113,7 +113,7 @@ public static class LifecycleEndpoints
     private const string LoggerName = "Billing.Subscriptions.Lifecycle";
 
     private static async Task<IResult> ChangeAsync(ChangeRequest? request, ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe,
-        StripeCalls calls, BillingCatalog catalog, StripePrices prices, CheckoutLocks locks, ILoggerFactory loggers, TimeProvider clock,
+        StripeCalls calls, BillingCatalog catalog, StripePrices prices, CheckoutLocks locks, RetiredPrices retired, ILoggerFactory loggers, TimeProvider clock,
         CancellationToken ct)
     {
         var userId = user.UserId()!;
@@ -195,7 +195,7 @@ public static class LifecycleEndpoints
             // Stripe would start a new period and charge it now (or, swapping metered overage items without proration, drop
             // the overage used so far); a schedule makes the change at the renewal instead.
             await ScheduledDowngrades.ScheduleAsync(subscription, schedule, new PendingDowngrade(priceId, overagePriceIds, plan.Id),
-                idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
+                idempotencyKey, stripe, calls, retired, ct);
             var at = new DateTimeOffset(item.CurrentPeriodEnd.ToUniversalTime(), TimeSpan.Zero);
             await store.RecordUserActionAsync(userId, current.SubscriptionId, "downgrade_scheduled",
                 $"{current.PlanId} → {plan.Id} {price.Interval}×{price.IntervalCount}, effective {at:u} (subscription schedule)", ct);
@@ -210,11 +210,6 @@ public static class LifecycleEndpoints
             // change fail, that downgrade is scheduled again.
             await ScheduledDowngrades.ReleaseAsync(schedule, idempotencyKey, stripe, calls, ct);
         }
-        // A downgrade within the interval has already put the lower price on Stripe's item (without proration; the user keeps
-        // the plan paid for until the renewal). An upgrade prorates from the item's price, so it would credit the unused
-        // time at the lower price: the paid-for price goes back first, without proration, and returns should the upgrade fail.
-        var restored = kind == PlanChangeKind.Upgrade ? await RestoreEntitledPriceAsync(subscription, current, catalog, prices, idempotencyKey, stripe, calls,
-            loggers.CreateLogger(LoggerName), ct) : null;
         // An upgrade also swaps the metered overage items to the new plan's (Stripe bills a removed one's usage so far on the
         // upgrade's invoice); other changes here keep them: a downgrade that changes them went through a schedule above.
         // Undoing a downgrade puts back the very price the user paid (a grandfathered one stays), not the catalog's current one.
@@ -258,24 +253,34 @@ public static class LifecycleEndpoints
                 item.CurrentPeriodEnd);
         }
 
+        string? restored = null;
         try
         {
+            if (kind == PlanChangeKind.Upgrade)
+            {
+                // A downgrade within the interval has already put the lower price on Stripe's item (without proration; the user
+                // keeps the plan paid for until the renewal). An upgrade prorates from the item's price, so it would credit the
+                // unused time at the lower price: the paid-for price goes back first, without proration, and returns should the
+                // upgrade fail (as a released schedule does, also when this step fails).
+                restored = await RestoreEntitledPriceAsync(subscription, current, catalog, prices, idempotencyKey, stripe, calls, retired, ct);
+            }
+            // Undoing a downgrade names the price paid for again: a grandfathered one the catalog has since archived, too.
+            string?[] paid = kind == PlanChangeKind.Restore ? [EntitledPriceOf(subscription, current.PlanId)] : [];
             // Past a release the outcome must be known: a client that gives up does not cancel this call.
-            // Undoing a downgrade from a grandfathered price the catalog has since archived names that price again.
-            await RetiredPrices.RunAsync(changes.Select(c => c.Price), suffix => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(
+            await retired.RunAsync(paid, suffix => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(
                 current.SubscriptionId, options, new RequestOptions { IdempotencyKey = idempotencyKey + suffix }, c),
-                schedule is null && restored is null ? ct : CancellationToken.None), stripe, calls, loggers.CreateLogger(LoggerName));
+                schedule is null && restored is null ? ct : CancellationToken.None));
         }
         catch (StripeException ex) when (ex.StripeError?.Type == "card_error" || ex.HttpStatusCode == System.Net.HttpStatusCode.PaymentRequired)
         {
-            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
-            await RedoDowngradeAsync(subscription, current, restored, priceId, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
+            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, retired, loggers.CreateLogger(LoggerName), ct);
+            await RedoDowngradeAsync(subscription, current, restored, priceId, idempotencyKey, stripe, calls, retired, loggers.CreateLogger(LoggerName));
             return Problems.Problem(402, "payment_failed", "The prorated payment for the upgrade failed; nothing changed.", ex.StripeError?.Message ?? ex.Message);
         }
         catch
         {
-            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName), ct);
-            await RedoDowngradeAsync(subscription, current, restored, priceId, idempotencyKey, stripe, calls, loggers.CreateLogger(LoggerName));
+            await ScheduledDowngrades.RescheduleAsync(subscription, pending, idempotencyKey, stripe, calls, retired, loggers.CreateLogger(LoggerName), ct);
+            await RedoDowngradeAsync(subscription, current, restored, priceId, idempotencyKey, stripe, calls, retired, loggers.CreateLogger(LoggerName));
             throw;
         }
 
@@ -317,34 +322,34 @@ public static class LifecycleEndpoints
 
     /// <summary>Puts the entitled price back on the item (no proration, same period); returns the lower price it replaced.</summary>
     private static async Task<string?> RestoreEntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
-        StripePrices prices, string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger, CancellationToken ct)
+        StripePrices prices, string idempotencyKey, IStripeClient stripe, StripeCalls calls, RetiredPrices retired, CancellationToken ct)
     {
         if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is not { } entitled)
         {
             return null;
         }
         var item = subscription.PlanItem();
-        await SetPlanPriceUnproratedAsync(subscription, entitled,
+        await SetPlanPriceUnproratedAsync(subscription, entitled, PaidFor(subscription, current, entitled),
             NoDowngradePending(new Dictionary<string, string> { ["planId"] = current.PlanId }),
-            idempotencyKey + "-restore", stripe, calls, logger);
+            idempotencyKey + "-restore", stripe, calls, retired);
         return item.Price.Id;
     }
 
     /// <summary>
     /// Puts <paramref name="priceId"/> on the plan item without proration and without moving the period (what was paid for
-    /// this period stays paid; Stripe bills the price from the renewal), with <paramref name="metadata"/> — also a
-    /// grandfathered price the catalog has since archived. Not cancelled by a client that leaves: the caller's next step
-    /// depends on its outcome.
+    /// this period stays paid; Stripe bills the price from the renewal), with <paramref name="metadata"/> — also, when
+    /// <paramref name="paid"/> (a price the subscription pays or paid, not one looked up from the catalog), a grandfathered
+    /// price the catalog has since archived. Not cancelled by a client that leaves: the caller's next step depends on its outcome.
     /// </summary>
-    private static Task SetPlanPriceUnproratedAsync(Subscription subscription, string priceId, Dictionary<string, string> metadata,
-        string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger) =>
-        RetiredPrices.RunAsync([priceId], suffix => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
+    private static Task SetPlanPriceUnproratedAsync(Subscription subscription, string priceId, bool paid, Dictionary<string, string> metadata,
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls, RetiredPrices retired) =>
+        retired.RunAsync(paid ? [priceId] : [], suffix => calls.RunAsync(c => new SubscriptionService(stripe).UpdateAsync(subscription.Id, new SubscriptionUpdateOptions
         {
             Items = OverageItems.ToUpdate([new ItemChange(subscription.PlanItem().Id, priceId)]),
             ProrationBehavior = "none",
             BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" },
             Metadata = metadata,
-        }, new RequestOptions { IdempotencyKey = idempotencyKey + suffix }, c), CancellationToken.None), stripe, calls, logger);
+        }, new RequestOptions { IdempotencyKey = idempotencyKey + suffix }, c), CancellationToken.None));
 
     /// <summary>
     /// After a failed upgrade: the downgrade <see cref="RestoreEntitledPriceAsync"/> undid is pending again, as before — only
@@ -352,7 +357,7 @@ public static class LifecycleEndpoints
     /// price back would take it away). A failure here is logged, not thrown over the upgrade's own error.
     /// </summary>
     private static async Task RedoDowngradeAsync(Subscription subscription, SubscriptionRecord current, string? lowerPriceId, string upgradePriceId,
-        string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger)
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls, RetiredPrices retired, ILogger logger)
     {
         if (lowerPriceId is null)
         {
@@ -368,10 +373,11 @@ public static class LifecycleEndpoints
                 // the plan paid for at another interval, whose metadata names the same plan) or its metadata names the new plan.
                 return;
             }
-            await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, EntitledPlans.Copy(new Dictionary<string, string>
+            // The lower price was on the item (a catalog push may have archived it since): the renewal bills it, as agreed.
+            await SetPlanPriceUnproratedAsync(subscription, lowerPriceId, paid: true, EntitledPlans.Copy(new Dictionary<string, string>
             {
                 ["planId"] = subscription.Metadata.GetValueOrDefault("planId") ?? current.PlanId,
-            }, subscription), idempotencyKey + "-redo", stripe, calls, logger);
+            }, subscription), idempotencyKey + "-redo", stripe, calls, retired);
         }
         catch (Exception ex)
         {
@@ -419,6 +425,11 @@ public static class LifecycleEndpoints
     private static string? EntitledPriceOf(Subscription subscription, string planId) =>
         DowngradePending(subscription, planId) && subscription.Metadata.GetValueOrDefault(EntitledPlans.PriceKey) is { Length: > 0 } priceId ? priceId : null;
 
+    /// <summary>True when <paramref name="entitled"/> is the price recorded as paid for, not the catalog's price of the plan
+    /// (looked up, possibly from a cache a catalog push has just made stale).</summary>
+    private static bool PaidFor(Subscription subscription, SubscriptionRecord current, string entitled) =>
+        EntitledPriceOf(subscription, current.PlanId) == entitled;
+
     /// <summary>Clears the metadata of a downgrade within the interval (the entitled plan, until when, at which price).</summary>
     private static Dictionary<string, string> NoDowngradePending(Dictionary<string, string> metadata) => EntitledPlans.Clear(metadata);
 
@@ -432,9 +443,8 @@ public static class LifecycleEndpoints
 
     private static async Task<IResult> PreviewAsync(string? planId, string? interval, int? intervalCount, ClaimsPrincipal user,
         SubscriptionStore store, IStripeClient stripe, StripeCalls calls, BillingCatalog catalog, StripePrices prices, TimeProvider clock,
-        ILoggerFactory loggers, CancellationToken ct)
+        RetiredPrices retired, CancellationToken ct)
     {
-        var logger = loggers.CreateLogger(LoggerName);
         var (target, errorResult) = await ResolveAsync(planId, interval, intervalCount, user, store, catalog, prices, ct);
         if (target is null)
         {
@@ -468,8 +478,8 @@ public static class LifecycleEndpoints
             return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, endsTrial ? price.Amount : 0,
                 price.Currency, price.Amount));
         }
-        // Going back to the paid-for price may name a grandfathered price the catalog has since archived.
-        Task<Invoice> PreviewOf(List<ItemChange> changes) => RetiredPrices.RunAsync(changes.Select(c => c.Price), _ => calls.RunAsync(c =>
+        // Going back to the price paid for may name a grandfathered price the catalog has since archived.
+        Task<Invoice> PreviewOf(List<ItemChange> changes, string? paid = null) => retired.RunAsync([paid], _ => calls.RunAsync(c =>
             new InvoiceService(stripe).CreatePreviewAsync(new InvoiceCreatePreviewOptions
             {
                 Subscription = current.SubscriptionId,
@@ -479,14 +489,15 @@ public static class LifecycleEndpoints
                     ProrationBehavior = "always_invoice",
                     ProrationDate = now.UtcDateTime,
                 },
-            }, cancellationToken: c), ct), stripe, calls, logger);
+            }, cancellationToken: c), ct));
         var preview = await PreviewOf(OverageItems.Changes(subscription, priceId, overagePriceIds));
         var due = preview.AmountDue;
         // While a downgrade within the interval is pending the change first puts the paid-for price back (no proration):
         // what is due is the upgrade from the lower price less what going back to the paid-for one would cost.
         if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is { } entitled)
         {
-            due = Math.Max(0, due - (await PreviewOf([new ItemChange(subscription.PlanItem().Id, entitled)])).AmountDue);
+            due = Math.Max(0, due - (await PreviewOf([new ItemChange(subscription.PlanItem().Id, entitled)],
+                PaidFor(subscription, current, entitled) ? entitled : null)).AmountDue);
         }
         return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, due, preview.Currency, price.Amount));
     }

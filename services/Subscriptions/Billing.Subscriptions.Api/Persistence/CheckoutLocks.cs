@@ -23,5 +23,12 @@ public sealed class CheckoutLocks(IConfiguration configuration) : IAsyncDisposab
     /// <summary>A connection and transaction for a checkout, after the user's other checkouts and changes on this replica (the caller locks the user's checkout row in it).</summary>
     public Task<(UserLock Outcome, UserLocks.Held? Held)> HoldCheckoutAsync(string userId, CancellationToken ct) => _locks.HoldAsync(userId, null, ct);
 
+    /// <summary>
+    /// Holds the lock under which an archived price is made active for one call and archived again
+    /// (<see cref="Stripe.RetiredPrices"/>): one such change at a time, across replicas.
+    /// </summary>
+    public Task<(UserLock Outcome, UserLocks.Held? Held)> HoldRetiredPricesAsync(CancellationToken ct) =>
+        _locks.HoldAsync("retired-prices", "retired-prices", ct);
+
     public ValueTask DisposeAsync() => _locks.DisposeAsync();
 }

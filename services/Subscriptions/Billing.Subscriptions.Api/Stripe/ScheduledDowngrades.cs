@@ -52,7 +52,7 @@ public static class ScheduledDowngrades
 
     /// <summary>Schedules the move to <paramref name="change"/> at the current period's end (replacing a change already scheduled).</summary>
     public static async Task ScheduleAsync(Subscription subscription, SubscriptionSchedule? existing, PendingDowngrade change,
-        string idempotencyKey, IStripeClient stripe, StripeCalls calls, ILogger logger, CancellationToken ct)
+        string idempotencyKey, IStripeClient stripe, StripeCalls calls, RetiredPrices retired, CancellationToken ct, bool agreed = false)
     {
         var service = new SubscriptionScheduleService(stripe);
         var schedule = existing ?? await calls.RunAsync(c => service.CreateAsync(
@@ -92,10 +92,12 @@ public static class ScheduledDowngrades
             Discounts = discounts is { Count: > 0 } ? discounts : null,
             ProrationBehavior = "none",
         };
-        // The phase in force names the prices the user pays now: a grandfathered one the catalog has since archived too.
-        await RetiredPrices.RunAsync(paid.Items.Select(i => i.Price), suffix => calls.RunAsync(c => service.UpdateAsync(schedule.Id,
-            new SubscriptionScheduleUpdateOptions { EndBehavior = "release", ProrationBehavior = "none", Phases = [paid, next] },
-            new RequestOptions { IdempotencyKey = idempotencyKey + "-phases" + suffix }, c), ct), stripe, calls, logger);
+        // The phase in force names the prices the user pays now: a grandfathered one the catalog has since archived too; and
+        // a downgrade scheduled again (agreed before) names the prices Stripe's schedule had, which a push may have archived.
+        await retired.RunAsync(paid.Items.Select(i => i.Price).Concat(agreed ? next.Items.Select(i => i.Price) : []), suffix => calls.RunAsync(c =>
+            service.UpdateAsync(schedule.Id,
+                new SubscriptionScheduleUpdateOptions { EndBehavior = "release", ProrationBehavior = "none", Phases = [paid, next] },
+                new RequestOptions { IdempotencyKey = idempotencyKey + "-phases" + suffix }, c), ct));
     }
 
     /// <summary>Releases <paramref name="schedule"/>: the subscription stays on its current price and nothing is scheduled.</summary>
@@ -109,7 +111,7 @@ public static class ScheduledDowngrades
     /// as it was): best effort — a failure here is logged, and the user's answer is the original failure.
     /// </summary>
     public static async Task RescheduleAsync(Subscription subscription, PendingDowngrade? pending, string idempotencyKey, IStripeClient stripe,
-        StripeCalls calls, ILogger logger, CancellationToken ct)
+        StripeCalls calls, RetiredPrices retired, ILogger logger, CancellationToken ct)
     {
         if (pending is null)
         {
@@ -128,7 +130,7 @@ public static class ScheduledDowngrades
                     + "the downgrade to {Pending} is not scheduled again", now.Id, item.Price.Id, now.CancelAtPeriodEnd, pending.PriceId);
                 return;
             }
-            await ScheduleAsync(now, null, pending, idempotencyKey + "-again", stripe, calls, logger, CancellationToken.None);
+            await ScheduleAsync(now, null, pending, idempotencyKey + "-again", stripe, calls, retired, CancellationToken.None, agreed: true);
         }
         catch (Exception ex)
         {
