@@ -101,7 +101,7 @@ public class A_downgrade_waiting_in_a_subscription_schedule : WithFakeStripe
             count => count == 1, "the downgrade that waits for the period end");
 
         // A plan switched in the customer portal since: the item bills another price than the one the downgrade put there.
-        subscription["metadata"]!["downgradedPriceId"] = "price_starter_month";
+        subscription["items"]!["data"]![0]!["price"]!["id"] = "price_pro_month_v2";
         (status, answer, _) = await Payments.SendWebhookAsync(FakeStripe.UpdatedEvent("evt_b" + n, subscription));
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
         await PaymentsHost.EventuallyAsync(() => OutboxAsync(subscriptionId, "coalesce(jsonb_typeof(payload->'scheduledChange'), 'null') = 'null'"),
