@@ -217,6 +217,39 @@ public sealed class Returning_unused_tokens
     }
 
     [Test]
+    public async Task Tokens_of_a_refunded_pack_that_come_back_after_it_expired_still_give_the_user_their_own_tokens_back()
+    {
+        // As above, but the stream ends after the pack's 30 days: its tokens come back into an expired lot. They are the
+        // refund's all the same, and the user's own 1,000 the refund took in their place come back; nothing expires.
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 1_000);
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1_000, amount: 100) with { ExpiresAfterDays = 30 };
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 2_000);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 1_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the pack's lot reserved (soonest-expiring first)");
+        await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 0);
+
+        Host.Clock.Advance(TimeSpan.FromDays(31));
+        try
+        {
+            var (status, body) = await ReturnAsync(user, 1_000, key);
+
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That(body.GetProperty("balance").GetInt64(), Is.EqualTo(1_000), "the user's own tokens, back");
+            Assert.That(await ExpiringAsync(user), Is.Empty);
+            var items = await Host.TransactionsAsync(user);
+            Assert.That(items[0].GetProperty("kind").GetString(), Is.EqualTo("return"), "nothing expired");
+            await AssertVerifiedAsync();
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-31));
+        }
+    }
+
+    [Test]
     public async Task Tokens_that_replace_a_promotion_the_refund_took_expire_at_once_when_the_promotion_has_expired()
     {
         // A Sprint pack reserved in full, then a promotion granted (expiring tomorrow); the pack is refunded and the refund

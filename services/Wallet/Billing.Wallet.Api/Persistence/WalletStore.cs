@@ -305,7 +305,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             """, new { Key = r.IdempotencyKey, now }, tx, cancellationToken: ct))).ToList();
         var left = amount - Math.Min(amount, debit.Amount - lots.Sum(l => l.Took));
         var backIntoExpiredLots = 0L;
-        var refilled = new List<(long LotId, long Gave)>();
+        var refilled = new List<(long LotId, long Gave, bool Expired)>();
         foreach (var (lotId, took, expired) in lots)
         {
             if (left == 0)
@@ -320,10 +320,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             {
                 backIntoExpiredLots += give;
             }
-            else
-            {
-                refilled.Add((lotId, give));
-            }
+            refilled.Add((lotId, give, expired));
             left -= give;
         }
 
@@ -340,14 +337,20 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             WHERE idempotency_key = @Key
             """, new { r.UserId, amount, Key = r.IdempotencyKey, r.Reason, now, Reference = debit.Reference ?? r.IdempotencyKey },
             tx, cancellationToken: ct));
+        // Tokens of a refunded pack that come back into its lot after it expired are still the refund's, which took the
+        // user's own in their place: they replace those first, so that the user's own tokens do not expire with the pack.
+        foreach (var (lotId, gave, _) in refilled.Where(l => l.Expired))
+        {
+            backIntoExpiredLots -= await SwapIntoClawbackAsync(c, tx, lotId, gave, ct);
+        }
         // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry, before
         // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
         await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, debit.CreatedAt, now, ct);
         var swapped = false;
-        foreach (var (lotId, gave) in refilled)
+        foreach (var (lotId, gave, _) in refilled.Where(l => !l.Expired))
         {
-            swapped |= await SwapIntoClawbackAsync(c, tx, lotId, gave, ct);
+            swapped |= await SwapIntoClawbackAsync(c, tx, lotId, gave, ct) > 0;
         }
         if (swapped)
         {
@@ -845,9 +848,10 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// Tokens a return put back into the lot of a pack whose refund was taken from other tokens — the pack's own were out
     /// on a reservation then, so the claw-back took tokens that never expire, or another lot's, in their place — are the
     /// refunded pack's: the claw-back takes them now and gives back what it took in their place (another lot's first, as
-    /// it took those last). Without it the user kept the refunded pack's tokens, with its expiry, instead of their own.
+    /// it took those last). Without it the user kept the refunded pack's tokens, with its expiry, instead of their own (or,
+    /// the pack's lot having expired, lost their own). Returns how many tokens were swapped.
     /// </summary>
-    private static async Task<bool> SwapIntoClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, long lotId, long gave, CancellationToken ct)
+    private static async Task<long> SwapIntoClawbackAsync(NpgsqlConnection c, NpgsqlTransaction tx, long lotId, long gave, CancellationToken ct)
     {
         var p = await c.QuerySingleOrDefaultAsync<(string? SessionId, long Elsewhere, long Remaining)>(new CommandDefinition(
             """
@@ -861,14 +865,14 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         var swap = Math.Min(Math.Min(gave, p.Remaining), p.Elsewhere);
         if (p.SessionId is not { } sessionId || swap <= 0)
         {
-            return false;
+            return 0;
         }
         await c.ExecuteAsync(new CommandDefinition(
             "UPDATE wallet_lots SET remaining = remaining - @swap WHERE id = @lotId", new { swap, lotId }, tx, cancellationToken: ct));
         await RecordClawbackLotsAsync(c, tx, sessionId, [(lotId, swap)], ct);
         // What no other lot takes back is back among the tokens that never expire: the balance is unchanged, the lots hold less.
         await GiveBackToClawbackLotsAsync(c, tx, sessionId, swap, exceptLotId: lotId, ct);
-        return true;
+        return swap;
     }
 
     /// <summary>
