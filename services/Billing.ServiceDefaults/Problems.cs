@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Billing.ServiceDefaults.Stripe;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Mvc;
@@ -73,6 +74,11 @@ internal sealed class BadRequestExceptionHandler(IProblemDetailsService problems
             global::Stripe.StripeException => (502, "Stripe refused the request.", "stripe_error"),
             _ => (0, "", null),
         };
+        if (StripePrices.RefusedAPrice(exception))
+        {
+            // A price a catalog push has archived since it was cached: the user's next attempt looks it up afresh.
+            httpContext.RequestServices.GetService<StripePrices>()?.Forget();
+        }
         if (status == 0 || httpContext.Response.HasStarted)
         {
             return false;

@@ -31,6 +31,20 @@ public sealed class StripePrices(IStripeClient stripe, StripeCalls calls, TimePr
         return price.Id;
     }
 
+    /// <summary>
+    /// Forgets every price looked up: Stripe refused a request that named one (<see cref="RefusedAPrice"/>), most likely
+    /// because a catalog push archived it after it was cached. The caller answers the refusal; the next attempt looks the
+    /// prices up again instead of meeting the same refusal until the cache entry is 30 s old.
+    /// </summary>
+    public void Forget() => _cache.Clear();
+
+    /// <summary>True when Stripe refused a request because of a price it names (an archived one, say).</summary>
+    public static bool RefusedAPrice(Exception ex) =>
+        (ex is StripeUnavailableException { InnerException: { } inner } ? inner : ex) is StripeException
+        {
+            HttpStatusCode: System.Net.HttpStatusCode.BadRequest, StripeError.Param: { } param,
+        } && param.Contains("price", StringComparison.Ordinal);
+
     /// <summary>503 <c>price_not_in_stripe</c>: the catalog has <paramref name="lookupKey"/>, Stripe has no active price under it.</summary>
     public static IResult NotInStripe(string lookupKey, string what = "price") =>
         Problems.Problem(503, "price_not_in_stripe", $"This {what} is not set up in Stripe yet.",

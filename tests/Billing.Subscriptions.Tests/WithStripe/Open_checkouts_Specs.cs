@@ -34,6 +34,31 @@ public class Opening_a_second_checkout
     }
 
     [Test]
+    public async Task Right_after_a_push_replaced_the_price_the_next_attempt_works_at_once()
+    {
+        // Billing caches a lookup key's price for 30 s, and the push archived the cached one: Stripe refuses it. That refusal
+        // makes Billing look prices up again, so the user's next attempt gets the new price, not the same refusal for 30 s.
+        await CheckoutAsync(SubscriptionsHost.NewUser(), "pro", "month"); // pro_month's price is cached now
+        var old = (await new PriceService(Host.Stripe).ListAsync(new PriceListOptions { LookupKeys = ["pro_month"], Active = true })).Data.Single();
+        await Downgrading_to_another_billing_interval.ReplaceAsync(old);
+        try
+        {
+            var user = SubscriptionsHost.NewUser();
+            var (refused, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "pro", interval = "month" });
+            Assert.That(refused, Is.EqualTo(HttpStatusCode.BadGateway), body.ToString());
+
+            var sessionId = await CheckoutAsync(user, "pro", "month");
+
+            var lines = await new global::Stripe.Checkout.SessionLineItemService(Host.Stripe).ListAsync(sessionId);
+            Assert.That(lines.Data.Single().Price.Id, Is.Not.EqualTo(old.Id), "the price that took pro_month over");
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromSeconds(31)); // as the cache would, should the fix fail
+        }
+    }
+
+    [Test]
     public async Task A_double_click_gets_the_same_open_session()
     {
         var user = SubscriptionsHost.NewUser();
