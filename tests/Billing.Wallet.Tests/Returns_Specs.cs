@@ -190,13 +190,12 @@ public sealed class Returning_unused_tokens
         await AssertVerifiedAsync();
     }
 
-    [TestCase(100, 1_000L, new long[0])]
-    [TestCase(50, 1_500L, new[] { 500L })] // half refunded: the other half is still the user's pack, expiring with it
-    public async Task Tokens_of_a_refunded_pack_that_come_back_replace_the_users_own_tokens_the_refund_took_in_their_place(
-        long refunded, long balanceAfter, long[] expiringAfter)
+    /// <summary>
+    /// 1,000 tokens that never expire, and a Sprint pack (1,000, expiring in 30 days) reserved in full by a stream; the pack
+    /// is refunded (<paramref name="refunded"/> %) while its tokens are out, so the refund takes the user's own in their place.
+    /// </summary>
+    private static async Task<(string User, string Key)> RefundedWhileReservedAsync(long refunded)
     {
-        // 1,000 tokens that never expire, and a Sprint pack (1,000, expiring in 30 days) reserved in full by a stream; the
-        // pack is refunded while its tokens are out, so the refund takes the user's own 1,000. The stream ends unused.
         var user = WalletHost.NewUser();
         await Host.GrantAsync(user, 1_000);
         var sprint = WalletHost.Purchased(user, "sprint", tokens: 1_000, amount: 100) with { ExpiresAfterDays = 30 };
@@ -206,6 +205,15 @@ public sealed class Returning_unused_tokens
         Assert.That((await Host.DebitAsync(user, 1_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the pack's lot reserved (soonest-expiring first)");
         await Host.PublishAsync(WalletHost.Refunded(sprint, refunded));
         await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1_000 - 1_000 * refunded / 100);
+        return (user, key);
+    }
+
+    [TestCase(100, 1_000L, new long[0])]
+    [TestCase(50, 1_500L, new[] { 500L })] // half refunded: the other half is still the user's pack, expiring with it
+    public async Task Tokens_of_a_refunded_pack_that_come_back_replace_the_users_own_tokens_the_refund_took_in_their_place(
+        long refunded, long balanceAfter, long[] expiringAfter)
+    {
+        var (user, key) = await RefundedWhileReservedAsync(refunded);
 
         var (status, body) = await ReturnAsync(user, 1_000, key);
 
@@ -219,17 +227,9 @@ public sealed class Returning_unused_tokens
     [Test]
     public async Task Tokens_of_a_refunded_pack_that_come_back_after_it_expired_still_give_the_user_their_own_tokens_back()
     {
-        // As above, but the stream ends after the pack's 30 days: its tokens come back into an expired lot. They are the
+        // The same, but the stream ends after the pack's 30 days: its tokens come back into an expired lot. They are the
         // refund's all the same, and the user's own 1,000 the refund took in their place come back; nothing expires.
-        var user = WalletHost.NewUser();
-        await Host.GrantAsync(user, 1_000);
-        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1_000, amount: 100) with { ExpiresAfterDays = 30 };
-        await Host.PublishAsync(sprint);
-        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 2_000);
-        var key = "reservation:" + Guid.NewGuid();
-        Assert.That((await Host.DebitAsync(user, 1_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the pack's lot reserved (soonest-expiring first)");
-        await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
-        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 0);
+        var (user, key) = await RefundedWhileReservedAsync(100);
 
         Host.Clock.Advance(TimeSpan.FromDays(31));
         try

@@ -102,15 +102,7 @@ public class Downgrading_to_another_billing_interval
     public async Task From_a_grandfathered_price_the_catalog_has_since_archived_waits_in_a_schedule_too()
     {
         // The schedule's phase in force names the price the user pays; Stripe refuses an archived one there.
-        var prices = new PriceService(Host.Stripe);
-        var legacy = await prices.CreateAsync(new PriceCreateOptions
-        {
-            Product = "billing_plan_business", UnitAmount = 18000, Currency = "usd",
-            Recurring = new PriceRecurringOptions { Interval = "year" }, Metadata = new() { ["planId"] = "business" },
-        });
-        var user = SubscriptionsHost.NewUser();
-        var before = await Host.SubscribeAsync(user, "business", "year", priceId: legacy.Id);
-        await prices.UpdateAsync(legacy.Id, new PriceUpdateOptions { Active = false });
+        var (user, before, legacy) = await Host.SubscribeAtArchivedPriceAsync("business", "year", 18000);
 
         var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
 
@@ -119,7 +111,7 @@ public class Downgrading_to_another_billing_interval
         var after = await StripeAsync(before.Id);
         Assert.That(after.Items.Data[0].Price.Id, Is.EqualTo(legacy.Id), "billed until the period end");
         Assert.That(after.ScheduleId, Is.Not.Null.And.Not.Empty, "the change waits in a subscription schedule");
-        Assert.That((await prices.GetAsync(legacy.Id)).Active, Is.False, "no longer sold");
+        Assert.That((await new PriceService(Host.Stripe).GetAsync(legacy.Id)).Active, Is.False, "no longer sold");
         await Hosts.AdvanceSimulatorAsync(before.Items.Data[0].CurrentPeriodEnd);
         Assert.That((await StripeAsync(before.Id)).Items.Data[0].Price.LookupKey, Is.EqualTo("business_month"));
     }

@@ -143,6 +143,24 @@ public sealed class SubscriptionsHost(string stripeBase) : WebApplicationFactory
         return subscription;
     }
 
+    /// <summary>
+    /// A new user subscribed to <paramref name="planId"/> at a grandfathered price of <paramref name="amount"/> that a later
+    /// catalog push archived (its subscribers keep it; Stripe refuses it in anything new).
+    /// </summary>
+    public async Task<(string User, Subscription Subscription, global::Stripe.Price Legacy)> SubscribeAtArchivedPriceAsync(string planId, string interval, long amount)
+    {
+        var prices = new PriceService(Stripe);
+        var legacy = await prices.CreateAsync(new PriceCreateOptions
+        {
+            Product = $"billing_plan_{planId}", UnitAmount = amount, Currency = "usd",
+            Recurring = new PriceRecurringOptions { Interval = interval }, Metadata = new() { ["planId"] = planId },
+        });
+        var user = NewUser();
+        var subscription = await SubscribeAsync(user, planId, interval, priceId: legacy.Id);
+        await prices.UpdateAsync(legacy.Id, new PriceUpdateOptions { Active = false });
+        return (user, subscription, legacy);
+    }
+
     /// <summary>Submits the hosted checkout page's Pay form, as a browser would.</summary>
     public Task<HttpResponseMessage> PayAsync(string sessionId, string card = "4242424242424242", string method = "card") =>
         _simulator.PostAsync($"/checkout/{sessionId}/pay", new FormUrlEncodedContent(new Dictionary<string, string> { ["card"] = card, ["method"] = method }));

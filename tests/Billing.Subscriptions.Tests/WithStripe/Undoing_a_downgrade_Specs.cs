@@ -149,15 +149,7 @@ public class Undoing_a_scheduled_downgrade
     /// <summary>Business monthly at a grandfathered 1,800 a later catalog push archived, downgraded to Pro within the month.</summary>
     private static async Task<(string User, Subscription Before, global::Stripe.Price Legacy)> DowngradedFromAnArchivedPriceAsync()
     {
-        var prices = new PriceService(Host.Stripe);
-        var legacy = await prices.CreateAsync(new PriceCreateOptions
-        {
-            Product = "billing_plan_business", UnitAmount = 1800, Currency = "usd",
-            Recurring = new PriceRecurringOptions { Interval = "month" }, Metadata = new() { ["planId"] = "business" },
-        });
-        var user = SubscriptionsHost.NewUser();
-        var subscription = await Host.SubscribeAsync(user, "business", "month", priceId: legacy.Id);
-        await prices.UpdateAsync(legacy.Id, new PriceUpdateOptions { Active = false });
+        var (user, subscription, legacy) = await Host.SubscribeAtArchivedPriceAsync("business", "month", 1800);
         var (downgraded, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
         Assert.That(downgraded, Is.EqualTo(HttpStatusCode.OK), body.ToString());
         await SubscriptionsHost.SaveLocalAsync(user, "business", await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id), sequence: 2);
