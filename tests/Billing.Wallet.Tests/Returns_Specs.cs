@@ -250,6 +250,40 @@ public sealed class Returning_unused_tokens
     }
 
     [Test]
+    public async Task Tokens_of_a_refunded_pack_that_come_back_after_it_expired_pay_its_debt_and_give_the_rest_of_the_users_own_back()
+    {
+        // 500 tokens that never expire and a Sprint pack of 1,000 (30 days) reserved in full; the pack is refunded: the
+        // refund takes the user's own 500 and leaves 500 owed. After the pack's 30 days the stream ends unused: its 1,000 pay
+        // the 500 owed and replace the 500 taken, so the user ends with their own 500 and owes nothing.
+        var user = WalletHost.NewUser();
+        await Host.GrantAsync(user, 500);
+        var sprint = WalletHost.Purchased(user, "sprint", tokens: 1_000, amount: 100) with { ExpiresAfterDays = 30 };
+        await Host.PublishAsync(sprint);
+        await WalletHost.EventuallyAsync(async () => await Host.BalanceAsync(user) == 1_500);
+        var key = "reservation:" + Guid.NewGuid();
+        Assert.That((await Host.DebitAsync(user, 1_000, key)).Status, Is.EqualTo(HttpStatusCode.OK), "the pack's lot reserved (soonest-expiring first)");
+        await Host.PublishAsync(WalletHost.Refunded(sprint, 100));
+        await WalletHost.EventuallyAsync(async () => await Host.ScalarAsync(
+            "SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }) == 500);
+
+        Host.Clock.Advance(TimeSpan.FromDays(31));
+        try
+        {
+            var (status, body) = await ReturnAsync(user, 1_000, key);
+
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That(body.GetProperty("balance").GetInt64(), Is.EqualTo(500), "the user's own tokens, back");
+            Assert.That(await Host.ScalarAsync("SELECT clawback_outstanding FROM wallet_purchases WHERE user_id = @user", new { user }), Is.Zero);
+            Assert.That(await ExpiringAsync(user), Is.Empty);
+            await AssertVerifiedAsync();
+        }
+        finally
+        {
+            Host.Clock.Advance(TimeSpan.FromDays(-31));
+        }
+    }
+
+    [Test]
     public async Task Tokens_that_replace_a_promotion_the_refund_took_expire_at_once_when_the_promotion_has_expired()
     {
         // A Sprint pack reserved in full, then a promotion granted (expiring tomorrow); the pack is refunded and the refund

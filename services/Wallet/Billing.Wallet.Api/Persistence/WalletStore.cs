@@ -337,11 +337,13 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             WHERE idempotency_key = @Key
             """, new { r.UserId, amount, Key = r.IdempotencyKey, r.Reason, now, Reference = debit.Reference ?? r.IdempotencyKey },
             tx, cancellationToken: ct));
-        // Tokens of a refunded pack that come back into its lot after it expired are still the refund's, which took the
-        // user's own in their place: they replace those first, so that the user's own tokens do not expire with the pack.
+        // Tokens of a refunded pack that come back into its lot after it expired are still its refund's: they pay what the
+        // refund left owed, then replace the user's own tokens it took in their place, before the lot's expiry takes the
+        // rest — or the user's own tokens would expire with the pack. They pay nothing else (below).
         foreach (var (lotId, gave, _) in refilled.Where(l => l.Expired))
         {
-            backIntoExpiredLots -= await SwapIntoClawbackAsync(c, tx, lotId, gave, ct);
+            var paid = await PayRefundDebtAsync(c, tx, r.UserId, gave, r.IdempotencyKey, debit.CreatedAt, now, ct, ofLotId: lotId);
+            await SwapIntoClawbackAsync(c, tx, lotId, gave - paid, ct);
         }
         // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry, before
         // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
@@ -367,25 +369,33 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// spent tokens come back (<paramref name="returned"/> of them), the debt is paid from them first, through a
     /// <c>refund</c> entry and <see cref="TokensClawedBack"/>, oldest purchase first. Only tokens spent before a refund
     /// can be its pack's: what a debit made after the refund gives back (tokens bought since) pays none of its debt.
+    /// With <paramref name="ofLotId"/>, only the debt of the pack whose lot that is, from that lot's tokens. Returns how
+    /// many tokens paid debts.
     /// </summary>
-    private static async Task PayRefundDebtAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long returned, string debitKey,
-        DateTime debitedAt, DateTimeOffset now, CancellationToken ct)
+    private static async Task<long> PayRefundDebtAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long returned, string debitKey,
+        DateTime debitedAt, DateTimeOffset now, CancellationToken ct, long? ofLotId = null)
     {
         var debts = (await c.QueryAsync<(string SessionId, long Outstanding, long? LotId)>(new CommandDefinition(
             """
             SELECT p.checkout_session_id, p.clawback_outstanding, p.lot_id FROM wallet_purchases p
-            WHERE p.user_id = @userId AND p.clawback_outstanding > 0
+            WHERE p.user_id = @userId AND p.clawback_outstanding > 0 AND (@ofLotId::bigint IS NULL OR p.lot_id = @ofLotId)
               AND EXISTS (SELECT 1 FROM wallet_ledger e
                           WHERE e.user_id = p.user_id AND e.kind = 'refund' AND e.created_at > @debitedAt
                             AND starts_with(e.dedupe_key, 'refund:' || p.checkout_session_id || '#'))
             ORDER BY p.created_at, p.checkout_session_id FOR UPDATE OF p
-            """, new { userId, debitedAt }, tx, cancellationToken: ct))).ToList();
+            """, new { userId, debitedAt, ofLotId }, tx, cancellationToken: ct))).ToList();
         if (debts.Count == 0)
         {
-            return;
+            return 0;
         }
         // What came back and is still here: never more than the balance (tokens that expired in the meantime are gone).
         var left = Math.Min(returned, await BalanceAsync(c, tx, userId, ct));
+        if (ofLotId is { } only)
+        {
+            left = Math.Min(left, await c.QuerySingleAsync<long>(new CommandDefinition(
+                "SELECT remaining FROM wallet_lots WHERE id = @only", new { only }, tx, cancellationToken: ct)));
+        }
+        var paid = 0L;
         foreach (var (sessionId, outstanding, lotId) in debts)
         {
             var take = Math.Min(left, outstanding);
@@ -394,7 +404,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 break;
             }
             await TakeForClawbackAsync(c, tx, userId, sessionId, lotId, take, ct);
-            var dedupeKey = $"refund-debt:{debitKey}:{sessionId}";
+            var dedupeKey = $"refund-debt:{debitKey}:{sessionId}{(ofLotId is null ? "" : ":expired-lot")}";
             var entry = await RefundEntryAsync(c, tx, userId, take, reference: sessionId, requested: take,
                 "tokens of a refunded pack, spent before the refund, came back and are taken now", dedupeKey, now, ct);
             await c.ExecuteAsync(new CommandDefinition(
@@ -411,7 +421,9 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
                 OccurredAt = now,
             }, Outbox.MessageId(dedupeKey, nameof(TokensClawedBack)), ct);
             left -= take;
+            paid += take;
         }
+        return paid;
     }
 
     /// <summary>
