@@ -1,5 +1,6 @@
 using System.Net;
 using Billing.ServiceDefaults.Stripe;
+using Npgsql;
 using Stripe;
 
 namespace Billing.Subscriptions.Tests.WithStripe;
@@ -169,6 +170,25 @@ public class Undoing_a_scheduled_downgrade
         var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
         Assert.That(after.PlanItem().Price.Id, Is.EqualTo(legacy.Id), "the price the user pays stays theirs");
         Assert.That((await new PriceService(Host.Stripe).GetAsync(legacy.Id)).Active, Is.False, "no longer sold");
+    }
+
+    [Test]
+    public async Task Restoring_an_archived_price_while_another_such_change_holds_its_lock_answers_503_and_changes_nothing()
+    {
+        var (user, before, legacy) = await DowngradedFromAnArchivedPriceAsync();
+        await using var other = new NpgsqlConnection(SubscriptionsHost.ConnectionString);
+        await other.OpenAsync();
+        await using (var hold = new NpgsqlCommand("SELECT pg_advisory_lock(hashtextextended('retired-prices', 0))", other))
+        {
+            await hold.ExecuteNonQueryAsync(); // another replica making an archived price active for its call
+        }
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That((status, body.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.ServiceUnavailable, "stripe_unavailable")), body.ToString());
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(before.Id);
+        Assert.That(after.PlanItem().Price.LookupKey, Is.EqualTo("pro_month"), "the downgrade still pending");
+        Assert.That((await new PriceService(Host.Stripe).GetAsync(legacy.Id)).Active, Is.False);
     }
 
     [Test]

@@ -35,9 +35,15 @@ public sealed class RetiredPrices(IStripeClient stripe, StripeCalls calls, Check
         {
             var (outcome, held) = await locks.HoldRetiredPricesAsync(CancellationToken.None);
             await using var _ = held;
-            if (outcome != UserLock.Held || await ArchivedAsync(named) is not { Count: > 0 } retired)
+            if (outcome != UserLock.Held)
             {
-                throw; // not an archived price's refusal (or another retired price's change holds the lock for long)
+                // Another change that names an archived price has held the lock for 5 s: this one changed nothing; 503.
+                throw new StripeUnavailableException(
+                    "Another change naming an archived price is in progress; nothing was changed. Try again in a moment.", ex);
+            }
+            if (await ArchivedAsync(named) is not { Count: > 0 } retired)
+            {
+                throw; // not an archived price's refusal
             }
             try
             {
