@@ -225,7 +225,7 @@ public static class LifecycleEndpoints
         {
             options.ProrationBehavior = "always_invoice";
             options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
-            NoDowngradePending(options.Metadata);
+            EntitledPlans.Clear(options.Metadata);
             var (endTrialNow, trialEndsAt) = TrialEndFor(subscription, plan, clock.GetUtcNow());
             if (endTrialNow)
             {
@@ -241,7 +241,7 @@ public static class LifecycleEndpoints
             // The plan the user paid for until the period end, at its own price again: nothing to charge, no downgrade pending.
             options.ProrationBehavior = "none";
             options.BillingCycleAnchor = new SubscriptionBillingCycleAnchorOptions { Type = "unchanged" };
-            NoDowngradePending(options.Metadata);
+            EntitledPlans.Clear(options.Metadata);
         }
         else
         {
@@ -303,34 +303,36 @@ public static class LifecycleEndpoints
     /// <summary>
     /// The price of the plan the user paid for this period (<see cref="SubscriptionRecord.PlanId"/>: the entitled one) when a
     /// downgrade within the interval has already put a lower price on Stripe's item; null when none is pending.
+    /// <c>Recorded</c> when it is the price recorded as paid (which may be a grandfathered one the catalog has since
+    /// archived), not the catalog's price of the plan (looked up, possibly from a cache a catalog push has just made stale).
     /// </summary>
-    private static async Task<string?> EntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
+    private static async Task<(string Id, bool Recorded)?> EntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
         StripePrices prices, CancellationToken ct)
     {
         var item = subscription.PlanItem();
         if (EntitledPriceOf(subscription, current.PlanId) is { } recorded)
         {
-            return recorded != item.Price.Id ? recorded : null;
+            return recorded != item.Price.Id ? (recorded, true) : null;
         }
         if (!DowngradePending(subscription, current.PlanId)
             || catalog.FindPlan(current.PlanId)?.FindPrice(item.Price.Recurring?.Interval ?? current.Interval, (int)(item.Price.Recurring?.IntervalCount ?? current.IntervalCount)) is not { } paid)
         {
             return null;
         }
-        return await prices.FindAsync(paid.LookupKey, ct) is { } id && id != item.Price.Id ? id : null;
+        return await prices.FindAsync(paid.LookupKey, ct) is { } id && id != item.Price.Id ? (id, false) : null;
     }
 
     /// <summary>Puts the entitled price back on the item (no proration, same period); returns the lower price it replaced.</summary>
     private static async Task<string?> RestoreEntitledPriceAsync(Subscription subscription, SubscriptionRecord current, BillingCatalog catalog,
         StripePrices prices, string idempotencyKey, IStripeClient stripe, StripeCalls calls, RetiredPrices retired, CancellationToken ct)
     {
-        if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is not { } entitled)
+        if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is not var (entitled, recorded))
         {
             return null;
         }
         var item = subscription.PlanItem();
-        await SetPlanPriceUnproratedAsync(subscription, entitled, PaidFor(subscription, current, entitled),
-            NoDowngradePending(new Dictionary<string, string> { ["planId"] = current.PlanId }),
+        await SetPlanPriceUnproratedAsync(subscription, entitled, paid: recorded,
+            EntitledPlans.Clear(new Dictionary<string, string> { ["planId"] = current.PlanId }),
             idempotencyKey + "-restore", stripe, calls, retired);
         return item.Price.Id;
     }
@@ -425,13 +427,6 @@ public static class LifecycleEndpoints
     private static string? EntitledPriceOf(Subscription subscription, string planId) =>
         DowngradePending(subscription, planId) && subscription.Metadata.GetValueOrDefault(EntitledPlans.PriceKey) is { Length: > 0 } priceId ? priceId : null;
 
-    /// <summary>True when <paramref name="entitled"/> is the price recorded as paid for, not the catalog's price of the plan
-    /// (looked up, possibly from a cache a catalog push has just made stale).</summary>
-    private static bool PaidFor(Subscription subscription, SubscriptionRecord current, string entitled) =>
-        EntitledPriceOf(subscription, current.PlanId) == entitled;
-
-    /// <summary>Clears the metadata of a downgrade within the interval (the entitled plan, until when, at which price).</summary>
-    private static Dictionary<string, string> NoDowngradePending(Dictionary<string, string> metadata) => EntitledPlans.Clear(metadata);
 
     /// <summary>
     /// A downgrade from <paramref name="planId"/> is scheduled and its period has not rolled over yet: Stripe still bills
@@ -494,10 +489,9 @@ public static class LifecycleEndpoints
         var due = preview.AmountDue;
         // While a downgrade within the interval is pending the change first puts the paid-for price back (no proration):
         // what is due is the upgrade from the lower price less what going back to the paid-for one would cost.
-        if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is { } entitled)
+        if (await EntitledPriceAsync(subscription, current, catalog, prices, ct) is var (entitled, recorded))
         {
-            due = Math.Max(0, due - (await PreviewOf([new ItemChange(subscription.PlanItem().Id, entitled)],
-                PaidFor(subscription, current, entitled) ? entitled : null)).AmountDue);
+            due = Math.Max(0, due - (await PreviewOf([new ItemChange(subscription.PlanItem().Id, entitled)], recorded ? entitled : null)).AmountDue);
         }
         return TypedResults.Ok(new ChangePreview(plan.Id, price.Interval, price.IntervalCount, "upgrade", now, due, preview.Currency, price.Amount));
     }

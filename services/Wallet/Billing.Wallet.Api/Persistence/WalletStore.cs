@@ -304,7 +304,6 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             WHERE d.idempotency_key = @Key ORDER BY l.expires_at DESC, l.id DESC
             """, new { Key = r.IdempotencyKey, now }, tx, cancellationToken: ct))).ToList();
         var left = amount - Math.Min(amount, debit.Amount - lots.Sum(l => l.Took));
-        var backIntoExpiredLots = 0L;
         var refilled = new List<(long LotId, long Gave, bool Expired)>();
         foreach (var (lotId, took, expired) in lots)
         {
@@ -316,10 +315,6 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
             await c.ExecuteAsync(new CommandDefinition(
                 "UPDATE wallet_lots SET remaining = remaining + @give, expired_at = NULL WHERE id = @lotId",
                 new { give, lotId }, tx, cancellationToken: ct));
-            if (expired)
-            {
-                backIntoExpiredLots += give;
-            }
             refilled.Add((lotId, give, expired));
             left -= give;
         }
@@ -348,7 +343,7 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         // A token returned into a lot that has expired meanwhile leaves again, through its own expiry entry, before
         // anything else: an expired token is worth nothing, so it cannot pay a refund debt either.
         await ExpireDueAsync(c, tx, r.UserId, now, onlyIfDue: true, ct);
-        await PayRefundDebtAsync(c, tx, r.UserId, amount - backIntoExpiredLots, r.IdempotencyKey, debit.CreatedAt, now, ct);
+        await PayRefundDebtAsync(c, tx, r.UserId, amount - refilled.Where(l => l.Expired).Sum(l => l.Gave), r.IdempotencyKey, debit.CreatedAt, now, ct);
         var swapped = false;
         foreach (var (lotId, gave, _) in refilled.Where(l => !l.Expired))
         {
@@ -369,8 +364,8 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
     /// spent tokens come back (<paramref name="returned"/> of them), the debt is paid from them first, through a
     /// <c>refund</c> entry and <see cref="TokensClawedBack"/>, oldest purchase first. Only tokens spent before a refund
     /// can be its pack's: what a debit made after the refund gives back (tokens bought since) pays none of its debt.
-    /// With <paramref name="ofLotId"/>, only the debt of the pack whose lot that is, from that lot's tokens. Returns how
-    /// many tokens paid debts.
+    /// With <paramref name="ofLotId"/>, only the debt of the pack whose lot that is, from the <paramref name="returned"/>
+    /// tokens just put back into that lot (so the claw-back takes them from it first). Returns how many tokens paid debts.
     /// </summary>
     private static async Task<long> PayRefundDebtAsync(NpgsqlConnection c, NpgsqlTransaction tx, string userId, long returned, string debitKey,
         DateTime debitedAt, DateTimeOffset now, CancellationToken ct, long? ofLotId = null)
@@ -390,11 +385,6 @@ public sealed class WalletStore(NpgsqlDataSource dataSource, BillingCatalog cata
         }
         // What came back and is still here: never more than the balance (tokens that expired in the meantime are gone).
         var left = Math.Min(returned, await BalanceAsync(c, tx, userId, ct));
-        if (ofLotId is { } only)
-        {
-            left = Math.Min(left, await c.QuerySingleAsync<long>(new CommandDefinition(
-                "SELECT remaining FROM wallet_lots WHERE id = @only", new { only }, tx, cancellationToken: ct)));
-        }
         var paid = 0L;
         foreach (var (sessionId, outstanding, lotId) in debts)
         {
