@@ -79,10 +79,11 @@ internal static class GatewaySecurity
         var fallback = config.GetValue<long?>("Gateway:MaxRequestBodyBytes") ?? DefaultMaxRequestBodyBytes;
         return app.Use(async (context, next) =>
         {
-            var route = context.GetEndpoint()?.Metadata.GetMetadata<RouteModel>();
-            if (route is not null)
+            var endpoint = context.GetEndpoint();
+            if (endpoint is not null)
             {
-                var limit = route.Config.MaxRequestBodySize is long l and > 0 ? l : fallback;
+                // A proxied route's own limit; the gateway's own endpoints (the batched consume) have the default.
+                var limit = endpoint.Metadata.GetMetadata<RouteModel>()?.Config.MaxRequestBodySize is long l and > 0 ? l : fallback;
                 if (context.Request.ContentLength > limit)
                 {
                     await Problems.Problem(StatusCodes.Status413PayloadTooLarge, "payload_too_large",

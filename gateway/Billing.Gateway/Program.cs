@@ -7,6 +7,7 @@ builder.AddServiceDefaults("gateway");
 builder.AddGatewayProxy();
 builder.AddGatewaySecurity();
 builder.AddBillingDemo();
+builder.AddConsumeBatching();
 // wwwroot (web elements, demo) from the build output too: deploy/billing runs the gateway from bin/, not a publish folder.
 builder.WebHost.UseStaticWebAssets();
 
@@ -20,6 +21,7 @@ app.MapDefaultEndpoints();
 app.MapReturnPages();
 app.MapApiDocs();
 app.MapBillingDemo();
+app.MapBatchedConsume(); // before the YARP route of the same path (its Order is 1): that one serves only when batching is off
 app.MapReverseProxy();
 
 await app.RunAsync();

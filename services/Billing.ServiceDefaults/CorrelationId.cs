@@ -59,30 +59,38 @@ public static class CorrelationId
 
     /// <summary>Adds the correlation-id middleware; call it early, before anything that logs.</summary>
     public static IApplicationBuilder UseCorrelationId(this IApplicationBuilder app) => app.UseMiddleware<CorrelationIdMiddleware>();
+
+    /// <summary>
+    /// Takes up the request's id (or makes one): on the request, the response, the span and <see cref="Current"/>.
+    /// Returns the log scope that carries it, to dispose when the request ends.
+    /// </summary>
+    public static IDisposable? Begin(HttpContext context, ILogger logger)
+    {
+        var incoming = context.Request.Headers[Header];
+        var id = incoming.Count == 1 && IsWellFormed(incoming[0]) ? incoming[0]! : Guid.NewGuid().ToString("N");
+
+        // Replace whatever the client sent, so a proxy behind us forwards exactly this one value.
+        context.Request.Headers[Header] = id;
+        context.Items[LogProperty] = id;
+        // Set when the response starts (a proxied answer may carry the service's copy of the same id: keep one).
+        context.Response.OnStarting(static state =>
+        {
+            var (ctx, value) = ((HttpContext, string))state;
+            ctx.Response.Headers[Header] = value;
+            return Task.CompletedTask;
+        }, (context, id));
+        Activity.Current?.SetTag(SpanTag, id);
+        Current = id;
+        return logger.BeginScope(new CorrelationScope(id));
+    }
 }
 
 internal sealed class CorrelationIdMiddleware(RequestDelegate next, ILogger<CorrelationIdMiddleware> logger)
 {
     public async Task InvokeAsync(HttpContext context)
     {
-        var incoming = context.Request.Headers[CorrelationId.Header];
-        var id = incoming.Count == 1 && CorrelationId.IsWellFormed(incoming[0]) ? incoming[0]! : Guid.NewGuid().ToString("N");
-
-        // Replace whatever the client sent, so a proxy behind us forwards exactly this one value.
-        context.Request.Headers[CorrelationId.Header] = id;
-        context.Items[CorrelationId.LogProperty] = id;
-        // Set when the response starts (a proxied answer may carry the service's copy of the same id: keep one).
-        context.Response.OnStarting(static state =>
+        using (CorrelationId.Begin(context, logger))
         {
-            var (ctx, value) = ((HttpContext, string))state;
-            ctx.Response.Headers[CorrelationId.Header] = value;
-            return Task.CompletedTask;
-        }, (context, id));
-        Activity.Current?.SetTag(CorrelationId.SpanTag, id);
-
-        using (logger.BeginScope(new CorrelationScope(id)))
-        {
-            CorrelationId.Current = id;
             await next(context);
         }
     }

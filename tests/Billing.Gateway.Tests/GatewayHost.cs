@@ -20,6 +20,12 @@ public sealed class FakeBackend : IAsyncDisposable
 {
     private readonly WebApplication _app;
     public ConcurrentQueue<Forwarded> Received { get; } = new();
+
+    /// <summary>The size of each batch of consumes the gateway sent.</summary>
+    public ConcurrentQueue<int> Batches { get; } = new();
+
+    /// <summary>The status each batched consume is answered with.</summary>
+    public int ConsumeStatus { get; set; } = 200;
     public Uri Url { get; }
 
     private FakeBackend(WebApplication app, Uri url)
@@ -37,6 +43,24 @@ public sealed class FakeBackend : IAsyncDisposable
         FakeBackend? self = null;
         app.MapGet("/health/ready", () => Results.Json(new { status = "Healthy", checks = Array.Empty<object>() }));
         app.MapGet("/openapi/v1.json", () => Results.Json(new { openapi = "3.1.1", info = new { title = "fake", version = "v1" }, paths = new { } }));
+        // Usage's batch endpoint, as the gateway's batched consume calls it: each item answered as if it had come alone.
+        app.MapPost(Billing.ServiceDefaults.ConsumeBatch.Path, async (HttpContext context) =>
+        {
+            var items = await System.Text.Json.JsonSerializer.DeserializeAsync<List<Billing.ServiceDefaults.BatchedRequest>>(
+                context.Request.Body, Billing.ServiceDefaults.ConsumeBatch.Json);
+            self!.Batches.Enqueue(items!.Count);
+            var answers = items.Select(item =>
+            {
+                var forwarded = new Forwarded("POST", Billing.ServiceDefaults.ConsumeBatch.ItemPath,
+                    new Dictionary<string, string>(item.Headers, StringComparer.OrdinalIgnoreCase),
+                    Convert.ToHexStringLower(SHA256.HashData(item.Body)), item.Body.Length);
+                self.Received.Enqueue(forwarded);
+                return new Billing.ServiceDefaults.BatchedResponse(self.ConsumeStatus,
+                    new Dictionary<string, string> { ["Content-Type"] = "application/json; charset=utf-8" },
+                    System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(forwarded, Billing.ServiceDefaults.ConsumeBatch.Json));
+            }).ToList();
+            return Results.Json(answers, Billing.ServiceDefaults.ConsumeBatch.Json);
+        });
         app.Map("/{**path}", async (HttpContext context) =>
         {
             using var buffer = new MemoryStream();

@@ -14,9 +14,11 @@ builder.AddUsageServices();
 
 var app = builder.Build();
 await app.MigrateDatabaseAsync();
+app.UseConsumeBatches(); // first: a batched consume then goes through everything below, as one sent alone does
 app.UseServiceDefaults();
 app.MapDefaultEndpoints();
 app.MapConsumeApi();
+app.MapConsumeBatchApi();
 app.MapReservationApi();
 app.MapUsageApi();
 app.MapAdminUsageApi();

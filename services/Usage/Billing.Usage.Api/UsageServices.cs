@@ -30,6 +30,7 @@ public static class UsageServices
         services.AddSingleton<SpendWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<SpendWriter>());
         services.AddSingleton<ConsumeHandler>();
+        services.AddSingleton<Endpoints.ConsumeBatchRunner>();
         services.AddSingleton<TokenClaimExpiry>();
         services.AddSingleton<ReservationHandler>();
         services.AddSingleton<TokenReturns>();

@@ -12,7 +12,8 @@ public static class ConsumeEndpoints
         app.MapGroup("/api/usage").RequireAuthorization(BillingPolicies.Usage).WithTags("Usage")
             .MapPost("/consume", async (HttpRequest http, ConsumeHandler handler, SpendWriter writer, CancellationToken cancellationToken) =>
             {
-                using var coming = writer.Expect();
+                // A batch announces its consumes before it runs them (ConsumeBatchEndpoints), so the writer waits for all of them.
+                using var coming = http.HttpContext.Items[ConsumeBatchEndpoints.ComingKey] as SpendWriter.ComingSpend ?? writer.Expect();
                 var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
                 if (request is null)
                 {

@@ -1,0 +1,199 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using System.Threading.Channels;
+using Billing.ServiceDefaults;
+using Yarp.ReverseProxy;
+
+namespace Billing.Gateway;
+
+/// <summary>
+/// <c>POST /api/usage/consume</c>, the hot path, answered by coalescing: the consumes that arrive together go to Usage as
+/// one request (<see cref="ConsumeBatch"/>), up to <c>MaxBatch</c> each, <c>Senders</c> batches in flight, and each
+/// caller gets exactly the status, headers and body Usage gave its own consume. A proxied request costs the gateway and
+/// Usage two HTTP exchanges of framework work each; a batch shares one among many consumes. Nothing waits to fill a
+/// batch: a sender takes whatever is queued when it is free. Usage's addresses, health and HTTP client are the YARP
+/// cluster's (<c>usage</c>). <c>Gateway:ConsumeBatching:Enabled=false</c> turns it off; the YARP route then proxies each.
+/// </summary>
+internal static class ConsumeBatching
+{
+    public static WebApplicationBuilder AddConsumeBatching(this WebApplicationBuilder builder)
+    {
+        builder.Services.Configure<ConsumeBatchingOptions>(builder.Configuration.GetSection("Gateway:ConsumeBatching"));
+        builder.Services.AddSingleton<ConsumeBatcher>();
+        return builder;
+    }
+
+    public static WebApplication MapBatchedConsume(this WebApplication app)
+    {
+        if (!app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ConsumeBatchingOptions>>().Value.Enabled)
+        {
+            return app;
+        }
+        app.MapPost(ConsumeBatch.ItemPath, async (HttpContext context, ConsumeBatcher batcher) =>
+            {
+                var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+                foreach (var name in ConsumeBatch.RequestHeaders)
+                {
+                    if (context.Request.Headers.TryGetValue(name, out var value))
+                    {
+                        headers[name] = value.ToString();
+                    }
+                }
+                if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity)
+                {
+                    // Usage's span of this consume becomes a child of this one, as with a proxied request.
+                    headers["traceparent"] = activity.Id!;
+                    if (activity.TraceStateString is { } state)
+                    {
+                        headers["tracestate"] = state;
+                    }
+                }
+                using var body = new MemoryStream(context.Request.ContentLength is > 0 and < int.MaxValue ? (int)context.Request.ContentLength : 256);
+                await context.Request.Body.CopyToAsync(body, context.RequestAborted);
+                var answer = await batcher.SendAsync(new BatchedRequest(headers, body.ToArray()));
+                context.Response.StatusCode = answer.Status;
+                foreach (var (name, value) in answer.Headers)
+                {
+                    if (ConsumeBatch.ResponseHeaders.Contains(name, StringComparer.OrdinalIgnoreCase))
+                    {
+                        context.Response.Headers[name] = value;
+                    }
+                }
+                if (answer.Body.Length > 0)
+                {
+                    context.Response.ContentLength = answer.Body.Length;
+                    await context.Response.Body.WriteAsync(answer.Body, context.RequestAborted);
+                }
+            })
+            .RequireAuthorization(BillingPolicies.Usage)
+            .WithDisplayName("usage-consume (batched)");
+        return app;
+    }
+}
+
+/// <summary><c>Gateway:ConsumeBatching</c>.</summary>
+internal sealed class ConsumeBatchingOptions
+{
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>At most this many consumes in one request to Usage.</summary>
+    public int MaxBatch { get; set; } = 64;
+
+    /// <summary>Batches in flight at once (Usage's spend writer overlaps two transactions).</summary>
+    public int Senders { get; set; } = 2;
+
+    /// <summary>The YARP cluster whose destinations and HTTP client the batches use.</summary>
+    public string Cluster { get; set; } = "usage";
+}
+
+/// <summary>Queues consumes and sends them to Usage in batches; see <see cref="ConsumeBatching"/>.</summary>
+internal sealed class ConsumeBatcher : IAsyncDisposable
+{
+    private sealed record Waiting(BatchedRequest Request, TaskCompletionSource<BatchedResponse> Answer);
+
+    private static readonly BatchedResponse BadGateway = new((int)HttpStatusCode.BadGateway, [], []);
+    private static readonly BatchedResponse Unavailable = new((int)HttpStatusCode.ServiceUnavailable, [], []);
+
+    private readonly Channel<Waiting> _queue = Channel.CreateUnbounded<Waiting>();
+    private readonly IProxyStateLookup _proxy;
+    private readonly ConsumeBatchingOptions _options;
+    private readonly ILogger<ConsumeBatcher> _logger;
+    private readonly Task[] _senders;
+    private int _next;
+
+    public ConsumeBatcher(IProxyStateLookup proxy, Microsoft.Extensions.Options.IOptions<ConsumeBatchingOptions> options, ILogger<ConsumeBatcher> logger)
+    {
+        _proxy = proxy;
+        _options = options.Value;
+        _logger = logger;
+        // Plain tasks, not a hosted service: they must outlive the host's stop, until Kestrel has drained the last request.
+        _senders = Enumerable.Range(0, Math.Max(1, _options.Senders)).Select(_ => Task.Run(SendLoopAsync)).ToArray();
+    }
+
+    /// <summary>Queues one consume; completes with Usage's answer to it (a bare 502/503 when Usage cannot be reached).</summary>
+    public Task<BatchedResponse> SendAsync(BatchedRequest request)
+    {
+        var waiting = new Waiting(request, new TaskCompletionSource<BatchedResponse>(TaskCreationOptions.RunContinuationsAsynchronously));
+        if (!_queue.Writer.TryWrite(waiting))
+        {
+            waiting.Answer.TrySetResult(Unavailable);
+        }
+        return waiting.Answer.Task;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await Task.WhenAll(_senders).WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+    }
+
+    private async Task SendLoopAsync()
+    {
+        var max = Math.Clamp(_options.MaxBatch, 1, ConsumeBatch.MaxItems);
+        var batch = new List<Waiting>(max);
+        while (await _queue.Reader.WaitToReadAsync())
+        {
+            while (batch.Count < max && _queue.Reader.TryRead(out var next))
+            {
+                batch.Add(next);
+            }
+            if (batch.Count == 0)
+            {
+                continue;
+            }
+            var answers = await SendBatchAsync(batch);
+            for (var i = 0; i < batch.Count; i++)
+            {
+                batch[i].Answer.TrySetResult(answers?[i] ?? BadGateway);
+            }
+            batch.Clear();
+        }
+    }
+
+    /// <summary>One request to a healthy Usage destination; null (each consume answered 502) when it fails.</summary>
+    private async Task<IReadOnlyList<BatchedResponse>?> SendBatchAsync(List<Waiting> batch)
+    {
+        if (!_proxy.TryGetCluster(_options.Cluster, out var cluster) || cluster.DestinationsState.AvailableDestinations is not { Count: > 0 } destinations)
+        {
+            foreach (var waiting in batch)
+            {
+                waiting.Answer.TrySetResult(Unavailable); // as YARP answers when no destination is healthy
+            }
+            return null;
+        }
+        var destination = destinations[(int)((uint)Interlocked.Increment(ref _next) % (uint)destinations.Count)];
+        var config = cluster.Model.Config.HttpRequest;
+        using var timeout = new CancellationTokenSource(config?.ActivityTimeout ?? TimeSpan.FromSeconds(100));
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(destination.Model.Config.Address), ConsumeBatch.Path))
+            {
+                Content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(batch.Select(w => w.Request), ConsumeBatch.Json)),
+                Version = config?.Version ?? HttpVersion.Version11,
+                VersionPolicy = config?.VersionPolicy ?? HttpVersionPolicy.RequestVersionOrLower,
+            };
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+            using var response = await cluster.Model.HttpClient.SendAsync(request, timeout.Token);
+            if (!response.IsSuccessStatusCode)
+            {
+                _logger.LogWarning("Usage answered a batch of {Count} consumes with {Status}", batch.Count, (int)response.StatusCode);
+                return null;
+            }
+            await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
+            var answers = await JsonSerializer.DeserializeAsync<List<BatchedResponse>>(stream, ConsumeBatch.Json, timeout.Token);
+            if (answers?.Count != batch.Count || answers.Any(a => a?.Headers is null || a.Body is null))
+            {
+                _logger.LogWarning("Usage answered a batch of {Count} consumes with {Answers} answers", batch.Count, answers?.Count);
+                return null;
+            }
+            return answers;
+        }
+        catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or JsonException or IOException)
+        {
+            _logger.LogWarning(ex, "A batch of {Count} consumes could not reach Usage at {Address}", batch.Count, destination.Model.Config.Address);
+            return null;
+        }
+    }
+}
