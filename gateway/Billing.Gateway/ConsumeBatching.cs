@@ -109,7 +109,11 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
         _options = options.Value;
         _logger = logger;
         // Plain tasks, not a hosted service: they must outlive the host's stop, until Kestrel has drained the last request.
-        _senders = Enumerable.Range(0, Math.Max(1, _options.Senders)).Select(_ => Task.Run(SendLoopAsync)).ToArray();
+        // Started without the first consume's execution context, whose trace and correlation id they would otherwise keep.
+        using (ExecutionContext.SuppressFlow())
+        {
+            _senders = Enumerable.Range(0, Math.Max(1, _options.Senders)).Select(_ => Task.Run(SendLoopAsync)).ToArray();
+        }
     }
 
     /// <summary>Queues one consume; completes with Usage's answer to it (a bare 502/503 when Usage cannot be reached).</summary>

@@ -26,6 +26,9 @@ public sealed class FakeBackend : IAsyncDisposable
 
     /// <summary>The status each batched consume is answered with.</summary>
     public int ConsumeStatus { get; set; } = 200;
+
+    /// <summary>How long the batch endpoint takes (so that consumes queue up behind a batch in flight).</summary>
+    public TimeSpan BatchDelay { get; set; }
     public Uri Url { get; }
 
     private FakeBackend(WebApplication app, Uri url)
@@ -49,6 +52,7 @@ public sealed class FakeBackend : IAsyncDisposable
             var items = await System.Text.Json.JsonSerializer.DeserializeAsync<List<Billing.ServiceDefaults.BatchedRequest>>(
                 context.Request.Body, Billing.ServiceDefaults.ConsumeBatch.Json);
             self!.Batches.Enqueue(items!.Count);
+            await Task.Delay(self.BatchDelay);
             var answers = items.Select(item =>
             {
                 var forwarded = new Forwarded("POST", Billing.ServiceDefaults.ConsumeBatch.ItemPath,

@@ -10,20 +10,8 @@ public static class ConsumeEndpoints
     public static IEndpointRouteBuilder MapConsumeApi(this IEndpointRouteBuilder app)
     {
         app.MapGroup("/api/usage").RequireAuthorization(BillingPolicies.Usage).WithTags("Usage")
-            .MapPost("/consume", async (HttpRequest http, ConsumeHandler handler, SpendWriter writer, CancellationToken cancellationToken) =>
-            {
-                // A batch announces its consumes before it runs them (ConsumeBatchEndpoints), so the writer waits for all of them.
-                using var coming = http.HttpContext.Items[ConsumeBatchEndpoints.ComingKey] as SpendWriter.ComingSpend ?? writer.Expect();
-                var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
-                if (request is null)
-                {
-                    return Problems.Validation(errors);
-                }
-                var started = System.Diagnostics.Stopwatch.GetTimestamp();
-                var result = await handler.HandleAsync(request, cancellationToken, coming);
-                BillingMetrics.RecordConsume(request.Meter, ResultOf(result), System.Diagnostics.Stopwatch.GetElapsedTime(started));
-                return result;
-            })
+            .MapPost("/consume", (HttpRequest http, ConsumeHandler handler, SpendWriter writer, CancellationToken cancellationToken) =>
+                ConsumeAsync(http, handler, writer, cancellationToken))
             .WithName("ConsumeQuota")
             .WithSummary("Checks and spends a user's allowance of a meter, once per idempotency key.")
             .Accepts<ConsumeBody>("application/json")
@@ -32,6 +20,22 @@ public static class ConsumeEndpoints
             .ProducesProblem(402)
             .ProducesProblem(409);
         return app;
+    }
+
+    /// <summary>One consume: reads the body, decides and spends (also for each consume of a gateway's batch).</summary>
+    internal static async Task<IResult> ConsumeAsync(HttpRequest http, ConsumeHandler handler, SpendWriter writer, CancellationToken cancellationToken)
+    {
+        // A batch announces its consumes before it runs them (ConsumeBatchEndpoints), so the writer waits for all of them.
+        using var coming = http.HttpContext.Items[ConsumeBatchEndpoints.ComingKey] as SpendWriter.ComingSpend ?? writer.Expect();
+        var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
+        if (request is null)
+        {
+            return Problems.Validation(errors);
+        }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var result = await handler.HandleAsync(request, cancellationToken, coming);
+        BillingMetrics.RecordConsume(request.Meter, ResultOf(result), System.Diagnostics.Stopwatch.GetElapsedTime(started));
+        return result;
     }
 
     /// <summary>The consume body, for the OpenAPI document (the endpoint reads it by hand).</summary>
