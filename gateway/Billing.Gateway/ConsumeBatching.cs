@@ -11,9 +11,10 @@ namespace Billing.Gateway;
 /// <summary>
 /// <c>POST /api/usage/consume</c>, the hot path, answered by coalescing: the consumes that arrive together go to Usage as
 /// one request (<see cref="ConsumeBatch"/>), up to <c>MaxBatch</c> each, <c>Senders</c> batches in flight, and each
-/// caller gets exactly the status, headers and body Usage gave its own consume. A proxied request costs the gateway and
-/// Usage two HTTP exchanges of framework work each; a batch shares one among many consumes. Nothing waits to fill a
-/// batch: a sender takes whatever is queued when it is free. Usage's addresses, health and HTTP client are the YARP
+/// caller gets exactly the status, headers and body Usage gave its own consume, as soon as Usage has it (answers stream
+/// back one per line). A proxied request costs the gateway and Usage an HTTP exchange of framework work each per
+/// consume; a batch shares one among many. Nothing waits to fill a batch: a sender takes whatever is queued when it is
+/// free. Deploy Usage before a gateway that batches (an older Usage has no batch endpoint: every consume would get 502). Usage's addresses, health and HTTP client are the YARP
 /// cluster's (<c>usage</c>). <c>Gateway:ConsumeBatching:Enabled=false</c> turns it off; the YARP route then proxies each.
 /// </summary>
 internal static class ConsumeBatching
@@ -52,7 +53,7 @@ internal static class ConsumeBatching
                 }
                 using var body = new MemoryStream(context.Request.ContentLength is > 0 and < int.MaxValue ? (int)context.Request.ContentLength : 256);
                 await context.Request.Body.CopyToAsync(body, context.RequestAborted);
-                var answer = await batcher.SendAsync(new BatchedRequest(headers, body.ToArray()));
+                var answer = await batcher.SendAsync(new BatchedRequest(headers, body.ToArray())).WaitAsync(context.RequestAborted);
                 context.Response.StatusCode = answer.Status;
                 foreach (var (name, value) in answer.Headers)
                 {
@@ -84,6 +85,12 @@ internal sealed class ConsumeBatchingOptions
     /// <summary>Batches in flight at once (Usage's spend writer overlaps two transactions).</summary>
     public int Senders { get; set; } = 2;
 
+    /// <summary>A sender whose batch is not answered after this long sends the next one meanwhile.</summary>
+    public int DetachAfterMs { get; set; } = 50;
+
+    /// <summary>Consumes waiting for a sender; beyond that the gateway answers 503 at once.</summary>
+    public int MaxQueued { get; set; } = 10_000;
+
     /// <summary>The YARP cluster whose destinations and HTTP client the batches use.</summary>
     public string Cluster { get; set; } = "usage";
 }
@@ -95,8 +102,9 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
 
     private static readonly BatchedResponse BadGateway = new((int)HttpStatusCode.BadGateway, [], []);
     private static readonly BatchedResponse Unavailable = new((int)HttpStatusCode.ServiceUnavailable, [], []);
+    private static readonly BatchedResponse TimedOut = new((int)HttpStatusCode.GatewayTimeout, [], []);
 
-    private readonly Channel<Waiting> _queue = Channel.CreateUnbounded<Waiting>();
+    private readonly Channel<Waiting> _queue;
     private readonly IProxyStateLookup _proxy;
     private readonly ConsumeBatchingOptions _options;
     private readonly ILogger<ConsumeBatcher> _logger;
@@ -108,6 +116,7 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
         _proxy = proxy;
         _options = options.Value;
         _logger = logger;
+        _queue = Channel.CreateBounded<Waiting>(new BoundedChannelOptions(Math.Max(1, _options.MaxQueued)) { FullMode = BoundedChannelFullMode.Wait });
         // Plain tasks, not a hosted service: they must outlive the host's stop, until Kestrel has drained the last request.
         // Started without the first consume's execution context, whose trace and correlation id they would otherwise keep.
         using (ExecutionContext.SuppressFlow())
@@ -116,7 +125,10 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
         }
     }
 
-    /// <summary>Queues one consume; completes with Usage's answer to it (a bare 502/503 when Usage cannot be reached).</summary>
+    /// <summary>
+    /// Queues one consume; completes with Usage's answer to it, or a bare 503 (queue full, no healthy destination),
+    /// 502 (Usage could not be reached or answered nonsense) or 504 (no answer within the cluster's activity timeout).
+    /// </summary>
     public Task<BatchedResponse> SendAsync(BatchedRequest request)
     {
         var waiting = new Waiting(request, new TaskCompletionSource<BatchedResponse>(TaskCreationOptions.RunContinuationsAsynchronously));
@@ -136,9 +148,10 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
     private async Task SendLoopAsync()
     {
         var max = Math.Clamp(_options.MaxBatch, 1, ConsumeBatch.MaxItems);
-        var batch = new List<Waiting>(max);
+        var detachAfter = TimeSpan.FromMilliseconds(Math.Max(1, _options.DetachAfterMs));
         while (await _queue.Reader.WaitToReadAsync())
         {
+            var batch = new List<Waiting>(max);
             while (batch.Count < max && _queue.Reader.TryRead(out var next))
             {
                 batch.Add(next);
@@ -147,32 +160,45 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
             {
                 continue;
             }
-            var answers = await SendBatchAsync(batch);
-            for (var i = 0; i < batch.Count; i++)
-            {
-                batch[i].Answer.TrySetResult(answers?[i] ?? BadGateway);
-            }
-            batch.Clear();
+            // The next batch leaves when this one is answered — that is what gathers consumes into batches — or, if it
+            // is slow (a consume waiting for Wallet), after DetachAfterMs: its answers keep arriving on their own.
+            var sending = SendBatchAsync(batch);
+            await Task.WhenAny(sending, Task.Delay(detachAfter));
         }
     }
 
-    /// <summary>One request to a healthy Usage destination; null (each consume answered 502) when it fails.</summary>
-    private async Task<IReadOnlyList<BatchedResponse>?> SendBatchAsync(List<Waiting> batch)
+    /// <summary>Sends one batch and completes each consume's answer as its line arrives; never throws.</summary>
+    private async Task SendBatchAsync(List<Waiting> batch)
+    {
+        var fallback = BadGateway;
+        try
+        {
+            fallback = await ExchangeAsync(batch);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogError(ex, "A batch of {Count} consumes failed", batch.Count);
+        }
+        foreach (var waiting in batch)
+        {
+            waiting.Answer.TrySetResult(fallback); // those Usage did not answer
+        }
+    }
+
+    /// <summary>One request to a healthy Usage destination; returns what the consumes it did not answer get.</summary>
+    private async Task<BatchedResponse> ExchangeAsync(List<Waiting> batch)
     {
         if (!_proxy.TryGetCluster(_options.Cluster, out var cluster) || cluster.DestinationsState.AvailableDestinations is not { Count: > 0 } destinations)
         {
-            foreach (var waiting in batch)
-            {
-                waiting.Answer.TrySetResult(Unavailable); // as YARP answers when no destination is healthy
-            }
-            return null;
+            return Unavailable; // as YARP answers when no destination is healthy
         }
         var destination = destinations[(int)((uint)Interlocked.Increment(ref _next) % (uint)destinations.Count)];
+        var address = destination.Model.Config.Address;
         var config = cluster.Model.Config.HttpRequest;
         using var timeout = new CancellationTokenSource(config?.ActivityTimeout ?? TimeSpan.FromSeconds(100));
         try
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(destination.Model.Config.Address), ConsumeBatch.Path))
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(address.TrimEnd('/') + "/"), ConsumeBatch.Path.TrimStart('/')))
             {
                 Content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(batch.Select(w => w.Request), ConsumeBatch.Json)),
                 Version = config?.Version ?? HttpVersion.Version11,
@@ -182,22 +208,30 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
             using var response = await cluster.Model.HttpClient.SendAsync(request, timeout.Token);
             if (!response.IsSuccessStatusCode)
             {
-                _logger.LogWarning("Usage answered a batch of {Count} consumes with {Status}", batch.Count, (int)response.StatusCode);
-                return null;
+                _logger.LogWarning("Usage at {Address} answered a batch of {Count} consumes with {Status}", address, batch.Count, (int)response.StatusCode);
+                return BadGateway;
             }
             await using var stream = await response.Content.ReadAsStreamAsync(timeout.Token);
-            var answers = await JsonSerializer.DeserializeAsync<List<BatchedResponse>>(stream, ConsumeBatch.Json, timeout.Token);
-            if (answers?.Count != batch.Count || answers.Any(a => a?.Headers is null || a.Body is null))
+            await foreach (var answer in JsonSerializer.DeserializeAsyncEnumerable<BatchedAnswer>(stream, topLevelValues: true, ConsumeBatch.Json, timeout.Token))
             {
-                _logger.LogWarning("Usage answered a batch of {Count} consumes with {Answers} answers", batch.Count, answers?.Count);
-                return null;
+                if (answer?.Response is not { Status: >= 100 and <= 599, Headers: not null, Body: not null } || answer.Index < 0 || answer.Index >= batch.Count)
+                {
+                    _logger.LogWarning("Usage at {Address} answered a consume of a batch with nonsense", address);
+                    return BadGateway;
+                }
+                batch[answer.Index].Answer.TrySetResult(answer.Response);
             }
-            return answers;
+            return BadGateway;
         }
-        catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or JsonException or IOException)
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested)
         {
-            _logger.LogWarning(ex, "A batch of {Count} consumes could not reach Usage at {Address}", batch.Count, destination.Model.Config.Address);
-            return null;
+            _logger.LogWarning("Usage at {Address} did not answer {Count} consumes within the activity timeout", address, batch.Count);
+            return TimedOut; // as YARP answers a request that timed out
+        }
+        catch (Exception ex) when (ex is HttpRequestException or JsonException or IOException)
+        {
+            _logger.LogWarning(ex, "A batch of {Count} consumes could not reach Usage at {Address}", batch.Count, address);
+            return BadGateway;
         }
     }
 }

@@ -16,11 +16,14 @@ public static class ConsumeBatch
     /// <summary>The public path each item stands for.</summary>
     public const string ItemPath = "/api/usage/consume";
 
+    /// <summary>The answer: one <see cref="BatchedAnswer"/> JSON object per line, each as soon as its consume is done.</summary>
+    public const string AnswerContentType = "application/x-ndjson";
+
     /// <summary>At most this many consumes in one batch request.</summary>
     public const int MaxItems = 256;
 
     /// <summary>The request headers an item carries; every other header a client sent (identity headers too) is dropped.</summary>
-    public static readonly string[] RequestHeaders = ["Authorization", CorrelationId.Header, "traceparent", "tracestate", "Content-Type"];
+    public static readonly string[] RequestHeaders = ["Authorization", CorrelationId.Header, "traceparent", "tracestate", "Content-Type", "Accept"];
 
     /// <summary>The response headers an item's answer carries back.</summary>
     public static readonly string[] ResponseHeaders = ["Content-Type", "Retry-After", "WWW-Authenticate"];
@@ -34,3 +37,6 @@ public sealed record BatchedRequest(Dictionary<string, string> Headers, byte[] B
 
 /// <summary>One consume's answer: what Usage would have answered it alone.</summary>
 public sealed record BatchedResponse(int Status, Dictionary<string, string> Headers, byte[] Body);
+
+/// <summary>The answer to the consume at <paramref name="Index"/> of the batch.</summary>
+public sealed record BatchedAnswer(int Index, BatchedResponse Response);

@@ -35,6 +35,7 @@ public class Consumes_through_the_gateway
     {
         _backend.BatchDelay = TimeSpan.Zero;
         _backend.ConsumeStatus = 200;
+        _backend.BatchFailure = null;
     }
 
     private static async Task<HttpResponseMessage> ConsumeAsync(GatewayFactory gateway, string body, Action<HttpRequestMessage>? configure = null)
@@ -81,6 +82,7 @@ public class Consumes_through_the_gateway
             r.Headers.TryAddWithoutValidation("X-Forwarded-User", "u-victim");
             r.Headers.TryAddWithoutValidation("X-Something-Else", "x");
             r.Headers.TryAddWithoutValidation(CorrelationId.Header, "corr-consume-1");
+            r.Headers.TryAddWithoutValidation("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         });
 
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
@@ -90,6 +92,8 @@ public class Consumes_through_the_gateway
         Assert.That(seen.Headers["Authorization"], Does.StartWith("Bearer "));
         Assert.That(seen.Headers[CorrelationId.Header], Is.EqualTo("corr-consume-1"));
         Assert.That(seen.Headers.Values, Has.None.Contains("u-victim"));
+        Assert.That(seen.Headers["traceparent"], Does.Match("^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-0[01]$"),
+            "Usage's span of the consume joins the caller's trace");
     }
 
     [Test]
@@ -122,6 +126,20 @@ public class Consumes_through_the_gateway
         using var response = await ConsumeAsync(gateway, Body(4));
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadGateway));
         Assert.That(response.Content.Headers.ContentType?.MediaType, Is.EqualTo("application/problem+json"));
+    }
+
+    [TestCase("status")]
+    [TestCase("garbage")]
+    public async Task Answers_502_when_Usage_answers_a_batch_with_an_error_or_nonsense(string failure)
+    {
+        _backend.BatchFailure = failure;
+        using var response = await ConsumeAsync(_gateway, Body(6));
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadGateway));
+        Assert.That(response.Content.Headers.ContentType?.MediaType, Is.EqualTo("application/problem+json"));
+
+        _backend.BatchFailure = null;
+        using var next = await ConsumeAsync(_gateway, Body(7));
+        Assert.That(next.StatusCode, Is.EqualTo(HttpStatusCode.OK), "the senders go on");
     }
 
     [Test]

@@ -27,6 +27,9 @@ public sealed class FakeBackend : IAsyncDisposable
     /// <summary>The status each batched consume is answered with.</summary>
     public int ConsumeStatus { get; set; } = 200;
 
+    /// <summary>How the batch endpoint fails: null (it does not), "status" (500) or "garbage" (an answer out of range).</summary>
+    public string? BatchFailure { get; set; }
+
     /// <summary>How long the batch endpoint takes (so that consumes queue up behind a batch in flight).</summary>
     public TimeSpan BatchDelay { get; set; }
     public Uri Url { get; }
@@ -46,24 +49,37 @@ public sealed class FakeBackend : IAsyncDisposable
         FakeBackend? self = null;
         app.MapGet("/health/ready", () => Results.Json(new { status = "Healthy", checks = Array.Empty<object>() }));
         app.MapGet("/openapi/v1.json", () => Results.Json(new { openapi = "3.1.1", info = new { title = "fake", version = "v1" }, paths = new { } }));
-        // Usage's batch endpoint, as the gateway's batched consume calls it: each item answered as if it had come alone.
+        // Usage's batch endpoint, as the gateway's batched consume calls it: each item answered as if it had come alone,
+        // one JSON line per answer, last item first (answers come back in the order they are done, not the batch's).
         app.MapPost(Billing.ServiceDefaults.ConsumeBatch.Path, async (HttpContext context) =>
         {
             var items = await System.Text.Json.JsonSerializer.DeserializeAsync<List<Billing.ServiceDefaults.BatchedRequest>>(
                 context.Request.Body, Billing.ServiceDefaults.ConsumeBatch.Json);
             self!.Batches.Enqueue(items!.Count);
             await Task.Delay(self.BatchDelay);
-            var answers = items.Select(item =>
+            if (self.BatchFailure == "status")
             {
+                context.Response.StatusCode = 500;
+                return;
+            }
+            context.Response.ContentType = Billing.ServiceDefaults.ConsumeBatch.AnswerContentType;
+            if (self.BatchFailure == "garbage")
+            {
+                await context.Response.WriteAsync("{\"index\":0,\"response\":{\"status\":70000}}\n");
+                return;
+            }
+            for (var i = items.Count - 1; i >= 0; i--)
+            {
+                var item = items[i];
                 var forwarded = new Forwarded("POST", Billing.ServiceDefaults.ConsumeBatch.ItemPath,
                     new Dictionary<string, string>(item.Headers, StringComparer.OrdinalIgnoreCase),
                     Convert.ToHexStringLower(SHA256.HashData(item.Body)), item.Body.Length);
                 self.Received.Enqueue(forwarded);
-                return new Billing.ServiceDefaults.BatchedResponse(self.ConsumeStatus,
+                var answer = new Billing.ServiceDefaults.BatchedAnswer(i, new Billing.ServiceDefaults.BatchedResponse(self.ConsumeStatus,
                     new Dictionary<string, string> { ["Content-Type"] = "application/json; charset=utf-8" },
-                    System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(forwarded, Billing.ServiceDefaults.ConsumeBatch.Json));
-            }).ToList();
-            return Results.Json(answers, Billing.ServiceDefaults.ConsumeBatch.Json);
+                    System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(forwarded, Billing.ServiceDefaults.ConsumeBatch.Json)));
+                await context.Response.WriteAsync(System.Text.Json.JsonSerializer.Serialize(answer, Billing.ServiceDefaults.ConsumeBatch.Json) + "\n");
+            }
         });
         app.Map("/{**path}", async (HttpContext context) =>
         {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Claims;
 using System.Text.Json;
+using System.Threading.Channels;
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Consuming;
 using Billing.Usage.Api.Spending;
@@ -23,6 +24,8 @@ public static class ConsumeBatchEndpoints
     /// <summary>The <see cref="HttpContext.Items"/> key of the <see cref="SpendWriter.ComingSpend"/> a batch took for a consume.</summary>
     public static readonly object ComingKey = new();
 
+    private static readonly byte[] Newline = "\n"u8.ToArray();
+
     /// <summary>
     /// Remembers the request pipeline after this point, so a batch can run each of its consumes through it. Call it
     /// first, before <c>UseServiceDefaults</c>: everything after it (and only that) is what a consume goes through.
@@ -35,6 +38,9 @@ public static class ConsumeBatchEndpoints
             runner.Pipeline = next;
             return next;
         });
+        // Routing after the capture (not before it, where WebApplication would add it): a consume that is not checked on
+        // the fast path is routed like one sent alone (405, 415 for a body that is not JSON).
+        app.UseRouting();
         return app;
     }
 
@@ -53,23 +59,69 @@ public static class ConsumeBatchEndpoints
                 }
                 if (items is null || items.Count is 0 or > ConsumeBatch.MaxItems || items.Any(i => i?.Headers is null || i.Body is null))
                 {
-                    return Problems.Validation(new Dictionary<string, string[]>
+                    await Problems.Validation(new Dictionary<string, string[]>
                     {
                         ["body"] = [$"A JSON array of 1 to {ConsumeBatch.MaxItems} items {{\"headers\":{{…}},\"body\":\"<base64>\"}}."],
-                    });
+                    }).ExecuteAsync(http);
+                    return;
                 }
+
+                // Each answer is written as soon as its consume is done (one JSON line, flushed with whatever else is
+                // ready), so one slow consume (a token-paid one waiting for Wallet) holds up no other.
+                http.Response.ContentType = ConsumeBatch.AnswerContentType;
+                await http.Response.StartAsync(http.RequestAborted);
+                var answers = Channel.CreateUnbounded<BatchedAnswer>(new UnboundedChannelOptions { SingleReader = true });
+                var left = items.Count;
                 // Announced before any runs: the spend writer gathers them into one transaction instead of committing the first alone.
                 var comings = items.Select(_ => writer.Expect()).ToArray();
-                try
+                // Each on a flow of its own: not inside this request's log scope, span and correlation id, but its own.
+                using (ExecutionContext.SuppressFlow())
                 {
-                    var answers = await Task.WhenAll(items.Select((item, i) => runner.RunAsync(http, item, comings[i])));
-                    return Results.Json(answers, ConsumeBatch.Json);
-                }
-                finally
-                {
-                    foreach (var coming in comings)
+                    for (var i = 0; i < items.Count; i++)
                     {
-                        coming.Dispose();
+                        var (index, item, coming) = (i, items[i], comings[i]);
+                        _ = Task.Run(async () =>
+                        {
+                            BatchedResponse response;
+                            try
+                            {
+                                response = await runner.RunAsync(http, item, coming);
+                            }
+                            catch (Exception)
+                            {
+                                response = new BatchedResponse(StatusCodes.Status500InternalServerError, [], []);
+                            }
+                            answers.Writer.TryWrite(new BatchedAnswer(index, response));
+                            if (Interlocked.Decrement(ref left) == 0)
+                            {
+                                answers.Writer.TryComplete();
+                            }
+                        });
+                    }
+                }
+                // Until every consume is done, even when the gateway has gone: they use this request's context.
+                var output = http.Response.Body;
+                var gone = false;
+                while (await answers.Reader.WaitToReadAsync())
+                {
+                    try
+                    {
+                        while (answers.Reader.TryRead(out var answer))
+                        {
+                            if (!gone)
+                            {
+                                await output.WriteAsync(JsonSerializer.SerializeToUtf8Bytes(answer, ConsumeBatch.Json));
+                                await output.WriteAsync(Newline);
+                            }
+                        }
+                        if (!gone)
+                        {
+                            await output.FlushAsync();
+                        }
+                    }
+                    catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+                    {
+                        gone = true;
                     }
                 }
             })
@@ -84,13 +136,12 @@ public static class ConsumeBatchEndpoints
 /// straight to the consume endpoint's code (with its correlation id, and the exception handling of the pipeline); any
 /// other goes through the captured pipeline, whose middleware refuses it exactly as it refuses one sent alone.
 /// </summary>
-public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, EndpointDataSource endpoints, IOptionsMonitor<JwtBearerOptions> jwt,
+public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMonitor<JwtBearerOptions> jwt,
     IAuthorizationService authorization, ConsumeHandler handler, SpendWriter writer, IEnumerable<IExceptionHandler> exceptionHandlers,
     IProblemDetailsService problems, ILogger<ConsumeBatchRunner> logger)
 {
     private static readonly ActivitySource Source = new(BillingTelemetry.Prefix + ".Usage.ConsumeBatch");
     private readonly IExceptionHandler[] _exceptionHandlers = exceptionHandlers.ToArray();
-    private Endpoint? _consume;
 
     internal RequestDelegate? Pipeline { get; set; }
 
@@ -122,7 +173,7 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, EndpointData
         using var activity = StartActivity(item.Headers);
         try
         {
-            if (await AuthorizedAsync(context) is { } user)
+            if (IsJson(request.ContentType) && await AuthorizedAsync(context) is { } user)
             {
                 context.User = user;
                 await ConsumeAsync(context);
@@ -166,24 +217,33 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, EndpointData
             return null;
         }
         var token = header["Bearer ".Length..].Trim();
-        var options = jwt.Get(JwtBearerDefaults.AuthenticationScheme);
-        var parameters = options.TokenValidationParameters;
-        if (options.ConfigurationManager is { } manager)
+        try
         {
-            // As JwtBearerHandler does with an OIDC authority: its issuer and signing keys.
-            var configuration = await manager.GetConfigurationAsync(context.RequestAborted);
-            parameters = parameters.Clone();
-            parameters.ValidIssuers = (parameters.ValidIssuers ?? []).Append(configuration.Issuer);
-            parameters.IssuerSigningKeys = (parameters.IssuerSigningKeys ?? []).Concat(configuration.SigningKeys);
-        }
-        foreach (var tokenHandler in options.TokenHandlers)
-        {
-            var result = await tokenHandler.ValidateTokenAsync(token, parameters);
-            if (result.IsValid)
+            var options = jwt.Get(JwtBearerDefaults.AuthenticationScheme);
+            var parameters = options.TokenValidationParameters;
+            if (options.ConfigurationManager is Microsoft.IdentityModel.Tokens.BaseConfigurationManager manager)
             {
-                var user = new ClaimsPrincipal(result.ClaimsIdentity);
-                return (await authorization.AuthorizeAsync(user, BillingPolicies.Usage)).Succeeded ? user : null;
+                // As JwtBearerHandler does with an OIDC authority: the token handlers take its issuer and keys from it.
+                parameters = parameters.Clone();
+                parameters.ConfigurationManager = manager;
             }
+            else if (options.ConfigurationManager is not null)
+            {
+                return null; // not a configuration this fast path knows: the middleware decides
+            }
+            foreach (var tokenHandler in options.TokenHandlers)
+            {
+                var result = await tokenHandler.ValidateTokenAsync(token, parameters);
+                if (result.IsValid)
+                {
+                    var user = new ClaimsPrincipal(result.ClaimsIdentity);
+                    return (await authorization.AuthorizeAsync(user, BillingPolicies.Usage)).Succeeded ? user : null;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            logger.LogDebug(ex, "A batched consume's token was not checked on the fast path");
         }
         return null;
     }
@@ -221,16 +281,20 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, EndpointData
         }
     }
 
-    /// <summary>The whole middleware pipeline from <see cref="ConsumeBatchEndpoints.UseConsumeBatches"/> on, with a scope of its own.</summary>
+    /// <summary>The whole middleware pipeline from <see cref="ConsumeBatchEndpoints.UseConsumeBatches"/> on (routing first), with a scope of its own.</summary>
     private async Task RunPipelineAsync(HttpContext context)
     {
         var pipeline = Pipeline ?? throw new InvalidOperationException("UseConsumeBatches() was not called.");
-        _consume ??= endpoints.Endpoints.Single(e => e.Metadata.GetMetadata<IEndpointNameMetadata>()?.EndpointName == "ConsumeQuota");
         await using var scope = scopes.CreateAsyncScope();
         context.RequestServices = scope.ServiceProvider;
-        context.SetEndpoint(_consume);
         await pipeline(context);
     }
+
+    /// <summary>A body the consume endpoint accepts (<c>application/json</c>, with or without a charset); others are routed to its 415.</summary>
+    private static bool IsJson(string? contentType) =>
+        Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var type) && type.IsSubsetOf(Json);
+
+    private static readonly Microsoft.Net.Http.Headers.MediaTypeHeaderValue Json = new("application/json");
 
     private static Activity? StartActivity(Dictionary<string, string> headers)
     {
