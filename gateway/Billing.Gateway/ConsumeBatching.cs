@@ -34,14 +34,7 @@ internal static class ConsumeBatching
         }
         app.MapPost(ConsumeBatch.ItemPath, async (HttpContext context, ConsumeBatcher batcher) =>
             {
-                var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-                foreach (var name in ConsumeBatch.RequestHeaders)
-                {
-                    if (context.Request.Headers.TryGetValue(name, out var value))
-                    {
-                        headers[name] = value.ToString();
-                    }
-                }
+                var headers = ConsumeBatch.Pick(context.Request.Headers, ConsumeBatch.RequestHeaders);
                 if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity)
                 {
                     // Usage's span of this consume becomes a child of this one, as with a proxied request.

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.Http;
 
 namespace Billing.ServiceDefaults;
 
@@ -27,6 +28,20 @@ public static class ConsumeBatch
 
     /// <summary>The response headers an item's answer carries back.</summary>
     public static readonly string[] ResponseHeaders = ["Content-Type", "Retry-After", "WWW-Authenticate"];
+
+    /// <summary>The headers of <paramref name="names"/> that <paramref name="headers"/> has, as a batch carries them.</summary>
+    public static Dictionary<string, string> Pick(IHeaderDictionary headers, string[] names)
+    {
+        var picked = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var name in names)
+        {
+            if (headers.TryGetValue(name, out var value))
+            {
+                picked[name] = value.ToString();
+            }
+        }
+        return picked;
+    }
 
     /// <summary>camelCase, bodies as base64.</summary>
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);

@@ -10,7 +10,12 @@ using Microsoft.Extensions.Logging;
 namespace Billing.Gateway.Tests;
 
 /// <summary>What the fake backend saw of one forwarded request.</summary>
-public sealed record Forwarded(string Method, string Path, IReadOnlyDictionary<string, string> Headers, string BodySha256, long BodyLength);
+public sealed record Forwarded(string Method, string Path, IReadOnlyDictionary<string, string> Headers, string BodySha256, long BodyLength)
+{
+    public static Forwarded Of(string method, string path, IEnumerable<KeyValuePair<string, string>> headers, byte[] body) =>
+        new(method, path, headers.ToDictionary(h => h.Key, h => h.Value, StringComparer.OrdinalIgnoreCase),
+            Convert.ToHexStringLower(SHA256.HashData(body)), body.Length);
+}
 
 /// <summary>
 /// A stand-in for all four services on a real loopback port: answers every request with what it received (method,
@@ -71,9 +76,7 @@ public sealed class FakeBackend : IAsyncDisposable
             for (var i = items.Count - 1; i >= 0; i--)
             {
                 var item = items[i];
-                var forwarded = new Forwarded("POST", Billing.ServiceDefaults.ConsumeBatch.ItemPath,
-                    new Dictionary<string, string>(item.Headers, StringComparer.OrdinalIgnoreCase),
-                    Convert.ToHexStringLower(SHA256.HashData(item.Body)), item.Body.Length);
+                var forwarded = Forwarded.Of("POST", Billing.ServiceDefaults.ConsumeBatch.ItemPath, item.Headers, item.Body);
                 self.Received.Enqueue(forwarded);
                 var answer = new Billing.ServiceDefaults.BatchedAnswer(i, new Billing.ServiceDefaults.BatchedResponse(self.ConsumeStatus,
                     new Dictionary<string, string> { ["Content-Type"] = "application/json; charset=utf-8" },
@@ -85,9 +88,8 @@ public sealed class FakeBackend : IAsyncDisposable
         {
             using var buffer = new MemoryStream();
             await context.Request.Body.CopyToAsync(buffer);
-            var forwarded = new Forwarded(context.Request.Method, context.Request.Path + context.Request.QueryString,
-                context.Request.Headers.ToDictionary(h => h.Key, h => h.Value.ToString(), StringComparer.OrdinalIgnoreCase),
-                Convert.ToHexStringLower(SHA256.HashData(buffer.ToArray())), buffer.Length);
+            var forwarded = Forwarded.Of(context.Request.Method, context.Request.Path + context.Request.QueryString,
+                context.Request.Headers.Select(h => KeyValuePair.Create(h.Key, h.Value.ToString())), buffer.ToArray());
             self!.Received.Enqueue(forwarded);
             context.Response.Headers["X-Correlation-Id"] = context.Request.Headers["X-Correlation-Id"].ToString();
             return Results.Json(forwarded);

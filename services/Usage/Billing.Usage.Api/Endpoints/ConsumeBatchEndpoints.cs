@@ -87,9 +87,9 @@ public static class ConsumeBatchEndpoints
                             {
                                 response = await runner.RunAsync(http, item, coming);
                             }
-                            catch (Exception)
+                            finally
                             {
-                                response = new BatchedResponse(StatusCodes.Status500InternalServerError, [], []);
+                                coming.Dispose(); // also when it never reached the writer, or every later batch would wait for it
                             }
                             answers.Writer.TryWrite(new BatchedAnswer(index, response));
                             if (Interlocked.Decrement(ref left) == 0)
@@ -145,7 +145,22 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
 
     internal RequestDelegate? Pipeline { get; set; }
 
+    /// <summary>The consume's answer; never throws (what escapes the pipeline's own error handling is a bare 500).</summary>
     public async Task<BatchedResponse> RunAsync(HttpContext batch, BatchedRequest item, SpendWriter.ComingSpend coming)
+    {
+        try
+        {
+            return await AnswerAsync(batch, item, coming);
+        }
+        catch (Exception ex)
+        {
+            // The batch being aborted, mostly: a bare 500, as the server would give.
+            logger.LogWarning(ex, "A batched consume failed outside the request pipeline");
+            return new BatchedResponse(StatusCodes.Status500InternalServerError, [], []);
+        }
+    }
+
+    private async Task<BatchedResponse> AnswerAsync(HttpContext batch, BatchedRequest item, SpendWriter.ComingSpend coming)
     {
         var context = new DefaultHttpContext { RequestServices = batch.RequestServices, RequestAborted = batch.RequestAborted };
         var request = context.Request;
@@ -171,38 +186,17 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
 
         // The consume's own span, a child of the gateway's span of the same consume (its traceparent), as a proxied request's would be.
         using var activity = StartActivity(item.Headers);
-        try
+        if (IsJson(request.ContentType) && await AuthorizedAsync(context) is { } user)
         {
-            if (IsJson(request.ContentType) && await AuthorizedAsync(context) is { } user)
-            {
-                context.User = user;
-                await ConsumeAsync(context);
-            }
-            else
-            {
-                await RunPipelineAsync(context);
-            }
+            context.User = user;
+            await ConsumeAsync(context);
         }
-        catch (Exception ex)
+        else
         {
-            // What escaped the exception handling (the batch being aborted): a bare 500, as the server would give.
-            logger.LogWarning(ex, "A batched consume failed outside the request pipeline");
-            return new BatchedResponse(StatusCodes.Status500InternalServerError, [], []);
-        }
-        finally
-        {
-            coming.Dispose();
+            await RunPipelineAsync(context);
         }
         activity?.SetTag("http.response.status_code", context.Response.StatusCode);
-        var headers = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-        foreach (var name in ConsumeBatch.ResponseHeaders)
-        {
-            if (context.Response.Headers.TryGetValue(name, out var value))
-            {
-                headers[name] = value.ToString();
-            }
-        }
-        return new BatchedResponse(context.Response.StatusCode, headers, answer.ToArray());
+        return new BatchedResponse(context.Response.StatusCode, ConsumeBatch.Pick(context.Response.Headers, ConsumeBatch.ResponseHeaders), answer.ToArray());
     }
 
     /// <summary>
