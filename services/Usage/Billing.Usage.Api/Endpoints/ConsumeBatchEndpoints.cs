@@ -74,6 +74,9 @@ public static class ConsumeBatchEndpoints
                 var left = items.Count;
                 // Announced before any runs: the spend writer gathers them into one transaction instead of committing the first alone.
                 var comings = items.Select(_ => writer.Expect()).ToArray();
+                // What the consumes need of the batch's request, read here: an HttpContext is not safe to read from
+                // other threads while this one writes the answers (a consume once read a null feature that way).
+                var origin = BatchOrigin.Of(http);
                 // Each on a flow of its own: not inside this request's log scope, span and correlation id, but its own.
                 using (ExecutionContext.SuppressFlow())
                 {
@@ -85,7 +88,7 @@ public static class ConsumeBatchEndpoints
                             BatchedResponse response;
                             try
                             {
-                                response = await runner.RunAsync(http, item, coming);
+                                response = await runner.RunAsync(origin, item, coming);
                             }
                             finally
                             {
@@ -146,7 +149,7 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
     internal RequestDelegate? Pipeline { get; set; }
 
     /// <summary>The consume's answer; never throws (what escapes the pipeline's own error handling is a bare 500).</summary>
-    public async Task<BatchedResponse> RunAsync(HttpContext batch, BatchedRequest item, SpendWriter.ComingSpend coming)
+    public async Task<BatchedResponse> RunAsync(BatchOrigin batch, BatchedRequest item, SpendWriter.ComingSpend coming)
     {
         try
         {
@@ -160,14 +163,14 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
         }
     }
 
-    private async Task<BatchedResponse> AnswerAsync(HttpContext batch, BatchedRequest item, SpendWriter.ComingSpend coming)
+    private async Task<BatchedResponse> AnswerAsync(BatchOrigin batch, BatchedRequest item, SpendWriter.ComingSpend coming)
     {
-        var context = new DefaultHttpContext { RequestServices = batch.RequestServices, RequestAborted = batch.RequestAborted };
+        var context = new DefaultHttpContext { RequestServices = batch.Services, RequestAborted = batch.Aborted };
         var request = context.Request;
         request.Method = HttpMethods.Post;
-        request.Scheme = batch.Request.Scheme;
-        request.Host = batch.Request.Host;
-        request.Protocol = batch.Request.Protocol;
+        request.Scheme = batch.Scheme;
+        request.Host = batch.Host;
+        request.Protocol = batch.Protocol;
         request.Path = ConsumeBatch.ItemPath;
         foreach (var name in ConsumeBatch.RequestHeaders)
         {
@@ -178,8 +181,8 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
         }
         request.Body = new MemoryStream(item.Body, writable: false);
         request.ContentLength = item.Body.Length;
-        context.Connection.RemoteIpAddress = batch.Connection.RemoteIpAddress;
-        context.Connection.RemotePort = batch.Connection.RemotePort;
+        context.Connection.RemoteIpAddress = batch.RemoteIpAddress;
+        context.Connection.RemotePort = batch.RemotePort;
         using var answer = new MemoryStream();
         context.Response.Body = answer;
         context.Items[ConsumeBatchEndpoints.ComingKey] = coming;
@@ -301,4 +304,15 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
         // Recorded when tracing is on; otherwise a bare activity, so logs and problems still carry the gateway's trace id.
         return Source.StartActivity(name, ActivityKind.Server, parent) ?? new Activity(name).SetParentId(traceparent).Start();
     }
+}
+
+/// <summary>
+/// What a batched consume takes from the batch's request (its services, abort token, scheme, host, protocol and peer),
+/// read once on the batch's own thread: <see cref="HttpContext"/> is not thread-safe, and the consumes run on others.
+/// </summary>
+public sealed record BatchOrigin(IServiceProvider Services, CancellationToken Aborted, string Scheme, HostString Host, string Protocol,
+    System.Net.IPAddress? RemoteIpAddress, int RemotePort)
+{
+    public static BatchOrigin Of(HttpContext http) => new(http.RequestServices, http.RequestAborted, http.Request.Scheme, http.Request.Host,
+        http.Request.Protocol, http.Connection.RemoteIpAddress, http.Connection.RemotePort);
 }
