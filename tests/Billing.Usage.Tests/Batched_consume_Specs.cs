@@ -4,6 +4,8 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Billing.ServiceDefaults;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
 
 namespace Billing.Usage.Tests;
 
@@ -175,5 +177,63 @@ public class A_batch_of_consumes_from_the_gateway
         var response = await client.PostAsync(ConsumeBatch.Path, UsageHost.Json(raw));
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
         Assert.That((await UsageHost.BodyAsync(response)).GetProperty("code").GetString(), Is.EqualTo("validation"));
+    }
+}
+
+/// <summary>
+/// A batch's answers stream back one by one: a consume paid with purchased tokens waits for Wallet, and the others of
+/// its batch must not wait with it (the gateway would hold up every caller of that batch).
+/// </summary>
+[TestFixture]
+public class A_batch_with_a_consume_waiting_for_Wallet
+{
+    private static UsageHost Host => Hosts.Overage;
+
+    [Test]
+    public async Task Answers_the_other_consumes_of_the_batch_before_Wallet_has_answered()
+    {
+        var payer = UsageHost.NewUser();
+        await Host.ApplyAsync(UsageHost.Activated(payer, "pro"));
+        var delay = TimeSpan.FromSeconds(3);
+        // Pro has 5 api.credit a month: 6 are paid with tokens, and this Wallet takes 3 s to debit them.
+        Host.Stubs.Given(Request.Create().WithPath("/internal/wallet/debit").UsingPost().WithBody(b => b != null && b.Contains(payer)))
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBodyAsJson(new { debited = true, balance = 940, transactionId = "tx-slow-batch" }).WithDelay(delay));
+        var others = new List<string>();
+        for (var i = 0; i < 5; i++)
+        {
+            var user = UsageHost.NewUser();
+            await Host.ApplyAsync(UsageHost.Activated(user, "pro"));
+            others.Add(user);
+        }
+        var service = Tokens.Service();
+        BatchedRequest Item(string user, long quantity) => new(
+            new Dictionary<string, string> { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " + service },
+            JsonSerializer.SerializeToUtf8Bytes(new { userId = user, meter = "api.credit", quantity, idempotencyKey = UsageHost.NewKey() }));
+        var items = new[] { Item(payer, 6) }.Concat(others.Select(u => Item(u, 1))).ToList();
+
+        using var client = Host.CreateClient();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var request = new HttpRequestMessage(HttpMethod.Post, ConsumeBatch.Path) { Content = JsonContent.Create(items, options: ConsumeBatch.Json) };
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var arrived = new List<(BatchedAnswer Answer, TimeSpan At)>();
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (line.Length > 0)
+            {
+                arrived.Add((JsonSerializer.Deserialize<BatchedAnswer>(line, ConsumeBatch.Json)!, clock.Elapsed));
+            }
+        }
+
+        Assert.That(arrived.Select(a => a.Answer.Index).Take(5), Is.EquivalentTo(new[] { 1, 2, 3, 4, 5 }), "the others first, in any order");
+        Assert.That(arrived.Select(a => a.Answer.Index).Skip(5), Is.EqualTo(new[] { 0 }), "the token-paid consume last");
+        Assert.That(arrived.Select(a => a.Answer.Response.Status), Is.All.EqualTo(200));
+        var quick = arrived.Take(5).Max(a => a.At);
+        var slow = arrived[^1].At;
+        Assert.That(slow, Is.GreaterThanOrEqualTo(delay), "the debit took the stub's delay");
+        Assert.That(quick, Is.LessThan(slow - TimeSpan.FromSeconds(1.5)), $"the others came {quick} after the batch was sent, the paid one {slow}");
+        Assert.That(JsonDocument.Parse(arrived[^1].Answer.Response.Body).RootElement.GetProperty("source").GetString(), Is.EqualTo("tokens"));
     }
 }
