@@ -90,6 +90,7 @@ TOKEN=$(BILLING_PROFILE=up "$REPO/deploy/billing" token --user bench-ai --scope 
 
 declare -A PG_TPS RATIO P99
 declare -i MISMATCHES=0
+declare -i NON_200=0
 LOGDIR=$(mktemp -d)
 
 USAGE_PID=$(cat "$STACK_DIR/pids/usage.pid")
@@ -170,6 +171,7 @@ wrk_round() { # <target> <connections> <round>: against the pgbench figure of th
   ROUND_RATIOS[$target-$c]+="$ratio "
   ROUND_P99[$target-$c]+="$p99 "
   [[ $check == MISMATCH* ]] && MISMATCHES+=1
+  NON_200=$((NON_200 + r[other] + r[socket_errors]))
   return 0
 }
 
@@ -222,4 +224,6 @@ echo "goals (median of $ROUNDS round(s)):"
 for c in $CONNECTIONS; do
   [[ -n ${P99[gateway-$c]:-} ]] && goal "p99 through the gateway at $c, ms" "${P99[gateway-$c]}" "<" 20 "${ROUND_P99[gateway-$c]}"
 done
+# Every user has quota to spare, so any answer but 200 is a fault (a 500, a 502 from the gateway), not a refusal.
+((NON_200 == 0)) && echo "  every request answered 200" || echo "  NOT 200: $NON_200 answer(s) or socket error(s) in all (see the rows' check)"
 ((MISMATCHES == 0)) && echo "  every run: spends stored = 200 answers" || { echo "  SPENDS STORED DIFFER FROM 200 ANSWERS in $MISMATCHES run(s)"; exit 1; }
