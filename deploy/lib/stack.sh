@@ -88,6 +88,9 @@ _stack_env_for() { # name -> env assignments for that process
     gateway)
       # The click-through demo at /demo (sign in as anyone): only on the simulator, never with real Stripe or OIDC.
       [[ $STACK_SIMULATOR == 1 ]] && echo "BILLING_DEMO=${BILLING_DEMO:-1}"
+      # Socket completions (Kestrel's reads, Usage's answers) run on the epoll thread instead of a hop through the thread
+      # pool: the gateway only moves bytes and never blocks there. 6 paired runs at 16 connections, 2026-11-27: 5 faster.
+      echo "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=${GATEWAY_INLINE_COMPLETIONS:-1}"
       local s
       for s in "${STACK_SERVICES[@]}"; do
         echo "ReverseProxy__Clusters__${s}__Destinations__main__Address=http://127.0.0.1:${SERVICE_PORT[$s]}/"
