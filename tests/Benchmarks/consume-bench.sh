@@ -36,6 +36,17 @@ infra_profile up
 stack_profile up
 USAGE_URL="http://127.0.0.1:${SERVICE_PORT[usage]}"
 GATEWAY_URL=$BILLING_GATEWAY_URL
+# A/B of gateway settings, side by side in the same rounds: start a second gateway yourself (the same environment as
+# the stack's, plus the setting to try, on another port), name it in BENCH_GATEWAY2_URL and add 'gateway2' to
+# BENCH_TARGETS. Its CPU column shows 0 for the gateway (only the stack's gateway is measured).
+target_url() { # <target> -> its base URL
+  case $1 in
+    usage) echo "$USAGE_URL" ;;
+    gateway) echo "$GATEWAY_URL" ;;
+    gateway2) echo "${BENCH_GATEWAY2_URL:?BENCH_GATEWAY2_URL names the second gateway}" ;;
+    *) echo "unknown target $1 (usage, gateway, gateway2)" >&2; exit 2 ;;
+  esac
+}
 DB="billing_usage${BILLING_DB_SUFFIX:-}"
 PSQL=(psql -h 127.0.0.1 -p "$BILLING_PG_PORT" -U postgres -d "$DB" -v ON_ERROR_STOP=1 -qAt)
 
@@ -142,8 +153,8 @@ pgbench_round() { # <connections> <round>
 }
 
 wrk_round() { # <target> <connections> <round>: against the pgbench figure of the same round
-  local target=$1 c=$2 round=$3 url=$USAGE_URL keys load out line stored rps ratio diff check cpu p99
-  [[ $target == gateway ]] && url=$GATEWAY_URL
+  local target=$1 c=$2 round=$3 url keys load out line stored rps ratio diff check cpu p99
+  url=$(target_url "$target")
   keys="wrk-$RUN-$target-$c-$round"
   wrk -t "$THREADS" -c "$c" -d "${DURATION}s" --timeout 10s -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "$keys" "$TOKEN" > "$LOGDIR/out" 2>&1 &
   load=$!
@@ -182,7 +193,7 @@ median() { # <numbers...>
 # Warm-up, not measured: tiered JIT (its background compiles compete for the same 2 cores for ~15 s after a start),
 # connection pools, prepared statements, the subscriber cache.
 for target in ${BENCH_TARGETS:-usage gateway}; do
-  url=$USAGE_URL; [[ $target == gateway ]] && url=$GATEWAY_URL
+  url=$(target_url "$target")
   wrk -t "$THREADS" -c 64 -d "${BENCH_WARMUP:-15}s" -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "warm-$RUN-$target" "$TOKEN" > /dev/null 2>&1 || true
 done
 
