@@ -158,8 +158,9 @@ internal sealed class ConsumeBatcher : IAsyncDisposable
             }
             // The next batch leaves when this one is answered — that is what gathers consumes into batches — or, if it
             // is slow (a consume waiting for Wallet), after DetachAfterMs: its answers keep arriving on their own.
-            var sending = SendBatchAsync(batch);
-            await Task.WhenAny(sending, Task.Delay(detachAfter));
+            // WaitAsync drops its timer as soon as the batch is answered (a Task.Delay would keep one per batch alive
+            // for the whole DetachAfterMs); SendBatchAsync never throws, so only the timeout is suppressed here.
+            await SendBatchAsync(batch).WaitAsync(detachAfter).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 
