@@ -595,3 +595,85 @@ public sealed class Billing_metered_usage : MeteredBillingSpec
         Assert.That(gone.LatestInvoiceId, Is.EqualTo(dropped.LatestInvoiceId));
     }
 }
+
+/// <summary>
+/// Meter event summaries (<c>GET /v1/billing/meters/{id}/event_summaries</c>): what Billing's overage check compares its
+/// own records with. Stripe accepts an event first and may reject it afterwards (an error report); a rejected event counts
+/// nowhere, in summaries as on invoices.
+/// </summary>
+public sealed class Summarizing_meter_events : MeteredBillingSpec
+{
+    private static MeterEventSummaryService Summaries => new(Stripe);
+
+    [Test]
+    public async Task Should_sum_one_customers_events_of_the_meter_in_the_range_as_one_summary_or_per_hour()
+    {
+        var meter = await CreateMeter("summed_tokens");
+        var customer = await CreateCustomer();
+        var other = await CreateCustomer("u43");
+        var hour = (await Now()) / 3600 * 3600 + 3600;
+        await AdvanceTo(hour + 3 * 3600);
+        await Report(customer.Id, hour + 10, 2, "summed_tokens");
+        await Report(customer.Id, hour + 3599, 3, "summed_tokens");
+        await Report(customer.Id, hour + 3600, 5, "summed_tokens");
+        await Report(customer.Id, hour + 2 * 3600, 100, "summed_tokens"); // after the range
+        await Report(customer.Id, hour + 20, 1000, "other_tokens"); // another meter's
+        await Report(other.Id, hour + 20, 1000, "summed_tokens"); // someone else's
+
+        var one = await Summaries.ListAsync(meter.Id, new MeterEventSummaryListOptions
+        {
+            Customer = customer.Id, StartTime = At(hour), EndTime = At(hour + 2 * 3600),
+        });
+        Assert.That(one.Data.Select(s => (s.AggregatedValue, Unix(s.StartTime), Unix(s.EndTime), s.Meter)),
+            Is.EqualTo(new[] { (10d, hour, hour + 2 * 3600, meter.Id) }));
+
+        var hourly = await Summaries.ListAsync(meter.Id, new MeterEventSummaryListOptions
+        {
+            Customer = customer.Id, StartTime = At(hour), EndTime = At(hour + 2 * 3600), ValueGroupingWindow = "hour",
+        });
+        Assert.That(hourly.Data.Select(s => (s.AggregatedValue, Unix(s.StartTime))), Is.EqualTo(new[] { (5d, hour + 3600), (5d, hour) }),
+            "newest first");
+    }
+
+    [Test]
+    public async Task Should_refuse_a_range_off_minute_boundaries_and_a_customer_it_does_not_know()
+    {
+        var meter = await CreateMeter("bounded_tokens");
+        var customer = await CreateCustomer();
+        var minute = (await Now()) / 60 * 60;
+
+        var offMinute = Assert.ThrowsAsync<StripeException>(() => Summaries.ListAsync(meter.Id, new MeterEventSummaryListOptions
+        {
+            Customer = customer.Id, StartTime = At(minute - 90), EndTime = At(minute),
+        }));
+        Assert.That((offMinute!.HttpStatusCode, offMinute.StripeError.Param), Is.EqualTo((HttpStatusCode.BadRequest, "start_time")));
+        var unknown = Assert.ThrowsAsync<StripeException>(() => Summaries.ListAsync(meter.Id, new MeterEventSummaryListOptions
+        {
+            Customer = "cus_nobody", StartTime = At(minute - 60), EndTime = At(minute),
+        }));
+        Assert.That(unknown!.HttpStatusCode, Is.EqualTo(HttpStatusCode.NotFound));
+    }
+
+    [Test]
+    public async Task Should_count_an_event_rejected_after_it_was_accepted_in_no_summary()
+    {
+        var meter = await CreateMeter("rejected_tokens");
+        var customer = await CreateCustomer();
+        var minute = (await Now()) / 60 * 60;
+        await Report(customer.Id, minute + 1, 4, "rejected_tokens");
+        var rejected = await Report(customer.Id, minute + 2, 6, "rejected_tokens");
+
+        using var response = await Http.PostAsync($"/_sim/meter_events/{rejected.Identifier}/reject",
+            new FormUrlEncodedContent(new Dictionary<string, string> { ["code"] = "meter_event_customer_not_found" }));
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), await response.Content.ReadAsStringAsync());
+
+        var summary = await Summaries.ListAsync(meter.Id, new MeterEventSummaryListOptions
+        {
+            Customer = customer.Id, StartTime = At(minute), EndTime = At(minute + 60),
+        });
+        Assert.That(summary.Data.Single().AggregatedValue, Is.EqualTo(4d));
+        var events = await GetJson("/_sim/meter_events");
+        Assert.That(events["data"]!.AsArray().Single(e => e!["identifier"]!.GetValue<string>() == rejected.Identifier)!["rejected_with"]!.GetValue<string>(),
+            Is.EqualTo("meter_event_customer_not_found"));
+    }
+}

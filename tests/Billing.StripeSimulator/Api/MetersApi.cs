@@ -17,6 +17,57 @@ public static class MetersApi
         app.MapStripe("POST", "/v1/billing/meters/{id}/deactivate", c => SetStatus(c, active: false));
         app.MapStripe("POST", "/v1/billing/meters/{id}/reactivate", c => SetStatus(c, active: true));
         app.MapStripe("POST", "/v1/billing/meter_events", CreateMeterEvent);
+        app.MapStripe("GET", "/v1/billing/meters/{id}/event_summaries", ListEventSummaries);
+    }
+
+    /// <summary>
+    /// What a meter aggregated for one customer over [<c>start_time</c>, <c>end_time</c>): one summary, or one per hour or
+    /// UTC day with <c>value_grouping_window</c>, newest first. Both times must be on minute boundaries (on the window's
+    /// boundaries when grouping); the customer must exist. Stripe aggregates asynchronously; the simulator at once.
+    /// </summary>
+    private static JsonObject ListEventSummaries(StripeCall c)
+    {
+        var f = c.Form;
+        var meter = c.Sim.Meter(c.Route("id"));
+        var customer = c.Sim.Customer(f.Required("customer"), "customer").Id;
+        var start = f.Long("start_time") ?? throw StripeError.Missing("start_time");
+        var end = f.Long("end_time") ?? throw StripeError.Missing("end_time");
+        var window = f.Str("value_grouping_window") switch
+        {
+            null or "" => (long?)null,
+            "hour" => 3600L,
+            "day" => 86400L,
+            _ => throw StripeError.Invalid("value_grouping_window", "Invalid value_grouping_window: must be one of day or hour"),
+        };
+        foreach (var (name, at) in new[] { ("start_time", start), ("end_time", end) })
+        {
+            if (at % (window ?? 60) != 0)
+            {
+                throw StripeError.Invalid(name, $"{name} must be aligned with {(window is null ? "minute" : window == 3600 ? "hour" : "day")} boundaries.");
+            }
+        }
+        if (end <= start)
+        {
+            throw StripeError.Invalid("end_time", "end_time must be after start_time.");
+        }
+        var step = window ?? end - start;
+        var summaries = new List<(long From, long Until)>();
+        for (var from = start; from < end; from += step)
+        {
+            summaries.Add((from, Math.Min(from + step, end)));
+        }
+        summaries.Reverse();
+        string Id((long From, long Until) s) => $"mtrusg_{meter.Id}_{customer}_{s.From}_{s.Until}";
+        return c.Sim.Page(summaries, Id, s => new JsonObject
+        {
+            ["id"] = Id(s),
+            ["object"] = "billing.meter_event_summary",
+            ["aggregated_value"] = (double)c.Sim.Engine.UsageOfMeter(meter, customer, s.From, s.Until),
+            ["end_time"] = s.Until,
+            ["livemode"] = false,
+            ["meter"] = meter.Id,
+            ["start_time"] = s.From,
+        }, f, $"/v1/billing/meters/{meter.Id}/event_summaries");
     }
 
     private static JsonObject CreateMeter(StripeCall c)

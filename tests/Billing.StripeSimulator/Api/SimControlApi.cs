@@ -148,8 +148,23 @@ public static class SimControlApi
                 ["identifier"] = m.Identifier,
                 ["timestamp"] = m.Timestamp,
                 ["created"] = m.Created,
+                ["rejected_with"] = m.RejectedWith,
             }).ToArray()),
         })));
+        // Stripe accepted this event and rejects it afterwards, as its asynchronous validation does (an error report such as
+        // meter_event_customer_not_found): from now on it counts in no meter's usage, summaries and invoices included.
+        sim.MapPost("/meter_events/{identifier}/reject", async (string identifier, HttpRequest request, Sim s) =>
+        {
+            var form = await ReadFormOrJson(request);
+            var code = form.Str("code") is { Length: > 0 } given ? given : "meter_event_customer_not_found";
+            return Json(s.Locked(() =>
+            {
+                var meterEvent = s.State.MeterEvents.FirstOrDefault(e => e.Identifier == identifier)
+                    ?? throw StripeError.NotFound("billing.meter_event", identifier, "identifier");
+                meterEvent.RejectedWith = code;
+                return new JsonObject { ["identifier"] = identifier, ["rejected_with"] = code };
+            }));
+        });
     }
 
     private static JsonObject Config(Sim s) => new()

@@ -374,6 +374,11 @@ public sealed class MeterEvent
     public long Timestamp { get; init; }
     public long Created { get; init; }
     public Dictionary<string, string> Payload { get; init; } = new();
+    /// <summary>
+    /// Set when Stripe rejected the event after accepting it (an error report: <c>meter_event_customer_not_found</c>,
+    /// <c>no_meter</c>, …): a rejected event counts in no meter's usage. Set by <c>/_sim/meter_events/{identifier}/reject</c>.
+    /// </summary>
+    public string? RejectedWith { get; set; }
 }
 
 public sealed class DeliveryAttempt

@@ -346,11 +346,12 @@ public sealed partial class BillingEngine
         price.MeterId is not null && state.Meters.TryGetValue(price.MeterId, out var meter) ? UsageOfMeter(meter, customerId, from, until) : 0;
 
     /// <summary>What <paramref name="meter"/> aggregates (sum, count or last value) for <paramref name="customerId"/> over
-    /// the meter events with a timestamp in [<paramref name="from"/>, <paramref name="until"/>).</summary>
+    /// the meter events with a timestamp in [<paramref name="from"/>, <paramref name="until"/>) (events rejected after they
+    /// were accepted count nowhere).</summary>
     public decimal UsageOfMeter(Meter meter, string customerId, long from, long until)
     {
         var values = state.MeterEvents
-            .Where(e => e.EventName == meter.EventName && e.CustomerId == customerId && e.Timestamp >= from && e.Timestamp < until)
+            .Where(e => e.EventName == meter.EventName && e.CustomerId == customerId && e.Timestamp >= from && e.Timestamp < until && e.RejectedWith is null)
             .OrderBy(e => e.Timestamp)
             .Select(e => decimal.Parse(e.Value, System.Globalization.NumberStyles.Number, System.Globalization.CultureInfo.InvariantCulture))
             .ToList();
