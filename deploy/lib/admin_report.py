@@ -18,9 +18,13 @@ def reconcile(answer: str) -> int:
     return 0
 
 
-def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "") -> int:
+def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "", overage_answer: str = "") -> int:
     subs, wallets = json.loads(subs_answer), json.loads(wallets_answer)
     usage = json.loads(usage_answer) if usage_answer else None
+    try:
+        overage = json.loads(overage_answer) if overage_answer else None
+    except ValueError:
+        overage = {"unreadable": overage_answer}
     if "ok" not in subs:
         print("subscriptions:", subs_answer)
         return 2
@@ -53,6 +57,22 @@ def verify(subs_answer: str, wallets_answer: str, usage_answer: str = "") -> int
         if usage["reservationClaimsStuck"]:
             bad += usage["reservationClaimsStuck"]
             print(f"  LATE {usage['reservationClaimsStuck']} token-backed reservation claim(s) past their expiry: see Usage's log")
+    if overage is not None:
+        if "ok" not in overage:
+            print("overage check:", overage_answer)
+            return 2
+        print(f"overage: {overage['checked']} customer meter(s) with billed overage reported from {overage['from']} to {overage['to']}, "
+              f"compared with what Stripe's meters counted")
+        for d in overage["differences"]:
+            bad += 1
+            users = ", ".join(d["userIds"])
+            if d.get("error"):
+                print(f"  DIFF customer {d['customerId']} (user {users}) {d['eventName']}: Billing reported {d['billingUnits']}; Stripe: {d['error']}")
+            else:
+                print(f"  DIFF customer {d['customerId']} (user {users}) {d['eventName']}: Billing reported {d['billingUnits']} / Stripe's meter counted {d['stripeUnits']}"
+                      " (see the meter's error reports in Stripe's Dashboard)")
+        if overage.get("more"):
+            print(f"  only the {overage['checked']} with the latest overage were checked: GET /api/admin/usage/overage-check?limit=1000 checks more")
     print("verify: everything matches" if bad == 0 else f"verify: {bad} difference(s)")
     return 1 if bad else 0
 
@@ -78,4 +98,4 @@ if __name__ == "__main__":
         sys.exit(reconcile(sys.argv[2]))
     if mode == "overage-items":
         sys.exit(overage_items(sys.argv[2]))
-    sys.exit(verify(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else ""))
+    sys.exit(verify(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "", sys.argv[5] if len(sys.argv) > 5 else ""))

@@ -96,6 +96,39 @@ public class The_chatbots_daily_message_limit
     }
 
     [Test]
+    public async Task Finds_billed_overage_that_Stripe_rejected_after_accepting_it()
+    {
+        var user = Seed.NewUser("chatbot");
+        using var api = Api.Gateway(Tokens.User(user));
+        using var service = Api.Gateway(Tokens.Service());
+        using var admin = Api.Gateway(Tokens.Admin());
+        await Paying_for_Pro.SubscribeAsync(api, "pro", "month");
+        await Seed.MeterAsync(api, "chat.message", m => m.GetProperty("limit").GetInt64() == 500);
+        Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 501))).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await service.PostAsync("/api/usage/consume", Seed.Consume(user, "chat.message", 2))).Status, Is.EqualTo(HttpStatusCode.OK));
+        var customer = await StripeView.CustomerOfAsync(user);
+        await Eventually.GetAsync(() => StripeView.MeterEventValuesAsync(customer), v => v.Sum() == 3, "Usage to report 3 messages of overage to Stripe");
+        var now = await Simulator.NowAsync();
+        var range = $"userId={user}&from={Uri.EscapeDataString(now.AddHours(-1).ToString("O"))}&to={Uri.EscapeDataString(now.AddMinutes(1).ToString("O"))}";
+
+        var (status, check, _) = await admin.GetAsync("/api/admin/usage/overage-check?" + range);
+        Assert.That((status, check.GetProperty("ok").GetBoolean(), check.GetProperty("checked").GetInt32(), check.GetProperty("matched").GetInt32()),
+            Is.EqualTo((HttpStatusCode.OK, true, 1, 1)), "what Usage reported is what Stripe's meter counted: " + check);
+
+        // Stripe validates a meter event after answering 200, and rejects this one (as it would for a customer it cannot find).
+        var rejected = (await StripeView.MeterEventsAsync(customer)).First(e => e.GetProperty("value").GetString() == "2");
+        await Simulator.RejectMeterEventAsync(rejected.GetProperty("identifier").GetString()!);
+
+        (status, check, _) = await admin.GetAsync("/api/admin/usage/overage-check?" + range);
+        Assert.That((status, check.GetProperty("ok").GetBoolean()), Is.EqualTo((HttpStatusCode.OK, false)), check.ToString());
+        var difference = check.GetProperty("differences").EnumerateArray().Single();
+        Assert.That((difference.GetProperty("customerId").GetString(), difference.GetProperty("eventName").GetString(),
+                difference.GetProperty("billingUnits").GetInt64(), difference.GetProperty("stripeUnits").GetDecimal()),
+            Is.EqualTo((customer, "chat_messages_overage", 3L, 1m)), "Usage reported 3 units; Stripe's meter counts the 1 it kept");
+        Assert.That((await api.GetAsync("/api/admin/usage/overage-check?" + range)).Status, Is.EqualTo(HttpStatusCode.Forbidden), "admins only");
+    }
+
+    [Test]
     public async Task Shows_the_agent_limit_of_the_plan_in_the_entitlements()
     {
         using var api = Api.Gateway(Tokens.User(Seed.NewUser("chatbot")));

@@ -62,6 +62,13 @@ public static class Simulator
         response.EnsureSuccessStatusCode();
     }
 
+    /// <summary>Stripe rejects a meter event it had accepted (its asynchronous validation): it no longer counts anywhere.</summary>
+    public static async Task RejectMeterEventAsync(string identifier)
+    {
+        using var response = await Http.PostAsJsonAsync($"/_sim/meter_events/{identifier}/reject", new { code = "meter_event_customer_not_found" });
+        response.EnsureSuccessStatusCode();
+    }
+
     public static async Task<DateTimeOffset> NowAsync()
     {
         var clock = await Http.GetFromJsonAsync<JsonElement>("/_sim/clock");

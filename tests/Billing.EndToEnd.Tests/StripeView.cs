@@ -29,14 +29,18 @@ public static class StripeView
         return found.GetProperty("data")[0].GetProperty("id").GetString()!;
     }
 
-    /// <summary>The values of the meter events Stripe received for a customer.</summary>
-    public static async Task<IReadOnlyList<long>> MeterEventValuesAsync(string customer)
+    /// <summary>The meter events Stripe received for a customer, newest first.</summary>
+    public static async Task<IReadOnlyList<JsonElement>> MeterEventsAsync(string customer)
     {
         var events = await Http.GetFromJsonAsync<JsonElement>("/_sim/meter_events");
-        return events.GetProperty("data").EnumerateArray().Where(e => e.GetProperty("customer").GetString() == customer)
+        return events.GetProperty("data").EnumerateArray().Where(e => e.GetProperty("customer").GetString() == customer).Select(e => e.Clone()).ToList();
+    }
+
+    /// <summary>The values of the meter events Stripe received for a customer.</summary>
+    public static async Task<IReadOnlyList<long>> MeterEventValuesAsync(string customer) =>
+        (await MeterEventsAsync(customer))
             .Select(e => e.GetProperty("value") is { ValueKind: JsonValueKind.String } text ? long.Parse(text.GetString()!, System.Globalization.CultureInfo.InvariantCulture)
                 : e.GetProperty("value").GetInt64()).ToList();
-    }
 
     /// <summary>The customer's charges, newest first.</summary>
     public static async Task<IReadOnlyList<JsonElement>> ChargesOfAsync(string userId)

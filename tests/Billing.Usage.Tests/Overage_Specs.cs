@@ -500,3 +500,148 @@ public class Billing_overage_through_Stripe_meter_events
         Assert.That(await Host.ScalarAsync("SELECT held FROM usage_counters WHERE user_id = @user", new { user }), Is.Zero, "nothing held any more");
     }
 }
+
+/// <summary>
+/// <c>GET /api/admin/usage/overage-check</c>: the overage Usage reported against what Stripe's meter counted for the same
+/// customer and range (Stripe answers a meter event 200 and may reject it afterwards; the check is how that shows).
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public class Checking_reported_overage_against_Stripes_meters
+{
+    private static UsageHost Host => Hosts.Overage;
+
+    private const string MeterId = "mtr_chat_overage";
+
+    [OneTimeSetUp]
+    public void StripeHasTheMeter() =>
+        Host.Stubs.Given(Request.Create().WithPath("/v1/billing/meters").UsingGet())
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody($$"""
+                {"object":"list","url":"/v1/billing/meters","has_more":false,"data":[
+                  {"id":"{{MeterId}}","object":"billing.meter","event_name":"chat_messages_overage","status":"active","created":1700000000,
+                   "default_aggregation":{"formula":"sum"},"display_name":"Chat messages overage","livemode":false},
+                  {"id":"mtr_replaced","object":"billing.meter","event_name":"chat_messages_overage","status":"inactive","created":1600000000,
+                   "default_aggregation":{"formula":"sum"},"display_name":"Chat messages overage (old)","livemode":false}]}
+                """));
+
+    /// <summary>Stripe's meter counted <paramref name="value"/> for the customer (any range).</summary>
+    private static void StripeCounted(string customer, double value) =>
+        Host.Stubs.Given(Request.Create().WithPath($"/v1/billing/meters/{MeterId}/event_summaries").UsingGet().WithParam("customer", customer))
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody($$"""
+                {"object":"list","url":"/v1/billing/meters/{{MeterId}}/event_summaries","has_more":false,"data":[
+                  {"id":"mtrusg_1","object":"billing.meter_event_summary","aggregated_value":{{value.ToString(CultureInfo.InvariantCulture)}},
+                   "start_time":1,"end_time":2,"meter":"{{MeterId}}","livemode":false}]}
+                """));
+
+    /// <summary>A Pro user whose overage rows were reported at the given times (and one not reported yet).</summary>
+    private static async Task<(string User, string Customer)> UserWithReportedOverageAsync(params (long Units, DateTimeOffset At)[] reported)
+    {
+        var user = UsageHost.NewUser();
+        var activated = UsageHost.Activated(user, "pro");
+        await Host.ApplyAsync(activated);
+        foreach (var (units, at) in reported)
+        {
+            await Host.ScalarAsync("""
+                INSERT INTO usage_overage (consumption_id, user_id, meter, event_name, quantity, occurred_at, report_at, next_attempt_at, reported_at, attempts)
+                VALUES (gen_random_uuid(), @user, 'chat.message', 'chat_messages_overage', @units, @at, @at, @at, @at, 1)
+                """, new { user, units, at });
+        }
+        await Host.ScalarAsync("""
+            INSERT INTO usage_overage (consumption_id, user_id, meter, event_name, quantity, occurred_at, next_attempt_at, attempts, last_error)
+            VALUES (gen_random_uuid(), @user, 'chat.message', 'chat_messages_overage', 1000, @at, @next, 3, 'boom')
+            """, new { user, at = Host.Clock.GetUtcNow().AddHours(-2), next = Host.Clock.GetUtcNow().AddHours(1) });
+        return (user, activated.CustomerId);
+    }
+
+    private static async Task<(HttpStatusCode Status, JsonElement Body)> CheckAsync(string query, string? token = null)
+    {
+        using var client = Host.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token ?? Tokens.Admin());
+        var response = await client.GetAsync("/api/admin/usage/overage-check" + query);
+        return (response.StatusCode, await UsageHost.BodyAsync(response));
+    }
+
+    private static string Iso(DateTimeOffset at) => Uri.EscapeDataString(at.ToString("O", CultureInfo.InvariantCulture));
+
+    [Test]
+    public async Task Overage_Stripe_counted_in_full_matches()
+    {
+        var now = Host.Clock.GetUtcNow();
+        var (user, customer) = await UserWithReportedOverageAsync((2, now.AddHours(-3)), (3, now.AddHours(-1)));
+        StripeCounted(customer, 5);
+
+        var (status, body) = await CheckAsync($"?userId={user}");
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        Assert.That((body.GetProperty("ok").GetBoolean(), body.GetProperty("checked").GetInt32(), body.GetProperty("matched").GetInt32(),
+            body.GetProperty("more").GetBoolean(), body.GetProperty("differences").GetArrayLength()), Is.EqualTo((true, 1, 1, false, 0)), body.ToString());
+        var to = body.GetProperty("to").GetDateTimeOffset();
+        Assert.That(to, Is.LessThanOrEqualTo(now.AddMinutes(-10)).And.GreaterThan(now.AddMinutes(-11)), "by default up to 10 minutes ago: Stripe aggregates late");
+        Assert.That((to.Second, to.Millisecond), Is.EqualTo((0, 0)), "on a minute boundary, as Stripe's summaries need");
+        Assert.That(to - body.GetProperty("from").GetDateTimeOffset(), Is.EqualTo(TimeSpan.FromDays(7)));
+        var asked = Host.Stubs.LogEntries.Last(e => e.RequestMessage.Path == $"/v1/billing/meters/{MeterId}/event_summaries"
+            && e.RequestMessage.Query!["customer"].Single() == customer).RequestMessage.Query!;
+        Assert.That((long.Parse(asked["start_time"].Single(), CultureInfo.InvariantCulture), long.Parse(asked["end_time"].Single(), CultureInfo.InvariantCulture)),
+            Is.EqualTo((body.GetProperty("from").GetDateTimeOffset().ToUnixTimeSeconds(), to.ToUnixTimeSeconds())),
+            "the active meter of the event name, over the same range");
+    }
+
+    [Test]
+    public async Task Fewer_units_in_Stripe_than_reported_is_a_difference_with_both_figures()
+    {
+        var now = Host.Clock.GetUtcNow();
+        var (user, customer) = await UserWithReportedOverageAsync((2, now.AddHours(-3)), (3, now.AddHours(-1)), (4, now.AddDays(-9)));
+        StripeCounted(customer, 2); // the event of 3 was rejected after Stripe had accepted it
+
+        var (status, body) = await CheckAsync($"?userId={user}&from={Iso(now.AddDays(-2))}&to={Iso(now)}");
+
+        Assert.That((status, body.GetProperty("ok").GetBoolean()), Is.EqualTo((HttpStatusCode.OK, false)), body.ToString());
+        var difference = body.GetProperty("differences").EnumerateArray().Single();
+        Assert.That((difference.GetProperty("customerId").GetString(), difference.GetProperty("userIds")[0].GetString(),
+                difference.GetProperty("meter").GetString(), difference.GetProperty("eventName").GetString(),
+                difference.GetProperty("stripeMeterId").GetString(), difference.GetProperty("billingUnits").GetInt64(),
+                difference.GetProperty("stripeUnits").GetDecimal(), difference.GetProperty("error").ValueKind),
+            Is.EqualTo((customer, user, "chat.message", "chat_messages_overage", MeterId, 5L, 2m, JsonValueKind.Null)),
+            "2 + 3 reported in the range (the 4 of nine days ago and the unreported 1,000 are not); Stripe counted 2");
+        Assert.That(body.GetProperty("to").GetDateTimeOffset(), Is.GreaterThanOrEqualTo(now), "an explicit end is rounded up to its minute");
+    }
+
+    [Test]
+    public async Task A_customer_Stripe_does_not_know_is_a_difference_with_Stripes_error()
+    {
+        var (user, customer) = await UserWithReportedOverageAsync((2, Host.Clock.GetUtcNow().AddHours(-1)));
+        Host.Stubs.Given(Request.Create().WithPath($"/v1/billing/meters/{MeterId}/event_summaries").UsingGet().WithParam("customer", customer))
+            .RespondWith(Response.Create().WithStatusCode(404).WithHeader("Content-Type", "application/json")
+                .WithBody($$$"""{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer: '{{{customer}}}'","param":"customer"} }"""));
+
+        var (status, body) = await CheckAsync($"?userId={user}");
+
+        Assert.That((status, body.GetProperty("ok").GetBoolean()), Is.EqualTo((HttpStatusCode.OK, false)), body.ToString());
+        var difference = body.GetProperty("differences").EnumerateArray().Single();
+        Assert.That(difference.GetProperty("error").GetString(), Does.Contain("No such customer"));
+        Assert.That(difference.GetProperty("stripeUnits").ValueKind, Is.EqualTo(JsonValueKind.Null));
+    }
+
+    [Test]
+    public async Task A_user_without_reported_overage_checks_nothing_and_asks_Stripe_nothing()
+    {
+        var user = UsageHost.NewUser();
+        var before = Host.Stubs.LogEntries.Count(e => e.RequestMessage.Path.StartsWith("/v1/billing/meters", StringComparison.Ordinal));
+
+        var (status, body) = await CheckAsync($"?userId={user}");
+
+        Assert.That((status, body.GetProperty("ok").GetBoolean(), body.GetProperty("checked").GetInt32()), Is.EqualTo((HttpStatusCode.OK, true, 0)));
+        Assert.That(Host.Stubs.LogEntries.Count(e => e.RequestMessage.Path.StartsWith("/v1/billing/meters", StringComparison.Ordinal)), Is.EqualTo(before));
+    }
+
+    [Test]
+    public async Task Refuses_a_range_it_cannot_check_and_callers_that_are_not_admins()
+    {
+        var now = Host.Clock.GetUtcNow();
+        Assert.That((await CheckAsync($"?from={Iso(now)}&to={Iso(now.AddHours(-1))}")).Status, Is.EqualTo(HttpStatusCode.BadRequest));
+        var (old, problem) = await CheckAsync($"?from={Iso(now.AddDays(-40))}");
+        Assert.That((old, problem.GetProperty("code").GetString()), Is.EqualTo((HttpStatusCode.BadRequest, "validation")), "reported overage is kept 35 days");
+        Assert.That((await CheckAsync("?limit=0")).Status, Is.EqualTo(HttpStatusCode.BadRequest));
+        Assert.That((await CheckAsync("", Tokens.Service())).Status, Is.EqualTo(HttpStatusCode.Forbidden));
+    }
+}

@@ -57,6 +57,7 @@ public static class UsageServices
             builder.AddBillingStripe();
             services.AddSingleton<OverageReporter>();
             services.AddHostedService(sp => sp.GetRequiredService<OverageReporter>());
+            services.AddSingleton<OverageCheck>();
         }
         return builder;
     }

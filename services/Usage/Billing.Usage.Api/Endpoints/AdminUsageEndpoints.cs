@@ -1,5 +1,6 @@
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Consuming;
+using Billing.Usage.Api.Overage;
 using Dapper;
 using Npgsql;
 
@@ -59,6 +60,37 @@ public static class AdminUsageEndpoints
             .WithTags("Admin")
             .WithName("VerifyUsage")
             .WithSummary("Token returns owed to wallets, token claims not finished and billed overage Stripe has not taken: ok when none is late.");
+
+        app.MapGet("/api/admin/usage/overage-check", async (IServiceProvider services, DateTimeOffset? from, DateTimeOffset? to, string? userId, int? limit,
+                CancellationToken ct) =>
+            {
+                if (services.GetService<OverageCheck>() is not { } check)
+                {
+                    return Problems.Problem(StatusCodes.Status503ServiceUnavailable, "stripe_unavailable", "Stripe is not configured",
+                        "This Usage has no Stripe key (STRIPE_SECRET_KEY), so it reports no overage and cannot ask Stripe's meters.");
+                }
+                var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
+                var (start, end, rangeError) = check.Range(from, to);
+                if (rangeError is not null)
+                {
+                    errors["from"] = [rangeError];
+                }
+                if (limit is < 1 or > OverageCheck.MaxLimit)
+                {
+                    errors["limit"] = [$"1 to {OverageCheck.MaxLimit}."];
+                }
+                if (userId is { Length: 0 or > 200 })
+                {
+                    errors["userId"] = ["1 to 200 characters."];
+                }
+                return errors.Count > 0
+                    ? Problems.Validation(errors)
+                    : TypedResults.Ok(await check.RunAsync(start, end, userId, limit ?? 200, ct));
+            })
+            .RequireAuthorization(BillingPolicies.Admin)
+            .WithTags("Admin")
+            .WithName("CheckOverage")
+            .WithSummary("Billed overage Usage reported against what Stripe's meters counted, per customer and meter: ok when every pair matches.");
         return app;
     }
 
