@@ -32,6 +32,14 @@ public static class BillingMetrics
     private static readonly Histogram<double> MessageConsumeDuration = Meter.CreateHistogram<double>(
         "billing.messages.consume.duration", "s", "From receiving an integration event to its consumer finishing.");
 
+    private static readonly Counter<long> OverageDifferences = Meter.CreateCounter<long>(
+        "billing.usage.overage.differences", "{difference}",
+        "Customer meters whose billed overage Usage reported differs from what Stripe's meter counted, each time a scheduled check finds one.");
+
+    /// <summary>Usage: a scheduled overage check found a customer meter whose reported overage Stripe did not count as sent.</summary>
+    public static void RecordOverageDifference(string eventName) =>
+        OverageDifferences.Add(1, new KeyValuePair<string, object?>("event_name", eventName));
+
     /// <summary>Usage: one consume decision. <paramref name="result"/> is the source when allowed, else the refusal code.</summary>
     public static void RecordConsume(string meter, string result, TimeSpan elapsed)
     {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using WireMock.RequestBuilders;
 using WireMock.ResponseBuilders;
 
@@ -632,6 +633,29 @@ public class Checking_reported_overage_against_Stripes_meters
 
         Assert.That((status, body.GetProperty("ok").GetBoolean(), body.GetProperty("checked").GetInt32()), Is.EqualTo((HttpStatusCode.OK, true, 0)));
         Assert.That(Host.Stubs.LogEntries.Count(e => e.RequestMessage.Path.StartsWith("/v1/billing/meters", StringComparison.Ordinal)), Is.EqualTo(before));
+    }
+
+    [Test]
+    public async Task Runs_by_itself_once_per_interval_across_replicas_and_logs_each_difference()
+    {
+        var (_, customer) = await UserWithReportedOverageAsync((7, Host.Clock.GetUtcNow().AddHours(-2)));
+        StripeCounted(customer, 6);
+        var schedule = Host.Services.GetRequiredService<Billing.Usage.Api.Overage.OverageCheckSchedule>();
+        // Due: the last run was 7 hours ago (the interval is 6).
+        await Host.ScalarAsync("""
+            INSERT INTO usage_job_runs (job, last_run_at) VALUES ('overage-check', @due)
+            ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at
+            """, new { due = Host.Clock.GetUtcNow().AddHours(-7) });
+
+        var result = await schedule.RunIfDueAsync(CancellationToken.None);
+        var again = await schedule.RunIfDueAsync(CancellationToken.None);
+
+        Assert.That(result, Is.Not.Null, "due");
+        Assert.That(result!.Differences.Where(d => d.CustomerId == customer).Select(d => (d.BillingUnits, d.StripeUnits)),
+            Is.EqualTo(new[] { (7L, (decimal?)6m) }));
+        Assert.That(again, Is.Null, "not again within the interval, whichever replica asks");
+        Assert.That(await Host.ScalarAsync("SELECT count(*) FROM usage_job_runs WHERE job = 'overage-check' AND last_run_at > @since",
+            new { since = Host.Clock.GetUtcNow().AddMinutes(-1) }), Is.EqualTo(1), "this run is recorded");
     }
 
     [Test]

@@ -75,6 +75,8 @@ public sealed class UsageHost : WebApplicationFactory<Program>
         builder.UseSetting("STRIPE_RETRIES", "1");
         builder.UseSetting("Usage:SweepIntervalMs", "100");
         builder.UseSetting("Usage:OverageIntervalMs", "100");
+        // The scheduled overage check runs at the start and then only when a spec asks (no second look while one runs).
+        builder.UseSetting("Usage:OverageCheckPollSeconds", "86400");
         builder.ConfigureLogging(l => l.SetMinimumLevel(LogLevel.Warning));
         builder.ConfigureTestServices(services => services.AddSingleton<TimeProvider>(Clock));
     }

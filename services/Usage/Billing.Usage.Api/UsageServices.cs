@@ -58,6 +58,8 @@ public static class UsageServices
             services.AddSingleton<OverageReporter>();
             services.AddHostedService(sp => sp.GetRequiredService<OverageReporter>());
             services.AddSingleton<OverageCheck>();
+            services.AddSingleton<OverageCheckSchedule>();
+            services.AddHostedService(sp => sp.GetRequiredService<OverageCheckSchedule>());
         }
         return builder;
     }
