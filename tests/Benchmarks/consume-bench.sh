@@ -14,7 +14,7 @@
 #
 #   tests/Benchmarks/consume-bench.sh                 # starts 'deploy/billing up --detach' if it is not running, stops it after
 #   BENCH_KEEP=1 keeps the run's spends and users in the database afterwards (by default they are deleted at the end).
-#   BENCH_DURATION=10 BENCH_ROUNDS=3 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 BENCH_TARGETS="usage gateway" tests/Benchmarks/consume-bench.sh
+#   BENCH_DURATION=10 BENCH_ROUNDS=3 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 (45 when it starts the stack) BENCH_TARGETS="usage gateway" tests/Benchmarks/consume-bench.sh
 #
 # Loopback only; every load is bounded by BENCH_DURATION seconds.
 set -euo pipefail
@@ -191,10 +191,12 @@ median() { # <numbers...>
 }
 
 # Warm-up, not measured: tiered JIT (its background compiles compete for the same 2 cores for ~15 s after a start),
-# connection pools, prepared statements, the subscriber cache.
+# connection pools, prepared statements, the subscriber cache. A stack this script has just started gets 45 s: after 15 s
+# its first round still cost Usage 4–5 times its steady CPU per consume (0.45× pgbench, then 0.96× on average; 2026-11-27).
+WARMUP=${BENCH_WARMUP:-$((started ? 45 : 15))}
 for target in ${BENCH_TARGETS:-usage gateway}; do
   url=$(target_url "$target")
-  wrk -t "$THREADS" -c 64 -d "${BENCH_WARMUP:-15}s" -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "warm-$RUN-$target" "$TOKEN" > /dev/null 2>&1 || true
+  wrk -t "$THREADS" -c 64 -d "${WARMUP}s" -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "warm-$RUN-$target" "$TOKEN" > /dev/null 2>&1 || true
 done
 
 # Each round measures the reference and every target back to back at one concurrency, so that each ratio compares
