@@ -89,6 +89,7 @@ public static class AdminUsageEndpoints
             })
             .RequireAuthorization(BillingPolicies.Admin)
             .WithTags("Admin")
+            .Produces<OverageCheck.OverageCheckResult>()
             .WithName("CheckOverage")
             .WithSummary("Billed overage Usage reported against what Stripe's meters counted, per customer and meter: ok when every pair matches.");
         return app;

@@ -26,10 +26,10 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
 
     public const int MaxLimit = 1000;
 
-    public sealed record Difference(string CustomerId, IReadOnlyList<string> UserIds, string Meter, string EventName, string? StripeMeterId,
+    public sealed record OverageDifference(string CustomerId, IReadOnlyList<string> UserIds, string Meter, string EventName, string? StripeMeterId,
         long BillingUnits, decimal? StripeUnits, string? Error);
 
-    public sealed record Result(bool Ok, DateTime From, DateTime To, int Checked, int Matched, bool More, IReadOnlyList<Difference> Differences,
+    public sealed record OverageCheckResult(bool Ok, DateTime From, DateTime To, int Checked, int Matched, bool More, IReadOnlyList<OverageDifference> Differences,
         DateTime CheckedAt);
 
     /// <summary>The range a request names, on the minute boundaries Stripe's summaries need, or why it cannot be checked.</summary>
@@ -49,7 +49,7 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
         return (start, end, null);
     }
 
-    public async Task<Result> RunAsync(DateTimeOffset from, DateTimeOffset to, string? userId, int limit, CancellationToken cancellationToken)
+    public async Task<OverageCheckResult> RunAsync(DateTimeOffset from, DateTimeOffset to, string? userId, int limit, CancellationToken cancellationToken)
     {
         var now = clock.GetUtcNow().UtcDateTime;
         List<Reported> reported;
@@ -78,17 +78,17 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
         }
 
         var meters = reported.Count == 0 ? new Dictionary<string, Meter>() : await MetersByEventNameAsync(cancellationToken);
-        var differences = new Difference?[reported.Count];
+        var differences = new OverageDifference?[reported.Count];
         await Parallel.ForEachAsync(Enumerable.Range(0, reported.Count), new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = cancellationToken },
             async (i, ct) => differences[i] = await CompareAsync(reported[i], meters, from, to, ct));
-        var found = differences.OfType<Difference>().ToList();
-        return new Result(found.Count == 0, from.UtcDateTime, to.UtcDateTime, reported.Count, reported.Count - found.Count, more, found, now);
+        var found = differences.OfType<OverageDifference>().ToList();
+        return new OverageCheckResult(found.Count == 0, from.UtcDateTime, to.UtcDateTime, reported.Count, reported.Count - found.Count, more, found, now);
     }
 
-    private async Task<Difference?> CompareAsync(Reported pair, IReadOnlyDictionary<string, Meter> meters, DateTimeOffset from, DateTimeOffset to,
+    private async Task<OverageDifference?> CompareAsync(Reported pair, IReadOnlyDictionary<string, Meter> meters, DateTimeOffset from, DateTimeOffset to,
         CancellationToken cancellationToken)
     {
-        Difference Differs(string? meterId, decimal? stripeUnits, string? error) =>
+        OverageDifference Differs(string? meterId, decimal? stripeUnits, string? error) =>
             new(pair.CustomerId, pair.UserIds, pair.Meter, pair.EventName, meterId, pair.Units, stripeUnits, error);
 
         if (!meters.TryGetValue(pair.EventName, out var meter))

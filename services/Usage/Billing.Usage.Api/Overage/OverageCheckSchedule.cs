@@ -48,7 +48,7 @@ public sealed class OverageCheckSchedule(OverageCheck check, NpgsqlDataSource da
     }
 
     /// <summary>Runs the check if no replica ran it within the interval; null when it was not due (or another runs it).</summary>
-    public async Task<OverageCheck.Result?> RunIfDueAsync(CancellationToken cancellationToken)
+    public async Task<OverageCheck.OverageCheckResult?> RunIfDueAsync(CancellationToken cancellationToken)
     {
         var now = clock.GetUtcNow();
         await using (var connection = await dataSource.OpenConnectionAsync(cancellationToken))
