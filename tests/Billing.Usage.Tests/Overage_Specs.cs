@@ -605,6 +605,8 @@ public class Checking_reported_overage_against_Stripes_meters
             Is.EqualTo((customer, user, "chat.message", "chat_messages_overage", MeterId, 5L, 2m, JsonValueKind.Null)),
             "2 + 3 reported in the range (the 4 of nine days ago and the unreported 1,000 are not); Stripe counted 2");
         Assert.That(body.GetProperty("to").GetDateTimeOffset(), Is.GreaterThanOrEqualTo(now), "an explicit end is rounded up to its minute");
+        var (_, later) = await CheckAsync($"?userId={user}&from={Iso(now.AddDays(-2))}&to={Iso(now.AddDays(3))}");
+        Assert.That(later.GetProperty("to").GetDateTimeOffset(), Is.LessThan(Host.Clock.GetUtcNow().AddMinutes(1)), "an end to come is taken as now");
     }
 
     [Test]

@@ -35,7 +35,9 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
     /// <summary>The range a request names, on the minute boundaries Stripe's summaries need, or why it cannot be checked.</summary>
     public (DateTimeOffset From, DateTimeOffset To, string? Error) Range(DateTimeOffset? from, DateTimeOffset? to)
     {
-        var end = to is { } t ? CeilMinute(t) : FloorMinute(clock.GetUtcNow() - Settle);
+        // No overage is reported with a time to come, and Stripe's summaries need not be asked about one: at most now.
+        var now = clock.GetUtcNow();
+        var end = to is { } t ? CeilMinute(t < now ? t : now) : FloorMinute(now - Settle);
         var kept = retention.RetentionDays > 0 ? retention.Cutoff : DateTimeOffset.MinValue;
         var start = from is { } f ? FloorMinute(f) : end - DefaultSpan > kept ? end - DefaultSpan : CeilMinute(kept);
         if (start >= end)
