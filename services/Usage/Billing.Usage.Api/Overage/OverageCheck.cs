@@ -58,16 +58,18 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
         await using (var connection = await dataSource.OpenConnectionAsync(cancellationToken))
         {
             // The time each event carried is report_at (fixed before the first attempt; set on every row reported since
-            // migration 0009), else the spend's; Stripe took whole seconds, and the range's ends are whole minutes.
+            // migration 0009), else the spend's; Stripe took whole seconds, and the range's ends are whole minutes. One
+            // pair per customer and event name, as Stripe's meter sums them (catalog meters that were billed under the same
+            // name at another time are listed together, comma-separated).
             reported = (await connection.QueryAsync<Reported>(new CommandDefinition(
                 """
-                SELECT s.stripe_customer_id AS CustomerId, o.meter AS Meter, o.event_name AS EventName,
+                SELECT s.stripe_customer_id AS CustomerId, string_agg(DISTINCT o.meter, ',' ORDER BY o.meter) AS Meter, o.event_name AS EventName,
                        array_agg(DISTINCT o.user_id ORDER BY o.user_id) AS UserIds, sum(o.quantity)::bigint AS Units
                 FROM usage_overage o JOIN usage_subjects s ON s.user_id = o.user_id
                 WHERE o.reported_at IS NOT NULL AND s.stripe_customer_id IS NOT NULL
                   AND coalesce(o.report_at, o.occurred_at) >= @from AND coalesce(o.report_at, o.occurred_at) < @to
                   AND (@userId::text IS NULL OR o.user_id = @userId)
-                GROUP BY s.stripe_customer_id, o.meter, o.event_name
+                GROUP BY s.stripe_customer_id, o.event_name
                 ORDER BY max(coalesce(o.report_at, o.occurred_at)) DESC, s.stripe_customer_id, o.event_name
                 LIMIT @take
                 """,
