@@ -50,17 +50,8 @@ public static class OverageItems
     }
 
     /// <summary>Stripe's Billing Meters (active or not), meter id → event name.</summary>
-    public static Task<Dictionary<string, string>> MeterEventNamesAsync(IStripeClient stripe, StripeCalls calls, CancellationToken ct) =>
-        calls.RunAsync(async c =>
-        {
-            var names = new Dictionary<string, string>(StringComparer.Ordinal);
-            await foreach (var meter in new global::Stripe.Billing.MeterService(stripe).ListAutoPagingAsync(
-                               new global::Stripe.Billing.MeterListOptions { Limit = 100 }, cancellationToken: c))
-            {
-                names[meter.Id] = meter.EventName;
-            }
-            return names;
-        }, ct);
+    public static async Task<Dictionary<string, string>> MeterEventNamesAsync(IStripeClient stripe, StripeCalls calls, CancellationToken ct) =>
+        (await StripeMeters.ListAsync(stripe, calls, ct)).ToDictionary(m => m.Id, m => m.EventName, StringComparer.Ordinal);
 
     /// <summary>The meter event names whose overage the subscription's metered items bill (one per item, so a meter billed twice shows twice).</summary>
     public static List<string> HeldEventNames(Subscription subscription, IReadOnlyDictionary<string, string> meterEventNames) =>

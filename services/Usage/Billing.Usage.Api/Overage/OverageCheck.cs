@@ -39,7 +39,7 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
         var now = clock.GetUtcNow();
         var end = to is { } t ? CeilMinute(t < now ? t : now) : FloorMinute(now - Settle);
         var kept = retention.RetentionDays > 0 ? retention.Cutoff : DateTimeOffset.MinValue;
-        var start = from is { } f ? FloorMinute(f) : end - DefaultSpan > kept ? end - DefaultSpan : CeilMinute(kept);
+        var start = from is { } f ? FloorMinute(f) : end - DefaultSpan > kept ? end - DefaultSpan : kept; // kept: a midnight
         if (start >= end)
         {
             return (start, end, "\"from\" must be before \"to\".");
@@ -121,21 +121,9 @@ public sealed class OverageCheck(NpgsqlDataSource dataSource, IStripeClient stri
     }
 
     /// <summary>Each event name's meter: the active one, else the latest (as Stripe routes an event by its name).</summary>
-    private async Task<Dictionary<string, Meter>> MetersByEventNameAsync(CancellationToken cancellationToken)
-    {
-        var all = new List<Meter>();
-        await calls.RunAsync(async ct =>
-        {
-            all.Clear();
-            await foreach (var meter in new MeterService(stripe).ListAutoPagingAsync(new MeterListOptions { Limit = 100 }, cancellationToken: ct))
-            {
-                all.Add(meter);
-            }
-            return all.Count;
-        }, cancellationToken);
-        return all.GroupBy(m => m.EventName)
+    private async Task<Dictionary<string, Meter>> MetersByEventNameAsync(CancellationToken cancellationToken) =>
+        (await StripeMeters.ListAsync(stripe, calls, cancellationToken)).GroupBy(m => m.EventName)
             .ToDictionary(g => g.Key, g => g.OrderByDescending(m => m.Status == "active").ThenByDescending(m => m.Created).First());
-    }
 
     private static DateTimeOffset FloorMinute(DateTimeOffset at) =>
         new(at.UtcTicks - at.UtcTicks % TimeSpan.TicksPerMinute, TimeSpan.Zero);

@@ -7,14 +7,13 @@ namespace Billing.Usage.Api.Overage;
 /// <summary>
 /// Runs the <see cref="OverageCheck"/> on its own every <c>Usage:OverageCheckIntervalMinutes</c> (360; 0 = only on demand),
 /// with its defaults (the last 7 days up to 10 minutes ago, the 1,000 customer meters with the latest overage): once per
-/// interval across replicas and restarts (<c>usage_job_runs</c>, under a transaction-scoped advisory lock). Each
+/// interval across replicas and restarts (a conditional upsert of its row in <c>usage_job_runs</c>). Each
 /// difference is logged as an error and counted in <c>billing.usage.overage.differences</c>, so an alert fires while
 /// there is still time to bill the units Stripe rejected.
 /// </summary>
 public sealed class OverageCheckSchedule(OverageCheck check, NpgsqlDataSource dataSource, TimeProvider clock, IConfiguration configuration,
     ILogger<OverageCheckSchedule> logger) : BackgroundService
 {
-    private const long LockKey = 0x5553_4F56_4552; // "USOVER"
     private const string Job = "overage-check";
 
     private TimeSpan Interval => TimeSpan.FromMinutes(Math.Max(0, configuration.GetValue("Usage:OverageCheckIntervalMinutes", 360)));
@@ -50,25 +49,20 @@ public sealed class OverageCheckSchedule(OverageCheck check, NpgsqlDataSource da
     /// <summary>Runs the check if no replica ran it within the interval; null when it was not due (or another runs it).</summary>
     public async Task<OverageCheck.OverageCheckResult?> RunIfDueAsync(CancellationToken cancellationToken)
     {
+        // One statement claims the run: a replica that races another for it waits for the other's row lock, then finds
+        // the run already taken (its WHERE no longer holds) — so once per interval across replicas and restarts.
         var now = clock.GetUtcNow();
         await using (var connection = await dataSource.OpenConnectionAsync(cancellationToken))
-        await using (var claim = await connection.BeginTransactionAsync(cancellationToken))
         {
-            if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition("SELECT pg_try_advisory_xact_lock(@key)", new { key = LockKey }, claim,
-                    cancellationToken: cancellationToken)))
-            {
-                return null;
-            }
             var claimed = await connection.ExecuteAsync(new CommandDefinition(
                 """
                 INSERT INTO usage_job_runs (job, last_run_at) VALUES (@job, @now)
                 ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at WHERE usage_job_runs.last_run_at <= @due
-                """, new { job = Job, now = now.UtcDateTime, due = (now - Interval).UtcDateTime }, claim, cancellationToken: cancellationToken));
+                """, new { job = Job, now = now.UtcDateTime, due = (now - Interval).UtcDateTime }, cancellationToken: cancellationToken));
             if (claimed == 0)
             {
                 return null;
             }
-            await claim.CommitAsync(cancellationToken);
         }
 
         var (from, to, _) = check.Range(null, null);
