@@ -90,8 +90,8 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
 
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { AllowSynchronousContinuations = false });
 
-    /// <summary>How long a writer waits for spends that are being decided right now (200 µs).</summary>
-    private static readonly long GatherTicks = Stopwatch.Frequency / 5000;
+    /// <summary>How long a writer waits for spends that are being decided right now (<c>Usage:SpendGatherMicroseconds</c>, 200; 0 = not at all).</summary>
+    private readonly long _gatherTicks = Stopwatch.Frequency * Math.Clamp(configuration.GetValue("Usage:SpendGatherMicroseconds", 200), 0, 10_000) / 1_000_000;
 
     private int _coming;
 
@@ -122,9 +122,32 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
             coming?.Dispose();
             throw new InvalidOperationException("The service is stopping; the spend was not taken.");
         }
-        coming?.Dispose();
+        if (coming is null)
+        {
+            Interlocked.MemoryBarrier(); // the write above before the read of the gatherers in Arrived
+            Arrived();
+        }
+        else
+        {
+            coming.Dispose();
+        }
         return pending.Completion.Task;
     }
+
+    /// <summary>Wakes the writers that are gathering (a spend was queued, or a coming consume left); cheap when none is.</summary>
+    private void Arrived()
+    {
+        if (Volatile.Read(ref _gatherers) > 0)
+        {
+            Interlocked.Exchange(ref _arrival, NewArrival()).TrySetResult();
+        }
+    }
+
+    private static TaskCompletionSource NewArrival() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private TaskCompletionSource _arrival = NewArrival();
+
+    private int _gatherers;
 
     /// <summary>A consume the writer may wait for; disposing it (once) says it has been queued or will not come.</summary>
     public sealed class ComingSpend(SpendWriter writer) : IDisposable
@@ -135,7 +158,8 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
         {
             if (Interlocked.Exchange(ref _done, 1) == 0)
             {
-                Interlocked.Decrement(ref writer._coming);
+                Interlocked.Decrement(ref writer._coming); // a full fence: before the read of the gatherers in Arrived
+                writer.Arrived();
             }
         }
     }
@@ -176,11 +200,16 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
                 continue;
             }
             // Consumes that are being decided right now join this batch instead of the next one: microseconds of waiting
-            // for a commit less. Bounded, and only while such consumes exist, so a lone request never waits.
+            // for a commit less. Bounded, and only while such consumes exist, so a lone request never waits. The writer
+            // sleeps until the next one is queued (or leaves): it used to poll with Task.Yield, which at 16 connections
+            // ran ~40 thread-pool work items per consume and cost Usage ~20 % more CPU per consume (measured 2026-11-27).
             var gathering = Stopwatch.GetTimestamp();
-            while (batch.Count < MaxBatch && Volatile.Read(ref _coming) > 0 && Stopwatch.GetTimestamp() - gathering < GatherTicks)
+            while (batch.Count < MaxBatch && Volatile.Read(ref _coming) > 0 && Stopwatch.GetTimestamp() - gathering < _gatherTicks)
             {
-                await Task.Yield();
+                if (!await NextArrivalAsync(gathering + _gatherTicks))
+                {
+                    break;
+                }
                 while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var next))
                 {
                     batch.Add(next);
@@ -193,6 +222,31 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
             });
             await WriteAsync(batch);
             batch.Clear();
+        }
+    }
+
+    /// <summary>
+    /// Waits, without spinning, until a spend is queued or a coming consume leaves; false when nothing came before the
+    /// deadline (the timer's resolution makes that at least a millisecond).
+    /// </summary>
+    private async Task<bool> NextArrivalAsync(long deadline)
+    {
+        Interlocked.Increment(ref _gatherers); // a full fence: before the reads below (against Arrived's)
+        try
+        {
+            var arrival = Volatile.Read(ref _arrival);
+            if (_queue.Reader.TryPeek(out _) || Volatile.Read(ref _coming) == 0)
+            {
+                return true;
+            }
+            var left = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+            await arrival.Task.WaitAsync(left > TimeSpan.FromMilliseconds(1) ? left : TimeSpan.FromMilliseconds(1))
+                .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            return arrival.Task.IsCompleted;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _gatherers);
         }
     }
 
