@@ -99,6 +99,7 @@ internal static class AuthExtensions
             }
         });
 
+        builder.Services.AddSingleton<BearerShortcut>();
         builder.Services.AddAuthorizationBuilder()
             .AddPolicy(BillingPolicies.User, p => p.RequireAuthenticatedUser().RequireClaim("sub"))
             .AddPolicy(BillingPolicies.Usage, p => p.RequireAuthenticatedUser().RequireAssertion(c => c.User.HasScope("billing.usage")))

@@ -1,15 +1,11 @@
 using System.Diagnostics;
-using System.Security.Claims;
 using System.Text.Json;
 using System.Threading.Channels;
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Consuming;
 using Billing.Usage.Api.Spending;
-using Microsoft.AspNetCore.Authentication.JwtBearer;
-using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Mvc;
-using Microsoft.Extensions.Options;
 
 namespace Billing.Usage.Api.Endpoints;
 
@@ -139,8 +135,7 @@ public static class ConsumeBatchEndpoints
 /// straight to the consume endpoint's code (with its correlation id, and the exception handling of the pipeline); any
 /// other goes through the captured pipeline, whose middleware refuses it exactly as it refuses one sent alone.
 /// </summary>
-public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMonitor<JwtBearerOptions> jwt,
-    IAuthorizationService authorization, ConsumeHandler handler, SpendWriter writer, IEnumerable<IExceptionHandler> exceptionHandlers,
+public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortcut bearer, ConsumeHandler handler, SpendWriter writer, IEnumerable<IExceptionHandler> exceptionHandlers,
     IProblemDetailsService problems, ILogger<ConsumeBatchRunner> logger)
 {
     private static readonly ActivitySource Source = new(BillingTelemetry.Prefix + ".Usage.ConsumeBatch");
@@ -189,7 +184,7 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
 
         // The consume's own span, a child of the gateway's span of the same consume (its traceparent), as a proxied request's would be.
         using var activity = StartActivity(item.Headers);
-        if (IsJson(request.ContentType) && await AuthorizedAsync(context) is { } user)
+        if (IsJson(request.ContentType) && await bearer.AuthorizeAsync(request.Headers.Authorization, BillingPolicies.Usage) is { } user)
         {
             context.User = user;
             await ConsumeAsync(context);
@@ -200,49 +195,6 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, IOptionsMoni
         }
         activity?.SetTag("http.response.status_code", context.Response.StatusCode);
         return new BatchedResponse(context.Response.StatusCode, ConsumeBatch.Pick(context.Response.Headers, ConsumeBatch.ResponseHeaders), answer.ToArray());
-    }
-
-    /// <summary>
-    /// The caller, when the bearer token is valid (the JWT bearer scheme's own handlers and parameters, with its token
-    /// cache) and the <c>billing.usage</c> policy allows it; null otherwise, for the pipeline to answer.
-    /// </summary>
-    private async Task<ClaimsPrincipal?> AuthorizedAsync(HttpContext context)
-    {
-        string? header = context.Request.Headers.Authorization;
-        if (header is null || !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
-        {
-            return null;
-        }
-        var token = header["Bearer ".Length..].Trim();
-        try
-        {
-            var options = jwt.Get(JwtBearerDefaults.AuthenticationScheme);
-            var parameters = options.TokenValidationParameters;
-            if (options.ConfigurationManager is Microsoft.IdentityModel.Tokens.BaseConfigurationManager manager)
-            {
-                // As JwtBearerHandler does with an OIDC authority: the token handlers take its issuer and keys from it.
-                parameters = parameters.Clone();
-                parameters.ConfigurationManager = manager;
-            }
-            else if (options.ConfigurationManager is not null)
-            {
-                return null; // not a configuration this fast path knows: the middleware decides
-            }
-            foreach (var tokenHandler in options.TokenHandlers)
-            {
-                var result = await tokenHandler.ValidateTokenAsync(token, parameters);
-                if (result.IsValid)
-                {
-                    var user = new ClaimsPrincipal(result.ClaimsIdentity);
-                    return (await authorization.AuthorizeAsync(user, BillingPolicies.Usage)).Succeeded ? user : null;
-                }
-            }
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException)
-        {
-            logger.LogDebug(ex, "A batched consume's token was not checked on the fast path");
-        }
-        return null;
     }
 
     /// <summary>The consume endpoint's code, with the correlation id and exception handling the middleware would give it.</summary>
