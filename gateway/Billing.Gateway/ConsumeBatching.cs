@@ -32,38 +32,79 @@ internal static class ConsumeBatching
         {
             return app;
         }
-        app.MapPost(ConsumeBatch.ItemPath, async (HttpContext context, ConsumeBatcher batcher) =>
-            {
-                var headers = ConsumeBatch.Pick(context.Request.Headers, ConsumeBatch.RequestHeaders);
-                if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity)
-                {
-                    // Usage's span of this consume becomes a child of this one, as with a proxied request.
-                    headers["traceparent"] = activity.Id!;
-                    if (activity.TraceStateString is { } state)
-                    {
-                        headers["tracestate"] = state;
-                    }
-                }
-                using var body = new MemoryStream(context.Request.ContentLength is > 0 and < int.MaxValue ? (int)context.Request.ContentLength : 256);
-                await context.Request.Body.CopyToAsync(body, context.RequestAborted);
-                var answer = await batcher.SendAsync(new BatchedRequest(headers, body.ToArray())).WaitAsync(context.RequestAborted);
-                context.Response.StatusCode = answer.Status;
-                foreach (var (name, value) in answer.Headers)
-                {
-                    if (ConsumeBatch.ResponseHeaders.Contains(name, StringComparer.OrdinalIgnoreCase))
-                    {
-                        context.Response.Headers[name] = value;
-                    }
-                }
-                if (answer.Body.Length > 0)
-                {
-                    context.Response.ContentLength = answer.Body.Length;
-                    await context.Response.Body.WriteAsync(answer.Body, context.RequestAborted);
-                }
-            })
+        app.MapPost(ConsumeBatch.ItemPath, AnswerAsync)
             .RequireAuthorization(BillingPolicies.Usage)
-            .WithDisplayName("usage-consume (batched)");
+            .WithDisplayName("usage-consume (batched)")
+            .WithMetadata(BatchedConsumeEndpoint.Instance);
         return app;
+    }
+
+    /// <summary>
+    /// The shortcut of the hot path, between the error handling and the authentication: a request routed to the batched
+    /// consume, with a body within the limit and a bearer token that the scheme's handlers accept and the endpoint's policy
+    /// allows, goes straight to the endpoint (the middleware it skips — authentication, authorization, rate limiting, the
+    /// body limit — would have let it through unchanged: the endpoint has no rate limit). Any other request, refusals
+    /// included, goes on through the middleware, which answers it as before. About a third of the gateway's allocations
+    /// per consume were that middleware's (measured 2026-11-27).
+    /// </summary>
+    public static void UseBatchedConsumeShortcut(this WebApplication app)
+    {
+        if (!app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ConsumeBatchingOptions>>().Value.Enabled)
+        {
+            return;
+        }
+        var limit = GatewaySecurity.MaxRequestBodyBytes(app.Configuration);
+        var bearer = app.Services.GetRequiredService<BearerShortcut>();
+        var batcher = app.Services.GetRequiredService<ConsumeBatcher>();
+        app.Use(async (context, next) =>
+        {
+            if (context.GetEndpoint()?.Metadata.GetMetadata<BatchedConsumeEndpoint>() is not null
+                && context.Request.ContentLength is long length && length <= limit
+                && await bearer.AuthorizeAsync(context.Request.Headers.Authorization, BillingPolicies.Usage) is { } user)
+            {
+                context.User = user;
+                await AnswerAsync(context, batcher);
+                return;
+            }
+            await next(context);
+        });
+    }
+
+    /// <summary>The batched consume endpoint: queues the consume and answers with what Usage answered it.</summary>
+    private static async Task AnswerAsync(HttpContext context, ConsumeBatcher batcher)
+    {
+        var headers = ConsumeBatch.Pick(context.Request.Headers, ConsumeBatch.RequestHeaders);
+        if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity)
+        {
+            // Usage's span of this consume becomes a child of this one, as with a proxied request.
+            headers["traceparent"] = activity.Id!;
+            if (activity.TraceStateString is { } state)
+            {
+                headers["tracestate"] = state;
+            }
+        }
+        using var body = new MemoryStream(context.Request.ContentLength is > 0 and < int.MaxValue ? (int)context.Request.ContentLength : 256);
+        await context.Request.Body.CopyToAsync(body, context.RequestAborted);
+        var answer = await batcher.SendAsync(new BatchedRequest(headers, body.ToArray())).WaitAsync(context.RequestAborted);
+        context.Response.StatusCode = answer.Status;
+        foreach (var (name, value) in answer.Headers)
+        {
+            if (ConsumeBatch.ResponseHeaders.Contains(name, StringComparer.OrdinalIgnoreCase))
+            {
+                context.Response.Headers[name] = value;
+            }
+        }
+        if (answer.Body.Length > 0)
+        {
+            context.Response.ContentLength = answer.Body.Length;
+            await context.Response.Body.WriteAsync(answer.Body, context.RequestAborted);
+        }
+    }
+
+    /// <summary>Marks the batched consume endpoint for the shortcut.</summary>
+    private sealed class BatchedConsumeEndpoint
+    {
+        public static readonly BatchedConsumeEndpoint Instance = new();
     }
 }
 

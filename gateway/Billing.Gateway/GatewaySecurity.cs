@@ -76,7 +76,7 @@ internal static class GatewaySecurity
     /// </summary>
     public static IApplicationBuilder UseRequestBodyLimits(this IApplicationBuilder app, IConfiguration config)
     {
-        var fallback = config.GetValue<long?>("Gateway:MaxRequestBodyBytes") ?? DefaultMaxRequestBodyBytes;
+        var fallback = MaxRequestBodyBytes(config);
         return app.Use(async (context, next) =>
         {
             var endpoint = context.GetEndpoint();
@@ -98,6 +98,10 @@ internal static class GatewaySecurity
             await next(context);
         });
     }
+
+    /// <summary>The body limit of the routes that name none (the gateway's own endpoints among them).</summary>
+    public static long MaxRequestBodyBytes(IConfiguration config) =>
+        config.GetValue<long?>("Gateway:MaxRequestBodyBytes") ?? DefaultMaxRequestBodyBytes;
 
     private static async ValueTask OnRejectedAsync(OnRejectedContext rejected, CancellationToken cancellationToken)
     {

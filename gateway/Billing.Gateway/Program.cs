@@ -14,7 +14,7 @@ builder.WebHost.UseStaticWebAssets();
 var app = builder.Build();
 app.UseCors();
 app.UseBillingStaticFiles();
-app.UseServiceDefaults();
+app.UseServiceDefaults(beforeAuthentication: a => a.UseBatchedConsumeShortcut());
 app.UseRateLimiter();
 app.UseRequestBodyLimits(app.Configuration);
 app.MapDefaultEndpoints();

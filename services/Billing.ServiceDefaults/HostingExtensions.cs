@@ -24,13 +24,17 @@ public static class HostingExtensions
         return builder;
     }
 
-    /// <summary>Forwarded headers, correlation id, error handling and auth middleware, in the order they must run.</summary>
-    public static WebApplication UseServiceDefaults(this WebApplication app)
+    /// <summary>
+    /// Forwarded headers, correlation id, error handling and auth middleware, in the order they must run;
+    /// <paramref name="beforeAuthentication"/> adds middleware between the error handling and the authentication.
+    /// </summary>
+    public static WebApplication UseServiceDefaults(this WebApplication app, Action<WebApplication>? beforeAuthentication = null)
     {
         app.UseForwardedHeaders();
         app.UseCorrelationId();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        beforeAuthentication?.Invoke(app);
         app.UseAuthentication();
         app.UseAuthorization();
         return app;

@@ -2,6 +2,8 @@ using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text;
 using Billing.ServiceDefaults;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Billing.Gateway.Tests;
 
@@ -153,5 +155,65 @@ public class Consumes_through_the_gateway
         Assert.That((seen!.Method, seen.Path), Is.EqualTo(("POST", ConsumeBatch.ItemPath)));
         Assert.That(seen.Headers.GetValueOrDefault("X-Something-Else"), Is.EqualTo("x"), "YARP forwarded the request as it came");
         Assert.That(_backend.Batches.Count, Is.EqualTo(before));
+    }
+
+    [Test]
+    public async Task Takes_a_consume_with_a_valid_usage_token_past_the_authentication_middleware_and_any_other_through_it()
+    {
+        var logs = new AuthenticationLog();
+        await using var gateway = new GatewayFactory(_backend.Url,
+            new Dictionary<string, string?> { ["Logging:LogLevel:Microsoft.AspNetCore.Authentication"] = "Debug" },
+            services => services.AddSingleton<ILoggerProvider>(logs));
+        var before = _backend.Received.Count;
+
+        using var shortcut = await ConsumeAsync(gateway, Body(8));
+        Assert.That(shortcut.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(shortcut.Headers.Contains(CorrelationId.Header), "the correlation id middleware still ran");
+        Assert.That(logs.Authenticated, Is.Zero, "a valid token with the scope skips the authentication middleware");
+
+        // No Content-Length (chunked): the body limit is the middleware's to enforce, so the whole pipeline runs.
+        using var chunked = await ConsumeAsync(gateway, Body(9), r =>
+        {
+            r.Content!.Headers.ContentLength = null;
+            r.Headers.TransferEncodingChunked = true;
+        });
+        Assert.That(chunked.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(logs.Authenticated, Is.EqualTo(1), "a chunked consume went through the authentication middleware");
+
+        // Refusals are the middleware's, as before: a token signed with another key, a body over the limit.
+        var forged = Tokens.Create("svc-forged", scope: "billing.usage", key: "another-signing-key-of-at-least-32-characters");
+        using var unauthorized = await ConsumeAsync(gateway, Body(10), r => r.Headers.Authorization = new AuthenticationHeaderValue("Bearer", forged));
+        Assert.That(unauthorized.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+        Assert.That(unauthorized.Headers.WwwAuthenticate.ToString(), Does.StartWith("Bearer"));
+        using var tooLarge = await ConsumeAsync(gateway, Body(11).Insert(1, $"\"pad\":\"{new string('x', 70_000)}\","));
+        Assert.That((int)tooLarge.StatusCode, Is.EqualTo(413));
+        Assert.That(_backend.Received.Count - before, Is.EqualTo(2), "only the two accepted consumes reached Usage");
+    }
+
+    /// <summary>Counts the JWT bearer handler's "successfully authenticated" (its Debug event 8): the middleware ran.</summary>
+    private sealed class AuthenticationLog : ILoggerProvider, ILogger
+    {
+        private int _authenticated;
+
+        public int Authenticated => Volatile.Read(ref _authenticated);
+
+        public ILogger CreateLogger(string categoryName) =>
+            categoryName.StartsWith("Microsoft.AspNetCore.Authentication", StringComparison.Ordinal) ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (formatter(state, exception).Contains("was successfully authenticated", StringComparison.Ordinal))
+            {
+                Interlocked.Increment(ref _authenticated);
+            }
+        }
+
+        public void Dispose()
+        {
+        }
     }
 }
