@@ -122,15 +122,9 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
             coming?.Dispose();
             throw new InvalidOperationException("The service is stopping; the spend was not taken.");
         }
-        if (coming is null)
-        {
-            Interlocked.MemoryBarrier(); // the write above before the read of the gatherers in Arrived
-            Arrived();
-        }
-        else
-        {
-            coming.Dispose();
-        }
+        coming?.Leave(); // queued: no longer coming (a retry after a stale decision queues again with the same one)
+        Interlocked.MemoryBarrier(); // the queue write and the count above before the read of the gatherers in Arrived
+        Arrived();
         return pending.Completion.Task;
     }
 
@@ -156,11 +150,21 @@ public sealed class SpendWriter(NpgsqlDataSource dataSource, QuotaAnnouncer anno
 
         public void Dispose()
         {
-            if (Interlocked.Exchange(ref _done, 1) == 0)
+            if (Leave())
             {
-                Interlocked.Decrement(ref writer._coming); // a full fence: before the read of the gatherers in Arrived
-                writer.Arrived();
+                writer.Arrived(); // it will not come: a gathering writer need not wait for it
             }
+        }
+
+        /// <summary>Counts it out, once; true the first time. A full fence: before the read of the gatherers in Arrived.</summary>
+        internal bool Leave()
+        {
+            if (Interlocked.Exchange(ref _done, 1) != 0)
+            {
+                return false;
+            }
+            Interlocked.Decrement(ref writer._coming);
+            return true;
         }
     }
 
