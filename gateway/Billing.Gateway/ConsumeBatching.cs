@@ -28,7 +28,7 @@ internal static class ConsumeBatching
 
     public static WebApplication MapBatchedConsume(this WebApplication app)
     {
-        if (!app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ConsumeBatchingOptions>>().Value.Enabled)
+        if (!Enabled(app))
         {
             return app;
         }
@@ -49,7 +49,7 @@ internal static class ConsumeBatching
     /// </summary>
     public static void UseBatchedConsumeShortcut(this WebApplication app)
     {
-        if (!app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ConsumeBatchingOptions>>().Value.Enabled)
+        if (!Enabled(app))
         {
             return;
         }
@@ -69,6 +69,10 @@ internal static class ConsumeBatching
             await next(context);
         });
     }
+
+    /// <summary><c>Gateway:ConsumeBatching:Enabled</c>: the endpoint and its shortcut exist only together.</summary>
+    private static bool Enabled(WebApplication app) =>
+        app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ConsumeBatchingOptions>>().Value.Enabled;
 
     /// <summary>The batched consume endpoint: queues the consume and answers with what Usage answered it.</summary>
     private static async Task AnswerAsync(HttpContext context, ConsumeBatcher batcher)
