@@ -207,6 +207,31 @@ public sealed class Moving_simulated_time : SimulatorSpec
         var all = await new SubscriptionService(Stripe).ListAsync(new SubscriptionListOptions { Status = "all" });
         Assert.That(all.Data, Has.Count.EqualTo(1));
     }
+
+    [Test]
+    public async Task Should_neither_renew_nor_invoice_a_paused_subscription_until_it_is_resumed()
+    {
+        var price = await CreatePrice("pro_monthly", 500);
+        var sub = await SubscribeAndPay(price);
+        var periodEnd = sub.Items.Data[0].CurrentPeriodEnd;
+        var subscriptions = new SubscriptionService(Stripe);
+
+        var paused = await subscriptions.PauseAsync(sub.Id, new SubscriptionPauseOptions { Type = "subscription" });
+        Assert.That(paused.Status, Is.EqualTo("paused"));
+        Assert.That((await EventTypes()).Last(), Is.EqualTo("customer.subscription.paused"));
+        var error = Assert.ThrowsAsync<StripeException>(() => subscriptions.PauseAsync(sub.Id, new SubscriptionPauseOptions { Type = "subscription" }));
+        Assert.That(error!.StripeError.Code, Is.EqualTo("subscription_not_pausable"), "a paused subscription is not paused again");
+
+        await AdvanceTo(new DateTimeOffset(periodEnd).ToUnixTimeSeconds() + 86400);
+        var still = await subscriptions.GetAsync(sub.Id);
+        Assert.That((still.Status, still.Items.Data[0].CurrentPeriodEnd), Is.EqualTo(("paused", periodEnd)), "no renewal while paused");
+        var invoices = await new InvoiceService(Stripe).ListAsync(new InvoiceListOptions { Subscription = sub.Id });
+        Assert.That(invoices.Data, Has.Count.EqualTo(1), "only the first invoice");
+
+        var resumed = await subscriptions.ResumeAsync(sub.Id);
+        Assert.That(resumed.Status, Is.EqualTo("active"));
+        Assert.That((await EventTypes()).Last(), Is.EqualTo("customer.subscription.resumed"));
+    }
 }
 
 public sealed class Changing_plans : SimulatorSpec

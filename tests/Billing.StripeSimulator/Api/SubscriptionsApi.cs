@@ -13,6 +13,7 @@ public static class SubscriptionsApi
         app.MapStripe("GET", "/v1/subscriptions/{id}", c => c.Expand(c.Sim.Json.Subscription(c.Sim.Subscription(c.Route("id")))));
         app.MapStripe("POST", "/v1/subscriptions/{id}", UpdateSubscription);
         app.MapStripe("DELETE", "/v1/subscriptions/{id}", CancelSubscription);
+        app.MapStripe("POST", "/v1/subscriptions/{id}/pause", PauseSubscription);
         app.MapStripe("POST", "/v1/subscriptions/{id}/resume", ResumeSubscription);
         app.MapStripe("GET", "/v1/subscription_items", ListItems);
     }
@@ -146,6 +147,32 @@ public static class SubscriptionsApi
         var sub = c.Sim.Subscription(c.Route("id"));
         c.Sim.Engine.CancelNow(sub, c.Form.Bool("invoice_now") ?? false);
         return c.Expand(c.Sim.Json.Subscription(sub));
+    }
+
+    /// <summary>
+    /// Stripe's pause (flexible billing mode, <c>type=subscription</c>): the subscription stops renewing and invoicing
+    /// (<see cref="Engine.BillingEngine"/> renews only trialing, active and past-due ones) until it is resumed. The same
+    /// status a failed payment or a trial that ended without a card can leave, which the simulator does not model.
+    /// </summary>
+    private static JsonObject PauseSubscription(StripeCall c)
+    {
+        var sub = c.Sim.Subscription(c.Route("id"));
+        switch (c.Form.Str("type"))
+        {
+            case null:
+                throw StripeError.Invalid("type", "Missing required param: type.", "parameter_missing");
+            case not "subscription":
+                throw StripeError.Invalid("type", "Invalid type: must be one of subscription.");
+        }
+        if (sub.Status is not ("trialing" or "active" or "past_due" or "unpaid"))
+        {
+            throw StripeError.Invalid(null, $"A subscription with status {sub.Status} cannot be paused.", "subscription_not_pausable");
+        }
+        var before = c.Sim.Json.Subscription(sub);
+        sub.Status = "paused";
+        var after = c.Sim.Json.Subscription(sub);
+        c.Sim.State.Emit("customer.subscription.paused", after, BillingEngine.Diff(before, after));
+        return c.Expand(after);
     }
 
     private static JsonObject ResumeSubscription(StripeCall c)
