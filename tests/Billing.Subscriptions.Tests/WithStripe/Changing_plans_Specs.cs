@@ -402,4 +402,24 @@ public class Upgrading_while_past_due
         var invoices = (await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = subscription.Id })).Data;
         Assert.That(invoices.Where(i => i.BillingReason == "subscription_update"), Is.Empty, "no proration was charged");
     }
+
+    [Test]
+    public async Task Is_refused_while_the_subscription_is_paused_and_charges_nothing()
+    {
+        // Stripe pauses a subscription whose trial ended without a card, or (when so configured) whose renewal failed; it
+        // then neither renews nor invoices. An upgrade's proration would be charged as if nothing were owed.
+        var user = SubscriptionsHost.NewUser();
+        var subscription = await Host.SubscribeAsync(user, "pro", "month");
+        var paused = await new SubscriptionService(Host.Stripe).PauseAsync(subscription.Id, new SubscriptionPauseOptions { Type = "subscription" });
+        await SubscriptionsHost.SaveLocalAsync(user, "pro", paused, sequence: 2); // as Payments' event leaves it
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("payment_past_due"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(subscription.Id);
+        Assert.That((after.Status, after.Items.Data[0].Price.LookupKey), Is.EqualTo(("paused", "pro_month")), "nothing changed");
+        var invoices = (await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = subscription.Id })).Data;
+        Assert.That(invoices.Where(i => i.BillingReason == "subscription_update"), Is.Empty, "no proration was charged");
+    }
 }

@@ -162,10 +162,12 @@ public static class LifecycleEndpoints
             // and nothing to charge a second time.
             return Problems.Problem(409, "no_change", "You are already on this plan and price.");
         }
-        if (kind == PlanChangeKind.Upgrade && subscription.Status is "past_due" or "unpaid")
+        if (kind == PlanChangeKind.Upgrade && subscription.Status is "past_due" or "unpaid" or "paused")
         {
             // An upgrade charges only its proration, and that invoice, paid, would end the grace period or the suspension
-            // (Stripe's status follows the latest invoice) while the renewal that failed stays unpaid.
+            // (Stripe's status follows the latest invoice) while the renewal that failed stays unpaid. A subscription Stripe
+            // has paused (set to pause on a failed renewal; Billing's trials without a card end canceled instead) is the
+            // same case: the API calls it past_due, and it renews again once the open invoice is paid.
             return Problems.Problem(409, "payment_past_due", "A payment of your subscription is past due.",
                 "Pay the open invoice first (POST /api/billing-portal), then change the plan; a downgrade is possible now.");
         }
