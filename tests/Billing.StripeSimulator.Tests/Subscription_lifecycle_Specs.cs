@@ -208,6 +208,88 @@ public sealed class Moving_simulated_time : SimulatorSpec
         Assert.That(all.Data, Has.Count.EqualTo(1));
     }
 
+    /// <summary>A trial started without a card (<c>payment_method_collection=if_required</c>), and what its end does.</summary>
+    private static async Task<Subscription> TrialWithoutCard(Price price, string missingPaymentMethod)
+    {
+        var customer = await CreateCustomer();
+        var session = await new Stripe.Checkout.SessionService(Stripe).CreateAsync(new Stripe.Checkout.SessionCreateOptions
+        {
+            Mode = "subscription",
+            Customer = customer.Id,
+            LineItems = [new() { Price = price.Id, Quantity = 1 }],
+            SuccessUrl = "https://app.example/success",
+            PaymentMethodCollection = "if_required",
+            SubscriptionData = new Stripe.Checkout.SessionSubscriptionDataOptions
+            {
+                TrialPeriodDays = 7,
+                TrialSettings = new Stripe.Checkout.SessionSubscriptionDataTrialSettingsOptions
+                {
+                    EndBehavior = new Stripe.Checkout.SessionSubscriptionDataTrialSettingsEndBehaviorOptions { MissingPaymentMethod = missingPaymentMethod },
+                },
+            },
+        });
+        Assert.That(session.PaymentMethodCollection, Is.EqualTo("if_required"));
+        using var response = await Pay(session.Id, card: "");
+        Assert.That((int)response.StatusCode, Is.EqualTo(303), await response.Content.ReadAsStringAsync());
+        session = await new Stripe.Checkout.SessionService(Stripe).GetAsync(session.Id);
+        var sub = await new SubscriptionService(Stripe).GetAsync(session.SubscriptionId);
+        Assert.That((sub.Status, sub.TrialSettings.EndBehavior.MissingPaymentMethod), Is.EqualTo(("trialing", missingPaymentMethod)));
+        var card = await new CustomerService(Stripe).GetAsync(customer.Id);
+        Assert.That(card.InvoiceSettings?.DefaultPaymentMethodId, Is.Null, "no card was taken");
+        return sub;
+    }
+
+    [TestCase("cancel", "canceled", "customer.subscription.deleted")]
+    [TestCase("pause", "paused", "customer.subscription.paused")]
+    [TestCase("create_invoice", "past_due", "customer.subscription.updated")]
+    public async Task Should_end_a_trial_without_a_card_as_its_end_behavior_says(string missingPaymentMethod, string status, string lastEvent)
+    {
+        var price = await CreatePrice("pro_monthly", 500);
+        var sub = await TrialWithoutCard(price, missingPaymentMethod);
+
+        await AdvanceTo(new DateTimeOffset(sub.TrialEnd!.Value).ToUnixTimeSeconds() + 60);
+
+        var ended = await new SubscriptionService(Stripe).GetAsync(sub.Id);
+        Assert.That(ended.Status, Is.EqualTo(status));
+        Assert.That((await EventTypes()).Last(), Is.EqualTo(lastEvent));
+        var invoices = (await new InvoiceService(Stripe).ListAsync(new InvoiceListOptions { Subscription = sub.Id })).Data;
+        Assert.That(invoices.Count(i => i.Status == "paid" && i.AmountPaid > 0), Is.Zero, "nothing was charged");
+        Assert.That(invoices, Has.Count.EqualTo(missingPaymentMethod == "create_invoice" ? 2 : 1), "only create_invoice bills the period");
+    }
+
+    [Test]
+    public async Task Should_charge_a_trial_without_a_card_at_its_end_once_a_card_was_added()
+    {
+        var price = await CreatePrice("pro_monthly", 500);
+        var sub = await TrialWithoutCard(price, "cancel");
+        using (var added = await Http.PostAsJsonAsync($"/_sim/customers/{sub.CustomerId}/card", new { card = "4242424242424242" }))
+        {
+            Assert.That(added.IsSuccessStatusCode, Is.True, await added.Content.ReadAsStringAsync());
+        }
+
+        await AdvanceTo(new DateTimeOffset(sub.TrialEnd!.Value).ToUnixTimeSeconds() + 60);
+
+        var renewed = await new SubscriptionService(Stripe).GetAsync(sub.Id);
+        Assert.That(renewed.Status, Is.EqualTo("active"));
+        var invoice = await new InvoiceService(Stripe).GetAsync(renewed.LatestInvoiceId);
+        Assert.That((invoice.Status, invoice.AmountPaid), Is.EqualTo(("paid", 500L)));
+    }
+
+    [Test]
+    public async Task Should_refuse_a_checkout_without_a_card_unless_collection_is_if_required()
+    {
+        var price = await CreatePrice("pro_monthly", 500);
+        var customer = await CreateCustomer();
+        var session = await CreateSubscriptionCheckout(price, customer.Id, trialDays: 7);
+        Assert.That(session.PaymentMethodCollection, Is.EqualTo("always"));
+
+        using var response = await Pay(session.Id, card: "");
+
+        Assert.That((int)response.StatusCode, Is.EqualTo(200), "the page again, with the error");
+        Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("Your card number is incorrect."));
+        Assert.That((await new Stripe.Checkout.SessionService(Stripe).GetAsync(session.Id)).Status, Is.EqualTo("open"));
+    }
+
     [Test]
     public async Task Should_neither_renew_nor_invoice_a_paused_subscription_until_it_is_resumed()
     {

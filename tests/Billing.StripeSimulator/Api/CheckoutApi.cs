@@ -84,6 +84,16 @@ public static class CheckoutApi
         {
             throw StripeError.Invalid("subscription_data[trial_period_days]", "Trial period days must be between 1 and 730 in subscription mode.");
         }
+        var collection = f.Str("payment_method_collection") ?? "always";
+        if (collection is not ("always" or "if_required") || (collection == "if_required" && mode != "subscription"))
+        {
+            throw StripeError.Invalid("payment_method_collection", "payment_method_collection must be always or if_required (if_required in subscription mode only).");
+        }
+        var missingPaymentMethod = f.Str("subscription_data", "trial_settings", "end_behavior", "missing_payment_method") ?? "create_invoice";
+        if (missingPaymentMethod is not ("cancel" or "create_invoice" or "pause"))
+        {
+            throw StripeError.Invalid("subscription_data[trial_settings][end_behavior][missing_payment_method]", "Must be one of cancel, create_invoice or pause.");
+        }
         var session = new CheckoutSession
         {
             Id = state.NewId("cs_test_a1", 56),
@@ -98,6 +108,8 @@ public static class CheckoutApi
             Metadata = f.Map("metadata") ?? new(),
             SubscriptionMetadata = f.Map("subscription_data", "metadata") ?? new(),
             TrialPeriodDays = trialDays,
+            PaymentMethodCollection = collection,
+            MissingPaymentMethod = missingPaymentMethod,
             PaymentIntentMetadata = f.Map("payment_intent_data", "metadata") ?? new(),
             AllowPromotionCodes = f.Bool("allow_promotion_codes"),
             ExpiresAt = expiresAt,

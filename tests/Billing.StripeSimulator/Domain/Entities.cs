@@ -100,6 +100,10 @@ public sealed class CheckoutSession
     public Dictionary<string, string> Metadata { get; init; } = new();
     public Dictionary<string, string> SubscriptionMetadata { get; init; } = new();
     public long? TrialPeriodDays { get; init; }
+    /// <summary><c>always</c>, or <c>if_required</c>: a trial starts without a card (nothing is due at checkout).</summary>
+    public string PaymentMethodCollection { get; init; } = "always";
+    /// <summary><c>subscription_data[trial_settings][end_behavior][missing_payment_method]</c>.</summary>
+    public string MissingPaymentMethod { get; init; } = "create_invoice";
     public Dictionary<string, string> PaymentIntentMetadata { get; init; } = new();
     public bool? AllowPromotionCodes { get; init; }
     public long ExpiresAt { get; init; }
@@ -173,6 +177,9 @@ public sealed class Subscription
     public long? TrialStart { get; set; }
     public long? TrialEnd { get; set; }
     public bool TrialWillEndSent { get; set; }
+    /// <summary>What the trial's end does when the customer has no payment method: <c>create_invoice</c> (its payment
+    /// fails: past due), <c>cancel</c> or <c>pause</c>.</summary>
+    public string MissingPaymentMethod { get; set; } = "create_invoice";
     public bool CancelAtPeriodEnd { get; set; }
     public long? CancelAt { get; set; }
     public long? CanceledAt { get; set; }

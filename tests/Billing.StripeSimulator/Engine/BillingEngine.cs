@@ -106,6 +106,8 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         card = NormalizeCard(card);
         var bankDebit = card == BankDebit;
         var needsPayment = session.AmountTotal > 0 && !(session.Mode == "subscription" && session.TrialPeriodDays is > 0);
+        // payment_method_collection=if_required: a trial (nothing due now) starts without a card when none is given.
+        var withoutCard = card.Length == 0 && !needsPayment && session.PaymentMethodCollection == "if_required";
         if (needsPayment && !bankDebit)
         {
             var outcome = Decide(card, offSession: false);
@@ -114,7 +116,7 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
                 return outcome;
             }
         }
-        else if (!bankDebit && !IsValidCardNumber(card))
+        else if (!bankDebit && !withoutCard && !IsValidCardNumber(card))
         {
             return new(false, "incorrect_number", null, "Your card number is incorrect.");
         }
@@ -125,7 +127,7 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
             customer = CreateCustomer(session.CustomerEmail ?? $"{session.ClientReferenceId ?? "customer"}@example.test", null, null);
             session.CustomerId = customer.Id;
         }
-        if (customer is not null)
+        if (customer is not null && !withoutCard)
         {
             customer.Card = card;
             customer.PaymentMethodId ??= state.NewId("pm_");
@@ -159,6 +161,7 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
             TrialStart = trialEnd is null ? null : now,
             TrialEnd = trialEnd,
             Status = trialEnd is not null ? "trialing" : bankDebit ? "incomplete" : "active",
+            MissingPaymentMethod = session.MissingPaymentMethod,
             Metadata = new Dictionary<string, string>(session.SubscriptionMetadata),
         };
         foreach (var line in session.LineItems)
@@ -645,10 +648,23 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
             EndSubscription(sub, sub.CancellationReason ?? "cancellation_requested", previous);
             return;
         }
+        var wasTrial = sub.Status == "trialing";
+        var noPaymentMethod = wasTrial && state.Customers[sub.CustomerId].PaymentMethodId is null;
+        if (noPaymentMethod && sub.MissingPaymentMethod == "cancel")
+        {
+            // trial_settings.end_behavior.missing_payment_method=cancel: the trial ends the subscription, with no invoice.
+            EndSubscription(sub, "cancellation_requested", previous); // the reason Stripe gives here: unverified
+            return;
+        }
+        if (noPaymentMethod && sub.MissingPaymentMethod == "pause")
+        {
+            sub.Status = "paused";
+            state.Emit("customer.subscription.paused", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+            return;
+        }
         var item = sub.Item;
         var oldStart = item.PeriodStart;
         var oldEnd = item.PeriodEnd;
-        var wasTrial = sub.Status == "trialing";
         // Metered items bill the period that just ended at the prices they had in it (before a phase changes them);
         // usage during a trial is not billed.
         var usage = TakeUsage(sub, oldEnd, bill: !wasTrial, includeZero: true);
@@ -673,7 +689,9 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         var invoice = NewInvoice(sub, "subscription_cycle", lines, oldStart, oldEnd);
         sub.LatestInvoiceId = invoice.Id;
         EmitInvoiceCreatedAndFinalized(invoice);
-        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false);
+        // create_invoice without a payment method: the invoice cannot be paid, so the subscription goes past due.
+        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false,
+            noPaymentMethod ? new ChargeOutcome(false, "payment_method_missing", null, "The customer has no payment method.") : null);
         if (!paid)
         {
             sub.Status = "past_due";

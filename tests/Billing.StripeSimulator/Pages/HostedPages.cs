@@ -142,6 +142,9 @@ public static class HostedPages
                   <label><input type="radio" name="method" value="bank_debit"> Bank debit (settles later)</label>
                   <button type="submit" id="pay">Pay</button>
                 </form>
+                {(session.PaymentMethodCollection == "if_required" && session.TrialPeriodDays is > 0
+                    ? $"<form method=\"post\" action=\"/checkout/{E(id)}/pay\"><input type=\"hidden\" name=\"card\" value=\"\"><button type=\"submit\" id=\"start-without-card\">Start the trial without a card</button></form>"
+                    : "")}
                 <form method="post" action="/checkout/{E(id)}/cancel"><button type="submit" id="cancel">Cancel</button></form>
                 <p><small>Test cards: 4242424242424242 succeeds · 4000000000000002 declined · 4000000000009995 insufficient funds ·
                 4000000000000341 later charges fail · 4000002760003184 3-D Secure</small></p>

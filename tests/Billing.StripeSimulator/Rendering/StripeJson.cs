@@ -232,7 +232,7 @@ public sealed class StripeJson(SimState state)
             ["mode"] = s.Mode,
             ["payment_intent"] = s.PaymentIntentId,
             ["payment_link"] = null,
-            ["payment_method_collection"] = s.Mode == "subscription" ? "always" : null,
+            ["payment_method_collection"] = s.Mode == "subscription" ? s.PaymentMethodCollection : null,
             ["payment_method_configuration_details"] = null,
             ["payment_method_options"] = new JsonObject(),
             ["payment_method_types"] = new JsonArray("card"),
@@ -340,7 +340,7 @@ public sealed class StripeJson(SimState state)
         ["test_clock"] = null,
         ["transfer_data"] = null,
         ["trial_end"] = s.TrialEnd,
-        ["trial_settings"] = new JsonObject { ["end_behavior"] = new JsonObject { ["missing_payment_method"] = "create_invoice" } },
+        ["trial_settings"] = new JsonObject { ["end_behavior"] = new JsonObject { ["missing_payment_method"] = s.MissingPaymentMethod } },
         ["trial_start"] = s.TrialStart,
     };
 
