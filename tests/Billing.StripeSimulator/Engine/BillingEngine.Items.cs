@@ -305,8 +305,7 @@ public sealed partial class BillingEngine
     {
         if (paymentBehavior == "error_if_incomplete" && invoice.AmountDue > 0)
         {
-            var customer = state.Customers[sub.CustomerId];
-            var outcome = Decide(customer.Card, offSession: true);
+            var outcome = DecideFor(state.Customers[sub.CustomerId], offSession: true);
             if (!outcome.Succeeded)
             {
                 state.Invoices.Remove(invoice.Id);

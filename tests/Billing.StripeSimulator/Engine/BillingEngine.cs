@@ -27,6 +27,13 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
 
     // ---------------------------------------------------------------- cards
 
+    private static readonly ChargeOutcome NoPaymentMethod =
+        new(false, "resource_missing", null, "This customer has no attached payment source or default payment method.");
+
+    /// <summary>How a charge of the customer's payment method goes; one without any (a trial started without a card) cannot pay.</summary>
+    public static ChargeOutcome DecideFor(Customer customer, bool offSession) =>
+        customer.PaymentMethodId is null ? NoPaymentMethod : Decide(customer.Card, offSession);
+
     public static ChargeOutcome Decide(string? card, bool offSession)
     {
         card = NormalizeCard(card ?? CardSucceeds);
@@ -476,7 +483,7 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
             return (true, new ChargeOutcome(true, null, null, null));
         }
         var pi = StartPayment(invoice, customer, customer.Card);
-        var outcome = forceOutcome ?? Decide(customer.Card, offSession);
+        var outcome = forceOutcome ?? DecideFor(customer, offSession);
         pi.PaymentMethodId = customer.PaymentMethodId;
         var charge = NewCharge(pi, customer.Card, outcome);
         var invoicePayment = state.InvoicePayments[invoice.InvoicePaymentId!];
@@ -690,8 +697,7 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         sub.LatestInvoiceId = invoice.Id;
         EmitInvoiceCreatedAndFinalized(invoice);
         // create_invoice without a payment method: the invoice cannot be paid, so the subscription goes past due.
-        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false,
-            noPaymentMethod ? new ChargeOutcome(false, "payment_method_missing", null, "The customer has no payment method.") : null);
+        var (paid, _) = AttemptInvoicePayment(invoice, offSession: true, emitSubscriptionUpdate: false);
         if (!paid)
         {
             sub.Status = "past_due";

@@ -115,3 +115,83 @@ public class Upgrading_during_a_trial
         Assert.That((after.Status, after.PlanItem().Price.LookupKey, after.TrialEnd), Is.EqualTo(("trialing", "pro_month", trialing.TrialEnd)));
     }
 }
+
+/// <summary>
+/// Lite's trial needs no card (catalog <c>trialRequiresPaymentMethod: false</c>): the checkout collects one only if the
+/// customer gives it, and a trial that ends without one ends the subscription instead of billing nobody.
+/// </summary>
+[TestFixture]
+public class A_trial_without_a_card
+{
+    private static SubscriptionsHost Host => Hosts.Subscriptions;
+
+    private static async Task<(string User, Subscription Trialing)> StartWithoutCardAsync()
+    {
+        var user = SubscriptionsHost.NewUser();
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "lite", interval = "month" });
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var sessionId = body.GetProperty("checkoutSessionId").GetString()!;
+        var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
+        Assert.That(session.PaymentMethodCollection, Is.EqualTo("if_required"));
+        using var started = await Host.PayAsync(sessionId, card: "");
+        Assert.That((int)started.StatusCode, Is.EqualTo(303), await started.Content.ReadAsStringAsync());
+        session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
+        var trialing = await new SubscriptionService(Host.Stripe).GetAsync(session.SubscriptionId);
+        Assert.That((trialing.Status, trialing.TrialSettings.EndBehavior.MissingPaymentMethod), Is.EqualTo(("trialing", "cancel")));
+        await SubscriptionsHost.SaveLocalAsync(user, "lite", trialing, sequence: 1);
+        return (user, trialing);
+    }
+
+    [Test]
+    public async Task Ends_the_subscription_at_the_trials_end_when_no_card_was_added()
+    {
+        var (_, trialing) = await StartWithoutCardAsync();
+
+        await Hosts.AdvanceSimulatorAsync(trialing.TrialEnd!.Value.AddMinutes(1));
+
+        var ended = await new SubscriptionService(Host.Stripe).GetAsync(trialing.Id);
+        Assert.That(ended.Status, Is.EqualTo("canceled"));
+        var invoices = await new InvoiceService(Host.Stripe).ListAsync(new InvoiceListOptions { Subscription = trialing.Id });
+        Assert.That(invoices.Data.Where(i => i.AmountDue > 0), Is.Empty, "nothing billed");
+    }
+
+    [Test]
+    public async Task Is_charged_at_the_trials_end_once_a_card_was_added()
+    {
+        var (_, trialing) = await StartWithoutCardAsync();
+        await Host.SetCardAsync(trialing.CustomerId, "4242424242424242"); // as the customer portal would
+
+        await Hosts.AdvanceSimulatorAsync(trialing.TrialEnd!.Value.AddMinutes(1));
+
+        var renewed = await new SubscriptionService(Host.Stripe).GetAsync(trialing.Id);
+        Assert.That(renewed.Status, Is.EqualTo("active"));
+        var invoice = await new InvoiceService(Host.Stripe).GetAsync(renewed.LatestInvoiceId);
+        Assert.That((invoice.Status, invoice.AmountPaid), Is.EqualTo(("paid", 200L)));
+    }
+
+    [Test]
+    public async Task An_upgrade_that_would_charge_now_asks_for_a_card_first_and_changes_nothing()
+    {
+        var (user, trialing) = await StartWithoutCardAsync();
+
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "business", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict), body.ToString());
+        Assert.That(body.GetProperty("code").GetString(), Is.EqualTo("payment_method_required"));
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(trialing.Id);
+        Assert.That((after.Status, after.PlanItem().Price.LookupKey, after.TrialEnd), Is.EqualTo(("trialing", "lite_month", trialing.TrialEnd)));
+    }
+
+    [Test]
+    public async Task An_upgrade_that_keeps_the_trial_needs_no_card()
+    {
+        var (user, trialing) = await StartWithoutCardAsync();
+
+        // Pro's 14-day trial is longer than what is left of Lite's 7: the trial goes on, nothing is charged now.
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/me/change", new { planId = "pro", interval = "month" });
+
+        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+        var after = await new SubscriptionService(Host.Stripe).GetAsync(trialing.Id);
+        Assert.That((after.Status, after.PlanItem().Price.LookupKey, after.TrialEnd), Is.EqualTo(("trialing", "pro_month", trialing.TrialEnd)));
+    }
+}
