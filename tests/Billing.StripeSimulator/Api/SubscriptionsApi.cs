@@ -152,7 +152,7 @@ public static class SubscriptionsApi
     /// <summary>
     /// Stripe's pause (flexible billing mode, <c>type=subscription</c>): the subscription stops renewing and invoicing
     /// (<see cref="Engine.BillingEngine"/> renews only trialing, active and past-due ones) until it is resumed. The same
-    /// status a failed payment or a trial that ended without a card can leave, which the simulator does not model.
+    /// status a trial that ended without a card can leave (modelled) or a failed renewal where Stripe is set to pause (not).
     /// </summary>
     private static JsonObject PauseSubscription(StripeCall c)
     {
