@@ -140,6 +140,29 @@ public class Subscriber_transitions
     }
 
     [Test]
+    public void The_free_invoice_of_a_shortened_trial_does_not_move_the_period_in_either_order()
+    {
+        // A 14-day trial; two days in, an upgrade to a plan with a 7-day trial ends it on day 7. Stripe bills the new price
+        // at $0 from now to the new trial end (billing reason subscription_update), and the update says the trial's period
+        // is [start, day 7]. Moved to the invoice's [day 2, day 7] even for a moment, a `period` window would start over.
+        var trial = Change("trialing", 1, 0) with { PeriodEnd = T0.AddDays(14) };
+        var shortened = Change("trialing", 2, 2 * 24 * 60) with { PlanId = "max", PeriodEnd = T0.AddDays(7) };
+        SubscriberState Paid(SubscriberState s) =>
+            SubscriberTransitions.Renew(s, "sub_1", T0.AddDays(2), T0.AddDays(7), T0.AddDays(2), "subscription_update", 0);
+
+        var invoiceFirst = Paid(Apply(trial));
+        Assert.That((invoiceFirst.PeriodStart, invoiceFirst.PeriodEnd), Is.EqualTo((T0, T0.AddDays(14))), "the invoice alone moves nothing");
+        var then = SubscriberTransitions.Apply(invoiceFirst, shortened, Catalog);
+        var updateFirst = Paid(Apply(trial, shortened));
+        Assert.That((then.PeriodStart, then.PeriodEnd), Is.EqualTo((T0, T0.AddDays(7))));
+        Assert.That((updateFirst.PeriodStart, updateFirst.PeriodEnd), Is.EqualTo((T0, T0.AddDays(7))));
+
+        // An upgrade that ends the trial now is charged, and that invoice does start the new period.
+        var ended = SubscriberTransitions.Renew(Apply(trial), "sub_1", T0.AddDays(2), T0.AddDays(2).AddMonths(1), T0.AddDays(2), "subscription_update", 2000);
+        Assert.That((ended.PeriodStart, ended.PeriodEnd), Is.EqualTo((T0.AddDays(2), T0.AddDays(2).AddMonths(1))));
+    }
+
+    [Test]
     public void A_status_change_seen_after_the_renewal_keeps_the_renewed_period()
     {
         var state = Apply(Change("active", 1, 0));

@@ -92,7 +92,7 @@ public sealed class SubscriberEventsHandler(Inbox inbox, SubscriberStore subscri
             }
             var now = clock.GetUtcNow();
             var state = await subscribers.LockAsync(connection, transaction, e.UserId, now, ct);
-            var next = SubscriberTransitions.Renew(state, e.SubscriptionId, e.PeriodStart, e.PeriodEnd, e.OccurredAt);
+            var next = SubscriberTransitions.Renew(state, e.SubscriptionId, e.PeriodStart, e.PeriodEnd, e.OccurredAt, e.BillingReason, e.AmountPaid);
             if (next != state)
             {
                 await subscribers.SaveAsync(connection, transaction, next, now, ct);

@@ -118,13 +118,16 @@ public static class SubscriberTransitions
     /// Stripe event that made it re-read the subscription, which can be the moment the renewal failed).
     /// </summary>
     public static SubscriberState Renew(SubscriberState state, string? subscriptionId, DateTimeOffset periodStart, DateTimeOffset periodEnd,
-        DateTimeOffset paidAt)
+        DateTimeOffset paidAt, string? billingReason = null, long? amountPaid = null)
     {
         if (subscriptionId is null || !string.Equals(state.SubscriptionId, subscriptionId, StringComparison.Ordinal) || periodEnd <= periodStart)
         {
             return state;
         }
-        var next = state.PeriodEnd is { } end && periodEnd <= end && (periodEnd == end || !(periodStart > state.PeriodStart))
+        // A $0 invoice of a change during a trial pays for no new period: a shortened trial's runs from the change to the
+        // new trial end, while the trial's period still starts where it started (the subscription's update says so).
+        var trialChange = state.Status == "trialing" && billingReason == "subscription_update" && amountPaid == 0;
+        var next = trialChange || (state.PeriodEnd is { } end && periodEnd <= end && (periodEnd == end || !(periodStart > state.PeriodStart)))
             ? state // an earlier period's invoice, or a proration within the current period (it ends where the period ends)
             : state with { PeriodStart = periodStart, PeriodEnd = periodEnd };
         // An earlier period's invoice ends where the current period starts (a minute's slack for stored times), and paying
@@ -162,12 +165,14 @@ public static class SubscriberTransitions
         s.SuspendedAt is { } at && Recovered(s.Status) && s.StatusOccurredAt > at ? null : s.SuspendedAt;
 
     /// <summary>
-    /// The period [<paramref name="start"/>, <paramref name="end"/>) is older than the stored one: it ends earlier and does
-    /// not start later. One that ends earlier but starts later is newer — a change of billing interval resets the billing
-    /// cycle (a yearly plan changed to a monthly one mid-year: the new period starts now and ends in a month).
+    /// The period [<paramref name="start"/>, <paramref name="end"/>) is older than the stored one: it ends earlier and
+    /// starts earlier. One that ends earlier but starts later is newer — a change of billing interval resets the billing
+    /// cycle (a yearly plan changed to a monthly one mid-year: the new period starts now and ends in a month) — and one
+    /// that starts at the same moment is the same period, ending where the newer change says: a trial shortened by an
+    /// upgrade to a plan with a shorter trial.
     /// </summary>
     private static bool Older(DateTimeOffset? start, DateTimeOffset? end, SubscriberState stored) =>
-        stored.PeriodEnd is { } storedEnd && end is { } e && storedEnd > e && !(start > stored.PeriodStart);
+        stored.PeriodEnd is { } storedEnd && end is { } e && storedEnd > e && !(start >= stored.PeriodStart);
 
     private static SubscriberAccess AccessOf(SubscriberState s)
     {
