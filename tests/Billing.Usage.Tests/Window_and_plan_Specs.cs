@@ -39,6 +39,33 @@ public class Windows_and_plans_of_a_richer_catalog
     }
 
     [Test]
+    public async Task A_commit_after_midnight_counts_in_the_day_it_was_reserved_in()
+    {
+        var user = UsageHost.NewUser();
+        var midnight = new DateTimeOffset(Host.Clock.GetUtcNow().UtcDateTime.Date.AddDays(1), TimeSpan.Zero);
+        Host.Clock.Advance(midnight.AddSeconds(-30) - Host.Clock.GetUtcNow());
+        try
+        {
+            var (reservedStatus, reserved) = await Reserving_for_a_streaming_call.ReserveAsync(Host, user, 2, meter: "chat.message");
+            Assert.That(reservedStatus, Is.EqualTo(HttpStatusCode.OK), reserved.ToString());
+            Assert.That(reserved.GetProperty("remaining").GetInt64(), Is.EqualTo(1), "3 a day, 2 held");
+
+            Host.Clock.Advance(TimeSpan.FromSeconds(60)); // the stream ends after midnight
+            var (status, body) = await Reserving_for_a_streaming_call.SettleAsync(Host, reserved.GetProperty("reservationId").GetString()!, "commit", 1);
+
+            Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
+            Assert.That((body.GetProperty("committed").GetInt64(), body.GetProperty("remaining").GetInt64()), Is.EqualTo((1L, 2L)),
+                "counted in the day it was reserved in; remaining is that day's");
+            var today = await Host.MeterAsync(user, "chat.message");
+            Assert.That((today.GetProperty("used").GetInt64(), today.GetProperty("remaining").GetInt64()), Is.EqualTo((0L, 3L)), "the new day is untouched");
+        }
+        finally
+        {
+            Host.Clock.Reset();
+        }
+    }
+
+    [Test]
     public async Task A_null_limit_is_unlimited_but_still_counted()
     {
         var user = UsageHost.NewUser();
