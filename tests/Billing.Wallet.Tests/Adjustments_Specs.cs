@@ -62,13 +62,20 @@ public sealed class Adjusting_a_balance
         var user = WalletHost.NewUser();
         await Host.GrantAsync(user, 100);
 
-        var (status, problem) = await AdjustAsync(user, -101, WalletHost.NewKey());
+        var key = WalletHost.NewKey();
+        var (status, problem) = await AdjustAsync(user, -101, key);
 
         Assert.That(status, Is.EqualTo(HttpStatusCode.Conflict));
         Assert.That(problem.GetProperty("code").GetString(), Is.EqualTo("insufficient_tokens"));
         Assert.That(problem.GetProperty("balance").GetInt64(), Is.EqualTo(100));
         Assert.That(await Host.BalanceAsync(user), Is.EqualTo(100));
         Assert.That(await Host.TransactionsAsync(user), Has.Count.EqualTo(1));
+
+        // The refusal used nothing, not even the key: the same correction goes through once the wallet holds enough.
+        await Host.GrantAsync(user, 1);
+        var (again, _) = await AdjustAsync(user, -101, key);
+        Assert.That(again, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That(await Host.BalanceAsync(user), Is.EqualTo(0));
     }
 
     [Test]
