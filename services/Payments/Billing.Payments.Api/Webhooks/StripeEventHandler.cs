@@ -53,10 +53,13 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                 var trialing = await SyncSubscriptionAsync(c, tx, id, e, ct);
                 if (trialing is { Status: "trialing", TrialEnd: { } trialEnd })
                 {
+                    // "Add a card or the trial ends" or "your card will be charged": a trial can start without a card.
+                    var onFile = await PaymentMethods.OnFileAsync(
+                        await calls.RunAsync(t => new SubscriptionService(stripe).GetAsync(id, cancellationToken: t), ct), stripe, calls, ct);
                     await EnqueueAsync(c, tx, new SubscriptionTrialEndingAnnounced
                     {
                         UserId = trialing.UserId, SubscriptionId = trialing.SubscriptionId, PlanId = trialing.PlanId, TrialEnd = trialEnd,
-                        OccurredAt = e.StripeCreated, StripeEventId = e.Id,
+                        HasPaymentMethod = onFile, OccurredAt = e.StripeCreated, StripeEventId = e.Id,
                     }, Outbox.MessageId(e.Id, nameof(SubscriptionTrialEndingAnnounced)), ct);
                 }
                 break;

@@ -112,17 +112,6 @@ public static class LifecycleEndpoints
 
     private const string LoggerName = "Billing.Subscriptions.Lifecycle";
 
-    /// <summary>Whether Stripe has something to charge: the subscription's default payment method, or its customer's.</summary>
-    private static async Task<bool> HasPaymentMethodAsync(Subscription subscription, IStripeClient stripe, StripeCalls calls, CancellationToken ct)
-    {
-        if (!string.IsNullOrEmpty(subscription.DefaultPaymentMethodId) || !string.IsNullOrEmpty(subscription.DefaultSourceId))
-        {
-            return true;
-        }
-        var customer = await calls.RunAsync(c => new CustomerService(stripe).GetAsync(subscription.CustomerId, cancellationToken: c), ct);
-        return !string.IsNullOrEmpty(customer.InvoiceSettings?.DefaultPaymentMethodId) || !string.IsNullOrEmpty(customer.DefaultSourceId);
-    }
-
     private static async Task<IResult> ChangeAsync(ChangeRequest? request, ClaimsPrincipal user, SubscriptionStore store, IStripeClient stripe,
         StripeCalls calls, BillingCatalog catalog, StripePrices prices, CheckoutLocks locks, RetiredPrices retired, ILoggerFactory loggers, TimeProvider clock,
         CancellationToken ct)
@@ -187,7 +176,7 @@ public static class LifecycleEndpoints
             return SubscriptionChanging();
         }
         if (kind == PlanChangeKind.Upgrade && TrialEndFor(subscription, plan, clock.GetUtcNow()).Now
-            && !await HasPaymentMethodAsync(subscription, stripe, calls, ct))
+            && !await PaymentMethods.OnFileAsync(subscription, stripe, calls, ct))
         {
             // A trial started without a card (a plan whose trial needs none): ending it now charges the new plan in full,
             // and there is nothing to charge. Stripe would refuse the payment; asking for a card says what to do.
