@@ -181,7 +181,7 @@ public static class LifecycleEndpoints
             // A trial started without a card (a plan whose trial needs none): ending it now charges the new plan in full,
             // and there is nothing to charge. Stripe would refuse the payment; asking for a card says what to do.
             return Problems.Problem(409, "payment_method_required", "Add a card before this upgrade.",
-                "The upgrade ends your free trial and charges the new plan now, and no card is on file: add one (POST /api/billing-portal), then upgrade. The trial goes on meanwhile.");
+                "The upgrade ends your free trial and charges the new plan now, and no card is on file. Add one in the billing portal, then upgrade; your trial goes on meanwhile.");
         }
         if (kind == PlanChangeKind.None)
         {
