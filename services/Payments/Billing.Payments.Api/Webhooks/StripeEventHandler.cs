@@ -50,12 +50,12 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
                 await SyncSubscriptionAsync(c, tx, id, e, ct);
                 break;
             case StripeEventTypes.SubscriptionTrialWillEnd:
-                var trialing = await SyncSubscriptionAsync(c, tx, id, e, ct);
+                var read = await calls.RunAsync(t => new SubscriptionService(stripe).GetAsync(id, cancellationToken: t), ct);
+                var trialing = await SyncSubscriptionAsync(c, tx, read, e, ct);
                 if (trialing is { Status: "trialing", TrialEnd: { } trialEnd })
                 {
                     // "Add a card or the trial ends" or "your card will be charged": a trial can start without a card.
-                    var onFile = await PaymentMethods.OnFileAsync(
-                        await calls.RunAsync(t => new SubscriptionService(stripe).GetAsync(id, cancellationToken: t), ct), stripe, calls, ct);
+                    var onFile = await PaymentMethods.OnFileAsync(read, stripe, calls, ct);
                     await EnqueueAsync(c, tx, new SubscriptionTrialEndingAnnounced
                     {
                         UserId = trialing.UserId, SubscriptionId = trialing.SubscriptionId, PlanId = trialing.PlanId, TrialEnd = trialEnd,
@@ -101,9 +101,13 @@ public sealed class StripeEventHandler(IStripeClient stripe, StripeCalls calls, 
     }
 
     /// <summary>Re-reads the subscription and publishes what changed since Payments last published it.</summary>
-    public async Task<SubscriptionSnapshot> SyncSubscriptionAsync(NpgsqlConnection c, NpgsqlTransaction tx, string subscriptionId, StoredEvent e, CancellationToken ct)
+    public async Task<SubscriptionSnapshot> SyncSubscriptionAsync(NpgsqlConnection c, NpgsqlTransaction tx, string subscriptionId, StoredEvent e, CancellationToken ct) =>
+        await SyncSubscriptionAsync(c, tx, await calls.RunAsync(t => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: t), ct), e, ct);
+
+    /// <summary>Publishes what changed in the subscription, as just read from Stripe, since Payments last published it.</summary>
+    private async Task<SubscriptionSnapshot> SyncSubscriptionAsync(NpgsqlConnection c, NpgsqlTransaction tx, Subscription subscription, StoredEvent e, CancellationToken ct)
     {
-        var subscription = await calls.RunAsync(t => new SubscriptionService(stripe).GetAsync(subscriptionId, cancellationToken: t), ct);
+        var subscriptionId = subscription.Id;
         var snapshot = await SnapshotAsync(subscription, ct);
 
         var row = await c.QuerySingleOrDefaultAsync<(string Snapshot, bool Activated, bool Ended, long Sequence)?>(new CommandDefinition(

@@ -175,8 +175,9 @@ public static class LifecycleEndpoints
         {
             return SubscriptionChanging();
         }
-        if (kind == PlanChangeKind.Upgrade && TrialEndFor(subscription, plan, clock.GetUtcNow()).Now
-            && !await PaymentMethods.OnFileAsync(subscription, stripe, calls, ct))
+        // What an upgrade does to a trial, decided once: the card check below and the update agree on it.
+        var trial = TrialEndFor(subscription, plan, clock.GetUtcNow());
+        if (kind == PlanChangeKind.Upgrade && trial.Now && !await PaymentMethods.OnFileAsync(subscription, stripe, calls, ct))
         {
             // A trial started without a card (a plan whose trial needs none): ending it now charges the new plan in full,
             // and there is nothing to charge. Stripe would refuse the payment; asking for a card says what to do.
@@ -236,7 +237,7 @@ public static class LifecycleEndpoints
             options.ProrationBehavior = "always_invoice";
             options.PaymentBehavior = "error_if_incomplete"; // a declined card changes nothing
             EntitledPlans.Clear(options.Metadata);
-            var (endTrialNow, trialEndsAt) = TrialEndFor(subscription, plan, clock.GetUtcNow());
+            var (endTrialNow, trialEndsAt) = trial;
             if (endTrialNow)
             {
                 options.TrialEnd = SubscriptionTrialEnd.Now; // Stripe starts a paid period now, charged in full
