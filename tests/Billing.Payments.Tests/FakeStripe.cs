@@ -272,6 +272,14 @@ public sealed class FakeStripe : IDisposable
         };
     }
 
+    /// <summary>An event of <paramref name="type"/> about <paramref name="obj"/> (its snapshot), as Stripe sends it.</summary>
+    public static string Event(string eventId, string type, JsonObject obj, long? created = null) => new JsonObject
+    {
+        ["id"] = eventId, ["object"] = "event", ["api_version"] = "2026-10-28.endive", ["created"] = created ?? DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+        ["data"] = new JsonObject { ["object"] = obj.DeepClone() }, ["livemode"] = false, ["pending_webhooks"] = 1,
+        ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null }, ["type"] = type,
+    }.ToJsonString();
+
     /// <summary>The <c>customer.subscription.updated</c> event Stripe sends about it (its snapshot is never trusted).</summary>
     public static string UpdatedEvent(string eventId, JsonObject subscription) => new JsonObject
     {

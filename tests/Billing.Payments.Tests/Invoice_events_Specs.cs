@@ -175,12 +175,7 @@ public class Invoice_events_read_the_invoice_again : WithFakeStripe
     private async Task<string> SendAsync(string type, JsonObject invoice)
     {
         var eventId = "evt_" + Guid.NewGuid().ToString("N")[..14];
-        var body = new JsonObject
-        {
-            ["id"] = eventId, ["object"] = "event", ["api_version"] = "2026-10-28.endive", ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            ["data"] = new JsonObject { ["object"] = invoice.DeepClone() }, ["livemode"] = false, ["pending_webhooks"] = 1,
-            ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null }, ["type"] = type,
-        }.ToJsonString();
+        var body = FakeStripe.Event(eventId, type, invoice);
         var (status, answer, _) = await Payments.SendWebhookAsync(body);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
         return eventId;

@@ -372,14 +372,7 @@ public class Refunding_a_payment_with_an_idempotency_key : WithFakeStripe
     /// <summary>Sends Stripe's signed event of <paramref name="type"/> about the object Stripe's API has at <paramref name="path"/>.</summary>
     private async Task WebhookAsync(string type, string path)
     {
-        var body = new JsonObject
-        {
-            ["id"] = "evt_" + Guid.NewGuid().ToString("N")[..14], ["object"] = "event", ["api_version"] = "2026-10-28.endive",
-            ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            ["data"] = new JsonObject { ["object"] = FakeStripe.ObjectAt(path).DeepClone() },
-            ["livemode"] = false, ["pending_webhooks"] = 1, ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
-            ["type"] = type,
-        }.ToJsonString();
+        var body = FakeStripe.Event("evt_" + Guid.NewGuid().ToString("N")[..14], type, FakeStripe.ObjectAt(path));
         var (status, answer, _) = await Payments.SendWebhookAsync(body);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
     }

@@ -12,14 +12,7 @@ namespace Billing.Payments.Tests;
 [NonParallelizable]
 public class A_downgrade_waiting_in_a_subscription_schedule : WithFakeStripe
 {
-    private static string ScheduleEvent(string eventId, string type, JsonObject schedule) => new JsonObject
-    {
-        ["id"] = eventId, ["object"] = "event", ["api_version"] = "2026-10-28.endive", ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-        ["data"] = new JsonObject { ["object"] = schedule.DeepClone() },
-        ["livemode"] = false, ["pending_webhooks"] = 1,
-        ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null },
-        ["type"] = type,
-    }.ToJsonString();
+    private static string ScheduleEvent(string eventId, string type, JsonObject schedule) => FakeStripe.Event(eventId, type, schedule);
 
     private static JsonObject Phase(long start, long end, string priceId) => new()
     {

@@ -48,12 +48,7 @@ public class A_token_pack_checkout
             ["subscription"] = null, ["livemode"] = false, ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(), ["metadata"] = metadata,
         };
         _stripe.Object("/v1/checkout/sessions/cs_" + n, session);
-        var body = new JsonObject
-        {
-            ["id"] = "evt_" + n, ["object"] = "event", ["api_version"] = "2026-10-28.endive", ["created"] = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            ["data"] = new JsonObject { ["object"] = session.DeepClone() }, ["livemode"] = false, ["pending_webhooks"] = 1,
-            ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null }, ["type"] = "checkout.session.completed",
-        }.ToJsonString();
+        var body = FakeStripe.Event("evt_" + n, "checkout.session.completed", session);
         var (status, answer, _) = await _payments.SendWebhookAsync(body);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), answer);
         return "cs_" + n;

@@ -33,12 +33,7 @@ public class Announcing_a_trial_s_end : WithFakeStripe
             ["livemode"] = false, ["metadata"] = new JsonObject { ["userId"] = "u-" + n },
         });
         var eventId = "evt_" + Guid.NewGuid().ToString("N")[..14];
-        var body = new JsonObject
-        {
-            ["id"] = eventId, ["object"] = "event", ["api_version"] = "2026-10-28.endive", ["created"] = now,
-            ["data"] = new JsonObject { ["object"] = subscription.DeepClone() }, ["livemode"] = false, ["pending_webhooks"] = 1,
-            ["request"] = new JsonObject { ["id"] = null, ["idempotency_key"] = null }, ["type"] = "customer.subscription.trial_will_end",
-        }.ToJsonString();
+        var body = FakeStripe.Event(eventId, "customer.subscription.trial_will_end", subscription, now);
 
         var (status, answer, _) = await Payments.SendWebhookAsync(body);
 
