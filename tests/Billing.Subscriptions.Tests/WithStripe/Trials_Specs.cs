@@ -11,13 +11,14 @@ public class Starting_a_checkout_with_a_trial
 {
     private static SubscriptionsHost Host => Hosts.Subscriptions;
 
-    /// <summary>The user's Pro monthly checkout through Billing, paid on the hosted page: Stripe's subscription.</summary>
-    internal static async Task<Subscription> CheckoutAndPayAsync(string user)
+    /// <summary>The user's monthly checkout through Billing (Pro unless said), paid on the hosted page (an empty card: none
+    /// given): Stripe's subscription.</summary>
+    internal static async Task<Subscription> CheckoutAndPayAsync(string user, string planId = "pro", string card = "4242424242424242")
     {
-        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "pro", interval = "month" });
+        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId, interval = "month" });
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
         var sessionId = body.GetProperty("checkoutSessionId").GetString()!;
-        using var paid = await Host.PayAsync(sessionId);
+        using var paid = await Host.PayAsync(sessionId, card);
         Assert.That((int)paid.StatusCode, Is.EqualTo(303), await paid.Content.ReadAsStringAsync());
         var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
         return await new SubscriptionService(Host.Stripe).GetAsync(session.SubscriptionId);
@@ -128,15 +129,10 @@ public class A_trial_without_a_card
     private static async Task<(string User, Subscription Trialing)> StartWithoutCardAsync()
     {
         var user = SubscriptionsHost.NewUser();
-        var (status, body) = await Host.PostAsync(user, "/api/subscriptions/checkout", new { planId = "lite", interval = "month" });
-        Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToString());
-        var sessionId = body.GetProperty("checkoutSessionId").GetString()!;
-        var session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
-        Assert.That(session.PaymentMethodCollection, Is.EqualTo("if_required"));
-        using var started = await Host.PayAsync(sessionId, card: "");
-        Assert.That((int)started.StatusCode, Is.EqualTo(303), await started.Content.ReadAsStringAsync());
-        session = await new global::Stripe.Checkout.SessionService(Host.Stripe).GetAsync(sessionId);
-        var trialing = await new SubscriptionService(Host.Stripe).GetAsync(session.SubscriptionId);
+        var trialing = await Starting_a_checkout_with_a_trial.CheckoutAndPayAsync(user, "lite", card: "");
+        var sessions = await new global::Stripe.Checkout.SessionService(Host.Stripe).ListAsync(
+            new global::Stripe.Checkout.SessionListOptions { Subscription = trialing.Id });
+        Assert.That(sessions.Data.Single().PaymentMethodCollection, Is.EqualTo("if_required"));
         Assert.That((trialing.Status, trialing.TrialSettings.EndBehavior.MissingPaymentMethod), Is.EqualTo(("trialing", "cancel")));
         await SubscriptionsHost.SaveLocalAsync(user, "lite", trialing, sequence: 1);
         return (user, trialing);
