@@ -666,7 +666,8 @@ public sealed partial class BillingEngine(SimState state, StripeJson json)
         if (noPaymentMethod && sub.MissingPaymentMethod == "pause")
         {
             sub.Status = "paused";
-            state.Emit("customer.subscription.paused", json.Subscription(sub), Diff(previous, json.Subscription(sub)));
+            var paused = json.Subscription(sub);
+            state.Emit("customer.subscription.paused", paused, Diff(previous, paused));
             return;
         }
         var item = sub.Item;
