@@ -134,13 +134,8 @@ public sealed class CachingTokenHandler(TokenHandler inner, TimeSpan maxAge, Tim
         }
 
         var result = await inner.ValidateTokenAsync(token, validationParameters);
-        if (result.IsValid && result.SecurityToken is { ValidTo: var validTo } && validTo > DateTime.MinValue)
+        if (RememberUntil(result, now) is { } until)
         {
-            var until = new DateTimeOffset(DateTime.SpecifyKind(validTo, DateTimeKind.Utc));
-            if (until > now + maxAge)
-            {
-                until = now + maxAge;
-            }
             if (_valid.Count >= MaxEntries)
             {
                 _valid.Clear();
@@ -149,6 +144,20 @@ public sealed class CachingTokenHandler(TokenHandler inner, TimeSpan maxAge, Tim
         }
         return result;
     }
+
+    /// <summary>How long a validation may be remembered: <c>maxAge</c> from <paramref name="now"/>, never past the token's expiry; null for a failure.</summary>
+    internal DateTimeOffset? RememberUntil(TokenValidationResult result, DateTimeOffset now)
+    {
+        if (!result.IsValid || result.SecurityToken is not { ValidTo: var validTo } || validTo <= DateTime.MinValue)
+        {
+            return null;
+        }
+        var until = new DateTimeOffset(DateTime.SpecifyKind(validTo, DateTimeKind.Utc));
+        return until > now + maxAge ? now + maxAge : until;
+    }
+
+    /// <summary>The clock the remembered validations expire by.</summary>
+    internal TimeProvider Time => time;
 
     public override SecurityToken ReadToken(string token) => inner.ReadToken(token);
 
