@@ -67,8 +67,17 @@ public static class CorrelationId
     public static IDisposable? Begin(HttpContext context, ILogger logger)
     {
         var incoming = context.Request.Headers[Header];
-        var id = incoming.Count == 1 && IsWellFormed(incoming[0]) ? incoming[0]! : Guid.NewGuid().ToString("N");
+        var id = Take(incoming.Count == 1 ? incoming[0] : null);
+        Adopt(context, id);
+        return BeginScope(id, logger);
+    }
 
+    /// <summary>The id a request carries when it is well-formed; otherwise a new one.</summary>
+    public static string Take(string? incoming) => IsWellFormed(incoming) ? incoming! : Guid.NewGuid().ToString("N");
+
+    /// <summary>Puts <paramref name="id"/> on the request (<see cref="Get"/>) and, when it starts, the response.</summary>
+    public static void Adopt(HttpContext context, string id)
+    {
         // Replace whatever the client sent, so a proxy behind us forwards exactly this one value.
         context.Request.Headers[Header] = id;
         context.Items[LogProperty] = id;
@@ -79,6 +88,14 @@ public static class CorrelationId
             ctx.Response.Headers[Header] = value;
             return Task.CompletedTask;
         }, (context, id));
+    }
+
+    /// <summary>
+    /// <paramref name="id"/> on the current span and <see cref="Current"/>; returns the log scope that carries it, to
+    /// dispose when the work ends (<see cref="Begin"/> without a request: a consume of a gateway's batch).
+    /// </summary>
+    public static IDisposable? BeginScope(string id, ILogger logger)
+    {
         Activity.Current?.SetTag(SpanTag, id);
         Current = id;
         return logger.BeginScope(new CorrelationScope(id));

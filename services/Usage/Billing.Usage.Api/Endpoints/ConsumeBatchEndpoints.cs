@@ -1,10 +1,13 @@
 using System.Diagnostics;
+using System.Security.Claims;
+using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Consuming;
 using Billing.Usage.Api.Spending;
 using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
 namespace Billing.Usage.Api.Endpoints;
@@ -135,7 +138,7 @@ public static class ConsumeBatchEndpoints
 /// straight to the consume endpoint's code (with its correlation id, and the exception handling of the pipeline); any
 /// other goes through the captured pipeline, whose middleware refuses it exactly as it refuses one sent alone.
 /// </summary>
-public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortcut bearer, ConsumeHandler handler, SpendWriter writer, IEnumerable<IExceptionHandler> exceptionHandlers,
+public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortcut bearer, ConsumeHandler handler, IEnumerable<IExceptionHandler> exceptionHandlers,
     IProblemDetailsService problems, ILogger<ConsumeBatchRunner> logger)
 {
     private static readonly ActivitySource Source = new(BillingTelemetry.Prefix + ".Usage.ConsumeBatch");
@@ -160,6 +163,88 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortc
 
     private async Task<BatchedResponse> AnswerAsync(BatchOrigin batch, BatchedRequest item, SpendWriter.ComingSpend coming)
     {
+        // The consume's own span, a child of the gateway's span of the same consume (its traceparent), as a proxied request's would be.
+        using var activity = StartActivity(item.Headers);
+        BatchedResponse response;
+        if (IsJson(item.Headers.GetValueOrDefault("Content-Type"))
+            && await bearer.AuthorizeAsync(item.Headers.GetValueOrDefault("Authorization"), BillingPolicies.Usage) is { } user)
+        {
+            response = await ConsumeAsync(batch, item, coming, user);
+        }
+        else
+        {
+            var context = ContextFor(batch, item, coming);
+            await RunPipelineAsync(context);
+            response = ResponseOf(context);
+        }
+        activity?.SetTag("http.response.status_code", response.Status);
+        return response;
+    }
+
+    /// <summary>
+    /// The consume endpoint's code, with the correlation id and exception handling the middleware would give it. An
+    /// allowed spend (nearly every consume) is answered straight from the handler's JSON; anything else — a refusal, a
+    /// problem, an exception — is written by the same code as for a consume sent alone, on a request made for it then.
+    /// </summary>
+    private async Task<BatchedResponse> ConsumeAsync(BatchOrigin batch, BatchedRequest item, SpendWriter.ComingSpend coming, ClaimsPrincipal user)
+    {
+        var correlationId = CorrelationId.Take(item.Headers.GetValueOrDefault(CorrelationId.Header));
+        using (CorrelationId.BeginScope(correlationId, logger))
+        {
+            IResult result;
+            try
+            {
+                var (request, errors) = ConsumeRequestReader.Read(item.Body);
+                result = await ConsumeEndpoints.DecideAsync(request, errors, handler, coming, batch.Aborted);
+                if (result is ContentHttpResult { StatusCode: StatusCodes.Status200OK, ResponseContent: { } body, ContentType: { } type })
+                {
+                    return new BatchedResponse(StatusCodes.Status200OK, new Dictionary<string, string> { ["Content-Type"] = type }, Encoding.UTF8.GetBytes(body));
+                }
+            }
+            catch (Exception ex) when (!batch.Aborted.IsCancellationRequested)
+            {
+                var failed = ContextFor(batch, item, coming, user, correlationId);
+                await HandleAsync(failed, ex);
+                return ResponseOf(failed);
+            }
+
+            var context = ContextFor(batch, item, coming, user, correlationId);
+            try
+            {
+                await result.ExecuteAsync(context);
+            }
+            catch (Exception ex) when (!batch.Aborted.IsCancellationRequested)
+            {
+                await HandleAsync(context, ex);
+            }
+            return ResponseOf(context);
+        }
+    }
+
+    /// <summary>As UseExceptionHandler does: the registered handlers first, else a 500 problem.</summary>
+    private async Task HandleAsync(HttpContext context, Exception ex)
+    {
+        context.Response.Clear();
+        context.Response.StatusCode = StatusCodes.Status500InternalServerError;
+        foreach (var exceptionHandler in _exceptionHandlers)
+        {
+            if (await exceptionHandler.TryHandleAsync(context, ex, context.RequestAborted))
+            {
+                return;
+            }
+        }
+        logger.LogError(ex, "An unhandled exception has occurred while executing a batched consume");
+        await problems.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = context,
+            Exception = ex,
+            ProblemDetails = new ProblemDetails { Status = StatusCodes.Status500InternalServerError },
+        });
+    }
+
+    /// <summary>A request of its own for a consume of the batch (its answer is written to memory).</summary>
+    private static DefaultHttpContext ContextFor(BatchOrigin batch, BatchedRequest item, SpendWriter.ComingSpend coming)
+    {
         var context = new DefaultHttpContext { RequestServices = batch.Services, RequestAborted = batch.Aborted };
         var request = context.Request;
         request.Method = HttpMethods.Post;
@@ -178,57 +263,23 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortc
         request.ContentLength = item.Body.Length;
         context.Connection.RemoteIpAddress = batch.RemoteIpAddress;
         context.Connection.RemotePort = batch.RemotePort;
-        using var answer = new MemoryStream();
-        context.Response.Body = answer;
+        context.Response.Body = new MemoryStream();
         context.Items[ConsumeBatchEndpoints.ComingKey] = coming;
-
-        // The consume's own span, a child of the gateway's span of the same consume (its traceparent), as a proxied request's would be.
-        using var activity = StartActivity(item.Headers);
-        if (IsJson(request.ContentType) && await bearer.AuthorizeAsync(request.Headers.Authorization, BillingPolicies.Usage) is { } user)
-        {
-            context.User = user;
-            await ConsumeAsync(context);
-        }
-        else
-        {
-            await RunPipelineAsync(context);
-        }
-        activity?.SetTag("http.response.status_code", context.Response.StatusCode);
-        return new BatchedResponse(context.Response.StatusCode, ConsumeBatch.Pick(context.Response.Headers, ConsumeBatch.ResponseHeaders), answer.ToArray());
+        return context;
     }
 
-    /// <summary>The consume endpoint's code, with the correlation id and exception handling the middleware would give it.</summary>
-    private async Task ConsumeAsync(HttpContext context)
+    /// <summary>The request of a consume whose caller the shortcut has checked, with its correlation id.</summary>
+    private static DefaultHttpContext ContextFor(BatchOrigin batch, BatchedRequest item, SpendWriter.ComingSpend coming, ClaimsPrincipal user,
+        string correlationId)
     {
-        using (CorrelationId.Begin(context, logger))
-        {
-            try
-            {
-                var result = await ConsumeEndpoints.ConsumeAsync(context.Request, handler, writer, context.RequestAborted);
-                await result.ExecuteAsync(context);
-            }
-            catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested)
-            {
-                // As UseExceptionHandler does: the registered handlers first, else a 500 problem.
-                context.Response.Clear();
-                context.Response.StatusCode = StatusCodes.Status500InternalServerError;
-                foreach (var exceptionHandler in _exceptionHandlers)
-                {
-                    if (await exceptionHandler.TryHandleAsync(context, ex, context.RequestAborted))
-                    {
-                        return;
-                    }
-                }
-                logger.LogError(ex, "An unhandled exception has occurred while executing a batched consume");
-                await problems.TryWriteAsync(new ProblemDetailsContext
-                {
-                    HttpContext = context,
-                    Exception = ex,
-                    ProblemDetails = new ProblemDetails { Status = StatusCodes.Status500InternalServerError },
-                });
-            }
-        }
+        var context = ContextFor(batch, item, coming);
+        context.User = user;
+        CorrelationId.Adopt(context, correlationId);
+        return context;
     }
+
+    private static BatchedResponse ResponseOf(HttpContext context) => new(context.Response.StatusCode,
+        ConsumeBatch.Pick(context.Response.Headers, ConsumeBatch.ResponseHeaders), ((MemoryStream)context.Response.Body).ToArray());
 
     /// <summary>The whole middleware pipeline from <see cref="ConsumeBatchEndpoints.UseConsumeBatches"/> on (routing first), with a scope of its own.</summary>
     private async Task RunPipelineAsync(HttpContext context)
@@ -241,7 +292,8 @@ public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortc
 
     /// <summary>A body the consume endpoint accepts (<c>application/json</c>, with or without a charset); others are routed to its 415.</summary>
     private static bool IsJson(string? contentType) =>
-        Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var type) && type.IsSubsetOf(Json);
+        string.Equals(contentType, "application/json", StringComparison.OrdinalIgnoreCase)
+        || (Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var type) && type.IsSubsetOf(Json));
 
     private static readonly Microsoft.Net.Http.Headers.MediaTypeHeaderValue Json = new("application/json");
 

@@ -1,6 +1,7 @@
 using Billing.ServiceDefaults;
 using Billing.Usage.Api.Consuming;
 using Billing.Usage.Api.Spending;
+using Billing.Usage.Core.Consuming;
 
 namespace Billing.Usage.Api.Endpoints;
 
@@ -28,6 +29,13 @@ public static class ConsumeEndpoints
         // A batch announces its consumes before it runs them (ConsumeBatchEndpoints), so the writer waits for all of them.
         using var coming = http.HttpContext.Items[ConsumeBatchEndpoints.ComingKey] as SpendWriter.ComingSpend ?? writer.Expect();
         var (request, errors) = await ConsumeRequestReader.ReadAsync(http, cancellationToken);
+        return await DecideAsync(request, errors, handler, coming, cancellationToken);
+    }
+
+    /// <summary>A consume whose body has been read: its validation problem, or the handler's answer (and the metric).</summary>
+    internal static async Task<IResult> DecideAsync(ConsumeRequest? request, Dictionary<string, string[]> errors, ConsumeHandler handler,
+        SpendWriter.ComingSpend coming, CancellationToken cancellationToken)
+    {
         if (request is null)
         {
             return Problems.Validation(errors);

@@ -16,6 +16,31 @@ internal static class ConsumeRequestReader
     public static async Task<(ConsumeRequest? Request, Dictionary<string, string[]> Errors)> ReadAsync(HttpRequest http, CancellationToken cancellationToken)
     {
         var (request, _, errors) = await ReadAsync(http, withTtl: false, cancellationToken);
+        return Consume(request, errors);
+    }
+
+    /// <summary>A consume's body already in memory (a consume of a gateway's batch), read as <see cref="ReadAsync(HttpRequest, CancellationToken)"/> reads it.</summary>
+    public static (ConsumeRequest? Request, Dictionary<string, string[]> Errors) Read(ReadOnlyMemory<byte> body)
+    {
+        JsonDocument document;
+        try
+        {
+            // Without a byte order mark, which the stream reader skips too.
+            document = JsonDocument.Parse(body.Span.StartsWith(Utf8Bom) ? body[Utf8Bom.Length..] : body);
+        }
+        catch (JsonException)
+        {
+            var (_, _, errors) = NotJson();
+            return (null, errors);
+        }
+        var (request, _, found) = Read(document, withTtl: false);
+        return Consume(request, found);
+    }
+
+    private static ReadOnlySpan<byte> Utf8Bom => [0xEF, 0xBB, 0xBF];
+
+    private static (ConsumeRequest? Request, Dictionary<string, string[]> Errors) Consume(ConsumeRequest? request, Dictionary<string, string[]> errors)
+    {
         if (request?.IdempotencyKey.StartsWith(ReservedKeyPrefix, StringComparison.Ordinal) == true)
         {
             // A reservation's commit records its usage under this key: a consume must not take it (or be answered with it).
@@ -52,7 +77,6 @@ internal static class ConsumeRequestReader
     private static async Task<(ConsumeRequest? Request, int? TtlSeconds, Dictionary<string, string[]> Errors)> ReadAsync(HttpRequest http,
         bool withTtl, CancellationToken cancellationToken)
     {
-        var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
         JsonDocument document;
         try
         {
@@ -60,10 +84,21 @@ internal static class ConsumeRequestReader
         }
         catch (JsonException)
         {
-            errors["body"] = ["The body must be a JSON object: {\"userId\",\"meter\",\"quantity\",\"idempotencyKey\",\"groups\"?}."];
-            return (null, null, errors);
+            return NotJson();
         }
+        return Read(document, withTtl);
+    }
 
+    private static (ConsumeRequest? Request, int? TtlSeconds, Dictionary<string, string[]> Errors) NotJson() =>
+        (null, null, new Dictionary<string, string[]>(StringComparer.Ordinal)
+        {
+            ["body"] = ["The body must be a JSON object: {\"userId\",\"meter\",\"quantity\",\"idempotencyKey\",\"groups\"?}."],
+        });
+
+    /// <summary>Reads and disposes <paramref name="document"/>.</summary>
+    private static (ConsumeRequest? Request, int? TtlSeconds, Dictionary<string, string[]> Errors) Read(JsonDocument document, bool withTtl)
+    {
+        var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
         using (document)
         {
             var root = document.RootElement;
