@@ -38,7 +38,8 @@ USAGE_URL="http://127.0.0.1:${SERVICE_PORT[usage]}"
 GATEWAY_URL=$BILLING_GATEWAY_URL
 # A/B of gateway settings, side by side in the same rounds: start a second gateway yourself (the same environment as
 # the stack's, plus the setting to try, on another port), name it in BENCH_GATEWAY2_URL and add 'gateway2' to
-# BENCH_TARGETS. Its CPU column shows 0 for the gateway (only the stack's gateway is measured).
+# BENCH_TARGETS. Its CPU column shows 0 for the gateway unless BENCH_GATEWAY2_PIDS="<its pid> [<pid of the Usage behind it>]"
+# names the processes to measure instead of the stack's (to compare a second Usage behind a second gateway as well).
 target_url() { # <target> -> its base URL
   case $1 in
     usage) echo "$USAGE_URL" ;;
@@ -109,7 +110,7 @@ GATEWAY_PID=$(cat "$STACK_DIR/pids/gateway.pid")
 CLK_TCK=$(getconf CLK_TCK)
 
 snapshot() { # <load generator pid>: "pid group ticks" for PostgreSQL, Usage, the gateway and the load generator (one awk: fast under load)
-  awk -v u="$USAGE_PID" -v g="$GATEWAY_PID" -v l="$1" '
+  awk -v u="${MEASURED_USAGE_PID:-$USAGE_PID}" -v g="${MEASURED_GATEWAY_PID:-$GATEWAY_PID}" -v l="$1" '
     { pid = $1; group = ""
       if (pid == u) group = "usage"; else if (pid == g) group = "gateway"; else if (pid == l) group = "load"; else if ($2 == "(postgres)") group = "postgres"
       if (group != "") print pid, group, $14 + $15 }' /proc/[0-9]*/stat 2>/dev/null || true # a process that ends mid-read is skipped, not fatal
@@ -156,6 +157,8 @@ wrk_round() { # <target> <connections> <round>: against the pgbench figure of th
   local target=$1 c=$2 round=$3 url keys load out line stored rps ratio diff check cpu p99
   url=$(target_url "$target")
   keys="wrk-$RUN-$target-$c-$round"
+  MEASURED_GATEWAY_PID=; MEASURED_USAGE_PID=
+  [[ $target == gateway2 && -n ${BENCH_GATEWAY2_PIDS:-} ]] && read -r MEASURED_GATEWAY_PID MEASURED_USAGE_PID <<< "$BENCH_GATEWAY2_PIDS"
   wrk -t "$THREADS" -c "$c" -d "${DURATION}s" --timeout 10s -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "$keys" "$TOKEN" > "$LOGDIR/out" 2>&1 &
   load=$!
   measure_cpu "$load" "$DURATION" "$LOGDIR/cpu"
