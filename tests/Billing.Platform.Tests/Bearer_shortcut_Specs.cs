@@ -1,5 +1,4 @@
 using System.Security.Claims;
-using System.Text;
 using Billing.ServiceDefaults;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
@@ -7,7 +6,6 @@ using Microsoft.AspNetCore.Authorization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
-using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Billing.Platform.Tests;
@@ -82,23 +80,11 @@ public sealed class Bearer_shortcut_Specs
         Assert.That((validations.Calls, evaluations.Calls), Is.EqualTo((3, 3)), "remembered at 61 s only until the token's expiry at 90 s");
     }
 
-    private static (BearerShortcut Shortcut, CountingHandler Validations, CountingAuthorization Evaluations, ManualClock Clock) Create(TimeSpan maxAge)
+    private static (BearerShortcut Shortcut, CountingTokenHandler Validations, CountingAuthorization Evaluations, ManualClock Clock) Create(TimeSpan maxAge)
     {
-        var validations = new CountingHandler();
+        var validations = new CountingTokenHandler();
         var clock = new ManualClock { Now = Start };
-        var options = new JwtBearerOptions
-        {
-            MapInboundClaims = false,
-            TokenValidationParameters = new TokenValidationParameters
-            {
-                ValidIssuer = "billing-local",
-                ValidAudience = "billing",
-                IssuerSigningKey = new SymmetricSecurityKey(Encoding.UTF8.GetBytes(Key)),
-                ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
-                RequireExpirationTime = true,
-                NameClaimType = "sub",
-            },
-        };
+        var options = new JwtBearerOptions { MapInboundClaims = false, TokenValidationParameters = TestTokens.Parameters(Key) };
         options.TokenHandlers.Clear();
         options.TokenHandlers.Add(new CachingTokenHandler(validations, maxAge, clock));
 
@@ -112,27 +98,7 @@ public sealed class Bearer_shortcut_Specs
         return (shortcut, validations, evaluations, clock);
     }
 
-    private static string Token(string scope, DateTimeOffset expires) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
-    {
-        Issuer = "billing-local",
-        Audience = "billing",
-        Claims = new Dictionary<string, object> { ["sub"] = "u42", ["scope"] = scope },
-        IssuedAt = Start.UtcDateTime.AddMinutes(-1),
-        NotBefore = Start.UtcDateTime.AddMinutes(-1),
-        Expires = expires.UtcDateTime,
-        SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(Key)), SecurityAlgorithms.HmacSha256),
-    });
-
-    private sealed class CountingHandler : JsonWebTokenHandler
-    {
-        public int Calls { get; private set; }
-
-        public override Task<TokenValidationResult> ValidateTokenAsync(string token, TokenValidationParameters validationParameters)
-        {
-            Calls++;
-            return base.ValidateTokenAsync(token, validationParameters);
-        }
-    }
+    private static string Token(string scope, DateTimeOffset expires) => TestTokens.Signed(Key, scope, Start, expires);
 
     private sealed class CountingAuthorization(IAuthorizationService inner) : IAuthorizationService
     {
@@ -158,12 +124,5 @@ public sealed class Bearer_shortcut_Specs
         public JwtBearerOptions Get(string? name) => options;
 
         public IDisposable? OnChange(Action<JwtBearerOptions, string?> listener) => null;
-    }
-
-    private sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; }
-
-        public override DateTimeOffset GetUtcNow() => Now;
     }
 }

@@ -1,6 +1,4 @@
-using System.Text;
 using Billing.ServiceDefaults;
-using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Billing.Platform.Tests;
@@ -65,48 +63,14 @@ public sealed class Token_cache_Specs
         Assert.That(inner.Calls, Is.EqualTo(2), "past the token's expiry the real validation decides again");
     }
 
-    private static (CachingTokenHandler Cache, CountingHandler Inner, ManualClock Clock) Create(TimeSpan maxAge)
+    private static (CachingTokenHandler Cache, CountingTokenHandler Inner, ManualClock Clock) Create(TimeSpan maxAge)
     {
-        var inner = new CountingHandler();
+        var inner = new CountingTokenHandler();
         var clock = new ManualClock { Now = Start };
         return (new CachingTokenHandler(inner, maxAge, clock), inner, clock);
     }
 
-    private static TokenValidationParameters Parameters() => new()
-    {
-        ValidIssuer = "billing-local",
-        ValidAudience = "billing",
-        IssuerSigningKey = new SymmetricSecurityKey(Encoding.UTF8.GetBytes(Key)),
-        ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
-        RequireExpirationTime = true,
-    };
+    private static TokenValidationParameters Parameters() => TestTokens.Parameters(Key);
 
-    private static string Token(string key, DateTimeOffset expires) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
-    {
-        Issuer = "billing-local",
-        Audience = "billing",
-        Claims = new Dictionary<string, object> { ["sub"] = "u42", ["scope"] = "billing.usage" },
-        IssuedAt = Start.UtcDateTime.AddMinutes(-1),
-        NotBefore = Start.UtcDateTime.AddMinutes(-1),
-        Expires = expires.UtcDateTime,
-        SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(key)), SecurityAlgorithms.HmacSha256),
-    });
-
-    private sealed class CountingHandler : JsonWebTokenHandler
-    {
-        public int Calls { get; private set; }
-
-        public override Task<TokenValidationResult> ValidateTokenAsync(string token, TokenValidationParameters validationParameters)
-        {
-            Calls++;
-            return base.ValidateTokenAsync(token, validationParameters);
-        }
-    }
-
-    private sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; }
-
-        public override DateTimeOffset GetUtcNow() => Now;
-    }
+    private static string Token(string key, DateTimeOffset expires) => TestTokens.Signed(key, "billing.usage", Start, expires);
 }
