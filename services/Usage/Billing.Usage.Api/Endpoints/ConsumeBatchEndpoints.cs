@@ -134,9 +134,10 @@ public static class ConsumeBatchEndpoints
 }
 
 /// <summary>
-/// Runs one consume of a batch on a request of its own. A consume whose token is valid and carries the scope goes
-/// straight to the consume endpoint's code (with its correlation id, and the exception handling of the pipeline); any
-/// other goes through the captured pipeline, whose middleware refuses it exactly as it refuses one sent alone.
+/// Runs one consume of a batch. A consume whose token is valid and carries the scope goes straight to the consume
+/// endpoint's code (with its correlation id, and the exception handling of the pipeline), and gets a request of its own
+/// only when its answer is not an allowed spend; any other goes, on a request of its own, through the captured pipeline,
+/// whose middleware refuses it exactly as it refuses one sent alone.
 /// </summary>
 public sealed class ConsumeBatchRunner(IServiceScopeFactory scopes, BearerShortcut bearer, ConsumeHandler handler, IEnumerable<IExceptionHandler> exceptionHandlers,
     IProblemDetailsService problems, ILogger<ConsumeBatchRunner> logger)

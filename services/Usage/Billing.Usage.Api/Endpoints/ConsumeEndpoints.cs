@@ -23,7 +23,10 @@ public static class ConsumeEndpoints
         return app;
     }
 
-    /// <summary>One consume: reads the body, decides and spends (also for each consume of a gateway's batch).</summary>
+    /// <summary>
+    /// One consume: reads the body, decides and spends. A consume of a gateway's batch comes here only through the
+    /// pipeline; the batch runner's shortcut reads the body itself and calls <see cref="DecideAsync"/>.
+    /// </summary>
     internal static async Task<IResult> ConsumeAsync(HttpRequest http, ConsumeHandler handler, SpendWriter writer, CancellationToken cancellationToken)
     {
         // A batch announces its consumes before it runs them (ConsumeBatchEndpoints), so the writer waits for all of them.
