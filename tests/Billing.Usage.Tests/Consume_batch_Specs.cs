@@ -6,7 +6,7 @@ namespace Billing.Usage.Tests;
 /// <summary>
 /// Two requests under one idempotency key in two transactions at once (two replicas, or a retry racing its original):
 /// the one that commits the key second gives its spend back and answers what the first answered, and the rest of its
-/// batch is not affected.
+/// batch is not affected. The same when a key comes twice in one batch.
 /// </summary>
 [TestFixture]
 public class A_consume_batch
@@ -43,6 +43,40 @@ public class A_consume_batch
         Assert.That(answers[1], Does.StartWith("0|200|"), "the other spend of the batch is not affected");
         Assert.That(await Host.ScalarAsync($"SELECT used FROM usage_counters WHERE user_id = '{user}'"), Is.EqualTo(0), "the spend was given back");
         Assert.That(await Host.ScalarAsync($"SELECT used FROM usage_counters WHERE user_id = '{user}-2'"), Is.EqualTo(2));
+    }
+
+    [Test]
+    public async Task Answers_a_key_sent_twice_in_one_batch_as_its_first_spend_and_leaves_its_quantity_to_the_next()
+    {
+        // A retry that lands in the same batch as its original. 8 of 10 are used: the key spends 1, its repeat answers as
+        // it did (and spends nothing), so the next key still finds the last 1 left.
+        var user = UsageHost.NewUser();
+        var (key, next) = (UsageHost.NewKey(), UsageHost.NewKey());
+        await ConsumeManyAsync([new Spend(UsageHost.NewKey(), user, 8)]);
+
+        var answers = await ConsumeManyAsync([new Spend(key, user, 1), new Spend(key, user, 1), new Spend(next, user, 1)]);
+
+        Assert.That(answers[0], Does.StartWith("0|200|").And.Contain("|8|9|"), "the key spends once");
+        var first = answers[0].Split('|')[2];
+        Assert.That(answers[1], Is.EqualTo($"1|200|{first}|||{user}|ai.generation|1"), "its repeat answers what the first stored");
+        Assert.That(answers[2], Does.StartWith("0|200|").And.Contain("|9|10|"), "the next key gets the last one");
+        Assert.That(await Host.ScalarAsync($"SELECT used FROM usage_counters WHERE user_id = '{user}'"), Is.EqualTo(10));
+        Assert.That(await Host.ScalarAsync($"SELECT count(*) FROM consumptions WHERE user_id = '{user}' AND allowed"), Is.EqualTo(3));
+    }
+
+    [Test]
+    public async Task Answers_a_key_sent_twice_in_one_batch_as_its_first_spend_when_that_one_filled_the_window()
+    {
+        var user = UsageHost.NewUser();
+        var (key, next) = (UsageHost.NewKey(), UsageHost.NewKey());
+        await ConsumeManyAsync([new Spend(UsageHost.NewKey(), user, 9)]);
+
+        var answers = await ConsumeManyAsync([new Spend(key, user, 1), new Spend(key, user, 1), new Spend(next, user, 1)]);
+
+        Assert.That(answers[0], Does.StartWith("0|200|").And.Contain("|9|10|"));
+        Assert.That(answers[1], Is.EqualTo($"1|200|{answers[0].Split('|')[2]}|||{user}|ai.generation|1"), "allowed, as its first spend was");
+        Assert.That(answers[2], Is.EqualTo("0|402|{\"refused\":true}|||" + user + "|ai.generation|1"), "the window is full");
+        Assert.That(await Host.ScalarAsync($"SELECT used FROM usage_counters WHERE user_id = '{user}'"), Is.EqualTo(10));
     }
 
     /// <summary>Runs the spends as one batch, as the writer does (no subscriber row: version -1, limit 10).</summary>
