@@ -11,10 +11,16 @@
 # synchronous_commit on). Also prints where the CPU went, in µs per request (or per pgbench transaction): PostgreSQL
 # (all its processes), Usage, the gateway and the load generator, from /proc over the middle of each run; on a machine
 # whose cores are all busy, throughput is the cores divided by the sum of these.
+# And whether the host ran this machine at full speed: host-probe.c, pinned to each CPU at real-time priority, times a
+# fixed piece of arithmetic every millisecond during each measured run. On this virtual machine the host sometimes runs
+# every vCPU at about a tenth of its speed for 5-60 ms, and every request in flight waits for that (decision 0006,
+# twenty-third session). Each row's check says how long that lasted, and the p99 of that run's requests (by wrk's
+# per-request log) with and without the ones such a slowdown overlapped. BENCH_HOST_PROBE=0 leaves the probe out (it
+# needs cc, taskset and the right to use real-time priority, and uses ~2 % of each CPU).
 #
 #   tests/Benchmarks/consume-bench.sh                 # starts 'deploy/billing up --detach' if it is not running, stops it after
 #   BENCH_KEEP=1 keeps the run's spends and users in the database afterwards (by default they are deleted at the end).
-#   BENCH_DURATION=10 BENCH_ROUNDS=3 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 (45 when it starts the stack) BENCH_TARGETS="usage gateway" tests/Benchmarks/consume-bench.sh
+#   BENCH_DURATION=10 BENCH_ROUNDS=3 BENCH_CONNECTIONS="16 64" BENCH_USERS=20000 BENCH_WARMUP=15 (45 when it starts the stack) BENCH_TARGETS="usage gateway" BENCH_HOST_PROBE=1 tests/Benchmarks/consume-bench.sh
 #
 # Loopback only; every load is bounded by BENCH_DURATION seconds.
 set -euo pipefail
@@ -105,6 +111,70 @@ declare -i MISMATCHES=0
 declare -i NON_200=0
 LOGDIR=$(mktemp -d)
 
+# The host probe (host-probe.c): one per CPU, pinned, at real-time priority, during each measured run.
+PROBE=
+NCPU=$(nproc)
+declare -a PROBE_PIDS=()
+if [[ ${BENCH_HOST_PROBE:-1} == 1 ]]; then
+  if ! command -v cc > /dev/null || ! command -v taskset > /dev/null; then
+    echo "host probe: left out (it needs cc and taskset)"
+  elif ! chrt -f 50 true 2> /dev/null; then
+    echo "host probe: left out (real-time priority is not allowed here; at normal priority our own load would delay it)"
+  elif cc -O2 -o "$LOGDIR/host-probe" "$HERE/host-probe.c"; then
+    PROBE="$LOGDIR/host-probe"
+  fi
+fi
+probe_start() { # <seconds>
+  [[ -n $PROBE ]] || return 0
+  local i
+  rm -f "$LOGDIR"/probe.*
+  for ((i = 0; i < NCPU; i++)); do
+    taskset -c "$i" chrt -f 50 "$PROBE" "$1" > "$LOGDIR/probe.$i" 2> /dev/null &
+    PROBE_PIDS+=($!)
+  done
+}
+probe_wait() {
+  ((${#PROBE_PIDS[@]})) && wait "${PROBE_PIDS[@]}" 2> /dev/null
+  PROBE_PIDS=()
+  return 0
+}
+# <file of "start_us latency_us" per request> -> "<slowdowns> <ms slowed> <% of the run> <% of requests overlapped>
+# <p99 ms> <p99 ms of the others>". A slowdown: the probe's slow units (on any CPU) less than 5 ms apart, together
+# longer than 2 ms, within the run (from the first request's start to the last answer).
+host_report() {
+  [[ -n $PROBE && -s $1 ]] || return 0
+  local episodes="$LOGDIR/episodes"
+  awk '{ printf "%.0f %.0f\n", $1 * 1e6 - $2, $1 * 1e6 }' "$LOGDIR"/probe.* | sort -n | awk '
+    { if (n && $1 - e <= 5000) { if ($2 > e) e = $2 } else { if (n && e - s > 2000) print s, e; s = $1; e = $2; n = 1 } }
+    END { if (n && e - s > 2000) print s, e }' > "$episodes"
+  sort -n "$1" | awk -v episodes="$episodes" -v all="$LOGDIR/lat.all" -v clear="$LOGDIR/lat.clear" '
+    BEGIN { while ((getline line < episodes) > 0) { split(line, f, " "); m++; es[m] = f[1]; ee[m] = f[2] } j = 1 }
+    { start = $1; end = $1 + $2; if (NR == 1) first = start; if (end > last) last = end
+      while (j <= m && ee[j] < start) j++
+      hit = 0; for (k = j; k <= m && es[k] <= end; k++) if (ee[k] >= start) { hit = 1; break }
+      print $2 > all; if (hit) overlapped++; else print $2 > clear; n++ }
+    END { for (k = 1; k <= m; k++) if (ee[k] >= first && es[k] <= last) { count++; slowed += (ee[k] < last ? ee[k] : last) - (es[k] > first ? es[k] : first) }
+          printf "%d %.0f %.1f %.1f", count, slowed / 1000, 100 * slowed / (last - first), 100 * overlapped / n }'
+  printf ' %s %s' "$(percentile "$LOGDIR/lat.all" 99)" "$(percentile "$LOGDIR/lat.clear" 99)"
+  rm -f "$LOGDIR/lat.all" "$LOGDIR/lat.clear"
+}
+declare -A ROUND_P99_CLEAR
+declare -i HOST_SLOWED_MS=0 HOST_SLOWDOWNS=0 HOST_ROUNDS=0
+HOST_TEXT=
+host_check() { # <requests file> <row key or "">: sets HOST_TEXT, the text for the row's check column (not in a subshell:
+  # it adds to the totals)
+  local report
+  HOST_TEXT=
+  report=$(host_report "$1")
+  [[ -n $report ]] || return 0
+  local count ms pct overlapped p99 p99clear
+  read -r count ms pct overlapped p99 p99clear <<< "$report"
+  HOST_SLOWDOWNS+=$count; HOST_SLOWED_MS+=$ms; HOST_ROUNDS+=1
+  [[ -n $2 ]] && ROUND_P99_CLEAR[$2]+="$p99clear "
+  HOST_TEXT=$(printf 'host: %s slowdown(s), %s ms (%s %%); p99 by log %s ms, %s ms without the %s %% they overlapped' \
+    "$count" "$ms" "$pct" "$p99" "$p99clear" "$overlapped")
+}
+
 USAGE_PID=$(cat "$STACK_DIR/pids/usage.pid")
 GATEWAY_PID=$(cat "$STACK_DIR/pids/gateway.pid")
 CLK_TCK=$(getconf CLK_TCK)
@@ -139,18 +209,23 @@ declare -A ROUND_RATIOS ROUND_P99
 pgbench_round() { # <connections> <round>
   local c=$1 round=$2 load out tps cpu
   rm -f "$LOGDIR"/pgbench_log.*
+  probe_start $((DURATION + 1))
   (cd "$LOGDIR" && exec pgbench -h 127.0.0.1 -p "$BILLING_PG_PORT" -U postgres -n -M prepared -c "$c" -j "$THREADS" -T "$DURATION" \
      -D users="$USERS" -D run="$RUN" -D ws="$WS" -D we="$WE" -f "$HERE/consume.pgbench.sql" -l "$DB" > "$LOGDIR/out" 2>&1) &
   load=$!
   measure_cpu "$load" "$DURATION" "$LOGDIR/cpu"
   wait "$load" || true
+  probe_wait
   out=$(cat "$LOGDIR/out")
   tps=$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<< "$out" | tail -n 1)
   [[ -n $tps ]] || { echo "$out" >&2; exit 1; }
   cat "$LOGDIR"/pgbench_log.* | awk '{print $3}' > "$LOGDIR/lat"
+  # pgbench's log: client, transaction, latency µs, script, end (unix s, µs) -> "start_us latency_us"
+  cat "$LOGDIR"/pgbench_log.* | awk '{ printf "%.0f %d\n", $5 * 1e6 + $6 - $3, $3 }' > "$LOGDIR/requests"
   PG_TPS[$c]=$tps
   cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$tps")
-  printf '%-24s %5s %5s %8.0f %8s %8s %10s %-20s %s\n' "pgbench (one consume)" "$c" "$round" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" "$cpu" ""
+  host_check "$LOGDIR/requests" ""
+  printf '%-24s %5s %5s %8.0f %8s %8s %10s %-20s %s\n' "pgbench (one consume)" "$c" "$round" "$tps" "$(percentile "$LOGDIR/lat" 50)" "$(percentile "$LOGDIR/lat" 99)" "1.00" "$cpu" "$HOST_TEXT"
 }
 
 wrk_round() { # <target> <connections> <round>: against the pgbench figure of the same round
@@ -159,10 +234,14 @@ wrk_round() { # <target> <connections> <round>: against the pgbench figure of th
   keys="wrk-$RUN-$target-$c-$round"
   MEASURED_GATEWAY_PID=; MEASURED_USAGE_PID=
   [[ $target == gateway2 && -n ${BENCH_GATEWAY2_PIDS:-} ]] && read -r MEASURED_GATEWAY_PID MEASURED_USAGE_PID <<< "$BENCH_GATEWAY2_PIDS"
-  wrk -t "$THREADS" -c "$c" -d "${DURATION}s" --timeout 10s -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "$keys" "$TOKEN" > "$LOGDIR/out" 2>&1 &
+  rm -f "$LOGDIR"/requests.*
+  probe_start $((DURATION + 1))
+  wrk -t "$THREADS" -c "$c" -d "${DURATION}s" --timeout 10s -s "$HERE/consume.lua" "$url" -- "$USERS" "$PREFIX" "$keys" "$TOKEN" \
+    ${PROBE:+"$LOGDIR/requests"} > "$LOGDIR/out" 2>&1 &
   load=$!
   measure_cpu "$load" "$DURATION" "$LOGDIR/cpu"
   wait "$load" || true
+  probe_wait
   out=$(cat "$LOGDIR/out")
   line=$(grep '^RESULT' <<< "$out") || { echo "$out" >&2; exit 1; }
   declare -A r=()
@@ -178,6 +257,11 @@ wrk_round() { # <target> <connections> <round>: against the pgbench figure of th
   elif ((diff > 0 && diff <= c)); then check="stored $stored = 200s ${r[ok]} + $diff answered after wrk stopped (≤ $c in flight)"
   else check="MISMATCH stored $stored vs 200s ${r[ok]}"; fi
   ((r[other] > 0 || r[socket_errors] > 0)) && check+="; non-200: ${r[other]}, socket errors: ${r[socket_errors]}"
+  if [[ -n $PROBE ]] && compgen -G "$LOGDIR/requests.*" > /dev/null; then
+    cat "$LOGDIR"/requests.* > "$LOGDIR/requests"
+    host_check "$LOGDIR/requests" "$target-$c"
+    [[ -n $HOST_TEXT ]] && check+="; $HOST_TEXT"
+  fi
   cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$rps")
   p99=$(awk -v v="${r[p99_us]}" 'BEGIN {printf "%.2f", v/1000}')
   printf '%-24s %5s %5s %8s %8.2f %8.2f %10s %-20s %s\n' "consume via $target" "$c" "$round" "$rps" \
@@ -240,6 +324,16 @@ echo "goals (median of $ROUNDS round(s)):"
 for c in $CONNECTIONS; do
   [[ -n ${P99[gateway-$c]:-} ]] && goal "p99 through the gateway at $c, ms" "${P99[gateway-$c]}" "<" 20 "${ROUND_P99[gateway-$c]}"
 done
+if ((HOST_ROUNDS)); then
+  # Not goals: what the p99 goals would read on a host that never slowed this machine down (the requests that a
+  # slowdown overlapped left out), to tell a miss of ours from the host's. The goals above count every request.
+  echo "host slowdowns (host-probe.c): $HOST_SLOWDOWNS, ${HOST_SLOWED_MS} ms in all over $HOST_ROUNDS measured run(s) of ${DURATION} s"
+  for c in $CONNECTIONS; do
+    # shellcheck disable=SC2086
+    [[ -n ${ROUND_P99_CLEAR[gateway-$c]:-} ]] && printf '  p99 through the gateway at %s of the requests no slowdown overlapped: %s ms  rounds: %s\n' \
+      "$c" "$(median ${ROUND_P99_CLEAR[gateway-$c]})" "${ROUND_P99_CLEAR[gateway-$c]}"
+  done
+fi
 # Every user has quota to spare, so any answer but 200 is a fault (a 500, a 502 from the gateway), not a refusal.
 ((NON_200 == 0)) && echo "  every request answered 200" || echo "  NOT 200: $NON_200 answer(s) or socket error(s) in all (see the rows' check)"
 ((MISMATCHES == 0)) && echo "  every run: spends stored = 200 answers" || { echo "  SPENDS STORED DIFFER FROM 200 ANSWERS in $MISMATCHES run(s)"; exit 1; }
