@@ -219,9 +219,10 @@ pgbench_round() { # <connections> <round>
   out=$(cat "$LOGDIR/out")
   tps=$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<< "$out" | tail -n 1)
   [[ -n $tps ]] || { echo "$out" >&2; exit 1; }
-  cat "$LOGDIR"/pgbench_log.* | awk '{print $3}' > "$LOGDIR/lat"
-  # pgbench's log: client, transaction, latency µs, script, end (unix s, µs) -> "start_us latency_us"
+  # pgbench's log: client, transaction, latency µs, script, end (unix s, µs) -> "start_us latency_us" (for the host check)
+  # and the latencies alone
   cat "$LOGDIR"/pgbench_log.* | awk '{ printf "%.0f %d\n", $5 * 1e6 + $6 - $3, $3 }' > "$LOGDIR/requests"
+  awk '{ print $2 }' "$LOGDIR/requests" > "$LOGDIR/lat"
   PG_TPS[$c]=$tps
   cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$tps")
   host_check "$LOGDIR/requests" ""
