@@ -9,8 +9,8 @@
 # Prints throughput, p50/p99 latency and each ratio to pgbench at the same concurrency, and checks that the spends
 # stored equal the 200 answers. The latencies are the requests' own, from consume.lua's per-request log; wrk's own
 # figures are not: wrk 4 adds made-up latencies below every slow answer (its correction for coordinated omission,
-# stats_correct), so its p99 reads higher. Each row's check shows wrk's too. Durable throughout: the 'up' profile's PostgreSQL with its defaults (fsync on,
-# synchronous_commit on). Also prints where the CPU went, in µs per request (or per pgbench transaction): PostgreSQL
+# stats_correct), so its p99 reads higher. Each row's check shows wrk's too. Durable throughout: the 'up' profile's
+# PostgreSQL with its defaults (fsync on, synchronous_commit on). Also prints where the CPU went, in µs per request (or per pgbench transaction): PostgreSQL
 # (all its processes), Usage, the gateway and the load generator, from /proc over the middle of each run; on a machine
 # whose cores are all busy, throughput is the cores divided by the sum of these.
 # And whether the host ran this machine at full speed: host-probe.c, pinned to each CPU at real-time priority, times a
