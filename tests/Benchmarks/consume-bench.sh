@@ -10,14 +10,14 @@
 # stored equal the 200 answers. The latencies are the requests' own, from consume.lua's per-request log; wrk's own
 # figures are not: wrk 4 adds made-up latencies below every slow answer (its correction for coordinated omission,
 # stats_correct), so its p99 reads higher. Each row's check shows wrk's too. Durable throughout: the 'up' profile's
-# PostgreSQL with its defaults (fsync on, synchronous_commit on). Also prints where the CPU went, in µs per request (or per pgbench transaction): PostgreSQL
-# (all its processes), Usage, the gateway and the load generator, from /proc over the middle of each run; on a machine
-# whose cores are all busy, throughput is the cores divided by the sum of these.
+# PostgreSQL with its defaults (fsync on, synchronous_commit on). Also prints where the CPU went, in µs per request (or
+# per pgbench transaction): PostgreSQL (all its processes), Usage, the gateway and the load generator, from /proc over
+# the middle of each run; on a machine whose cores are all busy, throughput is the cores divided by the sum of these.
 # And whether the host ran this machine at full speed: host-probe.c, pinned to each CPU at real-time priority, times a
 # fixed piece of arithmetic every millisecond during each measured run. On this virtual machine the host sometimes runs
 # every vCPU at about a tenth of its speed for 5-60 ms, and every request in flight waits for that (decision 0006,
-# twenty-third session). Each row's check says how long that lasted, and the p99 of that run's requests (by wrk's
-# per-request log) with and without the ones such a slowdown overlapped. BENCH_HOST_PROBE=0 leaves the probe out (it
+# twenty-third session). Each row's check says how long that lasted, and the p99 of that run's requests without the
+# ones such a slowdown overlapped. BENCH_HOST_PROBE=0 leaves the probe out (it
 # needs cc, taskset and the right to use real-time priority, and uses ~2 % of each CPU).
 #
 #   tests/Benchmarks/consume-bench.sh                 # starts 'deploy/billing up --detach' if it is not running, stops it after
@@ -141,7 +141,7 @@ probe_wait() {
   return 0
 }
 # <file of "start_us latency_us" per request> -> "<slowdowns> <ms slowed> <% of the run> <% of requests overlapped>
-# <p99 ms> <p99 ms of the others>". A slowdown: the probe's slow units (on any CPU) less than 5 ms apart, together
+# <p99 ms of the others>" (the p99 of all of them is the row's own). A slowdown: the probe's slow units (on any CPU) less than 5 ms apart, together
 # longer than 2 ms, within the run (from the first request's start to the last answer).
 host_report() {
   [[ -n $PROBE && -s $1 ]] || return 0
@@ -149,16 +149,16 @@ host_report() {
   awk '{ printf "%.0f %.0f\n", $1 * 1e6 - $2, $1 * 1e6 }' "$LOGDIR"/probe.* | sort -n | awk '
     { if (n && $1 - e <= 5000) { if ($2 > e) e = $2 } else { if (n && e - s > 2000) print s, e; s = $1; e = $2; n = 1 } }
     END { if (n && e - s > 2000) print s, e }' > "$episodes"
-  sort -n "$1" | awk -v episodes="$episodes" -v all="$LOGDIR/lat.all" -v clear="$LOGDIR/lat.clear" '
+  sort -n "$1" | awk -v episodes="$episodes" -v clear="$LOGDIR/lat.clear" '
     BEGIN { while ((getline line < episodes) > 0) { split(line, f, " "); m++; es[m] = f[1]; ee[m] = f[2] } j = 1 }
     { start = $1; end = $1 + $2; if (NR == 1) first = start; if (end > last) last = end
       while (j <= m && ee[j] < start) j++
       hit = 0; for (k = j; k <= m && es[k] <= end; k++) if (ee[k] >= start) { hit = 1; break }
-      print $2 > all; if (hit) overlapped++; else print $2 > clear; n++ }
+      if (hit) overlapped++; else print $2 > clear; n++ }
     END { for (k = 1; k <= m; k++) if (ee[k] >= first && es[k] <= last) { count++; slowed += (ee[k] < last ? ee[k] : last) - (es[k] > first ? es[k] : first) }
           printf "%d %.0f %.1f %.1f", count, slowed / 1000, 100 * slowed / (last - first), 100 * overlapped / n }'
-  printf ' %s %s' "$(percentile "$LOGDIR/lat.all" 99)" "$(percentile "$LOGDIR/lat.clear" 99)"
-  rm -f "$LOGDIR/lat.all" "$LOGDIR/lat.clear"
+  printf ' %s' "$(percentile "$LOGDIR/lat.clear" 99)"
+  rm -f "$LOGDIR/lat.clear"
 }
 declare -A ROUND_P99_CLEAR
 declare -i HOST_SLOWED_MS=0 HOST_SLOWDOWNS=0 HOST_ROUNDS=0
@@ -169,12 +169,12 @@ host_check() { # <requests file> <row key or "">: sets HOST_TEXT, the text for t
   HOST_TEXT=
   report=$(host_report "$1")
   [[ -n $report ]] || return 0
-  local count ms pct overlapped p99 p99clear
-  read -r count ms pct overlapped p99 p99clear <<< "$report"
+  local count ms pct overlapped p99clear
+  read -r count ms pct overlapped p99clear <<< "$report"
   HOST_SLOWDOWNS+=$count; HOST_SLOWED_MS+=$ms; HOST_ROUNDS+=1
   [[ -n $2 ]] && ROUND_P99_CLEAR[$2]+="$p99clear "
-  HOST_TEXT=$(printf 'host: %s slowdown(s), %s ms (%s %%); p99 by log %s ms, %s ms without the %s %% they overlapped' \
-    "$count" "$ms" "$pct" "$p99" "$p99clear" "$overlapped")
+  HOST_TEXT=$(printf 'host: %s slowdown(s), %s ms (%s %%); p99 %s ms without the %s %% of requests they overlapped' \
+    "$count" "$ms" "$pct" "$p99clear" "$overlapped")
 }
 
 USAGE_PID=$(cat "$STACK_DIR/pids/usage.pid")
@@ -264,7 +264,7 @@ wrk_round() { # <target> <connections> <round>: against the pgbench figure of th
   # wrk's own start to after its own end, so never shorter than wrk's measure). wrk's own figures are not those: it
   # corrects them for coordinated omission, adding made-up latencies below every slow answer (decision 0006,
   # twenty-fourth session). They are printed in the check; they judge the goals only where the log is missing.
-  local p50 p99 p99wrk
+  local p50 p99 p99wrk why
   p99wrk=$(awk -v v="${r[p99_us]}" 'BEGIN {printf "%.2f", v/1000}')
   if compgen -G "$LOGDIR/requests.*" > /dev/null && [[ ${r[unlogged]:--1} == 0 ]]; then
     cat "$LOGDIR"/requests.* > "$LOGDIR/requests"
@@ -277,7 +277,8 @@ wrk_round() { # <target> <connections> <round>: against the pgbench figure of th
     fi
   else
     p50=$(awk -v v="${r[p50_us]}" 'BEGIN {printf "%.2f", v/1000}'); p99=$p99wrk
-    check+="; p50/p99 are wrk's own, with its correction (no per-request log: ${r[unlogged]:-?} answer(s) unlogged, -1 = no LuaJIT clock)"
+    if [[ ${r[unlogged]:--1} == -1 ]]; then why="wrk has no LuaJIT clock"; else why="${r[unlogged]} answer(s) without the echoed X-Correlation-Id"; fi
+    check+="; p50/p99 are wrk's own, with its correction (no per-request log: $why)"
   fi
   cpu=$(cpu_per_request "$LOGDIR/cpu.before" "$LOGDIR/cpu.after" "$(cat "$LOGDIR/cpu.window")" "$rps")
   printf '%-24s %5s %5s %8s %8.2f %8.2f %10s %-20s %s\n' "consume via $target" "$c" "$round" "$rps" \

@@ -3,7 +3,8 @@
 -- args: <users> <user prefix> <key prefix> <bearer token> [<log prefix>]
 -- With a log prefix (and LuaJIT's ffi, which Debian's wrk has), each thread also writes "<start, unix µs> <latency µs>"
 -- per answer to <log prefix>.<thread>: the start travels in X-Correlation-Id, which the services send back. The
--- benchmark uses it to tell the requests that a slowdown of the host overlapped from the others (host-probe.c).
+-- benchmark takes each run's p50/p99 from it (wrk's own are corrected, see done()) and tells the requests that a
+-- slowdown of the host overlapped from the others (host-probe.c).
 local threads = {}
 local clock = nil
 do
@@ -52,13 +53,13 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local total_ok, total_other, total_unlogged = 0, 0, -1
+  local total_ok, total_other, total_unlogged = 0, 0, nil
   for _, t in ipairs(threads) do
     total_ok = total_ok + t:get("ok")
     total_other = total_other + t:get("other")
     local prefix = t:get("log_prefix")
     if prefix then
-      total_unlogged = math.max(total_unlogged, 0) + t:get("unlogged")
+      total_unlogged = (total_unlogged or 0) + t:get("unlogged")
       local f = io.open(prefix .. "." .. t:get("id"), "w")
       f:write(table.concat(t:get("log"), "\n"), "\n")
       f:close()
@@ -70,5 +71,5 @@ function done(summary, latency, requests)
   -- adds made-up latencies at that interval below it. The per-request log has the requests alone.
   io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d ok=%d other=%d socket_errors=%d unlogged=%d\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), total_ok, total_other,
-    e.connect + e.read + e.write + e.timeout, total_unlogged))
+    e.connect + e.read + e.write + e.timeout, total_unlogged or -1)) -- -1: no per-request log (no LuaJIT clock)
 end

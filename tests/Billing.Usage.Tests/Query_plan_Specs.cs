@@ -95,14 +95,13 @@ public class Spend_function_plans
         await using var connection = new NpgsqlConnection(Host.ConnectionString + ";Pooling=false");
         await connection.OpenAsync();
         await using var transaction = await connection.BeginTransactionAsync();
-        var schema = await Host.ScalarTextAsync("SELECT current_schema()");
-        await Execute(connection, $"""
+        await Execute(connection, """
             CREATE SCHEMA plan_scratch;
-            CREATE TABLE plan_scratch.consumptions (LIKE "{schema}".consumptions INCLUDING ALL);
-            CREATE TABLE plan_scratch.usage_subjects (LIKE "{schema}".usage_subjects INCLUDING ALL);
-            CREATE TABLE plan_scratch.token_balances (LIKE "{schema}".token_balances INCLUDING ALL);
+            CREATE TABLE plan_scratch.consumptions (LIKE consumptions INCLUDING ALL);
+            CREATE TABLE plan_scratch.usage_subjects (LIKE usage_subjects INCLUDING ALL);
+            CREATE TABLE plan_scratch.token_balances (LIKE token_balances INCLUDING ALL);
             ANALYZE plan_scratch.consumptions, plan_scratch.usage_subjects, plan_scratch.token_balances;
-            SET LOCAL search_path = plan_scratch, "{schema}";
+            SELECT set_config('search_path', 'plan_scratch, ' || current_setting('search_path'), true);
             """);
         await Execute(connection, Batch("plan-empty-", 1)); // planned now, on empty tables
         await Execute(connection, """
@@ -110,11 +109,11 @@ public class Spend_function_plans
             SELECT 'plan-grown-' || g, gen_random_uuid(), 'plan-u' || g, 'ai.generation', 1, true, 200, '{}', now() FROM generate_series(1, 2000) g
             """);
 
-        var before = await KeyRowsRead(connection);
+        var before = await RowsFetchedByIndex(connection);
         await Execute(connection, Batch("plan-after-", 2));
-        var read = await KeyRowsRead(connection) - before;
+        var fetched = await RowsFetchedByIndex(connection) - before;
 
-        Assert.That(read, Is.LessThan(20), "rows of consumptions fetched through an index for a batch of 2 new keys (2,000 stored)");
+        Assert.That(fetched, Is.LessThan(20), "rows of consumptions fetched through an index for a batch of 2 new keys (2,000 stored)");
     }
 
     /// <summary>A call of usage_consume_many with <paramref name="spends"/> new keys (users unknown: version -1).</summary>
@@ -128,7 +127,8 @@ public class Spend_function_plans
             array_fill(NULL::text, ARRAY[{spends}]), array_fill(now(), ARRAY[{spends}]))
         """;
 
-    private static async Task<long> KeyRowsRead(NpgsqlConnection connection)
+    /// <summary>Rows of the scratch <c>consumptions</c> fetched through an index so far in this transaction.</summary>
+    private static async Task<long> RowsFetchedByIndex(NpgsqlConnection connection)
     {
         await using var command = new NpgsqlCommand(
             "SELECT coalesce(sum(idx_tup_fetch), 0) FROM pg_stat_xact_user_tables WHERE schemaname = 'plan_scratch' AND relname = 'consumptions'", connection);
